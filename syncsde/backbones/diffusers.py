@@ -1,0 +1,137 @@
+"""Backbones on diffusers checkpoints: Stable Diffusion (latent) and text-conditioned pixel-space models.
+
+Weights come from a local folder in diffusers layout (``model_index.json`` + component subfolders) or a hub id.
+Only the components the backbone needs are loaded (no safety checker). Without weights the user gets one
+line within seconds, never a long retry or a silently broken tokenizer.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from syncsde.backbones.base import Backbone
+from syncsde.errors import ModelNotFoundError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_model(model: str, what: str = "backbone.init_args.model") -> Path:
+    """A local diffusers folder for ``model`` (a folder path or a hub id), or a one-line ModelNotFoundError."""
+    path = Path(os.path.expanduser(model))
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelNotFoundError(f"'{model}' is not a diffusers pipeline folder (no model_index.json); point {what} at one")
+        return path
+    if model.startswith((".", "/", "~")) or path.exists() or model.count("/") != 1:
+        raise ModelNotFoundError(f"model folder '{model}' not found; give an existing diffusers folder or a hub id via {what}")
+    try:
+        from diffusers import DiffusionPipeline
+
+        return Path(DiffusionPipeline.download(model, etag_timeout=10))
+    except Exception as e:  # offline, unknown id, gated repository, ...
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ModelNotFoundError(
+            f"cannot load model '{model}' ({reason}); download it where the hub is reachable "
+            f"(hf download {model} --local-dir DIR) and set {what}=DIR"
+        ) from None
+
+
+def load_component(folder: Path, name: str):
+    """Load one pipeline component by the class ``model_index.json`` names for it, as diffusers itself does."""
+    index = json.loads((folder / "model_index.json").read_text())
+    entry = index.get(name)
+    if not entry or entry[0] is None:
+        return None
+    library, cls_name = entry
+    cls = getattr(importlib.import_module(library), cls_name)
+    if name == "scheduler":
+        return dict(cls.load_config(folder, subfolder=name, local_files_only=True))
+    obj = cls.from_pretrained(folder, subfolder=name, local_files_only=True)
+    if name == "tokenizer" and len(obj) <= 2:
+        raise ModelNotFoundError(f"the tokenizer in '{folder}' loaded with {len(obj)} tokens; the folder is incomplete")
+    return obj
+
+
+class DiffusersBackbone(Backbone):
+    """A text-conditioned diffusers UNet, in latent space when the folder has a VAE, in pixel space otherwise.
+
+    Args:
+        model: hub id or local diffusers folder.
+        dtype: "auto" (float16 on CUDA, float32 on CPU — chosen when the task moves to its device), or
+            "float32" / "float16" / "bfloat16".
+    """
+
+    def __init__(self, model: str, dtype: str = "auto"):
+        super().__init__()
+        if dtype != "auto" and dtype not in DTYPES:
+            raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
+        self.name = model
+        self.requested_dtype = dtype
+        folder = resolve_model(model)
+        self.unet = load_component(folder, "unet")
+        self.text_encoder = load_component(folder, "text_encoder")
+        self.tokenizer = load_component(folder, "tokenizer")
+        self.vae = load_component(folder, "vae")
+        self._scheduler_config = load_component(folder, "scheduler")
+        for m in (self.unet, self.text_encoder, self.vae):
+            if m is not None:
+                m.requires_grad_(False).eval()
+        self.prediction_type = self._scheduler_config.get("prediction_type", "epsilon")
+        cfg = self.unet.config
+        self.channels = cfg.in_channels
+        self.sample_size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+        self.learned_variance = cfg.out_channels == 2 * cfg.in_channels
+        self.scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+
+    def adapt_dtype(self, device: torch.device) -> None:
+        """Apply the requested dtype once the device is known ("auto": half precision on CUDA only)."""
+        if self.requested_dtype == "auto":
+            dtype = torch.float16 if device.type == "cuda" else torch.float32
+        else:
+            dtype = DTYPES[self.requested_dtype]
+        self.to(dtype)
+
+    def scheduler_config(self) -> dict:
+        return dict(self._scheduler_config)
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
+        tok = self.tokenizer(
+            list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        )
+        device = self.text_encoder.device
+        mask = tok.attention_mask.to(device) if getattr(self.text_encoder.config, "use_attention_mask", False) else None
+        return self.text_encoder(tok.input_ids.to(device), attention_mask=mask)[0]
+
+    def forward(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
+        out = self.unet(x, t, encoder_hidden_states=context.to(x.dtype)).sample
+        return out[:, : self.channels] if self.learned_variance else out
+
+    @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        if self.vae is None:
+            return super().decode(z)
+        img = self.vae.decode(z.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        return (img.float() / 2 + 0.5).clamp(0, 1)
+
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> Tensor:
+        if self.vae is None:
+            return super().encode(images)
+        dist = self.vae.encode((images * 2 - 1).to(self.vae.dtype)).latent_dist
+        return dist.mean.float() * self.vae.config.scaling_factor
+
+
+class StableDiffusion(DiffusersBackbone):
+    """Stable Diffusion (1.x, 2.x) through diffusers; default ``stabilityai/stable-diffusion-2-base``."""
+
+    def __init__(self, model: str = "stabilityai/stable-diffusion-2-base", dtype: str = "auto"):
+        super().__init__(model, dtype)
+        if self.vae is None:
+            raise ModelNotFoundError(f"'{model}' has no VAE: it is not a Stable Diffusion checkpoint (use DiffusersBackbone)")

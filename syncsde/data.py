@@ -1,0 +1,110 @@
+"""DataModules: records of what to generate, one dict per sample, with resume support.
+
+Every record gets a global ``sample_id`` (its index in the expanded list) and the run's ``seed``; the sample's
+noise is seeded from exactly these two numbers. Samples whose sidecar already exists in the output folder are
+skipped (resume) unless ``overwrite`` is set by the CLI.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader
+
+from syncsde.errors import InputError
+
+
+def sample_name(sample_id: int) -> str:
+    return f"{sample_id:05d}"
+
+
+class SampleDataModule(LightningDataModule):
+    """Base: subclasses implement :meth:`records` (one dict per distinct input)."""
+
+    def __init__(self, samples_per_record: int = 1, seed: int = 0, batch_size: int = 1):
+        super().__init__()
+        if samples_per_record < 1 or batch_size < 1:
+            raise InputError("samples_per_prompt and batch_size must be at least 1")
+        self.samples_per_record, self.seed, self.batch_size = samples_per_record, seed, batch_size
+        self.output_dir: Path | None = None
+        self.overwrite = False
+
+    def records(self) -> list[dict]:
+        raise NotImplementedError
+
+    def samples(self) -> list[dict]:
+        out = []
+        for rec in self.records():
+            for _ in range(self.samples_per_record):
+                out.append({**rec, "sample_id": len(out), "seed": self.seed})
+        return out
+
+    def attach_output(self, output_dir: str | Path, overwrite: bool = False) -> None:
+        self.output_dir, self.overwrite = Path(output_dir), overwrite
+
+    def pending(self) -> list[dict]:
+        """Samples still to generate: all of them, minus those with a sidecar in the output folder (resume)."""
+        samples = self.samples()
+        if self.output_dir is None or self.overwrite:
+            return samples
+        todo = []
+        for s in samples:
+            sidecar = self.output_dir / f"{sample_name(s['sample_id'])}.json"
+            if not sidecar.exists():
+                todo.append(s)
+                continue
+            old = json.loads(sidecar.read_text())
+            if old.get("prompt") != s.get("prompt") or old.get("seed") != s["seed"]:
+                raise InputError(
+                    f"{sidecar} was made from another prompt or seed; use a new --output_dir or --overwrite true"
+                )
+        return todo
+
+    def predict_dataloader(self):
+        todo = self.pending()
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if len(todo) < world:
+            raise InputError(f"{len(todo)} sample(s) to generate on {world} processes; use --trainer.devices {max(len(todo), 1)}")
+        return DataLoader(todo, batch_size=self.batch_size, shuffle=False, collate_fn=list)
+
+
+def read_lines(path: str | Path, what: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} '{path}' does not exist; give a text file with one entry per line")
+    lines = [line.strip() for line in p.read_text().splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+class PromptDataModule(SampleDataModule):
+    """Prompts from the config (``prompts``) and/or a text file (``prompt_file``, one prompt a line, # comments).
+
+    Args:
+        prompts: list of prompts.
+        prompt_file: text file with one prompt per line.
+        samples_per_prompt: samples generated per prompt (sample ids run prompt-major).
+        seed: the run's seed; each sample's noise comes from (seed, sample_id).
+        batch_size: samples per predict_step.
+    """
+
+    def __init__(
+        self,
+        prompts: Sequence[str] = (),
+        prompt_file: str | None = None,
+        samples_per_prompt: int = 1,
+        seed: int = 0,
+        batch_size: int = 1,
+    ):
+        super().__init__(samples_per_prompt, seed, batch_size)
+        self.prompts = list(prompts)
+        self.prompt_file = prompt_file
+        if not self.prompts and prompt_file is None:
+            raise InputError("no prompts: set data.init_args.prompts or data.init_args.prompt_file")
+
+    def records(self):
+        prompts = self.prompts + (read_lines(self.prompt_file, "prompt_file") if self.prompt_file else [])
+        if not prompts:
+            raise InputError(f"prompt_file '{self.prompt_file}' holds no prompts")
+        return [{"prompt": p} for p in prompts]

@@ -1,0 +1,55 @@
+"""The synchronized sampling loop (SYNCSDE.md §3.1): one batched denoiser call per step, then the strategy."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from syncsde.coupling import SyncProblem
+from syncsde.schedule import Schedule, Step
+from syncsde.strategies.base import Strategy
+
+Denoiser = Callable[[Tensor, Step], Tensor]
+
+
+def sample(
+    denoise: Denoiser,
+    x_T: Tensor,
+    schedule: Schedule,
+    strategy: Strategy,
+    problem: SyncProblem,
+    generators: Sequence[torch.Generator] | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Run all trajectories of all samples from x_T (B, N, ...) to x_0.
+
+    ``denoise(x, step)`` returns the CFG-combined ε for the whole (B, N, ...) stack in one network call.
+    ``generators`` (one per sample, on the CPU) supply the noise of stochastic steps, so that a sample's
+    result depends only on its own generator, never on the batch it shares.
+    """
+    def noise() -> Tensor:
+        return per_sample_randn(x_T.shape[1:], generators).to(x_T)
+
+    x = x_T
+    for step in tqdm(schedule.steps, desc="steps", leave=False, disable=not progress):
+        eps = denoise(x, step)
+        x = strategy.step(x, eps, step, problem, noise if generators is not None else None)
+    return x
+
+
+def per_sample_randn(shape: Sequence[int], generators: Sequence[torch.Generator] | None) -> Tensor:
+    """Standard normal noise (len(generators), *shape), each row from its own CPU generator (device-independent)."""
+    if generators is None:
+        raise ValueError("stochastic sampling needs one generator per sample")
+    return torch.stack([torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in generators])
+
+
+def sample_generator(seed: int, sample_id: int) -> torch.Generator:
+    """A CPU generator seeded from (seed, sample id) alone: a sample's output does not depend on its batch,
+    its process, or the device count."""
+    import numpy as np
+
+    state = np.random.SeedSequence([int(seed), int(sample_id)]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator("cpu").manual_seed(int(state) & ((1 << 63) - 1))

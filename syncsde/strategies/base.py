@@ -1,0 +1,44 @@
+"""The strategy interface and the uncoupled reference strategy."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor
+
+from syncsde.coupling import SyncProblem
+from syncsde.schedule import Step
+
+NoiseFn = Callable[[], Tensor]
+
+
+class Strategy:
+    """Turns the network's ε for all trajectories into the next states.
+
+    ``step(x, eps, step, problem, noise)`` receives the pre-step snapshot ``x`` (B, N, ...), the CFG-combined
+    ε of the one batched network call, the :class:`~syncsde.schedule.Step`, the task's
+    :class:`~syncsde.coupling.SyncProblem`, and ``noise`` — a callable returning fresh per-sample noise shaped
+    like ``x`` (only for stochastic steps; drawn from each sample's own generator).
+    """
+
+    name = "strategy"
+
+    def step(self, x: Tensor, eps: Tensor, step: Step, problem: SyncProblem, noise: NoiseFn | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Parameters written into every sample's sidecar."""
+        return {"method": self.name}
+
+    @staticmethod
+    def plain_update(x: Tensor, eps: Tensor, step: Step, noise: NoiseFn | None) -> Tensor:
+        """The scheduler's own update for every trajectory (DDIM with η, or DDPM)."""
+        return step.update(x, step.x0(x, eps), eps, noise() if step.stochastic else None)
+
+
+class Independent(Strategy):
+    """No coupling: every trajectory is an ordinary sampling run (the 1/λ → 0 limit of SyncSDE)."""
+
+    name = "independent"
+
+    def step(self, x, eps, step, problem, noise=None):
+        return self.plain_update(x, eps, step, noise)

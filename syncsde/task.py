@@ -1,0 +1,153 @@
+"""The task base class: a LightningModule whose ``predict_step`` runs synchronized sampling (ARCHITECTURE.md).
+
+A task states the geometry of one problem — trajectories, their prompts and initial noise, the couplings, and
+the assembly of the output — and never steps a scheduler itself. Subclasses implement :meth:`trajectory_prompts`,
+:meth:`initial_noise`, :meth:`problem` and :meth:`assemble`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+import torch
+from lightning import LightningModule
+from torch import Tensor
+
+from syncsde.backbones.base import Backbone, guided_eps
+from syncsde.coupling import SyncProblem
+from syncsde.sampler import sample, sample_generator
+from syncsde.schedule import Schedule
+from syncsde.strategies.base import Strategy
+
+
+@dataclass
+class SampleOutput:
+    """One finished sample: the main image (3, H, W) in [0, 1], its sidecar metadata, extra images by name."""
+
+    sample_id: int
+    image: Tensor
+    meta: dict
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+class SyncTask(LightningModule):
+    """Base of every task.
+
+    Args:
+        backbone: the pretrained denoiser (:class:`~syncsde.backbones.Backbone`).
+        strategy: how trajectories interact (SyncSDE, Independent, baselines).
+        num_inference_steps: sampler steps S.
+        guidance_scale: classifier-free guidance weight w.
+        negative_prompt: prompt of the unconditional branch.
+        sampler: "ddim" (η = ``eta``) or "ddpm".
+        eta: DDIM η (0 = deterministic).
+        max_batch: split the one network call per step into chunks of at most this many rows (memory); None = one call.
+        progress: show a progress bar over steps.
+    """
+
+    task_name = "task"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        strategy: Strategy,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        negative_prompt: str = "",
+        sampler: Literal["ddim", "ddpm"] = "ddim",
+        eta: float = 0.0,
+        max_batch: int | None = None,
+        progress: bool = True,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.strategy = strategy
+        self.num_inference_steps = num_inference_steps
+        self.guidance_scale = guidance_scale
+        self.negative_prompt = negative_prompt
+        self.sampler = sampler
+        self.eta = eta
+        self.max_batch = max_batch
+        self.progress = progress
+
+    # -- what a task states -------------------------------------------------------------------------------
+    def trajectory_prompts(self, batch: Sequence[dict]) -> list[list[str]]:
+        """For each sample, the prompt of each of its N trajectories."""
+        raise NotImplementedError
+
+    def initial_noise(self, batch: Sequence[dict], generators: Sequence[torch.Generator]) -> Tensor:
+        """x_T of shape (B, N, ...), drawn on the CPU from each sample's own generator."""
+        raise NotImplementedError
+
+    def problem(self, batch: Sequence[dict]) -> SyncProblem:
+        """The couplings between trajectories (and geometry for baseline strategies)."""
+        raise NotImplementedError
+
+    def assemble(self, x0: Tensor, batch: Sequence[dict]) -> list[SampleOutput]:
+        """Turn the final trajectories (B, N, ...) into outputs."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Task parameters for the sidecars."""
+        return {}
+
+    # -- the shared machinery -----------------------------------------------------------------------------
+    def schedule(self) -> Schedule:
+        return Schedule.from_config(self.backbone.scheduler_config(), self.num_inference_steps, self.sampler, self.eta)
+
+    def on_predict_start(self) -> None:
+        if hasattr(self.backbone, "adapt_dtype"):
+            self.backbone.adapt_dtype(self.device)
+
+    def conditioning(self, batch: Sequence[dict]) -> tuple[Tensor, Tensor | None]:
+        """Text conditioning for all B·N trajectories (each distinct prompt encoded once)."""
+        prompts = [p for sample_prompts in self.trajectory_prompts(batch) for p in sample_prompts]
+        unique = sorted(set(prompts) | {self.negative_prompt})
+        emb = self.backbone.encode_prompts(unique)
+        pos = {p: i for i, p in enumerate(unique)}
+        cond = emb[[pos[p] for p in prompts]]
+        uncond = emb[[pos[self.negative_prompt]] * len(prompts)] if self.guidance_scale != 1.0 else None
+        return cond, uncond
+
+    @torch.no_grad()
+    def run(self, batch: Sequence[dict], x_T: Tensor | None = None) -> list[SampleOutput]:
+        """Synchronized sampling of one batch of samples; ``x_T`` overrides the seeded initial noise."""
+        start = time.perf_counter()
+        generators = [sample_generator(s["seed"], s["sample_id"]) for s in batch]
+        if x_T is None:
+            x_T = self.initial_noise(batch, generators)
+        x_T = x_T.to(self.device, torch.float32)
+        cond, uncond = self.conditioning(batch)
+        problem = self.problem(batch)
+
+        def denoise(x: Tensor, step) -> Tensor:
+            eps = guided_eps(self.backbone, x.flatten(0, 1), step, cond, uncond, self.guidance_scale, self.max_batch)
+            return eps.view_as(x)
+
+        x0 = sample(denoise, x_T, self.schedule(), self.strategy, problem, generators, self.progress)
+        outputs = self.assemble(x0, batch)
+        seconds = (time.perf_counter() - start) / len(batch)
+        common = {
+            "task": self.task_name,
+            **self.strategy.describe(),
+            "steps": self.num_inference_steps,
+            "sampler": self.sampler,
+            "guidance_scale": self.guidance_scale,
+            "negative_prompt": self.negative_prompt,
+            "backbone": self.backbone.name,
+            **self.describe(),
+        }
+        for out, s in zip(outputs, batch):
+            out.meta = {**{k: v for k, v in s.items() if isinstance(v, (str, int, float, list))}, **common, **out.meta,
+                        "seconds": round(seconds, 3)}
+        return outputs
+
+    def predict_step(self, batch: Sequence[dict], batch_idx: int = 0) -> list[SampleOutput]:
+        return self.run(batch)
+
+    def generate(self, prompts: Sequence[Any], seed: int = 0, x_T: Tensor | None = None) -> list[SampleOutput]:
+        """Plain-Python entry point: sample ids 0..len−1; records are prompts or dicts with a "prompt" key."""
+        self.on_predict_start()
+        batch = [{**(r if isinstance(r, dict) else {"prompt": r}), "sample_id": i, "seed": seed} for i, r in enumerate(prompts)]
+        return self.run(batch, x_T)

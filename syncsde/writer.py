@@ -1,0 +1,43 @@
+"""The prediction writer: one PNG per sample (plus extras), a JSON sidecar, and a manifest — all atomic."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from syncsde.data import sample_name
+from syncsde.io import save_json, save_png
+
+
+class SampleWriter(BasePredictionWriter):
+    """Writes ``<id>.png``, ``<id>_<extra>.png`` and, last, ``<id>.json`` (its presence marks a finished sample);
+    at the end, rank 0 writes ``manifest.json`` listing every sample in the folder."""
+
+    def __init__(self, output_dir: str | Path):
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        for out in prediction:
+            self.write_sample(out)
+
+    def write_sample(self, out) -> None:
+        name = sample_name(out.sample_id)
+        files = {"image": f"{name}.png"}
+        save_png(self.output_dir / files["image"], out.image)
+        for key, img in out.extras.items():
+            files[key] = f"{name}_{key}.png"
+            save_png(self.output_dir / files[key], img)
+        save_json(self.output_dir / f"{name}.json", {**out.meta, "sample_id": out.sample_id, "files": files})
+
+    def on_predict_end(self, trainer, pl_module):
+        trainer.strategy.barrier()
+        if trainer.is_global_zero:
+            write_manifest(self.output_dir)
+
+
+def write_manifest(output_dir: Path) -> Path:
+    sidecars = sorted(p for p in Path(output_dir).glob("[0-9]*.json"))
+    samples = [json.loads(p.read_text()) for p in sidecars]
+    return save_json(Path(output_dir) / "manifest.json", {"num_samples": len(samples), "samples": samples})
