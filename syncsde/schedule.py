@@ -78,6 +78,13 @@ def ddpm_posterior(
     return mean, beta_t * (1 - abar_prev) / (1 - abar_t)
 
 
+def dynamic_threshold(x0: Tensor, ratio: float, max_value: float) -> Tensor:
+    """Imagen's dynamic thresholding (as diffusers' ``_threshold_sample``), per image over its last three dims."""
+    flat = x0.flatten(-3)
+    s = torch.quantile(flat.abs().float(), ratio, dim=-1).clamp(1, max_value).to(x0)[..., None, None, None]
+    return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
 def gamma(abar_t: float | Tensor, abar_prev: float | Tensor) -> Tensor:
     """γ_t = √(ᾱ_prev/ᾱ_t) − √((1−ᾱ_prev)/(1−ᾱ_t)) > 0 (SYNCSDE.md §3)."""
     abar_t = torch.as_tensor(abar_t, dtype=torch.float64)
@@ -104,6 +111,7 @@ class Step:
     eta: float = 0.0
 
     clip_sample: float | None = None
+    threshold: tuple[float, float] | None = None  # (dynamic_thresholding_ratio, sample_max_value)
 
     @property
     def sigma(self) -> float:
@@ -119,8 +127,11 @@ class Step:
         return (self.kind == "ddpm" and self.t > 0) or (self.kind == "ddim" and self.eta > 0)
 
     def x0(self, x_t: Tensor, eps: Tensor) -> Tensor:
-        """Tweedie x̂₀, clipped to ±``clip_sample`` when the scheduler config asks for it (as diffusers does)."""
+        """Tweedie x̂₀, then — as diffusers does when the scheduler config asks — dynamic thresholding per image
+        (the last three dims), or else clipping to ±``clip_sample`` (DeepFloyd IF uses these; SD neither)."""
         x0 = tweedie_x0(x_t, eps, self.abar_t)
+        if self.threshold is not None:
+            return dynamic_threshold(x0, *self.threshold)
         return x0 if self.clip_sample is None else x0.clamp(-self.clip_sample, self.clip_sample)
 
     def update(self, x_t: Tensor, x0: Tensor, eps: Tensor, noise: Tensor | None = None) -> Tensor:
@@ -162,8 +173,6 @@ class Schedule:
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
         sched_cls = DDIMScheduler if kind == "ddim" else DDPMScheduler
         config = {k: v for k, v in dict(config).items() if not k.startswith("_")}
-        if kind == "ddim":
-            config.setdefault("set_alpha_to_one", False)
         sched = sched_cls.from_config(config)
         sched.set_timesteps(num_inference_steps)
         ac = sched.alphas_cumprod.to(torch.float64)
@@ -172,11 +181,14 @@ class Schedule:
         ts = [int(t) for t in sched.timesteps]
         T_ = int(T) if T is not None else max(ts)
         clip = float(sched.config.clip_sample_range) if sched.config.get("clip_sample", False) else None
+        thr = None
+        if sched.config.get("thresholding", False):
+            thr = (float(sched.config.dynamic_thresholding_ratio), float(sched.config.sample_max_value))
         steps = []
         for k, t in enumerate(ts):
             tp = t - n_train // num_inference_steps
             abar_prev = float(ac[tp]) if tp >= 0 else final
-            steps.append(Step(k, t, tp, float(ac[t]), abar_prev, T_, kind, eta, clip))
+            steps.append(Step(k, t, tp, float(ac[t]), abar_prev, T_, kind, eta, clip, thr))
         return cls(tuple(steps), sched.config.prediction_type)
 
     def __len__(self) -> int:

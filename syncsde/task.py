@@ -111,9 +111,9 @@ class SyncTask(LightningModule):
         return cond, uncond
 
     @torch.no_grad()
-    def run(self, batch: Sequence[dict], x_T: Tensor | None = None) -> list[SampleOutput]:
-        """Synchronized sampling of one batch of samples; ``x_T`` overrides the seeded initial noise."""
-        start = time.perf_counter()
+    def trajectories(self, batch: Sequence[dict], x_T: Tensor | None = None) -> Tensor:
+        """Synchronized sampling of all trajectories of a batch: x_T (B, N, ...) → x_0. ``x_T`` overrides the
+        initial noise seeded from (seed, sample_id)."""
         generators = [sample_generator(s["seed"], s["sample_id"]) for s in batch]
         if x_T is None:
             x_T = self.initial_noise(batch, generators)
@@ -125,8 +125,13 @@ class SyncTask(LightningModule):
             eps = guided_eps(self.backbone, x.flatten(0, 1), step, cond, uncond, self.guidance_scale, self.max_batch)
             return eps.view_as(x)
 
-        x0 = sample(denoise, x_T, self.schedule(), self.strategy, problem, generators, self.progress)
-        outputs = self.assemble(x0, batch)
+        return sample(denoise, x_T, self.schedule(), self.strategy, problem, generators, self.progress)
+
+    @torch.no_grad()
+    def run(self, batch: Sequence[dict], x_T: Tensor | None = None) -> list[SampleOutput]:
+        """Sample and assemble one batch; every output carries its sidecar metadata."""
+        start = time.perf_counter()
+        outputs = self.assemble(self.trajectories(batch, x_T), batch)
         seconds = (time.perf_counter() - start) / len(batch)
         common = {
             "task": self.task_name,
@@ -139,8 +144,8 @@ class SyncTask(LightningModule):
             **self.describe(),
         }
         for out, s in zip(outputs, batch):
-            out.meta = {**{k: v for k, v in s.items() if isinstance(v, (str, int, float, list))}, **common, **out.meta,
-                        "seconds": round(seconds, 3)}
+            record = {k: v for k, v in s.items() if isinstance(v, (str, int, float, list))}
+            out.meta = {**record, **common, **out.meta, "seconds": round(seconds, 3)}
         return outputs
 
     def predict_step(self, batch: Sequence[dict], batch_idx: int = 0) -> list[SampleOutput]:

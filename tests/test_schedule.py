@@ -1,0 +1,102 @@
+"""Schedule math against diffusers' own schedulers and independent computations (SYNCSDE.md §9.1, 9.2, 9.6)."""
+import math
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from tiny_models import SD_SCHEDULER
+
+from syncsde import schedule as S
+
+torch.manual_seed(0)
+X = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+EPS = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+# DeepFloyd IF's hub scheduler config (a DDPM config: no set_alpha_to_one, so DDIM built from it uses ᾱ_final = 1)
+IF_LIKE = dict(beta_schedule="squaredcos_cap_v2", beta_start=0.0001, beta_end=0.02, num_train_timesteps=1000,
+               clip_sample=True, clip_sample_range=1.0, thresholding=True, dynamic_thresholding_ratio=0.95,
+               sample_max_value=1.5, prediction_type="epsilon", variance_type="learned_range")
+
+
+def test_sd_schedule_timesteps_and_T():
+    sch = S.Schedule.from_config(SD_SCHEDULER, 50)
+    ts = [s.t for s in sch]
+    assert ts[:3] == [981, 961, 941] and ts[-1] == 1 and len(ts) == 50
+    assert all(s.T == 981 for s in sch)
+    ac = DDIMScheduler(**SD_SCHEDULER).alphas_cumprod
+    assert sch.steps[-1].abar_prev == pytest.approx(float(ac[0]))  # set_alpha_to_one=False: final = ᾱ_0
+    assert sch.steps[0].abar_prev == pytest.approx(float(ac[961]))
+
+
+@pytest.mark.parametrize("config", [SD_SCHEDULER, IF_LIKE])
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+def test_ddim_step_matches_diffusers(config, eta):
+    ref = DDIMScheduler.from_config(config)
+    ref.set_timesteps(30)
+    sch = S.Schedule.from_config(config, 30, "ddim", eta=eta)
+    for step, t in zip(sch, ref.timesteps):
+        noise = torch.randn_like(X)
+        expected = ref.step(EPS * 3, t, X, eta=eta, variance_noise=noise).prev_sample  # large ε: clip/threshold act
+        got = step.update(X, step.x0(X, EPS * 3), EPS * 3, noise)
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_ddpm_step_matches_diffusers():
+    cfg = {**SD_SCHEDULER, "variance_type": "fixed_small"}
+    cfg.pop("set_alpha_to_one")
+    cfg.pop("steps_offset")
+    ref = DDPMScheduler(**cfg)
+    ref.set_timesteps(30)
+    sch = S.Schedule.from_config(cfg, 30, "ddpm")
+    assert [s.t for s in sch] == [int(t) for t in ref.timesteps]
+    for step, t in zip(sch, ref.timesteps):
+        expected = ref.step(EPS, t, X, generator=torch.Generator().manual_seed(3)).prev_sample
+        noise = torch.randn(X.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        got = step.update(X, step.x0(X, EPS), EPS, noise if step.stochastic else None)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_tweedie_and_prediction_conversions_roundtrip():
+    ab = 0.37
+    x0 = S.tweedie_x0(X, EPS, ab)
+    torch.testing.assert_close(math.sqrt(ab) * x0 + math.sqrt(1 - ab) * EPS, X)
+    torch.testing.assert_close(S.eps_from_x0(X, x0, ab), EPS)
+    v = math.sqrt(ab) * EPS - math.sqrt(1 - ab) * x0  # v = α ε − σ x0
+    torch.testing.assert_close(S.to_epsilon(v, X, ab, "v_prediction"), EPS)
+    with pytest.raises(ValueError, match="prediction type"):
+        S.to_epsilon(v, X, ab, "flow")
+
+
+@pytest.mark.parametrize("kind", ["ddim", "ddpm"])
+@pytest.mark.parametrize("steps", [30, 50])
+def test_gamma_positive_every_step(kind, steps):
+    for config in (SD_SCHEDULER, IF_LIKE):
+        for step in S.Schedule.from_config(config, steps, kind):
+            assert step.gamma > 0, (kind, step.t)
+
+
+def test_score_form_of_ddim():
+    """x_{t−1} = √(ᾱ_prev/ᾱ_t) x_t + (1−ᾱ_t) γ_t s with s = −ε/σ_t (SYNCSDE.md §9.2)."""
+    for step in S.Schedule.from_config(SD_SCHEDULER, 50):
+        score = -EPS / step.sigma
+        expected = math.sqrt(step.abar_prev / step.abar_t) * X + (1 - step.abar_t) * step.gamma * score
+        torch.testing.assert_close(step.update(X, step.x0(X, EPS), EPS), expected)
+
+
+def test_gamma_formula_independent():
+    a, b = 0.2, 0.3
+    assert float(S.gamma(a, b)) == pytest.approx(math.sqrt(b / a) - math.sqrt((1 - b) / (1 - a)))
+
+
+def test_inv_lambda_schedule_linear():
+    sch = S.Schedule.from_config(SD_SCHEDULER, 50)
+    w = [S.inv_lambda_schedule(5.0, s.t, s.T) for s in sch]
+    assert w[0] == 5.0 and w[-1] == pytest.approx(5.0 / 981)
+    assert S.inv_lambda_schedule(1.0, 981, 1000) == pytest.approx(0.981)
+    d = [a - b for a, b in zip(w, w[1:])]
+    assert max(d) == pytest.approx(min(d))  # linear in t (equal timestep gaps)
+
+
+def test_stochastic_step_requires_noise():
+    step = S.Schedule.from_config(SD_SCHEDULER, 10, "ddim", eta=1.0).steps[0]
+    with pytest.raises(ValueError, match="noise"):
+        step.update(X, X, EPS)
