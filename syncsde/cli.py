@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import sys
+from argparse import ArgumentError
 from pathlib import Path
 
 from lightning import LightningDataModule, LightningModule
@@ -44,6 +45,7 @@ class SyncCLI(LightningCLI):
 
 
 def main(args=None) -> None:
+    SyncSDEError.last = None
     try:
         SyncCLI(
             LightningModule,
@@ -53,11 +55,22 @@ def main(args=None) -> None:
             save_config_callback=None,
             seed_everything_default=False,
             trainer_defaults={"logger": False, "enable_model_summary": False},
+            parser_kwargs={"exit_on_error": False},
             args=args,
         )
     except SyncSDEError as e:
-        print(f"syncsde: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(e)
+    except Exception as e:  # jsonargparse wraps errors raised while instantiating the config's classes
+        if SyncSDEError.last is not None:
+            fail(SyncSDEError.last)
+        if isinstance(e, ArgumentError):
+            fail(e)
+        raise
+
+
+def fail(error: BaseException) -> None:
+    print(f"syncsde: error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,17 @@
 
 
 class SyncSDEError(Exception):
-    """A configuration or input mistake the user can fix."""
+    """A configuration or input mistake the user can fix.
+
+    The latest one raised is remembered (``SyncSDEError.last``): jsonargparse wraps exceptions raised while it
+    instantiates classes from a config into its own message, and the CLI uses this to print ours instead.
+    """
+
+    last: "SyncSDEError | None" = None
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        SyncSDEError.last = self
 
 
 class ModelNotFoundError(SyncSDEError):

@@ -21,7 +21,7 @@ from syncsde.errors import ModelNotFoundError
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def resolve_model(model: str, what: str = "backbone.init_args.model") -> Path:
+def resolve_model(model: str, what: str = "--model.init_args.backbone.init_args.model") -> Path:
     """A local diffusers folder for ``model`` (a folder path or a hub id), or a one-line ModelNotFoundError."""
     path = Path(os.path.expanduser(model))
     if path.is_dir():
@@ -29,7 +29,7 @@ def resolve_model(model: str, what: str = "backbone.init_args.model") -> Path:
             raise ModelNotFoundError(f"'{model}' is not a diffusers pipeline folder (no model_index.json); point {what} at one")
         return path
     if model.startswith((".", "/", "~")) or path.exists() or model.count("/") != 1:
-        raise ModelNotFoundError(f"model folder '{model}' not found; give an existing diffusers folder or a hub id via {what}")
+        raise ModelNotFoundError(f"model folder '{model}' not found; give an existing diffusers folder or a hub id with {what}")
     try:
         from diffusers import DiffusionPipeline
 
@@ -38,7 +38,7 @@ def resolve_model(model: str, what: str = "backbone.init_args.model") -> Path:
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise ModelNotFoundError(
             f"cannot load model '{model}' ({reason}); download it where the hub is reachable "
-            f"(hf download {model} --local-dir DIR) and set {what}=DIR"
+            f"(hf download {model} --local-dir DIR) and pass {what} DIR"
         ) from None
 
 
