@@ -1,4 +1,5 @@
 """One LightningModule per synchronization task (ARCHITECTURE.md): predict_step = couplings -> sample -> assemble."""
+from tasks.text_to_image import TextToImage
 from tasks.wide_image import WideImage
 
-__all__ = ["WideImage"]
+__all__ = ["TextToImage", "WideImage"]

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
-from tiny_models import SD_SCHEDULER
+from syncsde.testing import SD_SCHEDULER
 
 from syncsde import schedule as S
 

@@ -1,7 +1,7 @@
 """The SyncSDE update against independent computations (SYNCSDE.md §3, §4, §9.3–9.5, 9.7)."""
 import pytest
 import torch
-from tiny_models import SD_SCHEDULER
+from syncsde.testing import SD_SCHEDULER
 
 from syncsde.coupling import Coupling, SyncProblem, coupling_residuals
 from syncsde.schedule import Schedule, ddim_step, tweedie_x0

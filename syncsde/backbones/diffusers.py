@@ -22,7 +22,13 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def resolve_model(model: str, what: str = "--model.init_args.backbone.init_args.model") -> Path:
-    """A local diffusers folder for ``model`` (a folder path or a hub id), or a one-line ModelNotFoundError."""
+    """A local diffusers folder for ``model`` — a folder path, a hub id, or ``syncsde:<name>`` for a model shipped
+    inside the package (``syncsde:tiny-t2i``) — or a one-line ModelNotFoundError."""
+    if model.startswith("syncsde:"):
+        path = embedded_path(model.split(":", 1)[1])
+        if not (path / "model_index.json").is_file():
+            raise ModelNotFoundError(f"embedded model '{model}' is not in this installation ({path}); reinstall syncsde")
+        return path
     path = Path(os.path.expanduser(model))
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -40,6 +46,11 @@ def resolve_model(model: str, what: str = "--model.init_args.backbone.init_args.
             f"cannot load model '{model}' ({reason}); download it where the hub is reachable "
             f"(hf download {model} --local-dir DIR) and pass {what} DIR"
         ) from None
+
+
+def embedded_path(name: str) -> Path:
+    """Folder of a model shipped inside the package (syncsde/embedded/<name>)."""
+    return Path(__file__).resolve().parents[1] / "embedded" / name
 
 
 def load_component(folder: Path, name: str):

@@ -1,4 +1,4 @@
-"""Tiny random-weight diffusers pipelines saved to disk, loaded back through syncsde's real loading code."""
+"""Tiny random-weight diffusers pipelines for tests and benchmarks, saved to disk and loaded back through syncsde's real loading code."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,17 +51,18 @@ SD_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_li
                     steps_offset=1, clip_sample=False, set_alpha_to_one=False, prediction_type="epsilon")
 
 
-def tiny_sd_pipeline(seed: int = 0):
+def tiny_sd_pipeline(seed: int = 0, sample_size: int = 8):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     torch.manual_seed(seed)
     return StableDiffusionPipeline(
-        unet=tiny_unet(), vae=tiny_vae(), text_encoder=tiny_text_encoder(), tokenizer=byte_level_clip_tokenizer(),
+        unet=tiny_unet(sample_size=sample_size), vae=tiny_vae(), text_encoder=tiny_text_encoder(), tokenizer=byte_level_clip_tokenizer(),
         scheduler=DDIMScheduler(**SD_SCHEDULER), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
 
 
-def save_tiny_sd(path: Path, seed: int = 0) -> Path:
-    tiny_sd_pipeline(seed).save_pretrained(path)
+def save_tiny_sd(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
+    """A tiny pipeline on disk; ``sample_size`` is the UNet's native latent size (8 → 64 px images)."""
+    tiny_sd_pipeline(seed, sample_size).save_pretrained(path)
     return path
