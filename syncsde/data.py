@@ -108,3 +108,50 @@ class PromptDataModule(SampleDataModule):
         if not prompts:
             raise InputError(f"prompt_file '{self.prompt_file}' holds no prompts")
         return [{"prompt": p} for p in prompts]
+
+
+class RecordDataModule(SampleDataModule):
+    """Records (dicts) from the config (``records``) and/or a JSONL file (``records_file``, one JSON object a line).
+
+    Subclasses name the ``required`` keys and the ``path_keys`` whose relative paths are resolved against the
+    JSONL file's folder.
+    """
+
+    required: tuple[str, ...] = ()
+    path_keys: tuple[str, ...] = ()
+
+    def __init__(self, records: Sequence[dict] = (), records_file: str | None = None, samples_per_record: int = 1,
+                 seed: int = 0, batch_size: int = 1):
+        super().__init__(samples_per_record, seed, batch_size)
+        self.inline, self.records_file = [dict(r) for r in records], records_file
+        if not self.inline and records_file is None:
+            raise InputError("no records: set data.init_args.records or data.init_args.records_file")
+
+    def records(self):
+        out = list(self.inline)
+        if self.records_file:
+            base = Path(self.records_file).parent
+            for n, line in enumerate(read_lines(self.records_file, "records_file"), 1):
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{self.records_file} line {n} is not JSON ({e.msg}); write one object per line") from None
+                for key in self.path_keys:
+                    if key in rec and not Path(rec[key]).is_absolute():
+                        rec[key] = str(base / rec[key])
+                out.append(rec)
+        for n, rec in enumerate(out):
+            missing = [k for k in self.required if k not in rec]
+            if missing:
+                raise InputError(f"record {n} lacks {', '.join(missing)}; every record needs {', '.join(self.required)}")
+        return out
+
+
+class MaskPromptDataModule(RecordDataModule):
+    """Mask-based text-to-image records: ``{"background", "object", "prompt" (the whole image), "mask" (image path)}``.
+
+    Args: records, records_file (JSONL; relative mask paths are relative to it), samples_per_record, seed, batch_size.
+    """
+
+    required = ("background", "object", "prompt", "mask")
+    path_keys = ("mask",)

@@ -72,8 +72,9 @@ class SyncTask(LightningModule):
         self.progress = progress
 
     # -- what a task states -------------------------------------------------------------------------------
-    def trajectory_prompts(self, batch: Sequence[dict]) -> list[list[str]]:
-        """For each sample, the prompt of each of its N trajectories."""
+    def trajectory_prompts(self, batch: Sequence[dict]) -> list[list[str | tuple[str, str]]]:
+        """For each sample, the prompt of each of its N trajectories: a string (with the task's negative prompt)
+        or a (prompt, negative prompt) pair."""
         raise NotImplementedError
 
     def initial_noise(self, batch: Sequence[dict], generators: Sequence[torch.Generator]) -> Tensor:
@@ -102,12 +103,13 @@ class SyncTask(LightningModule):
 
     def conditioning(self, batch: Sequence[dict]) -> tuple[Tensor, Tensor | None]:
         """Text conditioning for all B·N trajectories (each distinct prompt encoded once)."""
-        prompts = [p for sample_prompts in self.trajectory_prompts(batch) for p in sample_prompts]
-        unique = sorted(set(prompts) | {self.negative_prompt})
+        pairs = [p if isinstance(p, tuple) else (p, self.negative_prompt)
+                 for sample_prompts in self.trajectory_prompts(batch) for p in sample_prompts]
+        unique = sorted({text for pair in pairs for text in pair})
         emb = self.backbone.encode_prompts(unique)
         pos = {p: i for i, p in enumerate(unique)}
-        cond = emb[[pos[p] for p in prompts]]
-        uncond = emb[[pos[self.negative_prompt]] * len(prompts)] if self.guidance_scale != 1.0 else None
+        cond = emb[[pos[p] for p, _ in pairs]]
+        uncond = emb[[pos[n] for _, n in pairs]] if self.guidance_scale != 1.0 else None
         return cond, uncond
 
     @torch.no_grad()

@@ -1,5 +1,6 @@
 """One LightningModule per synchronization task (ARCHITECTURE.md): predict_step = couplings -> sample -> assemble."""
+from tasks.mask_t2i import MaskTextToImage
 from tasks.text_to_image import TextToImage
 from tasks.wide_image import WideImage
 
-__all__ = ["TextToImage", "WideImage"]
+__all__ = ["MaskTextToImage", "TextToImage", "WideImage"]
