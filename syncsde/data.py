@@ -155,3 +155,13 @@ class MaskPromptDataModule(RecordDataModule):
 
     required = ("background", "object", "prompt", "mask")
     path_keys = ("mask",)
+
+
+class PromptPairDataModule(RecordDataModule):
+    """Two prompts per sample, ``{"prompt", "prompt2"}`` (ambiguous images: the image reads as ``prompt``, and as
+    ``prompt2`` once transformed by the view).
+
+    Args: records, records_file (JSONL), samples_per_record, seed, batch_size.
+    """
+
+    required = ("prompt", "prompt2")

@@ -40,3 +40,10 @@ def save_png(path: str | Path, image: torch.Tensor | Image.Image) -> Path:
 
 def save_json(path: str | Path, obj) -> Path:
     return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+
+
+def save_gif(path: str | Path, frames, duration_ms: int = 80) -> Path:
+    """An animated GIF (looping) from frames (3, H, W) in [0, 1]."""
+    images = [to_pil(f) for f in frames]
+    return atomic_write(path, lambda p: images[0].save(p, format="GIF", save_all=True, append_images=images[1:],
+                                                       duration=duration_ms, loop=0))

@@ -46,10 +46,11 @@ def per_sample_randn(shape: Sequence[int], generators: Sequence[torch.Generator]
     return torch.stack([torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in generators])
 
 
-def sample_generator(seed: int, sample_id: int) -> torch.Generator:
+def sample_generator(seed: int, sample_id: int, stream: int = 0) -> torch.Generator:
     """A CPU generator seeded from (seed, sample id) alone: a sample's output does not depend on its batch,
-    its process, or the device count."""
+    its process, or the device count. ``stream`` gives further independent generators of the same sample
+    (e.g. for a second, unsynchronized stage)."""
     import numpy as np
 
-    state = np.random.SeedSequence([int(seed), int(sample_id)]).generate_state(1, dtype=np.uint64)[0]
+    state = np.random.SeedSequence([int(seed), int(sample_id), int(stream)]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator("cpu").manual_seed(int(state) & ((1 << 63) - 1))

@@ -23,12 +23,14 @@ from syncsde.strategies.base import Strategy
 
 @dataclass
 class SampleOutput:
-    """One finished sample: the main image (3, H, W) in [0, 1], its sidecar metadata, extra images by name."""
+    """One finished sample: the main image (3, H, W) in [0, 1], its sidecar metadata, extra images by name, and
+    animations (lists of frames) by name."""
 
     sample_id: int
     image: Tensor
     meta: dict
     extras: dict[str, Tensor] = field(default_factory=dict)
+    animations: dict[str, list[Tensor]] = field(default_factory=dict)
 
 
 class SyncTask(LightningModule):

@@ -66,3 +66,52 @@ def save_tiny_sd(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
     """A tiny pipeline on disk; ``sample_size`` is the UNet's native latent size (8 → 64 px images)."""
     tiny_sd_pipeline(seed, sample_size).save_pretrained(path)
     return path
+
+
+def tiny_t5(vocab_words=("a", "cat", "dog", "horse", "village", "oil", "painting", "of", "an", "snowy", "mountain")):
+    """A T5 tokenizer built without files (unigram pieces: words and single characters) and a tiny T5 encoder."""
+    import string
+
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"\u2581{w}", -1.0) for w in vocab_words]
+    pieces += [(c, -5.0) for c in string.ascii_lowercase + string.digits + ",.'"] + [("\u2581", -3.0)]
+    tok = T5Tokenizer(vocab=pieces, extra_ids=0)
+    cfg = T5Config(vocab_size=len(pieces), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                   relative_attention_num_buckets=8)
+    return tok, T5EncoderModel(cfg).eval()
+
+
+IF_SCHEDULER = dict(beta_schedule="squaredcos_cap_v2", beta_start=0.0001, beta_end=0.02, num_train_timesteps=1000,
+                    clip_sample=True, clip_sample_range=1.0, thresholding=True, dynamic_thresholding_ratio=0.95,
+                    sample_max_value=1.5, prediction_type="epsilon", variance_type="learned_range")
+
+
+def save_tiny_if(path: Path, seed: int = 0, sample_size: int = 16) -> Path:
+    """Tiny DeepFloyd-IF stage I (pixel space, 6 output channels: ε and learned variance)."""
+    from diffusers import DDPMScheduler, IFPipeline
+
+    torch.manual_seed(seed)
+    tok, t5 = tiny_t5()
+    unet = tiny_unet(in_channels=3, out_channels=6, sample_size=sample_size, cross=32)
+    IFPipeline(tokenizer=tok, text_encoder=t5, unet=unet, scheduler=DDPMScheduler(**IF_SCHEDULER), safety_checker=None,
+               feature_extractor=None, watermarker=None, requires_safety_checker=False).save_pretrained(path)
+    return path
+
+
+def save_tiny_if_upscaler(path: Path, seed: int = 0, sample_size: int = 64) -> Path:
+    """Tiny DeepFloyd-IF stage II: input = noisy image ⊕ upscaled stage-I image, class label = noise level."""
+    from diffusers import DDPMScheduler, IFSuperResolutionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    tok, t5 = tiny_t5()
+    unet = UNet2DConditionModel(
+        sample_size=sample_size, in_channels=6, out_channels=6, block_out_channels=(8, 16), layers_per_block=1,
+        norm_num_groups=4, cross_attention_dim=32, attention_head_dim=2, class_embed_type="timestep",
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    ).eval()
+    noising = DDPMScheduler(beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000)
+    IFSuperResolutionPipeline(tokenizer=tok, text_encoder=t5, unet=unet, scheduler=DDPMScheduler(**IF_SCHEDULER),
+                              image_noising_scheduler=noising, safety_checker=None, feature_extractor=None,
+                              watermarker=None, requires_safety_checker=False).save_pretrained(path)
+    return path

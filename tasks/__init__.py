@@ -1,6 +1,7 @@
 """One LightningModule per synchronization task (ARCHITECTURE.md): predict_step = couplings -> sample -> assemble."""
+from tasks.ambiguous import AmbiguousImage
 from tasks.mask_t2i import MaskTextToImage
 from tasks.text_to_image import TextToImage
 from tasks.wide_image import WideImage
 
-__all__ = ["MaskTextToImage", "TextToImage", "WideImage"]
+__all__ = ["AmbiguousImage", "MaskTextToImage", "TextToImage", "WideImage"]

@@ -113,11 +113,12 @@ class DiffusersBackbone(Backbone):
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
-        tok = self.tokenizer(
-            list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        )
+        length = self.tokenizer.model_max_length
+        length = length if length < 100_000 else 77  # T5 declares no limit; DeepFloyd IF pads to 77
+        tok = self.tokenizer(list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt")
         device = self.text_encoder.device
-        mask = tok.attention_mask.to(device) if getattr(self.text_encoder.config, "use_attention_mask", False) else None
+        cfg = self.text_encoder.config  # T5 (DeepFloyd IF) reads the padding mask; SD's CLIP does not
+        mask = tok.attention_mask.to(device) if getattr(cfg, "use_attention_mask", cfg.model_type == "t5") else None
         return self.text_encoder(tok.input_ids.to(device), attention_mask=mask)[0]
 
     def forward(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
@@ -146,3 +147,15 @@ class StableDiffusion(DiffusersBackbone):
         super().__init__(model, dtype)
         if self.vae is None:
             raise ModelNotFoundError(f"'{model}' has no VAE: it is not a Stable Diffusion checkpoint (use DiffusersBackbone)")
+
+
+class DeepFloydIF(DiffusersBackbone):
+    """DeepFloyd IF stage I (pixel space, 64², T5 text encoder with its padding mask, learned-variance channels
+    dropped: ε = the first 3 output channels). Default ``DeepFloyd/IF-I-M-v1.0`` (gated on the hub: accept its
+    licence, download, and pass the folder). Its scheduler config keeps clip_sample and dynamic thresholding, which
+    syncsde's DDIM step applies as diffusers does (SYNCSDE.md §6.4)."""
+
+    def __init__(self, model: str = "DeepFloyd/IF-I-M-v1.0", dtype: str = "auto"):
+        super().__init__(model, dtype)
+        if self.vae is not None:
+            raise ModelNotFoundError(f"'{model}' has a VAE: it is a latent model, not DeepFloyd IF (use StableDiffusion)")
