@@ -56,7 +56,7 @@ class SampleDataModule(LightningDataModule):
                 todo.append(s)
                 continue
             old = json.loads(sidecar.read_text())
-            if old.get("prompt") != s.get("prompt") or old.get("seed") != s["seed"]:
+            if ("prompt" in s and old.get("prompt") != s["prompt"]) or old.get("seed") != s["seed"]:
                 raise InputError(
                     f"{sidecar} was made from another prompt or seed; use a new --output_dir or --overwrite true"
                 )
@@ -113,38 +113,42 @@ class PromptDataModule(SampleDataModule):
 class RecordDataModule(SampleDataModule):
     """Records (dicts) from the config (``records``) and/or a JSONL file (``records_file``, one JSON object a line).
 
-    Subclasses name the ``required`` keys and the ``path_keys`` whose relative paths are resolved against the
-    JSONL file's folder.
+    Subclasses name the ``required`` keys and the ``path_keys`` whose relative paths are resolved against
+    ``base_dir`` if given, else (for JSONL records) the JSONL file's folder, else the working directory.
     """
 
     required: tuple[str, ...] = ()
     path_keys: tuple[str, ...] = ()
 
     def __init__(self, records: Sequence[dict] = (), records_file: str | None = None, samples_per_record: int = 1,
-                 seed: int = 0, batch_size: int = 1):
+                 seed: int = 0, batch_size: int = 1, base_dir: str | None = None):
         super().__init__(samples_per_record, seed, batch_size)
-        self.inline, self.records_file = [dict(r) for r in records], records_file
+        self.inline, self.records_file, self.base_dir = [dict(r) for r in records], records_file, base_dir
         if not self.inline and records_file is None:
             raise InputError("no records: set data.init_args.records or data.init_args.records_file")
 
     def records(self):
-        out = list(self.inline)
+        out = [self._resolve(dict(r), self.base_dir) for r in self.inline]
         if self.records_file:
-            base = Path(self.records_file).parent
+            base = self.base_dir or Path(self.records_file).parent
             for n, line in enumerate(read_lines(self.records_file, "records_file"), 1):
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise InputError(f"{self.records_file} line {n} is not JSON ({e.msg}); write one object per line") from None
-                for key in self.path_keys:
-                    if key in rec and not Path(rec[key]).is_absolute():
-                        rec[key] = str(base / rec[key])
-                out.append(rec)
+                out.append(self._resolve(rec, base))
         for n, rec in enumerate(out):
             missing = [k for k in self.required if k not in rec]
             if missing:
                 raise InputError(f"record {n} lacks {', '.join(missing)}; every record needs {', '.join(self.required)}")
         return out
+
+
+    def _resolve(self, rec: dict, base) -> dict:
+        for key in self.path_keys:
+            if base is not None and key in rec and not Path(rec[key]).is_absolute():
+                rec[key] = str(Path(base) / rec[key])
+        return rec
 
 
 class MaskPromptDataModule(RecordDataModule):
@@ -165,3 +169,15 @@ class PromptPairDataModule(RecordDataModule):
     """
 
     required = ("prompt", "prompt2")
+
+
+class ImageEditDataModule(RecordDataModule):
+    """Real images to edit: ``{"image", "source_word", "target_word"}`` and optionally ``"prompt"`` (the source
+    prompt; without it the task's captioner writes one). Images are found in ``base_dir`` (a folder of images) or
+    next to the JSONL file.
+
+    Args: records, records_file (JSONL), base_dir (image folder), samples_per_record, seed, batch_size.
+    """
+
+    required = ("image", "source_word", "target_word")
+    path_keys = ("image",)

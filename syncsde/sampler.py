@@ -8,7 +8,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from syncsde.coupling import SyncProblem
-from syncsde.schedule import Schedule, Step
+from syncsde.schedule import Schedule, Step, ddim_step, tweedie_x0
 from syncsde.strategies.base import Strategy
 
 Denoiser = Callable[[Tensor, Step], Tensor]
@@ -36,6 +36,17 @@ def sample(
     for step in tqdm(schedule.steps, desc="steps", leave=False, disable=not progress):
         eps = denoise(x, step)
         x = strategy.step(x, eps, step, problem, noise if generators is not None else None)
+    return x
+
+
+def invert(denoise: Denoiser, x0: Tensor, schedule: Schedule, progress: bool = False) -> Tensor:
+    """Deterministic DDIM inversion along the exact reverse of the sampling schedule (SYNCSDE.md §6.2, clean form
+    of BASELINES.md §5.1): for each sampling step t → t' taken backwards, ε = ε(x_{t'}, t) and
+    x_t = √ᾱ_t x̂₀ + √(1−ᾱ_t) ε with x̂₀ = (x_{t'} − √(1−ᾱ_{t'}) ε)/√ᾱ_{t'}. ``x0`` is the clean latent (B, N, ...)."""
+    x = x0
+    for step in tqdm(schedule.steps[::-1], desc="inversion", leave=False, disable=not progress):
+        eps = denoise(x, step)
+        x = ddim_step(tweedie_x0(x, eps, step.abar_prev), eps, step.abar_t)
     return x
 
 

@@ -95,6 +95,10 @@ class SyncTask(LightningModule):
         """Task parameters for the sidecars."""
         return {}
 
+    def prepare(self, batch: Sequence[dict]) -> list[dict]:
+        """Per-batch work before sampling (e.g. inversion); returns the records, possibly with more keys."""
+        return list(batch)
+
     # -- the shared machinery -----------------------------------------------------------------------------
     def schedule(self) -> Schedule:
         return Schedule.from_config(self.backbone.scheduler_config(), self.num_inference_steps, self.sampler, self.eta)
@@ -118,6 +122,9 @@ class SyncTask(LightningModule):
     def trajectories(self, batch: Sequence[dict], x_T: Tensor | None = None) -> Tensor:
         """Synchronized sampling of all trajectories of a batch: x_T (B, N, ...) → x_0. ``x_T`` overrides the
         initial noise seeded from (seed, sample_id)."""
+        return self._sample(self.prepare(batch), x_T)
+
+    def _sample(self, batch: Sequence[dict], x_T: Tensor | None) -> Tensor:
         generators = [sample_generator(s["seed"], s["sample_id"]) for s in batch]
         if x_T is None:
             x_T = self.initial_noise(batch, generators)
@@ -135,7 +142,8 @@ class SyncTask(LightningModule):
     def run(self, batch: Sequence[dict], x_T: Tensor | None = None) -> list[SampleOutput]:
         """Sample and assemble one batch; every output carries its sidecar metadata."""
         start = time.perf_counter()
-        outputs = self.assemble(self.trajectories(batch, x_T), batch)
+        batch = self.prepare(batch)
+        outputs = self.assemble(self._sample(batch, x_T), batch)
         seconds = (time.perf_counter() - start) / len(batch)
         common = {
             "task": self.task_name,

@@ -1,7 +1,8 @@
 """One LightningModule per synchronization task (ARCHITECTURE.md): predict_step = couplings -> sample -> assemble."""
 from tasks.ambiguous import AmbiguousImage
+from tasks.edit import ImageEdit
 from tasks.mask_t2i import MaskTextToImage
 from tasks.text_to_image import TextToImage
 from tasks.wide_image import WideImage
 
-__all__ = ["AmbiguousImage", "MaskTextToImage", "TextToImage", "WideImage"]
+__all__ = ["AmbiguousImage", "ImageEdit", "MaskTextToImage", "TextToImage", "WideImage"]
