@@ -128,27 +128,27 @@ def edit_mask(cross: Tensor, self_attn: Tensor, threshold: float = 0.3) -> Tenso
     return (smooth > threshold).float()
 
 
-def word_token_columns(tokenizer, prompt: str, word: str) -> list[int]:
-    """Token positions (BOS = 0) of every sub-token of the first occurrence of ``word`` in ``prompt``."""
-    words = prompt.split()
-    clean = [w.strip(".,;:!?\"'()").lower() for w in words]
+def _strip(word: str) -> str:
+    return word.strip(".,;:!?\"'()")
+
+
+def find_word(prompt: str, word: str) -> int:
+    """Index of the first whitespace-separated word of ``prompt`` equal to ``word`` (case and punctuation ignored)."""
+    clean = [_strip(w).lower() for w in prompt.split()]
     if word.lower() not in clean:
         raise InputError(f"source word '{word}' is not in the source prompt '{prompt}'; its words are: {', '.join(clean)}")
-    pos = 1
-    for w, c in zip(words, clean):
-        n = len(tokenizer(w, add_special_tokens=False).input_ids)
-        if c == word.lower():
-            return list(range(pos, pos + n))
-        pos += n
-    raise AssertionError("unreachable")
+    return clean.index(word.lower())
+
+
+def word_token_columns(tokenizer, prompt: str, word: str) -> list[int]:
+    """Token positions (BOS = 0) of every sub-token of the first occurrence of ``word`` in ``prompt``."""
+    words, i = prompt.split(), find_word(prompt, word)
+    start = 1 + sum(len(tokenizer(w, add_special_tokens=False).input_ids) for w in words[:i])
+    return list(range(start, start + len(tokenizer(words[i], add_special_tokens=False).input_ids)))
 
 
 def replace_word(prompt: str, source: str, target: str) -> str:
     """The target prompt: the first occurrence of the source word replaced (punctuation kept)."""
-    words = prompt.split()
-    for i, w in enumerate(words):
-        core = w.strip(".,;:!?\"'()")
-        if core.lower() == source.lower():
-            words[i] = w.replace(core, target)
-            return " ".join(words)
-    raise InputError(f"source word '{source}' is not in '{prompt}'")
+    words, i = prompt.split(), find_word(prompt, source)
+    words[i] = words[i].replace(_strip(words[i]), target)
+    return " ".join(words)

@@ -115,3 +115,19 @@ def save_tiny_if_upscaler(path: Path, seed: int = 0, sample_size: int = 64) -> P
                               image_noising_scheduler=noising, safety_checker=None, feature_extractor=None,
                               watermarker=None, requires_safety_checker=False).save_pretrained(path)
     return path
+
+
+def save_tiny_blip(path: Path, seed: int = 0) -> Path:
+    """A tiny random BLIP captioner (BlipForConditionalGeneration + processor with a word-level BERT tokenizer)."""
+    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    torch.manual_seed(seed)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "cat", "dog", "on", "grass", "photo", "of"]
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})
+    cfg = BlipConfig(text_config=dict(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=37, bos_token_id=2, sep_token_id=3, pad_token_id=0, eos_token_id=3),
+                     vision_config=dict(hidden_size=32, image_size=32, patch_size=8, num_hidden_layers=1,
+                                        num_attention_heads=2, intermediate_size=37), projection_dim=32)
+    BlipForConditionalGeneration(cfg).save_pretrained(path)
+    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok).save_pretrained(path)
+    return path

@@ -114,3 +114,22 @@ def test_edit_records_and_errors(tmp_path, image):
     assert dm.samples()[0]["image"] == str(image)
     with pytest.raises(InputError, match="UNet"):
         ImageEdit(GaussianBackbone(), progress=False)
+
+
+def test_captioner_writes_missing_source_prompts(tiny_sd_dir, image, tmp_path):
+    from syncsde.backbones.captioner import Captioner
+    from syncsde.errors import ModelNotFoundError
+    from syncsde.testing import save_tiny_blip
+
+    captioner = Captioner(str(save_tiny_blip(tmp_path / "blip")), max_new_tokens=6)
+    caption = captioner([torch.rand(3, 40, 50)])[0]
+    assert isinstance(caption, str) and caption
+    rec = {"image": str(image), "source_word": "zebra", "target_word": "dog", "sample_id": 0, "seed": 0}
+    task = ImageEdit(StableDiffusion(str(tiny_sd_dir)), mask_res=4, num_inference_steps=2, progress=False)
+    with pytest.raises(InputError, match="no prompt"):
+        task.prepare([rec])
+    task.captioner = captioner
+    with pytest.raises(InputError, match="source word 'zebra' is not in the source prompt"):  # names the caption's words
+        task.prepare([rec])
+    with pytest.raises(ModelNotFoundError, match="cannot load captioner"):
+        Captioner(str(tmp_path / "missing"))
