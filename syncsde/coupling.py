@@ -43,16 +43,32 @@ class Coupling:
         return r if self.weight is None else self.weight.to(r) * r
 
 
+class Canonical:
+    """The canonical variable z of SyncTweedies (BASELINES.md §1.1): forward maps f_i (canonical → instance i) and
+    the aggregation g (per canonical element, the mean of the back-projected instance values covering it).
+
+    ``forward(z)`` maps (B, *canonical_shape) to instances (B, N, ...); ``aggregate(x)`` maps back. For the 1-to-1
+    maps used here (crops, views) g∘f = id.
+    """
+
+    shape: tuple[int, ...]
+
+    def forward(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def aggregate(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
 @dataclass
 class SyncProblem:
-    """What a task tells a strategy about one batch: the number of trajectories and their couplings.
-
-    Later strategies (SyncTweedies, MultiDiffusion, Visual Anagrams) read further geometry from ``extra``.
-    """
+    """What a task tells a strategy about one batch: the number of trajectories, their couplings (SyncSDE), and
+    optionally the canonical geometry (SyncTweedies, MultiDiffusion, Visual Anagrams)."""
 
     num_trajectories: int
     couplings: Sequence[Coupling] = ()
     extra: dict = field(default_factory=dict)
+    canonical: Canonical | None = None
 
     def __post_init__(self):
         for c in self.couplings:

@@ -29,8 +29,9 @@ def sample(
     ``generators`` (one per sample, on the CPU) supply the noise of stochastic steps, so that a sample's
     result depends only on its own generator, never on the batch it shares.
     """
-    def noise() -> Tensor:
-        return per_sample_randn(x_T.shape[1:], generators).to(x_T)
+    def noise(shape: Sequence[int] | None = None) -> Tensor:
+        """Per-sample noise shaped like one sample's trajectories, or like ``shape`` (e.g. a canonical variable)."""
+        return per_sample_randn(x_T.shape[1:] if shape is None else shape, generators).to(x_T)
 
     x = x_T
     for step in tqdm(schedule.steps, desc="steps", leave=False, disable=not progress):

@@ -16,11 +16,24 @@ from jsonargparse import lazy_instance
 from syncsde.animation import view_animation
 from syncsde.backbones.base import Backbone
 from syncsde.backbones.upscaler import IFUpscaler
-from syncsde.coupling import Coupling, SyncProblem
+from syncsde.coupling import Canonical, Coupling, SyncProblem
 from syncsde.sampler import sample_generator
 from syncsde.strategies import Strategy, SyncSDE
 from syncsde.task import SampleOutput, SyncTask
-from syncsde.views import get_view
+from syncsde.views import Identity, get_view
+
+
+class ViewCanonical(Canonical):
+    """The image as SyncTweedies' canonical variable: f_i = view i (identity, V), g = mean_i V_i⁻¹(x^i)."""
+
+    def __init__(self, views, shape):
+        self.views, self.shape = views, shape
+
+    def forward(self, z):
+        return torch.stack([v.view(z) for v in self.views], dim=1)
+
+    def aggregate(self, x):
+        return torch.stack([v.inverse_view(x[:, i]) for i, v in enumerate(self.views)]).mean(0)
 
 
 class AmbiguousImage(SyncTask):
@@ -30,30 +43,35 @@ class AmbiguousImage(SyncTask):
         upscaler: optional :class:`~syncsde.backbones.upscaler.IFUpscaler` (IF stage II, unsynchronized).
         size: side in pixels of the square images (views need square images); default the backbone's native size.
         animation_frames: frames of the transformation GIF (0 = no animation).
+        init_from_canonical: x_T^2 = V(x_T^1) (the view of one noise) instead of independent noises.
     """
 
     task_name = "ambiguous"
 
     def __init__(self, backbone: Backbone, strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
                  view: str = "rotate_cw", upscaler: IFUpscaler | None = None, size: int | None = None,
-                 animation_frames: int = 24, num_inference_steps: int = 30, guidance_scale: float = 10.0,
+                 animation_frames: int = 24, init_from_canonical: bool = False, num_inference_steps: int = 30, guidance_scale: float = 10.0,
                  negative_prompt: str = "", max_batch: int | None = None, progress: bool = True):
         super().__init__(backbone, strategy, num_inference_steps, guidance_scale, negative_prompt,
                          max_batch=max_batch, progress=progress)
         self.view_name, self.view = view, get_view(view)
         self.upscaler = upscaler
         self.size = (size or backbone.sample_size * backbone.scale_factor) // backbone.scale_factor
-        self.animation_frames = animation_frames
+        self.animation_frames, self.init_from_canonical = animation_frames, init_from_canonical
 
     def trajectory_prompts(self, batch):
         return [[s["prompt"], s["prompt2"]] for s in batch]
 
     def initial_noise(self, batch, generators):
+        if self.init_from_canonical:  # x_T^i = V_i(z_T): the views of one noise
+            z = torch.stack([torch.randn(self.backbone.channels, self.size, self.size, generator=g) for g in generators])
+            return torch.stack([z, self.view.view(z)], dim=1)
         shape = (2, self.backbone.channels, self.size, self.size)
         return torch.stack([torch.randn(shape, generator=g) for g in generators])
 
     def problem(self, batch):
-        return SyncProblem(2, [Coupling(1, 0, self.view.view)], {"view": self.view})
+        canonical = ViewCanonical([Identity(), self.view], (self.backbone.channels, self.size, self.size))
+        return SyncProblem(2, [Coupling(1, 0, self.view.view)], canonical=canonical)
 
     def upscale(self, x: torch.Tensor, batch) -> torch.Tensor:
         """Stage II on x^2 of each sample, with prompt2, from the sample's own second noise stream."""

@@ -21,7 +21,7 @@ from jsonargparse import lazy_instance
 from torch import Tensor
 
 from syncsde.backbones.base import Backbone
-from syncsde.coupling import Coupling, SyncProblem
+from syncsde.coupling import Canonical, Coupling, SyncProblem
 from syncsde.errors import InputError
 from syncsde.strategies import Strategy, SyncSDE
 from syncsde.task import SampleOutput, SyncTask
@@ -35,6 +35,27 @@ class ColumnMap:
 
     def __call__(self, x: Tensor) -> Tensor:
         return x[..., self.src.to(x.device)] * self.valid.to(x)
+
+
+class CropCanonical(Canonical):
+    """The panorama canvas as SyncTweedies' canonical variable: f_i = crop of patch i, g = per-column mean over the
+    patches covering it (BASELINES.md §1.4, §2.1)."""
+
+    def __init__(self, columns: Tensor, width: int, channels: int, height: int):
+        self.columns, self.width = columns, width  # (n, w) canvas column of each patch column
+        self.shape = (channels, height, width)
+        self.count = torch.bincount(columns.flatten(), minlength=width).float()
+        if (self.count == 0).any():
+            raise InputError("the patches leave canvas columns uncovered; choose a width that fits the stride")
+
+    def forward(self, z: Tensor) -> Tensor:
+        return z[..., self.columns.to(z.device)].permute(0, 3, 1, 2, 4)
+
+    def aggregate(self, x: Tensor) -> Tensor:
+        B, n, C, H, w = x.shape
+        flat = x.permute(0, 2, 3, 1, 4).reshape(B, C, H, n * w)
+        total = x.new_zeros(B, C, H, self.width).index_add_(-1, self.columns.flatten().to(x.device), flat)
+        return total / self.count.to(x)
 
 
 class WideImage(SyncTask):
@@ -87,6 +108,8 @@ class WideImage(SyncTask):
                 raise InputError(f"width {width} px does not fit patches of {native} px at stride {stride} px; use e.g. {ok} px")
             self.n = (self.W - self.w) // self.s + 1
         self._couplings = self._build_couplings()
+        self._canonical = CropCanonical(torch.stack([self.columns(j) for j in range(self.n)]), self.W,
+                                        backbone.channels, self.w)
 
     # -- geometry ------------------------------------------------------------------------------------------
     def columns(self, j: int) -> Tensor:
@@ -108,7 +131,7 @@ class WideImage(SyncTask):
         return couplings
 
     def problem(self, batch):
-        return SyncProblem(self.n, self._couplings, {"columns": [self.columns(j) for j in range(self.n)]})
+        return SyncProblem(self.n, self._couplings, canonical=self._canonical)
 
     # -- trajectories ---------------------------------------------------------------------------------------
     def trajectory_prompts(self, batch):
@@ -116,7 +139,7 @@ class WideImage(SyncTask):
 
     def crops(self, canvas: Tensor) -> Tensor:
         """(B, C, H, W) canvas → (B, n, C, H, w) patches."""
-        return torch.stack([canvas[..., self.columns(j)] for j in range(self.n)], dim=1)
+        return self._canonical.forward(canvas)
 
     def initial_noise(self, batch, generators):
         C, H = self.backbone.channels, self.w

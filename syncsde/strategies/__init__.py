@@ -1,5 +1,6 @@
 """Strategies: the only place where trajectories interact during sampling (ARCHITECTURE.md)."""
 from syncsde.strategies.base import Independent, Strategy
 from syncsde.strategies.syncsde import SyncSDE
+from syncsde.strategies.synctweedies import MultiDiffusion, SyncTweedies
 
-__all__ = ["Strategy", "Independent", "SyncSDE"]
+__all__ = ["Strategy", "Independent", "SyncSDE", "SyncTweedies", "MultiDiffusion"]

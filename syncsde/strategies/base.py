@@ -8,7 +8,7 @@ from torch import Tensor
 from syncsde.coupling import SyncProblem
 from syncsde.schedule import Step
 
-NoiseFn = Callable[[], Tensor]
+NoiseFn = Callable[..., Tensor]  # noise() like x, or noise(shape) per sample
 
 
 class Strategy:
@@ -17,7 +17,8 @@ class Strategy:
     ``step(x, eps, step, problem, noise)`` receives the pre-step snapshot ``x`` (B, N, ...), the CFG-combined
     ε of the one batched network call, the :class:`~syncsde.schedule.Step`, the task's
     :class:`~syncsde.coupling.SyncProblem`, and ``noise`` — a callable returning fresh per-sample noise shaped
-    like ``x`` (only for stochastic steps; drawn from each sample's own generator).
+    like ``x``, or ``noise(shape)`` of another per-sample shape (only for stochastic steps; drawn from each sample's
+    own generator).
     """
 
     name = "strategy"

@@ -1,0 +1,80 @@
+"""SyncTweedies and its special cases (BASELINES.md §1): averaging in instance or canonical space.
+
+Per step, with ε̂^i the CFG output at x_t^i, x̂₀^i its Tweedie estimate and U the scheduler's update:
+
+| case | averaged | update |
+|---|---|---|
+| 0 | nothing | x^i ← U(x_t^i, x̂₀^i) |
+| 1 | ε | ε̂^i ← f_i(g{ε̂^j}); x̂₀^i from own x_t^i; U |
+| 2 | x̂₀ (SyncTweedies, default) | x̂₀^i ← f_i(g{x̂₀^j}); U(x_t^i, x̂₀^i) |
+| 3 | x_{t'} (MultiDiffusion) | x^i ← f_i(g{U(x_t^j, x̂₀^j)}) |
+| 4 | canonical ε | δ = g{ε̂^i}; ẑ₀ = (z_t − σ_t δ)/α_t; z_{t'} = U(z_t, ẑ₀) |
+| 5 | canonical x̂₀ (SyncMVD) | ẑ₀ = g{x̂₀^i}; z_{t'} = U(z_t, ẑ₀) |
+| 6 | canonical x_{t'} | z_{t'} = g{U(f_i(z_t), x̂₀^i)} |
+
+Canonical cases keep the instances equal to f_i(z) and read z_t = g(x_t) (exact for 1-to-1 maps); their DDPM noise
+is drawn in canonical space. U(x_t, x̂₀) uses ε = (x_t − α_t x̂₀)/σ_t, so DDIM and DDPM are both affine in (x_t, x̂₀).
+While t ≤ ``sync_t_min`` (the "last 20%" rule, ``mvd_end``), every instance takes a plain step.
+"""
+from __future__ import annotations
+
+from syncsde.errors import InputError
+from syncsde.schedule import eps_from_x0
+from syncsde.strategies.base import Strategy
+
+
+class SyncTweedies(Strategy):
+    """Args:
+        case: 0–6 as in the table above (2 = SyncTweedies, the recommended method).
+        sync_t_min: synchronize only while t > sync_t_min (200 = the official ``mvd_end`` 0.8; 0 = always).
+    """
+
+    name = "synctweedies"
+
+    def __init__(self, case: int = 2, sync_t_min: int = 0):
+        if case not in range(7):
+            raise InputError(f"SyncTweedies case must be 0..6, got {case}")
+        self.case, self.sync_t_min = case, int(sync_t_min)
+
+    @staticmethod
+    def _update(x_t, x0, step, noise):
+        return step.update(x_t, x0, eps_from_x0(x_t, x0, step.abar_t), noise)
+
+    def step(self, x, eps, step, problem, noise=None):
+        canon = problem.canonical
+        if self.case == 0 or step.t <= self.sync_t_min:
+            return self.plain_update(x, eps, step, noise)
+        if canon is None:
+            raise InputError(f"{type(self).__name__} needs a task with a canonical space (wide image, ambiguous image)")
+        draw = (lambda shape=None: noise(shape)) if step.stochastic else (lambda shape=None: None)
+        f, g = canon.forward, canon.aggregate
+        if self.case == 1:
+            e = f(g(eps))
+            return self._update(x, step.x0(x, e), step, draw())
+        if self.case == 2:
+            return self._update(x, f(g(step.x0(x, eps))), step, draw())
+        if self.case == 3:
+            return f(g(self._update(x, step.x0(x, eps), step, draw())))
+        z = g(x)
+        if self.case == 4:
+            return f(self._update(z, step.x0(z, g(eps)), step, draw(canon.shape)))
+        if self.case == 5:
+            return f(self._update(z, g(step.x0(x, eps)), step, draw(canon.shape)))
+        return f(g(self._update(f(z), step.x0(x, eps), step, draw())))  # case 6
+
+    def describe(self):
+        return {"method": self.name, "case": self.case, "sync_t_min": self.sync_t_min}
+
+
+class MultiDiffusion(SyncTweedies):
+    """MultiDiffusion (BASELINES.md §2.1): average the instances' x_{t'} in canonical space = SyncTweedies case 3.
+    For panoramas use it with the wide-image task at a 64-latent window and a stride of 8 latent columns
+    (``stride: 64`` px on SD)."""
+
+    name = "multidiffusion"
+
+    def __init__(self):
+        super().__init__(case=3)
+
+    def describe(self):
+        return {"method": self.name}

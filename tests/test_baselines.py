@@ -1,0 +1,101 @@
+"""Baselines (BASELINES.md §7 numerical checks)."""
+import pytest
+import torch
+
+from syncsde.backbones import GaussianBackbone, StableDiffusion
+from syncsde.errors import InputError
+from syncsde.strategies import Independent, MultiDiffusion, SyncSDE, SyncTweedies
+from syncsde.testing import save_tiny_sd
+from tasks import AmbiguousImage, WideImage
+
+BATCH = [{"prompt": "a wide valley", "sample_id": 0, "seed": 0}]
+
+
+@pytest.mark.parametrize("kw", [{"width": 2048}, {"width": 1024, "circular": True}, {"width": 1024, "stride": 64}])
+def test_g_of_f_is_identity_for_crops(kw):
+    task = WideImage(GaussianBackbone(), SyncSDE(), **kw)
+    canon = task.problem(BATCH).canonical
+    z = torch.randn(2, *canon.shape)
+    torch.testing.assert_close(canon.aggregate(canon.forward(z)), z)
+    assert canon.forward(z).shape == (2, task.n, 4, 64, 64)
+
+
+@pytest.mark.parametrize("view", ["rotate_cw", "skew", "pixel_permute"])
+def test_g_of_f_is_identity_for_views(view):
+    canon = AmbiguousImage(GaussianBackbone(channels=3, sample_size=16, scale_factor=1), view=view).problem(BATCH).canonical
+    z = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(canon.aggregate(canon.forward(z)), z)
+
+
+@pytest.fixture(scope="module")
+def sd(tiny_sd_dir):
+    return StableDiffusion(str(tiny_sd_dir))
+
+
+def wide(sd, strategy, **kw):
+    kw = {"height": 64, "width": 128, "stride": 16, "num_inference_steps": 5, "progress": False, **kw}
+    return WideImage(sd, strategy, **kw)
+
+
+def test_cases_1_to_6_agree_for_crops_with_shared_noise_and_ddim(sd):
+    runs = {c: wide(sd, SyncTweedies(case=c)).trajectories(BATCH) for c in range(1, 7)}
+    for c in range(2, 7):
+        torch.testing.assert_close(runs[c], runs[1], atol=1e-4, rtol=1e-4)
+    # the instances stay consistent crops of one canvas
+    task = wide(sd, SyncTweedies())
+    canon = task.problem(BATCH).canonical
+    torch.testing.assert_close(canon.forward(canon.aggregate(runs[2])), runs[2], atol=1e-5, rtol=1e-5)
+
+
+def test_cases_differ_with_independent_noise(sd):
+    a = wide(sd, SyncTweedies(case=2), init_from_canonical=False).trajectories(BATCH)
+    b = wide(sd, SyncTweedies(case=3), init_from_canonical=False).trajectories(BATCH)
+    assert not torch.allclose(a, b, atol=1e-3)
+
+
+def test_case_0_and_late_steps_are_independent(sd):
+    free = wide(sd, Independent(), init_from_canonical=False).trajectories(BATCH)
+    assert torch.equal(wide(sd, SyncTweedies(case=0), init_from_canonical=False).trajectories(BATCH), free)
+    assert torch.equal(wide(sd, SyncTweedies(sync_t_min=1000), init_from_canonical=False).trajectories(BATCH), free)
+
+
+def test_one_window_multidiffusion_is_plain_ddim(sd):
+    task = wide(sd, MultiDiffusion(), width=64)
+    assert task.n == 1
+    torch.testing.assert_close(task.trajectories(BATCH), wide(sd, Independent(), width=64).trajectories(BATCH))
+
+
+def test_synctweedies_ddpm_is_deterministic_per_sample(sd):
+    task = wide(sd, SyncTweedies(case=5))
+    task.sampler = "ddpm"
+    a, b = task.trajectories(BATCH), task.trajectories(BATCH)
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+
+
+def test_needs_canonical_space():
+    from syncsde.coupling import SyncProblem
+    from syncsde.schedule import Schedule
+
+    step = Schedule.from_config(GaussianBackbone().scheduler_config(), 5).steps[0]
+    x = torch.randn(1, 2, 4, 8, 8)
+    with pytest.raises(InputError, match="canonical space"):
+        SyncTweedies().step(x, x, step, SyncProblem(2))
+    with pytest.raises(InputError, match="0..6"):
+        SyncTweedies(case=9)
+
+
+def test_multidiffusion_panorama_equals_diffusers_pipeline(tmp_path):
+    """Our MultiDiffusion (case 3 on 64-latent crops at stride 8) against diffusers' StableDiffusionPanoramaPipeline,
+    same tiny model (native 64-latent window, as the pipeline hard-codes) and the same initial latents."""
+    from diffusers import StableDiffusionPanoramaPipeline
+
+    folder = save_tiny_sd(tmp_path / "sd64", sample_size=64)
+    pipe = StableDiffusionPanoramaPipeline.from_pretrained(folder, local_files_only=True)
+    z = torch.randn(1, 4, 64, 128, generator=torch.Generator().manual_seed(0))
+    ref = pipe("a wide valley", height=512, width=1024, num_inference_steps=3, guidance_scale=7.5, latents=z.clone(),
+               output_type="pt").images[0]
+    task = WideImage(StableDiffusion(str(folder)), MultiDiffusion(), width=1024, stride=64, num_inference_steps=3,
+                     progress=False)
+    assert task.n == 9
+    ours = task.generate(["a wide valley"], x_T=task.crops(z))[0].image
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
