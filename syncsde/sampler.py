@@ -34,9 +34,11 @@ def sample(
         return per_sample_randn(x_T.shape[1:] if shape is None else shape, generators).to(x_T)
 
     x = x_T
+    noise_fn = noise if generators is not None else None
     for step in tqdm(schedule.steps, desc="steps", leave=False, disable=not progress):
+        x = strategy.before_denoise(x, step, problem, noise_fn)
         eps = denoise(x, step)
-        x = strategy.step(x, eps, step, problem, noise if generators is not None else None)
+        x = strategy.step(x, eps, step, problem, noise_fn)
     return x
 
 

@@ -13,10 +13,24 @@ import torch.nn.functional as F
 from jsonargparse import lazy_instance
 
 from syncsde.backbones.base import Backbone
-from syncsde.coupling import Coupling, SyncProblem
+from syncsde.coupling import Canonical, Coupling, SyncProblem
 from syncsde.masks import load_mask
 from syncsde.strategies import Strategy, SyncSDE
 from syncsde.task import SampleOutput, SyncTask
+
+
+class RegionCanonical(Canonical):
+    """One image shared by all trajectories: f_i = identity, g = Σ_i w_i x^i / Σ_i w_i (0 where Σ w = 0)."""
+
+    def __init__(self, weights: torch.Tensor, shape):
+        self.weights, self.shape = weights, shape  # (B, N, 1, h, w)
+
+    def forward(self, z):
+        return z[:, None].expand(-1, self.weights.shape[1], *z.shape[1:]).clone()
+
+    def aggregate(self, x):
+        w = self.weights.to(x)
+        return (w * x).sum(1) / w.sum(1).clamp_min(1e-12)
 
 
 class MaskTextToImage(SyncTask):
@@ -53,8 +67,18 @@ class MaskTextToImage(SyncTask):
 
     def problem(self, batch):
         m = self.masks(batch)
-        return SyncProblem(3, [Coupling(1, 0, None, 1 - m), Coupling(2, 0, None, 1 - m), Coupling(2, 1, None, m)],
-                           {"masks": m})
+        couplings = [Coupling(1, 0, None, 1 - m), Coupling(2, 0, None, 1 - m), Coupling(2, 1, None, m)]
+        # canonical view for the baselines: the image J = ((1−M) x^bg + M x^obj) / 1; the whole-image trajectory
+        # carries no weight and always equals J (region-based MultiDiffusion, BASELINES.md §2.2)
+        canonical = RegionCanonical(torch.stack([1 - m, m, torch.zeros_like(m)], dim=1),
+                                    (self.backbone.channels, *self.latent_size))
+        return SyncProblem(3, couplings, {"masks": m, "foreground": {1: m}, "encode_colours": self.encode_colours},
+                           canonical)
+
+    def encode_colours(self, colours: torch.Tensor) -> torch.Tensor:
+        """Uniform-colour images (K, 3) in [0, 1] at the output size → the backbone's working space."""
+        images = colours[:, :, None, None].expand(-1, 3, self.height, self.width).to(self.device)
+        return self.backbone.encode(images)
 
     def assemble(self, x0, batch):
         whole = self.backbone.decode(x0[:, 2])

@@ -99,3 +99,44 @@ def test_multidiffusion_panorama_equals_diffusers_pipeline(tmp_path):
     assert task.n == 9
     ours = task.generate(["a wide valley"], x_T=task.crops(z))[0].image
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def mask_record(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    a = np.zeros((64, 64), np.uint8)
+    a[16:48, 24:56] = 255
+    Image.fromarray(a).save(tmp_path / "m.png")
+    return {"background": "a beach", "object": "a boat", "prompt": "a beach with a boat", "mask": str(tmp_path / "m.png"),
+            "sample_id": 0, "seed": 0}
+
+
+def test_region_weights_cover_every_pixel(tmp_path):
+    from tasks import MaskTextToImage
+
+    task = MaskTextToImage(GaussianBackbone(sample_size=8), MultiDiffusion(), progress=False)
+    canon = task.problem([mask_record(tmp_path)]).canonical
+    assert torch.all(canon.weights.sum(1) >= 1)  # m0 + Σ m_k ≥ 1
+    z = torch.randn(1, *canon.shape)
+    torch.testing.assert_close(canon.aggregate(canon.forward(z)), z)
+
+
+def test_region_multidiffusion_with_bootstrapping(sd, tmp_path):
+    from tasks import MaskTextToImage
+
+    rec = mask_record(tmp_path)
+    task = MaskTextToImage(sd, MultiDiffusion(bootstrap_steps=2), num_inference_steps=4, progress=False)
+    problem = task.problem([rec])
+    x = torch.randn(1, 3, 4, 8, 8)
+    step = task.schedule().steps[0]
+    noise = lambda shape=None: torch.zeros(1, *(shape or x.shape[1:]))  # noqa: E731
+    boot = task.strategy.before_denoise(x, step, problem, noise)
+    m = problem.extra["foreground"][1]
+    assert torch.equal(boot[:, [0, 2]], x[:, [0, 2]])  # only the foreground trajectory is bootstrapped
+    assert torch.equal((boot[:, 1] * m), (x[:, 1] * m)) and not torch.equal(boot[:, 1], x[:, 1])  # outside its mask
+    late = task.schedule().steps[2]
+    assert torch.equal(task.strategy.before_denoise(x, late, problem, noise), x)  # after bootstrap_steps
+    out = task.trajectories([rec])
+    torch.testing.assert_close(out[:, 2], out[:, 0])  # all trajectories equal the canonical image
+    torch.testing.assert_close(out[:, 1], out[:, 0])

@@ -23,6 +23,10 @@ class Strategy:
 
     name = "strategy"
 
+    def before_denoise(self, x: Tensor, step: Step, problem: SyncProblem, noise: NoiseFn | None = None) -> Tensor:
+        """Optionally change the states before the network sees them (MultiDiffusion's bootstrapping); default none."""
+        return x
+
     def step(self, x: Tensor, eps: Tensor, step: Step, problem: SyncProblem, noise: NoiseFn | None = None) -> Tensor:
         raise NotImplementedError
 

@@ -18,6 +18,8 @@ While t ≤ ``sync_t_min`` (the "last 20%" rule, ``mvd_end``), every instance ta
 """
 from __future__ import annotations
 
+import torch
+
 from syncsde.errors import InputError
 from syncsde.schedule import eps_from_x0
 from syncsde.strategies.base import Strategy
@@ -67,14 +69,37 @@ class SyncTweedies(Strategy):
 
 
 class MultiDiffusion(SyncTweedies):
-    """MultiDiffusion (BASELINES.md §2.1): average the instances' x_{t'} in canonical space = SyncTweedies case 3.
-    For panoramas use it with the wide-image task at a 64-latent window and a stride of 8 latent columns
-    (``stride: 64`` px on SD)."""
+    """MultiDiffusion (BASELINES.md §2): average the instances' x_{t'} in canonical space = SyncTweedies case 3.
+
+    Panoramas: the wide-image task at a 64-latent window and a stride of 8 latent columns (``stride: 64`` px on SD).
+    Region-based generation (mask-based T2I): the canonical image is the mask-weighted mean of the region prompts'
+    trajectories, J = Σ_k m_k x^k / Σ_k m_k, with **bootstrapping** during the first ``bootstrap_steps`` steps: each
+    foreground trajectory sees x^k ← m_k x^k + (1−m_k)(α_t b + σ_t n), b the encoded image of a uniform random colour
+    (one of ``num_colours`` drawn from the sample's generator per trajectory and step), n the matching part of the
+    initial noise.
+    """
 
     name = "multidiffusion"
 
-    def __init__(self):
+    def __init__(self, bootstrap_steps: int = 0, num_colours: int = 20):
         super().__init__(case=3)
+        self.bootstrap_steps, self.num_colours = bootstrap_steps, num_colours
+
+    def before_denoise(self, x, step, problem, noise=None):
+        fg = problem.extra.get("foreground")
+        if step.index >= self.bootstrap_steps or not fg:
+            return x
+        if step.index == 0:  # the task supplies encode_colours: (K, 3) RGB in [0, 1] -> (K, C, h, w) working space
+            problem.extra["bootstrap_noise"] = x.clone()
+            colours = torch.rand(self.num_colours, 3, generator=torch.Generator().manual_seed(0))
+            problem.extra["palette"] = problem.extra["encode_colours"](colours).to(x)
+        fixed, pool = problem.extra["bootstrap_noise"], problem.extra["palette"]
+        x = x.clone()
+        for k, m in fg.items():
+            pick = (torch.special.ndtr(noise((1,))[:, 0]) * self.num_colours).long().clamp(max=self.num_colours - 1)
+            b = pool[pick.to(pool.device)]
+            x[:, k] = m * x[:, k] + (1 - m) * (step.abar_t**0.5 * b + step.sigma * fixed[:, k])
+        return x
 
     def describe(self):
-        return {"method": self.name}
+        return {"method": self.name, "bootstrap_steps": self.bootstrap_steps}
