@@ -78,6 +78,17 @@ def ddpm_posterior(
     return mean, beta_t * (1 - abar_prev) / (1 - abar_t)
 
 
+def learned_range_log_variance(v: Tensor, abar_t: float | Tensor, abar_prev: float | Tensor) -> Tensor:
+    """DeepFloyd IF's learned variance (diffusers ``learned_range``): log σ² = f log β_t + (1−f) log β̃_t with
+    f = (v + 1)/2, v the network's variance channels, β̃_t the posterior variance (clamped at 1e−20)."""
+    abar_t = torch.as_tensor(abar_t, dtype=torch.float64)
+    abar_prev = torch.as_tensor(abar_prev, dtype=torch.float64)
+    beta = 1 - abar_t / abar_prev
+    posterior = (beta * (1 - abar_prev) / (1 - abar_t)).clamp_min(1e-20)
+    frac = (v + 1) / 2
+    return frac * beta.log().to(v) + (1 - frac) * posterior.log().to(v)
+
+
 def dynamic_threshold(x0: Tensor, ratio: float, max_value: float) -> Tensor:
     """Imagen's dynamic thresholding (as diffusers' ``_threshold_sample``), per image over its last three dims."""
     flat = x0.flatten(-3)
@@ -134,15 +145,19 @@ class Step:
             return dynamic_threshold(x0, *self.threshold)
         return x0 if self.clip_sample is None else x0.clamp(-self.clip_sample, self.clip_sample)
 
-    def update(self, x_t: Tensor, x0: Tensor, eps: Tensor, noise: Tensor | None = None) -> Tensor:
-        """The plain (uncoupled) update U(x_t, x̂₀, ε) of this step."""
+    def update(self, x_t: Tensor, x0: Tensor, eps: Tensor, noise: Tensor | None = None,
+               variance: Tensor | None = None) -> Tensor:
+        """The plain (uncoupled) update U(x_t, x̂₀, ε) of this step. ``variance``: the network's learned-range
+        variance channels (DDPM only; otherwise the fixed posterior variance β̃_t is used)."""
         if self.kind == "ddim":
             return ddim_step(x0, eps, self.abar_prev, ddim_sigma(self.abar_t, self.abar_prev, self.eta), noise)
         mean, var = ddpm_posterior(x_t, x0, self.abar_t, self.abar_prev)
         if self.t > 0:
             if noise is None:
                 raise ValueError("a DDPM step with t > 0 needs noise")
-            mean = mean + var.sqrt().to(mean) * noise
+            std = var.sqrt().to(mean) if variance is None else (0.5 * learned_range_log_variance(
+                variance, self.abar_t, self.abar_prev)).exp()
+            mean = mean + std * noise
         return mean
 
 

@@ -131,10 +131,12 @@ class SyncTask(LightningModule):
         x_T = x_T.to(self.device, torch.float32)
         cond, uncond = self.conditioning(batch)
         problem = self.problem(batch)
+        self.backbone.return_variance = getattr(self.strategy, "needs_variance", False) and getattr(
+            self.backbone, "learned_variance", False)
 
         def denoise(x: Tensor, step) -> Tensor:
             eps = guided_eps(self.backbone, x.flatten(0, 1), step, cond, uncond, self.guidance_scale, self.max_batch)
-            return eps.view_as(x)
+            return eps.view(*x.shape[:2], *eps.shape[1:])
 
         return sample(denoise, x_T, self.schedule(), self.strategy, problem, generators, self.progress)
 

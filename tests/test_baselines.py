@@ -140,3 +140,28 @@ def test_region_multidiffusion_with_bootstrapping(sd, tmp_path):
     out = task.trajectories([rec])
     torch.testing.assert_close(out[:, 2], out[:, 0])  # all trajectories equal the canonical image
     torch.testing.assert_close(out[:, 1], out[:, 0])
+
+
+def test_visual_anagrams_identity_views_equal_plain_if_sampling(tmp_path):
+    """Two identity views with one prompt = diffusers' own IFPipeline (DDPM, learned variance, thresholding) on the
+    same initial noise and step noise (BASELINES.md §7.5)."""
+    from diffusers import IFPipeline
+
+    from syncsde.backbones import DeepFloydIF
+    from syncsde.sampler import sample_generator
+    from syncsde.strategies import VisualAnagrams
+    from syncsde.testing import save_tiny_if
+
+    folder = save_tiny_if(tmp_path / "if")
+    backbone = DeepFloydIF(str(folder))
+    task = AmbiguousImage(backbone, VisualAnagrams(), view="identity", init_from_canonical=True, num_inference_steps=5,
+                          guidance_scale=7.0, progress=False)
+    task.sampler = "ddpm"
+    rec = {"prompt": "a horse", "prompt2": "a horse", "sample_id": 3, "seed": 1}
+    ours = task.trajectories([rec])
+    torch.testing.assert_close(ours[:, 0], ours[:, 1])
+    pipe = IFPipeline.from_pretrained(folder, local_files_only=True)
+    ref = pipe(prompt_embeds=backbone.encode_prompts(["a horse"]), negative_prompt_embeds=backbone.encode_prompts([""]),
+               num_inference_steps=5, guidance_scale=7.0, generator=sample_generator(1, 3), output_type="pt",
+               height=16, width=16).images
+    torch.testing.assert_close(ours[:, 0], ref, atol=1e-4, rtol=1e-4)

@@ -100,3 +100,15 @@ def test_stochastic_step_requires_noise():
     step = S.Schedule.from_config(SD_SCHEDULER, 10, "ddim", eta=1.0).steps[0]
     with pytest.raises(ValueError, match="noise"):
         step.update(X, X, EPS)
+
+
+def test_ddpm_learned_range_variance_matches_diffusers():
+    ref = DDPMScheduler.from_config(IF_LIKE)
+    ref.set_timesteps(20)
+    sch = S.Schedule.from_config(IF_LIKE, 20, "ddpm")
+    v = torch.rand_like(EPS) * 2 - 1
+    for step, t in zip(sch, ref.timesteps):
+        expected = ref.step(torch.cat([EPS, v], 1), t, X, generator=torch.Generator().manual_seed(3)).prev_sample
+        noise = torch.randn(X.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        got = step.update(X, step.x0(X, EPS), EPS, noise if step.stochastic else None, variance=v)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

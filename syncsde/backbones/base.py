@@ -22,7 +22,9 @@ class Backbone(nn.Module):
     - ``forward(x, t, context)``: the raw network output for M rows (no guidance), ``t`` of shape (M,);
     - ``decode(z)`` to images in [0, 1] and ``encode(images)`` back (identity-like in pixel space).
 
-    Classifier-free guidance, prediction-type conversion and batching are done by :func:`guided_eps`.
+    Classifier-free guidance, prediction-type conversion and batching are done by :func:`guided_eps`. A backbone
+    with learned variance may return 2C channels (ε-part, variance part) when ``return_variance`` is set; strategies
+    that use them (Visual Anagrams) declare ``needs_variance``.
     """
 
     channels: int = 4
@@ -30,6 +32,7 @@ class Backbone(nn.Module):
     scale_factor: int = 1
     prediction_type: str = "epsilon"
     name: str = "backbone"
+    return_variance: bool = False
 
     def scheduler_config(self) -> dict:
         raise NotImplementedError
@@ -61,7 +64,8 @@ def guided_eps(
     guidance_scale: float,
     max_batch: int | None = None,
 ) -> Tensor:
-    """ε = ε_u + w(ε_c − ε_u) for M rows, both branches in ONE network call of 2M rows (SYNCSDE.md §2, §3.1).
+    """ε = ε_u + w(ε_c − ε_u) for M rows, both branches in ONE network call of 2M rows (SYNCSDE.md §2, §3.1);
+    learned-variance channels, if the backbone returns them, follow ε (from the conditional branch).
 
     ``x`` is (M, C, H, W) in float32; the network runs in the backbone's dtype; the result is float32 ε.
     With w = 1 or no unconditional context only the conditional branch is run. ``max_batch`` optionally splits
@@ -77,7 +81,12 @@ def guided_eps(
     else:
         out = torch.cat([backbone(a, b, c) for a, b, c in zip(xin.split(max_batch), t.split(max_batch), ctx.split(max_batch))])
     out = out.float()
+    C = x.shape[1]
+    var = out[:, C:]  # learned-variance channels, when the backbone returns them (DeepFloyd IF)
+    out = out[:, :C]
     if guided:
         out_u, out_c = out.chunk(2)
         out = out_u + guidance_scale * (out_c - out_u)
-    return to_epsilon(out, x, step.abar_t, backbone.prediction_type)
+        var = var.chunk(2)[1]  # the conditional branch's variance, as DeepFloyd IF does
+    eps = to_epsilon(out, x, step.abar_t, backbone.prediction_type)
+    return torch.cat([eps, var], 1) if var.shape[1] else eps

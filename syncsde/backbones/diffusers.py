@@ -123,7 +123,7 @@ class DiffusersBackbone(Backbone):
 
     def forward(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
         out = self.unet(x, t, encoder_hidden_states=context.to(x.dtype)).sample
-        return out[:, : self.channels] if self.learned_variance else out
+        return out[:, : self.channels] if self.learned_variance and not self.return_variance else out
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:

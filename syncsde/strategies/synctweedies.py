@@ -103,3 +103,30 @@ class MultiDiffusion(SyncTweedies):
 
     def describe(self):
         return {"method": self.name, "bootstrap_steps": self.bootstrap_steps}
+
+
+class VisualAnagrams(SyncTweedies):
+    """Visual Anagrams (BASELINES.md §3.2): one pixel state z seen through every view; each view's CFG ε — and its
+    learned-variance channels — mapped back by the inverse view and averaged, then the scheduler's step on z.
+    That is canonical ε averaging (case 4) plus the variance rule: under DDPM (DeepFloyd IF's own sampler) the
+    averaged variance channels set the learned-range variance; under DDIM they are unused.
+    Use ``init_from_canonical: true`` on the ambiguous task (one initial noise)."""
+
+    name = "visual_anagrams"
+    needs_variance = True
+
+    def __init__(self):
+        super().__init__(case=4)
+
+    def step(self, x, eps, step, problem, noise=None):
+        canon = problem.canonical
+        if canon is None:
+            raise InputError("VisualAnagrams needs a task with views (the ambiguous-image task)")
+        C = x.shape[2]
+        variance = canon.aggregate(eps[:, :, C:]) if eps.shape[2] > C and step.kind == "ddpm" else None
+        z, e = canon.aggregate(x), canon.aggregate(eps[:, :, :C])
+        z_next = step.update(z, step.x0(z, e), e, noise(canon.shape) if step.stochastic else None, variance)
+        return canon.forward(z_next)
+
+    def describe(self):
+        return {"method": self.name}
