@@ -61,7 +61,7 @@ def main(args=None) -> None:
     except SyncSDEError as e:
         fail(e)
     except Exception as e:  # jsonargparse wraps errors raised while instantiating the config's classes
-        if SyncSDEError.last is not None:
+        if SyncSDEError.last is not None and str(SyncSDEError.last) in str(e):
             fail(SyncSDEError.last)
         if isinstance(e, ArgumentError):
             fail(e)

@@ -23,14 +23,19 @@ from syncsde.strategies.base import Strategy
 
 @dataclass
 class SampleOutput:
-    """One finished sample: the main image (3, H, W) in [0, 1], its sidecar metadata, extra images by name, and
-    animations (lists of frames) by name."""
+    """One finished sample: the main image (3, H, W) in [0, 1], its sidecar metadata, extra images by name,
+    animations (lists of frames) by name, and the (image, text) pairs the CLIP score judges (default: the main
+    image with the sample's prompt)."""
 
     sample_id: int
     image: Tensor
     meta: dict
     extras: dict[str, Tensor] = field(default_factory=dict)
     animations: dict[str, list[Tensor]] = field(default_factory=dict)
+    scored: list[tuple[Tensor, str]] = field(default_factory=list)
+
+    def clip_pairs(self) -> list[tuple[Tensor, str]]:
+        return self.scored or [(self.image, self.meta.get("target_prompt") or self.meta.get("prompt", ""))]
 
 
 class SyncTask(LightningModule):

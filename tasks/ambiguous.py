@@ -92,7 +92,8 @@ class AmbiguousImage(SyncTask):
         for b, s in enumerate(batch):
             anim = {"animation": view_animation(reading1[b], self.view, self.animation_frames)} if self.animation_frames else {}
             outs.append(SampleOutput(s["sample_id"], torch.cat([reading1[b], reading2[b]], dim=-1), {},
-                                     {"reading1": reading1[b], "reading2": reading2[b]}, anim))
+                                     {"reading1": reading1[b], "reading2": reading2[b]}, anim,
+                                     scored=[(reading1[b], s["prompt"]), (reading2[b], s["prompt2"])]))
         return outs
 
     def describe(self):

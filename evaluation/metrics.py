@@ -1,0 +1,216 @@
+"""Metric callbacks: FID, KID, CLIP score and (for editing) LPIPS, collected during ``predict`` across processes.
+
+Add to a config:
+
+    trainer:
+      callbacks:
+        - class_path: evaluation.Metrics
+          init_args:
+            reference: outputs/tiny/reference_wide   # a folder of images (or an output folder of a reference run)
+            feature_network: syncsde:tiny-clip        # or "inception" (needs torch-fidelity and its weights)
+            clip_model: syncsde:tiny-clip             # or a CLIP hub id / local folder, e.g. openai/clip-vit-base-patch32
+            crop: 32                                   # wide images: random square crops of this size for FID/KID
+
+At the end, rank 0 writes ``metrics.json`` into the output folder and appends one row to ``metrics.csv``. States
+are torchmetrics metrics, so each process adds only its own samples and ``compute`` gathers them. A metric whose
+network is unavailable is reported as ``{"available": false, "reason": ...}``, never silently dropped.
+
+- FID / KID (torchmetrics) between the generated images (or crops) and the reference set.
+- CLIP score: 100·max(cos(image, text), 0) averaged over the scored (image, text) pairs — torchmetrics' definition —
+  computed with the given CLIP model (the embedded tiny CLIP offline).
+- LPIPS to the source image and background LPIPS (the source and the edit with the edit mask blanked) for editing;
+  torchmetrics' LPIPS needs torchvision.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from PIL import Image
+
+from evaluation.features import CLIPEmbedder
+from syncsde.io import atomic_write, save_json
+from syncsde.writer import SampleWriter
+
+
+def load_folder(folder: str | Path, limit: int | None = None) -> torch.Tensor:
+    """The images of a folder (PNG/JPEG, sorted; extras like *_mask.png of an output folder skipped) as (N, 3, H, W)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"reference folder '{folder}' does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg") and "_" not in p.stem)
+    if not files:
+        raise FileNotFoundError(f"reference folder '{folder}' has no images")
+    files = files[:limit] if limit else files
+    return torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+                        for p in files])
+
+
+def random_crops(image: torch.Tensor, size: int, count: int, seed: int) -> torch.Tensor:
+    """``count`` square crops of ``size`` from (3, H, W), positions from (seed) alone."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = image.shape[-2:]
+    ys = torch.randint(0, H - size + 1, (count,), generator=g)
+    xs = torch.randint(0, W - size + 1, (count,), generator=g)
+    return torch.stack([image[:, y:y + size, x:x + size] for y, x in zip(ys.tolist(), xs.tolist())])
+
+
+def unavailable(reason: str) -> dict:
+    return {"available": False, "reason": reason}
+
+
+class Metrics(Callback):
+    """Args:
+        reference: folder of reference images for FID/KID (None: FID/KID are reported unavailable).
+        feature_network: "syncsde:tiny-clip" / a CLIP hub id or folder (its image embeddings), or "inception".
+        clip_model: CLIP model for the CLIP score.
+        crop: square random-crop size for FID/KID (wide images); None = whole images, resized by the network.
+        crops_per_image: crops per generated image.
+        kid_subset_size: KID subset size (capped by the number of images).
+        lpips: compute LPIPS and background LPIPS (editing; needs torchvision).
+        output_dir: where metrics.json goes (default: the CLI's --output_dir, else the working directory).
+    """
+
+    def __init__(self, reference: str | None = None, feature_network: str = "syncsde:tiny-clip",
+                 clip_model: str = "syncsde:tiny-clip", crop: int | None = None, crops_per_image: int = 1,
+                 kid_subset_size: int = 100, lpips: bool = False, output_dir: str | None = None):
+        super().__init__()
+        self.reference, self.feature_network, self.clip_model = reference, feature_network, clip_model
+        self.crop, self.crops_per_image, self.kid_subset_size = crop, crops_per_image, kid_subset_size
+        self.want_lpips, self.output_dir = lpips, output_dir
+        self.status: dict[str, dict] = {}
+        self.metrics: dict[str, torch.nn.Module] = {}
+
+    # -- set-up ---------------------------------------------------------------------------------------------
+    def _features(self):
+        if self.feature_network == "inception":
+            return 2048
+        return CLIPEmbedder(self.feature_network)
+
+    def on_predict_start(self, trainer, pl_module):
+        from torchmetrics import MeanMetric, SumMetric
+
+        self.metrics = {"num_samples": SumMetric()}
+        try:
+            self.clip = CLIPEmbedder(self.clip_model).to(pl_module.device)
+            self.metrics["clip_score"] = MeanMetric()
+        except Exception as e:  # noqa: BLE001 (reported, not dropped)
+            self.status["clip_score"] = unavailable(f"CLIP model '{self.clip_model}': {str(e).splitlines()[0]}")
+        if self.reference is None:
+            for name in ("fid", "kid"):
+                self.status[name] = unavailable("no reference set: set reference to a folder of images")
+        else:
+            self._setup_fid_kid(trainer, pl_module)
+        if self.want_lpips:
+            try:
+                from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+                self.metrics["lpips"] = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
+                self.metrics["background_lpips"] = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
+            except Exception as e:  # noqa: BLE001
+                for name in ("lpips", "background_lpips"):
+                    self.status[name] = unavailable(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+        for m in self.metrics.values():
+            m.to(pl_module.device)
+
+    def _setup_fid_kid(self, trainer, pl_module):
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        try:
+            features = self._features()
+            reference = load_folder(self.reference)
+            self.metrics["fid"] = FrechetInceptionDistance(feature=features, normalize=True)
+            subset = min(self.kid_subset_size, len(reference))
+            self.metrics["kid"] = KernelInceptionDistance(feature=features, normalize=True, subset_size=subset)
+        except Exception as e:  # noqa: BLE001
+            for name in ("fid", "kid"):
+                self.status[name] = unavailable(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+            return
+        self.num_reference = len(reference)
+        # states are gathered over processes: each adds its share of the reference set, so the whole set counts once
+        # and every process holds features (list states must not be empty on any process when they are synced)
+        share = reference[trainer.global_rank::trainer.world_size]
+        for name in ("fid", "kid"):
+            for chunk in share.split(64):
+                self.metrics[name].update(chunk.to(pl_module.device), real=True)
+
+    # -- collection -----------------------------------------------------------------------------------------
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        for out in outputs:
+            self.metrics["num_samples"].update(1.0)
+            image = out.image.to(pl_module.device)
+            if "clip_score" in self.metrics:
+                for img, text in out.clip_pairs():
+                    cos = (self.clip.encode_images(img[None].to(pl_module.device)) @ self.clip.encode_texts([text]).T)
+                    self.metrics["clip_score"].update(100 * cos.clamp_min(0).squeeze())
+            if "fid" in self.metrics:
+                fake = (random_crops(image, self.crop, self.crops_per_image, out.sample_id) if self.crop else image[None])
+                self.metrics["fid"].update(fake, real=False)
+                self.metrics["kid"].update(fake, real=False)
+            if "lpips" in self.metrics and "source" in out.extras:
+                src = out.extras["source"].to(image)[None]
+                self.metrics["lpips"].update(image[None], src)
+                if "mask" in out.extras:
+                    keep = 1 - out.extras["mask"].to(image)[None]
+                    self.metrics["background_lpips"].update(image[None] * keep, src * keep)
+
+    def on_predict_end(self, trainer, pl_module):
+        results = dict(self.status)
+        kid = self.metrics.get("kid")
+        if kid is not None:
+            # torchmetrics 1.9 gathers list states chunk by chunk, and processes holding different numbers of chunks
+            # (different numbers of update calls) fall out of step: give every process exactly one chunk
+            for attr in ("real_features", "fake_features"):
+                chunks = getattr(kid, attr)
+                setattr(kid, attr, [torch.cat(chunks)] if chunks else [])
+            # KID's subsets cannot be larger than either set (both known only once gathered)
+            generated = int(self.metrics["num_samples"].compute()) * (self.crops_per_image if self.crop else 1)
+            kid.subset_size = max(2, min(self.kid_subset_size, self.num_reference, generated))
+        for name, metric in self.metrics.items():
+            try:
+                value = metric.compute()
+                if name == "kid":
+                    results[name] = {"available": True, "value": float(value[0]), "std": float(value[1])}
+                elif name == "num_samples":
+                    results[name] = int(value)
+                    continue
+                else:
+                    results[name] = {"available": True, "value": float(value)}
+            except Exception as e:  # noqa: BLE001 (e.g. too few samples for a covariance)
+                results[name] = unavailable(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+        if not trainer.is_global_zero:
+            return
+        writer = next((c for c in trainer.callbacks if isinstance(c, SampleWriter)), None)
+        out = Path(self.output_dir or (writer.output_dir if writer else "."))
+        networks = {"feature_network": self.feature_network, "clip_model": self.clip_model,
+                    "reference": self.reference, "num_reference": getattr(self, "num_reference", 0), "crop": self.crop}
+        record = {"metrics": results, "networks": networks, "strategy": pl_module.strategy.describe(),
+                  "task": getattr(pl_module, "task_name", None)}
+        save_json(out / "metrics.json", record)
+        append_csv(out / "metrics.csv", flat_row(record))
+
+
+def flat_row(record: dict) -> dict:
+    row = {"task": record["task"], **{f"strategy.{k}": v for k, v in record["strategy"].items()}}
+    for name, r in record["metrics"].items():
+        row[name] = r if not isinstance(r, dict) else (r["value"] if r.get("available") else "")
+    return row
+
+
+def append_csv(path: Path, row: dict) -> None:
+    """Append one row (rewriting the file atomically, with the union of all columns)."""
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
+    rows.append({k: str(v) for k, v in row.items()})
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+
+    def write(p):
+        with open(p, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)

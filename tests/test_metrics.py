@@ -1,0 +1,101 @@
+"""Evaluation: metrics on constructed sets, the callback in one and two processes, unavailable networks."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from evaluation.features import CLIPEmbedder
+from evaluation.metrics import load_folder, random_crops
+from syncsde.tiny import scenes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fid(a, b):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    m = FrechetInceptionDistance(feature=CLIPEmbedder("syncsde:tiny-clip"), normalize=True)
+    m.update(a, real=True)
+    m.update(b, real=False)
+    return float(m.compute())
+
+
+def test_fid_identical_near_zero_shifted_larger():
+    a = torch.from_numpy(scenes.batch(11, 0, 150, held_out=True)[0])
+    b = torch.from_numpy(scenes.batch(12, 0, 150, held_out=True)[0])
+    assert abs(fid(a, a)) < 1e-3
+    same_distribution = fid(a, b)
+    shifted = fid(a, (b * 0.6).clamp(0, 1))  # darkened
+    assert shifted > 3 * same_distribution and shifted > 0.05
+
+
+def test_crops_and_reference_folder(tmp_path):
+    img = torch.rand(3, 32, 128)
+    c = random_crops(img, 32, 3, seed=5)
+    assert c.shape == (3, 3, 32, 32) and torch.equal(c, random_crops(img, 32, 3, seed=5))
+    for i in range(3):
+        Image.fromarray((np.random.rand(8, 8, 3) * 255).astype(np.uint8)).save(tmp_path / f"{i:05d}.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "00000_mask.png")  # extras are skipped
+    assert load_folder(tmp_path).shape == (3, 3, 8, 8)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_folder(tmp_path / "nope")
+
+
+def run(args, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "syncsde.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_metrics_callback_one_and_two_processes(tmp_path, tiny_sd_dir):
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for i, img in enumerate(scenes.batch(3, 0, 6, height=64, width=64)[0]):
+        Image.fromarray((img.transpose(1, 2, 0) * 255).astype(np.uint8)).save(ref / f"{i:05d}.png")
+    cfg = yaml.safe_load((ROOT / "configs/wide.yaml").read_text())
+    init = cfg["model"]["init_args"]
+    init["backbone"]["init_args"]["model"] = str(tiny_sd_dir)
+    init.update(height=64, width=128, stride=16, num_inference_steps=2, progress=False)
+    cfg["data"]["init_args"]["prompts"] = ["a sunny day over grass", "a sunset over the sea", "a night sky over snow"]
+    cfg["trainer"].update(accelerator="cpu", enable_progress_bar=False, callbacks=[{
+        "class_path": "evaluation.Metrics",
+        "init_args": {"reference": str(ref), "crop": 64, "crops_per_image": 2, "lpips": True}}])
+    path = tmp_path / "wide.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / f"out{devices}"
+        run(["predict", "--config", str(path), "--output_dir", str(out), "--trainer.devices", str(devices),
+             "--trainer.strategy", "ddp" if devices == 2 else "auto"], tmp_path)
+        results[devices] = json.loads((out / "metrics.json").read_text())
+        assert (out / "metrics.csv").read_text().count("\n") == 2  # header + one row
+    for r in results.values():
+        m = r["metrics"]
+        assert m["num_samples"] == 3  # every sample counted once, also across two processes
+        assert m["fid"]["available"] and m["kid"]["available"] and m["clip_score"]["available"]
+        assert m["lpips"] == {"available": False, "reason": m["lpips"]["reason"]} and "torchvision" in m["lpips"]["reason"].lower()
+        assert r["networks"]["feature_network"] == "syncsde:tiny-clip" and r["networks"]["num_reference"] == 6
+    assert results[1]["metrics"]["fid"]["value"] == pytest.approx(results[2]["metrics"]["fid"]["value"], rel=1e-3)
+    assert results[1]["metrics"]["clip_score"]["value"] == pytest.approx(results[2]["metrics"]["clip_score"]["value"], rel=1e-4)
+
+
+def test_missing_reference_reported_unavailable(tmp_path, tiny_sd_dir):
+    cfg = yaml.safe_load((ROOT / "configs/wide.yaml").read_text())
+    init = cfg["model"]["init_args"]
+    init["backbone"]["init_args"]["model"] = str(tiny_sd_dir)
+    init.update(height=64, width=64, stride=16, num_inference_steps=2, progress=False)
+    cfg["data"]["init_args"]["prompts"] = ["a"]
+    cfg["trainer"].update(accelerator="cpu", enable_progress_bar=False, callbacks=[{
+        "class_path": "evaluation.Metrics", "init_args": {"reference": str(tmp_path / "none")}}])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    run(["predict", "--config", str(tmp_path / "c.yaml"), "--output_dir", str(tmp_path / "o")], tmp_path)
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())["metrics"]
+    assert m["fid"]["available"] is False and "does not exist" in m["fid"]["reason"]
