@@ -27,7 +27,7 @@ def config(tmp_path, tiny_sd_dir):
     init["backbone"]["init_args"]["model"] = str(tiny_sd_dir)
     init.update(height=64, width=128, stride=16, num_inference_steps=3, progress=False)
     cfg["data"]["init_args"].update(prompts=["a red sky", "a green field", "a blue sea"], samples_per_prompt=1)
-    cfg["trainer"].update(accelerator="cpu", enable_progress_bar=False)
+    cfg["trainer"].update(accelerator="cpu", enable_progress_bar=False, callbacks=[])
     path = tmp_path / "wide.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

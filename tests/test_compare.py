@@ -18,7 +18,7 @@ def test_compare_wide_methods(tmp_path, tiny_sd_dir):
     init["backbone"]["init_args"]["model"] = str(tiny_sd_dir)
     init.update(height=64, width=128, stride=16, num_inference_steps=2, progress=False)
     cfg["data"]["init_args"]["prompts"] = ["a red sky", "a green field"]
-    cfg["trainer"].update(accelerator="cpu", enable_progress_bar=False)
+    cfg["trainer"].update(accelerator="cpu", enable_progress_bar=False, callbacks=[])
     path = tmp_path / "wide.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "cmp"

@@ -99,3 +99,47 @@ def test_missing_reference_reported_unavailable(tmp_path, tiny_sd_dir):
     run(["predict", "--config", str(tmp_path / "c.yaml"), "--output_dir", str(tmp_path / "o")], tmp_path)
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())["metrics"]
     assert m["fid"]["available"] is False and "does not exist" in m["fid"]["reason"]
+
+
+def test_table_collects_folders(tmp_path):
+    from evaluation.table import main as table_main
+
+    for lam in (0, 5):
+        f = tmp_path / f"l{lam}"
+        f.mkdir()
+        side = {"sample_id": 0, "task": "wide_image", "method": "syncsde", "inv_lambda": float(lam), "seconds": 1.5}
+        (f / "manifest.json").write_text(json.dumps({"num_samples": 1, "samples": [side]}))
+        (f / "metrics.json").write_text(json.dumps({"metrics": {"fid": {"available": True, "value": 10.0 - lam},
+                                                                "lpips": {"available": False, "reason": "x"}}}))
+    rows = table_main([str(tmp_path / "l0"), str(tmp_path / "l5"), "--csv", str(tmp_path / "t.csv")])
+    assert [r["inv_lambda"] for r in rows] == [0.0, 5.0] and [r["fid"] for r in rows] == [10.0, 5.0]
+    assert "lpips" not in rows[0]
+    assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("folder,task,method,inv_lambda")
+
+
+def test_analysis_notebook_executes_on_a_tiny_sweep(tmp_path, tiny_sd_dir):
+    nbclient = pytest.importorskip("nbclient", reason="nbclient not installed (pip install -e '.[test]')")
+    import nbformat
+
+    cfg = yaml.safe_load((ROOT / "configs/wide.yaml").read_text())
+    init = cfg["model"]["init_args"]
+    init["backbone"]["init_args"]["model"] = str(tiny_sd_dir)
+    init.update(height=64, width=128, stride=16, num_inference_steps=2, progress=False)
+    cfg["data"]["init_args"]["prompts"] = ["a sunny day over grass", "a sunset over the sea"]
+    cfg["trainer"].update(accelerator="cpu", enable_progress_bar=False, callbacks=[
+        {"class_path": "evaluation.Metrics", "init_args": {}}])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    for lam in (0, 5):
+        run(["predict", "--config", str(tmp_path / "c.yaml"), "--output_dir", str(tmp_path / "sweep" / f"l{lam}"),
+             "--model.init_args.strategy.init_args.inv_lambda", str(lam)], tmp_path)
+    nb = nbformat.read(ROOT / "notebooks/analysis.ipynb", as_version=4)
+    os.environ["SYNCSDE_FOLDERS"] = str(tmp_path / "sweep" / "*")
+    os.environ["SYNCSDE_ANALYSIS_OUT"] = str(tmp_path / "figures")
+    try:
+        nbclient.NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        del os.environ["SYNCSDE_FOLDERS"], os.environ["SYNCSDE_ANALYSIS_OUT"]
+    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
+                   for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "2 output folders" in text and "clip_score" in text
+    assert (tmp_path / "figures" / "samples.png").exists() and (tmp_path / "figures" / "lambda.png").exists()

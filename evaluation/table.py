@@ -1,0 +1,65 @@
+"""Collect output folders into one table (sweeps over λ or methods):
+
+    python -m evaluation.table outputs/sweep/* [--csv table.csv]
+
+One row per folder: task, method and its parameters (from the sidecars), number of samples, mean seconds per
+sample, and every metric of the folder's ``metrics.json`` (written by ``evaluation.Metrics``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+METHOD_KEYS = ("task", "method", "inv_lambda", "case", "bootstrap_steps", "sync_t_min")
+
+
+def folder_row(folder: str | Path) -> dict:
+    folder = Path(folder)
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        raise FileNotFoundError(f"{folder} has no manifest.json: is it a `syncsde predict` output folder?")
+    samples = json.loads(manifest.read_text())["samples"]
+    first = samples[0] if samples else {}
+    row = {"folder": str(folder), **{k: first[k] for k in METHOD_KEYS if k in first}, "num_samples": len(samples),
+           "seconds": round(sum(s.get("seconds", 0) for s in samples) / max(len(samples), 1), 4)}
+    metrics = folder / "metrics.json"
+    if metrics.exists():
+        for name, r in json.loads(metrics.read_text())["metrics"].items():
+            if isinstance(r, dict) and r.get("available"):
+                row[name] = round(r["value"], 6)
+    return row
+
+
+def table(folders) -> list[dict]:
+    return [folder_row(f) for f in folders]
+
+
+def to_markdown(rows: list[dict]) -> str:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folders", nargs="+")
+    ap.add_argument("--csv", default=None)
+    args = ap.parse_args(argv)
+    rows = table(args.folders)
+    print(to_markdown(rows))
+    if args.csv:
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {args.csv}", file=sys.stderr)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
