@@ -1,5 +1,6 @@
 """Feature networks for the metrics: a CLIP model (hub id, local folder, or the embedded ``syncsde:tiny-clip``)
 as image/text embedder, usable as torchmetrics' FID/KID ``feature`` module."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,8 +37,10 @@ class CLIPEmbedder(nn.Module):
             self.model = CLIPModel.from_pretrained(path).eval().requires_grad_(False)
             self.tokenizer = AutoTokenizer.from_pretrained(path)
         except OSError as e:
-            raise ModelNotFoundError(f"cannot load CLIP model '{model}' ({str(e).splitlines()[0][:120]}); "
-                                     "give a local folder in transformers CLIPModel layout") from None
+            raise ModelNotFoundError(
+                f"cannot load CLIP model '{model}' ({str(e).splitlines()[0][:120]}); "
+                "give a local folder in transformers CLIPModel layout"
+            ) from None
         self.image_size = self.model.config.vision_config.image_size
         self.num_features = self.model.config.projection_dim
         self.max_length = min(self.tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings)
@@ -53,14 +56,17 @@ class CLIPEmbedder(nn.Module):
         if x.max() > 1.5:  # uint8 images (torchmetrics' convention)
             x = x / 255
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
+            )
         return F.normalize(self._pooled(self.model.get_image_features(pixel_values=normalize(x))), dim=-1)
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> Tensor:
         device = next(self.model.parameters()).device
-        tok = self.tokenizer(list(texts), padding="max_length", max_length=self.max_length, truncation=True,
-                             return_tensors="pt").to(device)
+        tok = self.tokenizer(
+            list(texts), padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
+        ).to(device)
         return F.normalize(self._pooled(self.model.get_text_features(**tok)), dim=-1)
 
     def forward(self, images: Tensor) -> Tensor:

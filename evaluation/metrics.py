@@ -8,7 +8,7 @@ Add to a config:
           init_args:
             reference: outputs/tiny/reference_wide   # a folder of images (or an output folder of a reference run)
             feature_network: syncsde:tiny-clip        # or "inception" (needs torch-fidelity and its weights)
-            clip_model: syncsde:tiny-clip             # or a CLIP hub id / local folder, e.g. openai/clip-vit-base-patch32
+            clip_model: syncsde:tiny-clip             # or a CLIP hub id / folder (openai/clip-vit-base-patch32)
             crop: 32                                   # wide images: random square crops of this size for FID/KID
 
 At the end, rank 0 writes ``metrics.json`` into the output folder and appends one row to ``metrics.csv``. States
@@ -21,6 +21,7 @@ network is unavailable is reported as ``{"available": false, "reason": ...}``, n
 - LPIPS to the source image and background LPIPS (the source and the edit with the edit mask blanked) for editing;
   torchmetrics' LPIPS needs torchvision.
 """
+
 from __future__ import annotations
 
 import csv
@@ -45,8 +46,12 @@ def load_folder(folder: str | Path, limit: int | None = None) -> torch.Tensor:
     if not files:
         raise FileNotFoundError(f"reference folder '{folder}' has no images")
     files = files[:limit] if limit else files
-    return torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
-                        for p in files])
+    return torch.stack(
+        [
+            torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+            for p in files
+        ]
+    )
 
 
 def random_crops(image: torch.Tensor, size: int, count: int, seed: int) -> torch.Tensor:
@@ -55,7 +60,7 @@ def random_crops(image: torch.Tensor, size: int, count: int, seed: int) -> torch
     H, W = image.shape[-2:]
     ys = torch.randint(0, H - size + 1, (count,), generator=g)
     xs = torch.randint(0, W - size + 1, (count,), generator=g)
-    return torch.stack([image[:, y:y + size, x:x + size] for y, x in zip(ys.tolist(), xs.tolist())])
+    return torch.stack([image[:, y : y + size, x : x + size] for y, x in zip(ys.tolist(), xs.tolist())])
 
 
 def unavailable(reason: str) -> dict:
@@ -64,19 +69,27 @@ def unavailable(reason: str) -> dict:
 
 class Metrics(Callback):
     """Args:
-        reference: folder of reference images for FID/KID (None: FID/KID are reported unavailable).
-        feature_network: "syncsde:tiny-clip" / a CLIP hub id or folder (its image embeddings), or "inception".
-        clip_model: CLIP model for the CLIP score.
-        crop: square random-crop size for FID/KID (wide images); None = whole images, resized by the network.
-        crops_per_image: crops per generated image.
-        kid_subset_size: KID subset size (capped by the number of images).
-        lpips: compute LPIPS and background LPIPS (editing; needs torchvision).
-        output_dir: where metrics.json goes (default: the CLI's --output_dir, else the working directory).
+    reference: folder of reference images for FID/KID (None: FID/KID are reported unavailable).
+    feature_network: "syncsde:tiny-clip" / a CLIP hub id or folder (its image embeddings), or "inception".
+    clip_model: CLIP model for the CLIP score.
+    crop: square random-crop size for FID/KID (wide images); None = whole images, resized by the network.
+    crops_per_image: crops per generated image.
+    kid_subset_size: KID subset size (capped by the number of images).
+    lpips: compute LPIPS and background LPIPS (editing; needs torchvision).
+    output_dir: where metrics.json goes (default: the CLI's --output_dir, else the working directory).
     """
 
-    def __init__(self, reference: str | None = None, feature_network: str = "syncsde:tiny-clip",
-                 clip_model: str = "syncsde:tiny-clip", crop: int | None = None, crops_per_image: int = 1,
-                 kid_subset_size: int = 100, lpips: bool = False, output_dir: str | None = None):
+    def __init__(
+        self,
+        reference: str | None = None,
+        feature_network: str = "syncsde:tiny-clip",
+        clip_model: str = "syncsde:tiny-clip",
+        crop: int | None = None,
+        crops_per_image: int = 1,
+        kid_subset_size: int = 100,
+        lpips: bool = False,
+        output_dir: str | None = None,
+    ):
         super().__init__()
         self.reference, self.feature_network, self.clip_model = reference, feature_network, clip_model
         self.crop, self.crops_per_image, self.kid_subset_size = crop, crops_per_image, kid_subset_size
@@ -109,7 +122,9 @@ class Metrics(Callback):
                 from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
                 self.metrics["lpips"] = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
-                self.metrics["background_lpips"] = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
+                self.metrics["background_lpips"] = LearnedPerceptualImagePatchSimilarity(
+                    net_type="alex", normalize=True
+                )
             except Exception as e:  # noqa: BLE001
                 for name in ("lpips", "background_lpips"):
                     self.status[name] = unavailable(f"{type(e).__name__}: {str(e).splitlines()[0]}")
@@ -133,7 +148,7 @@ class Metrics(Callback):
         self.num_reference = len(reference)
         # states are gathered over processes: each adds its share of the reference set, so the whole set counts once
         # and every process holds features (list states must not be empty on any process when they are synced)
-        share = reference[trainer.global_rank::trainer.world_size]
+        share = reference[trainer.global_rank :: trainer.world_size]
         for name in ("fid", "kid"):
             for chunk in share.split(64):
                 self.metrics[name].update(chunk.to(pl_module.device), real=True)
@@ -145,10 +160,10 @@ class Metrics(Callback):
             image = out.image.to(pl_module.device)
             if "clip_score" in self.metrics:
                 for img, text in out.clip_pairs():
-                    cos = (self.clip.encode_images(img[None].to(pl_module.device)) @ self.clip.encode_texts([text]).T)
+                    cos = self.clip.encode_images(img[None].to(pl_module.device)) @ self.clip.encode_texts([text]).T
                     self.metrics["clip_score"].update(100 * cos.clamp_min(0).squeeze())
             if "fid" in self.metrics:
-                fake = (random_crops(image, self.crop, self.crops_per_image, out.sample_id) if self.crop else image[None])
+                fake = random_crops(image, self.crop, self.crops_per_image, out.sample_id) if self.crop else image[None]
                 self.metrics["fid"].update(fake, real=False)
                 self.metrics["kid"].update(fake, real=False)
             if "lpips" in self.metrics and "source" in out.extras:
@@ -186,10 +201,19 @@ class Metrics(Callback):
             return
         writer = next((c for c in trainer.callbacks if isinstance(c, SampleWriter)), None)
         out = Path(self.output_dir or (writer.output_dir if writer else "."))
-        networks = {"feature_network": self.feature_network, "clip_model": self.clip_model,
-                    "reference": self.reference, "num_reference": getattr(self, "num_reference", 0), "crop": self.crop}
-        record = {"metrics": results, "networks": networks, "strategy": pl_module.strategy.describe(),
-                  "task": getattr(pl_module, "task_name", None)}
+        networks = {
+            "feature_network": self.feature_network,
+            "clip_model": self.clip_model,
+            "reference": self.reference,
+            "num_reference": getattr(self, "num_reference", 0),
+            "crop": self.crop,
+        }
+        record = {
+            "metrics": results,
+            "networks": networks,
+            "strategy": pl_module.strategy.describe(),
+            "task": getattr(pl_module, "task_name", None),
+        }
         save_json(out / "metrics.json", record)
         append_csv(out / "metrics.csv", flat_row(record))
 

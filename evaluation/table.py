@@ -5,6 +5,7 @@
 One row per folder: task, method and its parameters (from the sidecars), number of samples, mean seconds per
 sample, and every metric of the folder's ``metrics.json`` (written by ``evaluation.Metrics``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,12 @@ def folder_row(folder: str | Path) -> dict:
         raise FileNotFoundError(f"{folder} has no manifest.json: is it a `syncsde predict` output folder?")
     samples = json.loads(manifest.read_text())["samples"]
     first = samples[0] if samples else {}
-    row = {"folder": str(folder), **{k: first[k] for k in METHOD_KEYS if k in first}, "num_samples": len(samples),
-           "seconds": round(sum(s.get("seconds", 0) for s in samples) / max(len(samples), 1), 4)}
+    row = {
+        "folder": str(folder),
+        **{k: first[k] for k in METHOD_KEYS if k in first},
+        "num_samples": len(samples),
+        "seconds": round(sum(s.get("seconds", 0) for s in samples) / max(len(samples), 1), 4),
+    }
     metrics = folder / "metrics.json"
     if metrics.exists():
         for name, r in json.loads(metrics.read_text())["metrics"].items():

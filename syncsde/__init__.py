@@ -1,2 +1,3 @@
 """syncsde: diffusion synchronization (SyncSDE and baselines) as a Lightning framework."""
+
 __version__ = "0.1.0"

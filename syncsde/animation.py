@@ -1,4 +1,5 @@
 """Animations of a view transformation (ambiguous images): frames from an image to its view."""
+
 from __future__ import annotations
 
 import math

@@ -14,6 +14,7 @@ For Stable Diffusion at 512 px the self-attention's resolution is the latent's (
 Running means keep memory constant in the number of steps (the reference implementation stores every step's
 4096×4096 map).
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,7 @@ class AttentionRecorder:
         self.base = AttnProcessor()
         block = [b for b in unet.up_blocks if getattr(b, "attentions", None)][-1]
         last = block.attentions[-1].transformer_blocks[0].attn1
-        self.self_name = next(n for n, m in unet.attn_processors.items()
-                              if n.startswith(_module_name(unet, last)))
+        self.self_name = next(n for n, m in unet.attn_processors.items() if n.startswith(_module_name(unet, last)))
         self.cross_sum: Tensor | None = None
         self.self_sum: Tensor | None = None
         self.steps = 0
@@ -136,7 +136,9 @@ def find_word(prompt: str, word: str) -> int:
     """Index of the first whitespace-separated word of ``prompt`` equal to ``word`` (case and punctuation ignored)."""
     clean = [_strip(w).lower() for w in prompt.split()]
     if word.lower() not in clean:
-        raise InputError(f"source word '{word}' is not in the source prompt '{prompt}'; its words are: {', '.join(clean)}")
+        raise InputError(
+            f"source word '{word}' is not in the source prompt '{prompt}'; its words are: {', '.join(clean)}"
+        )
     return clean.index(word.lower())
 
 

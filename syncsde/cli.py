@@ -1,7 +1,8 @@
 """The ``syncsde`` command: LightningCLI with ``predict`` (synchronized sampling) and ``fit`` (training recipes).
 
-    syncsde predict --config configs/wide.yaml [--output_dir DIR] [--overwrite true] [--trainer.devices 2 ...]
+syncsde predict --config configs/wide.yaml [--output_dir DIR] [--overwrite true] [--trainer.devices 2 ...]
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,10 +23,18 @@ class SyncCLI(LightningCLI):
         return {k: v for k, v in LightningCLI.subcommands().items() if k in ("fit", "predict")}
 
     def add_arguments_to_parser(self, parser):
-        parser.add_argument("--output_dir", type=str | None, default=None,
-                            help="predict: folder for images, sidecars and manifest (default outputs/<task>)")
-        parser.add_argument("--overwrite", type=bool, default=False,
-                            help="predict: regenerate samples already in output_dir instead of skipping them")
+        parser.add_argument(
+            "--output_dir",
+            type=str | None,
+            default=None,
+            help="predict: folder for images, sidecars and manifest (default outputs/<task>)",
+        )
+        parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="predict: regenerate samples already in output_dir instead of skipping them",
+        )
 
     def before_predict(self):
         cfg = self.config["predict"]
@@ -35,8 +44,11 @@ class SyncCLI(LightningCLI):
         if hasattr(dm, "attach_output"):
             dm.attach_output(out, cfg.overwrite)
             if not dm.pending():
-                print(f"syncsde: all {len(dm.samples())} samples are already in {out}; nothing to do "
-                      "(--overwrite true regenerates them)", file=sys.stderr)
+                print(
+                    f"syncsde: all {len(dm.samples())} samples are already in {out}; nothing to do "
+                    "(--overwrite true regenerates them)",
+                    file=sys.stderr,
+                )
                 sys.exit(0)
         self.trainer.callbacks.append(SampleWriter(out))
         if self.trainer.is_global_zero:

@@ -7,6 +7,7 @@ Each method runs `syncsde predict` with the config plus that method's switch (``
 the README) into ``DIR/<method>``; finished samples are skipped on a re-run. Then ``DIR/grid.png`` shows one row per
 sample and one column per method, and ``DIR/comparison.json`` lists every method's folder and sidecar averages.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,14 +35,25 @@ METHODS: dict[str, dict[str, list[str]]] = {
     "mask_t2i": {
         "syncsde": [],
         "independent": [STRATEGY, "syncsde.strategies.Independent"],
-        "multidiffusion": [STRATEGY, "syncsde.strategies.MultiDiffusion", f"{STRATEGY}.init_args.bootstrap_steps", "20"],
+        "multidiffusion": [
+            STRATEGY,
+            "syncsde.strategies.MultiDiffusion",
+            f"{STRATEGY}.init_args.bootstrap_steps",
+            "20",
+        ],
     },
     "ambiguous": {
         "syncsde": [],
         "independent": [STRATEGY, "syncsde.strategies.Independent"],
         "synctweedies": [STRATEGY, "syncsde.strategies.SyncTweedies", "--model.init_args.init_from_canonical", "true"],
-        "visual_anagrams": [STRATEGY, "syncsde.strategies.VisualAnagrams", "--model.init_args.init_from_canonical", "true",
-                            "--model.init_args.sampler", "ddpm"],
+        "visual_anagrams": [
+            STRATEGY,
+            "syncsde.strategies.VisualAnagrams",
+            "--model.init_args.init_from_canonical",
+            "true",
+            "--model.init_args.sampler",
+            "ddpm",
+        ],
     },
     "edit": {
         "syncsde": [],
@@ -76,8 +88,10 @@ def grid(folders: dict[str, Path], out: Path, label_height: int = 14) -> Path:
     """One row per sample, one column per method (the main image of each), method names on top."""
     manifests = {m: json.loads((f / "manifest.json").read_text())["samples"] for m, f in folders.items()}
     ids = sorted(set.intersection(*({s["sample_id"] for s in v} for v in manifests.values())))
-    images = {m: {s["sample_id"]: Image.open(folders[m] / s["files"]["image"]).convert("RGB") for s in v}
-              for m, v in manifests.items()}
+    images = {
+        m: {s["sample_id"]: Image.open(folders[m] / s["files"]["image"]).convert("RGB") for s in v}
+        for m, v in manifests.items()
+    }
     w = max(im.width for v in images.values() for im in v.values())
     h = max(im.height for v in images.values() for im in v.values())
     canvas = Image.new("RGB", (w * len(folders), label_height + h * len(ids)), "white")
@@ -104,7 +118,15 @@ def main(argv=None) -> dict:
     folders = {}
     for method in methods:
         folders[method] = out / method
-        cmd = ["predict", "--config", args.config, *overrides(task, method, config), "--output_dir", str(folders[method]), *rest]
+        cmd = [
+            "predict",
+            "--config",
+            args.config,
+            *overrides(task, method, config),
+            "--output_dir",
+            str(folders[method]),
+            *rest,
+        ]
         print(f"syncsde compare: {method}: syncsde {' '.join(cmd)}", file=sys.stderr)
         try:
             syncsde_main(cmd)
@@ -114,8 +136,11 @@ def main(argv=None) -> dict:
     summary = {"task": task, "config": args.config, "methods": {}}
     for method, folder in folders.items():
         samples = json.loads((folder / "manifest.json").read_text())["samples"]
-        summary["methods"][method] = {"folder": str(folder), "num_samples": len(samples),
-                                      "mean_seconds": sum(s["seconds"] for s in samples) / max(len(samples), 1)}
+        summary["methods"][method] = {
+            "folder": str(folder),
+            "num_samples": len(samples),
+            "mean_seconds": sum(s["seconds"] for s in samples) / max(len(samples), 1),
+        }
         metrics = folder / "metrics.json"
         if metrics.exists():
             summary["methods"][method]["metrics"] = json.loads(metrics.read_text())

@@ -3,6 +3,7 @@
 A task declares its couplings; a strategy applies them. Trajectory states are stacked as ``x`` of shape
 (B, N, ...) — B samples, N trajectories each — and a coupling acts on every sample of the batch at once.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -73,7 +74,9 @@ class SyncProblem:
     def __post_init__(self):
         for c in self.couplings:
             if c.target >= self.num_trajectories:
-                raise ValueError(f"coupling {c.target} <- {c.source} names a trajectory beyond N = {self.num_trajectories}")
+                raise ValueError(
+                    f"coupling {c.target} <- {c.source} names a trajectory beyond N = {self.num_trajectories}"
+                )
 
 
 def coupling_residuals(x: Tensor, couplings: Sequence[Coupling]) -> Tensor:

@@ -4,6 +4,7 @@ Every record gets a global ``sample_id`` (its index in the expanded list) and th
 noise is seeded from exactly these two numbers. Samples whose sidecar already exists in the output folder are
 skipped (resume) unless ``overwrite`` is set by the CLI.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,7 +67,9 @@ class SampleDataModule(LightningDataModule):
         todo = self.pending()
         world = self.trainer.world_size if self.trainer is not None else 1
         if len(todo) < world:
-            raise InputError(f"{len(todo)} sample(s) to generate on {world} processes; use --trainer.devices {max(len(todo), 1)}")
+            raise InputError(
+                f"{len(todo)} sample(s) to generate on {world} processes; use --trainer.devices {max(len(todo), 1)}"
+            )
         return DataLoader(todo, batch_size=self.batch_size, shuffle=False, collate_fn=list)
 
 
@@ -120,8 +123,15 @@ class RecordDataModule(SampleDataModule):
     required: tuple[str, ...] = ()
     path_keys: tuple[str, ...] = ()
 
-    def __init__(self, records: Sequence[dict] = (), records_file: str | None = None, samples_per_record: int = 1,
-                 seed: int = 0, batch_size: int = 1, base_dir: str | None = None):
+    def __init__(
+        self,
+        records: Sequence[dict] = (),
+        records_file: str | None = None,
+        samples_per_record: int = 1,
+        seed: int = 0,
+        batch_size: int = 1,
+        base_dir: str | None = None,
+    ):
         super().__init__(samples_per_record, seed, batch_size)
         self.inline, self.records_file, self.base_dir = [dict(r) for r in records], records_file, base_dir
         if not self.inline and records_file is None:
@@ -135,14 +145,17 @@ class RecordDataModule(SampleDataModule):
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise InputError(f"{self.records_file} line {n} is not JSON ({e.msg}); write one object per line") from None
+                    raise InputError(
+                        f"{self.records_file} line {n} is not JSON ({e.msg}); write one object per line"
+                    ) from None
                 out.append(self._resolve(rec, base))
         for n, rec in enumerate(out):
             missing = [k for k in self.required if k not in rec]
             if missing:
-                raise InputError(f"record {n} lacks {', '.join(missing)}; every record needs {', '.join(self.required)}")
+                raise InputError(
+                    f"record {n} lacks {', '.join(missing)}; every record needs {', '.join(self.required)}"
+                )
         return out
-
 
     def _resolve(self, rec: dict, base) -> dict:
         for key in self.path_keys:

@@ -1,4 +1,5 @@
 """Atomic file output: write to a temporary name in the same folder, then rename (nothing half-written)."""
+
 from __future__ import annotations
 
 import json
@@ -45,5 +46,9 @@ def save_json(path: str | Path, obj) -> Path:
 def save_gif(path: str | Path, frames, duration_ms: int = 80) -> Path:
     """An animated GIF (looping) from frames (3, H, W) in [0, 1]."""
     images = [to_pil(f) for f in frames]
-    return atomic_write(path, lambda p: images[0].save(p, format="GIF", save_all=True, append_images=images[1:],
-                                                       duration=duration_ms, loop=0))
+    return atomic_write(
+        path,
+        lambda p: images[0].save(
+            p, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0
+        ),
+    )

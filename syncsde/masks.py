@@ -1,4 +1,5 @@
 """Masks from image files (SYNCSDE.md §6.1): grayscale in [0, 1], binarised at 0.5, nearest-resized."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -27,5 +28,7 @@ def load_mask(path: str, height: int, width: int) -> Tensor:
     binary = (m > 0.5).float()[None, None]
     out = F.interpolate(binary, size=(height, width), mode="nearest")[0]
     if out.sum() == 0:
-        raise InputError(f"mask '{path}' is empty at {height}x{width} (no pixel above 0.5); paint the object region white")
+        raise InputError(
+            f"mask '{path}' is empty at {height}x{width} (no pixel above 0.5); paint the object region white"
+        )
     return out

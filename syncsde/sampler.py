@@ -1,4 +1,5 @@
 """The synchronized sampling loop (SYNCSDE.md §3.1): one batched denoiser call per step, then the strategy."""
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -29,6 +30,7 @@ def sample(
     ``generators`` (one per sample, on the CPU) supply the noise of stochastic steps, so that a sample's
     result depends only on its own generator, never on the batch it shares.
     """
+
     def noise(shape: Sequence[int] | None = None) -> Tensor:
         """Per-sample noise shaped like one sample's trajectories, or like ``shape`` (e.g. a canonical variable)."""
         return per_sample_randn(x_T.shape[1:] if shape is None else shape, generators).to(x_T)

@@ -5,10 +5,11 @@ Every function here is a formula of SYNCSDE.md §2–§4 and BASELINES.md §0, w
 step k, the timestep t_k, ᾱ_t, ᾱ_prev and the step rule (DDIM with η, or the DDPM posterior), taken from a
 diffusers scheduler config so that the numbers are exactly the ones diffusers would use.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -57,7 +58,10 @@ def ddim_step(
 ) -> Tensor:
     """DDIM update written from (x̂₀, ε): √ᾱ_prev x̂₀ + √(1−ᾱ_prev−σ²) ε + σ n (η = 0: σ = 0, SYNCSDE.md §3 step 1)."""
     sigma = torch.as_tensor(sigma, dtype=torch.float64)
-    out = _sqrt(abar_prev).to(x0) * x0 + (1 - torch.as_tensor(abar_prev, dtype=torch.float64) - sigma**2).sqrt().to(x0) * eps
+    out = (
+        _sqrt(abar_prev).to(x0) * x0
+        + (1 - torch.as_tensor(abar_prev, dtype=torch.float64) - sigma**2).sqrt().to(x0) * eps
+    )
     if float(sigma) > 0:
         if noise is None:
             raise ValueError("a DDIM step with eta > 0 needs noise")
@@ -65,16 +69,17 @@ def ddim_step(
     return out
 
 
-def ddpm_posterior(
-    x_t: Tensor, x0: Tensor, abar_t: float | Tensor, abar_prev: float | Tensor
-) -> tuple[Tensor, Tensor]:
-    """Mean and variance of q(x_{t'} | x_t, x̂₀) (BASELINES.md §0): μ = (α_{t'}β_t/(1−ᾱ_t)) x̂₀ + (√a_t(1−ᾱ_{t'})/(1−ᾱ_t)) x_t,
+def ddpm_posterior(x_t: Tensor, x0: Tensor, abar_t: float | Tensor, abar_prev: float | Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and variance of q(x_{t'} | x_t, x̂₀) (BASELINES.md §0):
+    μ = (α_{t'}β_t/(1−ᾱ_t)) x̂₀ + (√a_t(1−ᾱ_{t'})/(1−ᾱ_t)) x_t,
     β̃_t = β_t (1−ᾱ_{t'})/(1−ᾱ_t), with a_t = ᾱ_t/ᾱ_{t'} and β_t = 1 − a_t."""
     abar_t = torch.as_tensor(abar_t, dtype=torch.float64)
     abar_prev = torch.as_tensor(abar_prev, dtype=torch.float64)
     a_t = abar_t / abar_prev
     beta_t = 1 - a_t
-    mean = (abar_prev.sqrt() * beta_t / (1 - abar_t)).to(x0) * x0 + (a_t.sqrt() * (1 - abar_prev) / (1 - abar_t)).to(x0) * x_t
+    mean = (abar_prev.sqrt() * beta_t / (1 - abar_t)).to(x0) * x0 + (a_t.sqrt() * (1 - abar_prev) / (1 - abar_t)).to(
+        x0
+    ) * x_t
     return mean, beta_t * (1 - abar_prev) / (1 - abar_t)
 
 
@@ -145,8 +150,9 @@ class Step:
             return dynamic_threshold(x0, *self.threshold)
         return x0 if self.clip_sample is None else x0.clamp(-self.clip_sample, self.clip_sample)
 
-    def update(self, x_t: Tensor, x0: Tensor, eps: Tensor, noise: Tensor | None = None,
-               variance: Tensor | None = None) -> Tensor:
+    def update(
+        self, x_t: Tensor, x0: Tensor, eps: Tensor, noise: Tensor | None = None, variance: Tensor | None = None
+    ) -> Tensor:
         """The plain (uncoupled) update U(x_t, x̂₀, ε) of this step. ``variance``: the network's learned-range
         variance channels (DDPM only; otherwise the fixed posterior variance β̃_t is used)."""
         if self.kind == "ddim":
@@ -155,8 +161,11 @@ class Step:
         if self.t > 0:
             if noise is None:
                 raise ValueError("a DDPM step with t > 0 needs noise")
-            std = var.sqrt().to(mean) if variance is None else (0.5 * learned_range_log_variance(
-                variance, self.abar_t, self.abar_prev)).exp()
+            std = (
+                var.sqrt().to(mean)
+                if variance is None
+                else (0.5 * learned_range_log_variance(variance, self.abar_t, self.abar_prev)).exp()
+            )
             mean = mean + std * noise
         return mean
 
@@ -211,4 +220,3 @@ class Schedule:
 
     def __iter__(self):
         return iter(self.steps)
-

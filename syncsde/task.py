@@ -4,6 +4,7 @@ A task states the geometry of one problem — trajectories, their prompts and in
 the assembly of the output — and never steps a scheduler itself. Subclasses implement :meth:`trajectory_prompts`,
 :meth:`initial_noise`, :meth:`problem` and :meth:`assemble`.
 """
+
 from __future__ import annotations
 
 import time
@@ -114,8 +115,11 @@ class SyncTask(LightningModule):
 
     def conditioning(self, batch: Sequence[dict]) -> tuple[Tensor, Tensor | None]:
         """Text conditioning for all B·N trajectories (each distinct prompt encoded once)."""
-        pairs = [p if isinstance(p, tuple) else (p, self.negative_prompt)
-                 for sample_prompts in self.trajectory_prompts(batch) for p in sample_prompts]
+        pairs = [
+            p if isinstance(p, tuple) else (p, self.negative_prompt)
+            for sample_prompts in self.trajectory_prompts(batch)
+            for p in sample_prompts
+        ]
         unique = sorted({text for pair in pairs for text in pair})
         emb = self.backbone.encode_prompts(unique)
         pos = {p: i for i, p in enumerate(unique)}
@@ -137,7 +141,8 @@ class SyncTask(LightningModule):
         cond, uncond = self.conditioning(batch)
         problem = self.problem(batch)
         self.backbone.return_variance = getattr(self.strategy, "needs_variance", False) and getattr(
-            self.backbone, "learned_variance", False)
+            self.backbone, "learned_variance", False
+        )
 
         def denoise(x: Tensor, step) -> Tensor:
             eps = guided_eps(self.backbone, x.flatten(0, 1), step, cond, uncond, self.guidance_scale, self.max_batch)
@@ -173,5 +178,8 @@ class SyncTask(LightningModule):
     def generate(self, prompts: Sequence[Any], seed: int = 0, x_T: Tensor | None = None) -> list[SampleOutput]:
         """Plain-Python entry point: sample ids 0..len−1; records are prompts or dicts with a "prompt" key."""
         self.on_predict_start()
-        batch = [{**(r if isinstance(r, dict) else {"prompt": r}), "sample_id": i, "seed": seed} for i, r in enumerate(prompts)]
+        batch = [
+            {**(r if isinstance(r, dict) else {"prompt": r}), "sample_id": i, "seed": seed}
+            for i, r in enumerate(prompts)
+        ]
         return self.run(batch, x_T)

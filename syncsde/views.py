@@ -4,6 +4,7 @@ Each view has ``view(x)`` and ``inverse_view(x)`` acting on the last two dims (H
 square images only. Rotations follow numpy's ``rot90`` (counter-clockwise positive): ``rotate_cw`` = rot90 k = −1.
 Permutation views are gathers with a fixed index, so ``inverse_view(view(x)) == x`` exactly.
 """
+
 from __future__ import annotations
 
 import torch
@@ -153,8 +154,8 @@ class SquareHinge(Permutation):
         b = size // 3
         for i in range(3):
             for j in range(3):
-                block = idx[i * b:(i + 1) * b, j * b:(j + 1) * b]
-                out[i * b:(i + 1) * b, j * b:(j + 1) * b] = torch.rot90(block, -1 if (i + j) % 2 == 0 else 1)
+                block = idx[i * b : (i + 1) * b, j * b : (j + 1) * b]
+                out[i * b : (i + 1) * b, j * b : (j + 1) * b] = torch.rot90(block, -1 if (i + j) % 2 == 0 else 1)
         return out.flatten()
 
 
@@ -178,5 +179,15 @@ def get_view(name: str) -> View:
     return factories[name]()
 
 
-VIEW_NAMES = ("identity", "rotate_cw", "rotate_ccw", "rotate_180", "flip", "skew", "patch_permute", "pixel_permute",
-              "inner_circle", "square_hinge")
+VIEW_NAMES = (
+    "identity",
+    "rotate_cw",
+    "rotate_ccw",
+    "rotate_180",
+    "flip",
+    "skew",
+    "patch_permute",
+    "pixel_permute",
+    "inner_circle",
+    "square_hinge",
+)

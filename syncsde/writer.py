@@ -1,4 +1,5 @@
 """The prediction writer: one PNG per sample (plus extras), a JSON sidecar, and a manifest — all atomic."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """One LightningModule per synchronization task (ARCHITECTURE.md): predict_step = couplings -> sample -> assemble."""
+
 from tasks.ambiguous import AmbiguousImage
 from tasks.edit import ImageEdit
 from tasks.mask_t2i import MaskTextToImage

@@ -8,6 +8,7 @@ side by side (the main image), each reading alone, and an animation of the trans
 Difference from the official code: stage II is run on x^2 only (the official code upscales both images and keeps
 x^2's), which gives the same kept output for half the cost.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,22 +39,40 @@ class ViewCanonical(Canonical):
 
 class AmbiguousImage(SyncTask):
     """Args (besides :class:`~syncsde.task.SyncTask`'s):
-        view: identity, rotate_cw, rotate_ccw, rotate_180, flip, skew, patch_permute, pixel_permute, inner_circle,
-            square_hinge.
-        upscaler: optional :class:`~syncsde.backbones.upscaler.IFUpscaler` (IF stage II, unsynchronized).
-        size: side in pixels of the square images (views need square images); default the backbone's native size.
-        animation_frames: frames of the transformation GIF (0 = no animation).
-        init_from_canonical: x_T^2 = V(x_T^1) (the view of one noise) instead of independent noises.
+    view: identity, rotate_cw, rotate_ccw, rotate_180, flip, skew, patch_permute, pixel_permute, inner_circle,
+        square_hinge.
+    upscaler: optional :class:`~syncsde.backbones.upscaler.IFUpscaler` (IF stage II, unsynchronized).
+    size: side in pixels of the square images (views need square images); default the backbone's native size.
+    animation_frames: frames of the transformation GIF (0 = no animation).
+    init_from_canonical: x_T^2 = V(x_T^1) (the view of one noise) instead of independent noises.
     """
 
     task_name = "ambiguous"
 
-    def __init__(self, backbone: Backbone, strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
-                 view: str = "rotate_cw", upscaler: IFUpscaler | None = None, size: int | None = None,
-                 animation_frames: int = 24, init_from_canonical: bool = False, num_inference_steps: int = 30, guidance_scale: float = 10.0,
-                 negative_prompt: str = "", max_batch: int | None = None, progress: bool = True):
-        super().__init__(backbone, strategy, num_inference_steps, guidance_scale, negative_prompt,
-                         max_batch=max_batch, progress=progress)
+    def __init__(
+        self,
+        backbone: Backbone,
+        strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
+        view: str = "rotate_cw",
+        upscaler: IFUpscaler | None = None,
+        size: int | None = None,
+        animation_frames: int = 24,
+        init_from_canonical: bool = False,
+        num_inference_steps: int = 30,
+        guidance_scale: float = 10.0,
+        negative_prompt: str = "",
+        max_batch: int | None = None,
+        progress: bool = True,
+    ):
+        super().__init__(
+            backbone,
+            strategy,
+            num_inference_steps,
+            guidance_scale,
+            negative_prompt,
+            max_batch=max_batch,
+            progress=progress,
+        )
         self.view_name, self.view = view, get_view(view)
         self.upscaler = upscaler
         self.size = (size or backbone.sample_size * backbone.scale_factor) // backbone.scale_factor
@@ -64,7 +83,9 @@ class AmbiguousImage(SyncTask):
 
     def initial_noise(self, batch, generators):
         if self.init_from_canonical:  # x_T^i = V_i(z_T): the views of one noise
-            z = torch.stack([torch.randn(self.backbone.channels, self.size, self.size, generator=g) for g in generators])
+            z = torch.stack(
+                [torch.randn(self.backbone.channels, self.size, self.size, generator=g) for g in generators]
+            )
             return torch.stack([z, self.view.view(z)], dim=1)
         shape = (2, self.backbone.channels, self.size, self.size)
         return torch.stack([torch.randn(shape, generator=g) for g in generators])
@@ -79,7 +100,7 @@ class AmbiguousImage(SyncTask):
         out = []
         for b, s in enumerate(batch):
             emb = self.backbone.encode_prompts([s["prompt2"]])
-            out.append(self.upscaler(x[b:b + 1], emb, neg, sample_generator(s["seed"], s["sample_id"], stream=1)))
+            out.append(self.upscaler(x[b : b + 1], emb, neg, sample_generator(s["seed"], s["sample_id"], stream=1)))
         return torch.cat(out)
 
     def assemble(self, x0, batch):
@@ -90,12 +111,26 @@ class AmbiguousImage(SyncTask):
         reading1 = self.view.inverse_view(reading2)
         outs = []
         for b, s in enumerate(batch):
-            anim = {"animation": view_animation(reading1[b], self.view, self.animation_frames)} if self.animation_frames else {}
-            outs.append(SampleOutput(s["sample_id"], torch.cat([reading1[b], reading2[b]], dim=-1), {},
-                                     {"reading1": reading1[b], "reading2": reading2[b]}, anim,
-                                     scored=[(reading1[b], s["prompt"]), (reading2[b], s["prompt2"])]))
+            anim = (
+                {"animation": view_animation(reading1[b], self.view, self.animation_frames)}
+                if self.animation_frames
+                else {}
+            )
+            outs.append(
+                SampleOutput(
+                    s["sample_id"],
+                    torch.cat([reading1[b], reading2[b]], dim=-1),
+                    {},
+                    {"reading1": reading1[b], "reading2": reading2[b]},
+                    anim,
+                    scored=[(reading1[b], s["prompt"]), (reading2[b], s["prompt2"])],
+                )
+            )
         return outs
 
     def describe(self):
-        return {"view": self.view_name, "size": self.size * self.backbone.scale_factor,
-                "upscaler": getattr(self.upscaler, "name", None)}
+        return {
+            "view": self.view_name,
+            "size": self.size * self.backbone.scale_factor,
+            "upscaler": getattr(self.upscaler, "name", None),
+        }

@@ -12,6 +12,7 @@
    x^2 <- x^1 with W = 1 − M;  x^3 <- x^1 with W = 1 − M and x^3 <- x^2 with W = M.
 The target prompt replaces the source word by the target word in the source prompt.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,21 +34,32 @@ from syncsde.task import SampleOutput, SyncTask
 
 class ImageEdit(SyncTask):
     """Args (besides :class:`~syncsde.task.SyncTask`'s):
-        mask_threshold: binarisation threshold of the smoothed mask (0.3).
-        mask_res: cross-attention layers with at most mask_res² queries make the mask (16 for SD at 512 px).
-        captioner: writes the source prompt of records that have none (BLIP through transformers).
+    mask_threshold: binarisation threshold of the smoothed mask (0.3).
+    mask_res: cross-attention layers with at most mask_res² queries make the mask (16 for SD at 512 px).
+    captioner: writes the source prompt of records that have none (BLIP through transformers).
     """
 
     task_name = "edit"
 
-    def __init__(self, backbone: Backbone, strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
-                 mask_threshold: float = 0.3, mask_res: int = 16, captioner: Captioner | None = None,
-                 num_inference_steps: int = 50, guidance_scale: float = 5.0, max_batch: int | None = None,
-                 progress: bool = True):
-        super().__init__(backbone, strategy, num_inference_steps, guidance_scale, "", max_batch=max_batch,
-                         progress=progress)
+    def __init__(
+        self,
+        backbone: Backbone,
+        strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
+        mask_threshold: float = 0.3,
+        mask_res: int = 16,
+        captioner: Captioner | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 5.0,
+        max_batch: int | None = None,
+        progress: bool = True,
+    ):
+        super().__init__(
+            backbone, strategy, num_inference_steps, guidance_scale, "", max_batch=max_batch, progress=progress
+        )
         if not hasattr(backbone, "unet"):
-            raise InputError("editing records attention inside a diffusers UNet: use a DiffusersBackbone/StableDiffusion")
+            raise InputError(
+                "editing records attention inside a diffusers UNet: use a DiffusersBackbone/StableDiffusion"
+            )
         self.mask_threshold, self.mask_res, self.captioner = mask_threshold, mask_res, captioner
 
     @property
@@ -65,10 +77,19 @@ class ImageEdit(SyncTask):
             prompt = s.get("prompt")
             if not prompt:
                 if self.captioner is None:
-                    raise InputError(f"record for '{s['image']}' has no prompt; add \"prompt\" or configure model.init_args.captioner")
+                    raise InputError(
+                        f"record for '{s['image']}' has no prompt; add \"prompt\" or set model.init_args.captioner"
+                    )
                 prompt = self.captioner([img])[0]
-            records.append({**s, "prompt": prompt, "target_prompt": replace_word(prompt, s["source_word"], s["target_word"]),
-                            "columns": word_token_columns(self.backbone.tokenizer, prompt, s["source_word"]), "source": img})
+            records.append(
+                {
+                    **s,
+                    "prompt": prompt,
+                    "target_prompt": replace_word(prompt, s["source_word"], s["target_word"]),
+                    "columns": word_token_columns(self.backbone.tokenizer, prompt, s["source_word"]),
+                    "source": img,
+                }
+            )
         z0 = self.backbone.encode(images)[:, None]  # (B, 1, C, h, w)
         cond = self.backbone.encode_prompts([r["prompt"] for r in records])
         schedule = self.schedule()
@@ -78,6 +99,7 @@ class ImageEdit(SyncTask):
 
         x_T = invert(denoise, z0, schedule, self.progress)
         with AttentionRecorder(self.backbone.unet, self.mask_res) as rec:
+
             def recording(x, step):
                 rec.begin_step([r["columns"] for r in records])
                 eps = denoise(x, step)
@@ -89,16 +111,23 @@ class ImageEdit(SyncTask):
         return [{**r, "x_T": x_T[b, 0], "mask": masks[b]} for b, r in enumerate(records)]
 
     def trajectory_prompts(self, batch):
-        return [[(s["prompt"], s["prompt"]), (s["target_prompt"], ""), (s["target_prompt"], s["prompt"])] for s in batch]
+        return [
+            [(s["prompt"], s["prompt"]), (s["target_prompt"], ""), (s["target_prompt"], s["prompt"])] for s in batch
+        ]
 
     def initial_noise(self, batch, generators):
-        return torch.stack([torch.stack([s["x_T"], torch.randn(s["x_T"].shape, generator=g).to(s["x_T"]), s["x_T"]])
-                            for s, g in zip(batch, generators)])
+        return torch.stack(
+            [
+                torch.stack([s["x_T"], torch.randn(s["x_T"].shape, generator=g).to(s["x_T"]), s["x_T"]])
+                for s, g in zip(batch, generators)
+            ]
+        )
 
     def problem(self, batch):
         m = torch.stack([s["mask"] for s in batch]).to(self.device)
-        return SyncProblem(3, [Coupling(1, 0, None, 1 - m), Coupling(2, 0, None, 1 - m), Coupling(2, 1, None, m)],
-                           {"masks": m})
+        return SyncProblem(
+            3, [Coupling(1, 0, None, 1 - m), Coupling(2, 0, None, 1 - m), Coupling(2, 1, None, m)], {"masks": m}
+        )
 
     def assemble(self, x0, batch):
         edited, recon = self.backbone.decode(x0[:, 2]), self.backbone.decode(x0[:, 0])
@@ -106,8 +135,11 @@ class ImageEdit(SyncTask):
         for b, s in enumerate(batch):
             mask = F.interpolate(s["mask"][None], size=edited.shape[-2:], mode="nearest")[0].expand(3, -1, -1)
             meta = {"target_prompt": s["target_prompt"], "mask_fraction": float(s["mask"].mean())}
-            outs.append(SampleOutput(s["sample_id"], edited[b], meta,
-                                     {"reconstruction": recon[b], "mask": mask, "source": s["source"]}))
+            outs.append(
+                SampleOutput(
+                    s["sample_id"], edited[b], meta, {"reconstruction": recon[b], "mask": mask, "source": s["source"]}
+                )
+            )
         return outs
 
     def describe(self):

@@ -6,6 +6,7 @@ Couplings (identity maps, M = 1 on the object):
     x^3 <- x^1 with W_31 = 1 − M   and   x^3 <- x^2 with W_32 = M   (background from x^1, object from x^2)
 The output is x^3. Trajectory indices here are 0-based: 0 background, 1 object, 2 whole.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,12 +40,28 @@ class MaskTextToImage(SyncTask):
 
     task_name = "mask_t2i"
 
-    def __init__(self, backbone: Backbone, strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
-                 height: int | None = None, width: int | None = None, save_trajectories: bool = False,
-                 num_inference_steps: int = 50, guidance_scale: float = 7.5, negative_prompt: str = "",
-                 max_batch: int | None = None, progress: bool = True):
-        super().__init__(backbone, strategy, num_inference_steps, guidance_scale, negative_prompt,
-                         max_batch=max_batch, progress=progress)
+    def __init__(
+        self,
+        backbone: Backbone,
+        strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
+        height: int | None = None,
+        width: int | None = None,
+        save_trajectories: bool = False,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        negative_prompt: str = "",
+        max_batch: int | None = None,
+        progress: bool = True,
+    ):
+        super().__init__(
+            backbone,
+            strategy,
+            num_inference_steps,
+            guidance_scale,
+            negative_prompt,
+            max_batch=max_batch,
+            progress=progress,
+        )
         native = backbone.sample_size * backbone.scale_factor
         self.height, self.width = height or native, width or native
         self.save_trajectories = save_trajectories
@@ -70,10 +87,12 @@ class MaskTextToImage(SyncTask):
         couplings = [Coupling(1, 0, None, 1 - m), Coupling(2, 0, None, 1 - m), Coupling(2, 1, None, m)]
         # canonical view for the baselines: the image J = ((1−M) x^bg + M x^obj) / 1; the whole-image trajectory
         # carries no weight and always equals J (region-based MultiDiffusion, BASELINES.md §2.2)
-        canonical = RegionCanonical(torch.stack([1 - m, m, torch.zeros_like(m)], dim=1),
-                                    (self.backbone.channels, *self.latent_size))
-        return SyncProblem(3, couplings, {"masks": m, "foreground": {1: m}, "encode_colours": self.encode_colours},
-                           canonical)
+        canonical = RegionCanonical(
+            torch.stack([1 - m, m, torch.zeros_like(m)], dim=1), (self.backbone.channels, *self.latent_size)
+        )
+        return SyncProblem(
+            3, couplings, {"masks": m, "foreground": {1: m}, "encode_colours": self.encode_colours}, canonical
+        )
 
     def encode_colours(self, colours: torch.Tensor) -> torch.Tensor:
         """Uniform-colour images (K, 3) in [0, 1] at the output size → the backbone's working space."""
@@ -85,7 +104,10 @@ class MaskTextToImage(SyncTask):
         extras = {"mask": F.interpolate(self.masks(batch), size=whole.shape[-2:], mode="nearest").expand(-1, 3, -1, -1)}
         if self.save_trajectories:
             extras["background"], extras["object"] = self.backbone.decode(x0[:, 0]), self.backbone.decode(x0[:, 1])
-        return [SampleOutput(s["sample_id"], whole[b], {}, {k: v[b] for k, v in extras.items()}) for b, s in enumerate(batch)]
+        return [
+            SampleOutput(s["sample_id"], whole[b], {}, {k: v[b] for k, v in extras.items()})
+            for b, s in enumerate(batch)
+        ]
 
     def describe(self):
         return {"height": self.height, "width": self.width}

@@ -3,6 +3,7 @@
 The reference sampler: reference sets for FID/KID are made with it (the paper's protocol), and the embedded
 model's quality is measured with it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,15 +16,32 @@ from syncsde.task import SampleOutput, SyncTask
 
 
 class TextToImage(SyncTask):
-    """Args (besides :class:`~syncsde.task.SyncTask`'s): height, width in pixels (default: the backbone's native size)."""
+    """Args (besides :class:`~syncsde.task.SyncTask`'s): height, width in pixels (default: the backbone's native
+    size)."""
 
     task_name = "text_to_image"
 
-    def __init__(self, backbone: Backbone, strategy: Strategy = lazy_instance(Independent), height: int | None = None,
-                 width: int | None = None, num_inference_steps: int = 50, guidance_scale: float = 7.5,
-                 negative_prompt: str = "", max_batch: int | None = None, progress: bool = True):
-        super().__init__(backbone, strategy, num_inference_steps, guidance_scale, negative_prompt,
-                         max_batch=max_batch, progress=progress)
+    def __init__(
+        self,
+        backbone: Backbone,
+        strategy: Strategy = lazy_instance(Independent),
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        negative_prompt: str = "",
+        max_batch: int | None = None,
+        progress: bool = True,
+    ):
+        super().__init__(
+            backbone,
+            strategy,
+            num_inference_steps,
+            guidance_scale,
+            negative_prompt,
+            max_batch=max_batch,
+            progress=progress,
+        )
         native = backbone.sample_size * backbone.scale_factor
         self.height, self.width = height or native, width or native
 

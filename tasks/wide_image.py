@@ -12,9 +12,8 @@ its leftmost s columns. Where a patch's window runs past the right edge onto pat
 patch 0 there instead of to its left neighbour, so the wrap seam is synchronized like any other; decoding pads
 the latent circularly (8 columns each side, as diffusers' circular MultiDiffusion) and crops.
 """
-from __future__ import annotations
 
-from typing import Sequence
+from __future__ import annotations
 
 import torch
 from jsonargparse import lazy_instance
@@ -60,11 +59,11 @@ class CropCanonical(Canonical):
 
 class WideImage(SyncTask):
     """Args (besides :class:`~syncsde.task.SyncTask`'s):
-        height, width: output size in pixels (height = the backbone's native size, e.g. 512 for SD-2-base).
-        stride: patch stride in pixels (a multiple of the backbone's scale factor).
-        circular: 360° seamless panorama.
-        init_from_canonical: draw one noise on the whole canvas and crop it (official ``init_xt_from_zt``);
-            otherwise independent noise per patch.
+    height, width: output size in pixels (height = the backbone's native size, e.g. 512 for SD-2-base).
+    stride: patch stride in pixels (a multiple of the backbone's scale factor).
+    circular: 360° seamless panorama.
+    init_from_canonical: draw one noise on the whole canvas and crop it (official ``init_xt_from_zt``);
+        otherwise independent noise per patch.
     """
 
     task_name = "wide_image"
@@ -84,14 +83,23 @@ class WideImage(SyncTask):
         max_batch: int | None = None,
         progress: bool = True,
     ):
-        super().__init__(backbone, strategy, num_inference_steps, guidance_scale, negative_prompt,
-                         max_batch=max_batch, progress=progress)
+        super().__init__(
+            backbone,
+            strategy,
+            num_inference_steps,
+            guidance_scale,
+            negative_prompt,
+            max_batch=max_batch,
+            progress=progress,
+        )
         self.height, self.width, self.stride = height, width, stride
         self.circular, self.init_from_canonical = circular, init_from_canonical
         f, w = backbone.scale_factor, backbone.sample_size
         native = w * f
         if height != native:
-            raise InputError(f"height {height} px must equal the backbone's native size {native} px (patches tile horizontally only)")
+            raise InputError(
+                f"height {height} px must equal the backbone's native size {native} px (patches tile horizontally only)"
+            )
         for name, v in (("width", width), ("stride", stride)):
             if v % f:
                 raise InputError(f"{name} {v} px is not a multiple of the backbone's scale factor {f}")
@@ -100,16 +108,21 @@ class WideImage(SyncTask):
             raise InputError(f"stride {stride} px must be between {f} and the window size {native} px")
         if circular:
             if self.W % self.s or self.W < self.w:
-                raise InputError(f"circular width {width} px must be a multiple of the stride {stride} px and at least {native} px")
+                raise InputError(
+                    f"circular width {width} px must be a multiple of the stride {stride} px and at least {native} px"
+                )
             self.n = self.W // self.s
         else:
             if self.W < self.w or (self.W - self.w) % self.s:
                 ok = native + stride * max(round((width - native) / stride), 0)
-                raise InputError(f"width {width} px does not fit patches of {native} px at stride {stride} px; use e.g. {ok} px")
+                raise InputError(
+                    f"width {width} px does not fit patches of {native} px at stride {stride} px; use e.g. {ok} px"
+                )
             self.n = (self.W - self.w) // self.s + 1
         self._couplings = self._build_couplings()
-        self._canonical = CropCanonical(torch.stack([self.columns(j) for j in range(self.n)]), self.W,
-                                        backbone.channels, self.w)
+        self._canonical = CropCanonical(
+            torch.stack([self.columns(j) for j in range(self.n)]), self.W, backbone.channels, self.w
+        )
 
     # -- geometry ------------------------------------------------------------------------------------------
     def columns(self, j: int) -> Tensor:
@@ -148,7 +161,8 @@ class WideImage(SyncTask):
         return torch.stack([torch.randn(self.n, C, H, self.w, generator=g) for g in generators])
 
     def assemble_latent(self, x: Tensor) -> Tensor:
-        """(B, n, C, H, w) → (B, C, H, W): overwrite in patch order (non-circular), or block k from patch k (circular)."""
+        """(B, n, C, H, w) → (B, C, H, W): overwrite in patch order (non-circular), or block k from patch k
+        (circular)."""
         canvas = x.new_zeros(x.shape[0], x.shape[2], x.shape[3], self.W)
         for j in range(self.n):
             cols = self.columns(j)[: self.s] if self.circular else self.columns(j)
@@ -161,12 +175,18 @@ class WideImage(SyncTask):
         p = min(8, self.W)
         img = self.backbone.decode(torch.cat([canvas[..., -p:], canvas, canvas[..., :p]], dim=-1))
         f = self.backbone.scale_factor
-        return img[..., p * f: img.shape[-1] - p * f]
+        return img[..., p * f : img.shape[-1] - p * f]
 
     def assemble(self, x0, batch):
         images = self.decode_canvas(self.assemble_latent(x0))
         return [SampleOutput(s["sample_id"], img, {}) for s, img in zip(batch, images)]
 
     def describe(self):
-        return {"height": self.height, "width": self.width, "stride": self.stride, "num_patches": self.n,
-                "circular": self.circular, "init_from_canonical": self.init_from_canonical}
+        return {
+            "height": self.height,
+            "width": self.width,
+            "stride": self.stride,
+            "num_patches": self.n,
+            "circular": self.circular,
+            "init_from_canonical": self.init_from_canonical,
+        }

@@ -1,4 +1,5 @@
 """Ambiguous images on tiny DeepFloyd IF pipelines (SYNCSDE.md §6.4)."""
+
 import pytest
 import torch
 
@@ -30,7 +31,10 @@ def test_coupling_is_view_of_trajectory_1_with_unit_weight(tiny_if):
 
 def test_learned_variance_dropped_and_if_scheduler_applied(tiny_if):
     b = DeepFloydIF(tiny_if[0])
-    assert b.learned_variance and b(torch.randn(2, 3, 16, 16), torch.tensor([10, 10]), b.encode_prompts(["a", "b"])).shape[1] == 3
+    assert (
+        b.learned_variance
+        and b(torch.randn(2, 3, 16, 16), torch.tensor([10, 10]), b.encode_prompts(["a", "b"])).shape[1] == 3
+    )
     step = AmbiguousImage(b, progress=False).schedule().steps[0]
     assert step.threshold == (0.95, 1.5) and step.clip_sample == 1.0
 
@@ -48,8 +52,15 @@ def test_sync_brings_x2_toward_view_of_x1(view):
 
 def test_outputs_with_stage_two(tiny_if):
     up = IFUpscaler(tiny_if[1], num_inference_steps=3)
-    task = AmbiguousImage(DeepFloydIF(tiny_if[0]), SyncSDE(5.0), view="rotate_cw", upscaler=up, num_inference_steps=4,
-                          animation_frames=6, progress=False)
+    task = AmbiguousImage(
+        DeepFloydIF(tiny_if[0]),
+        SyncSDE(5.0),
+        view="rotate_cw",
+        upscaler=up,
+        num_inference_steps=4,
+        animation_frames=6,
+        progress=False,
+    )
     out = task.run(BATCH)[0]
     r1, r2 = out.extras["reading1"], out.extras["reading2"]
     assert r2.shape == (3, 64, 64) and out.image.shape == (3, 64, 128)

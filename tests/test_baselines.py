@@ -1,4 +1,5 @@
 """Baselines (BASELINES.md §7 numerical checks)."""
+
 import pytest
 import torch
 
@@ -22,7 +23,9 @@ def test_g_of_f_is_identity_for_crops(kw):
 
 @pytest.mark.parametrize("view", ["rotate_cw", "skew", "pixel_permute"])
 def test_g_of_f_is_identity_for_views(view):
-    canon = AmbiguousImage(GaussianBackbone(channels=3, sample_size=16, scale_factor=1), view=view).problem(BATCH).canonical
+    canon = (
+        AmbiguousImage(GaussianBackbone(channels=3, sample_size=16, scale_factor=1), view=view).problem(BATCH).canonical
+    )
     z = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(canon.aggregate(canon.forward(z)), z)
 
@@ -92,10 +95,18 @@ def test_multidiffusion_panorama_equals_diffusers_pipeline(tmp_path):
     folder = save_tiny_sd(tmp_path / "sd64", sample_size=64)
     pipe = StableDiffusionPanoramaPipeline.from_pretrained(folder, local_files_only=True)
     z = torch.randn(1, 4, 64, 128, generator=torch.Generator().manual_seed(0))
-    ref = pipe("a wide valley", height=512, width=1024, num_inference_steps=3, guidance_scale=7.5, latents=z.clone(),
-               output_type="pt").images[0]
-    task = WideImage(StableDiffusion(str(folder)), MultiDiffusion(), width=1024, stride=64, num_inference_steps=3,
-                     progress=False)
+    ref = pipe(
+        "a wide valley",
+        height=512,
+        width=1024,
+        num_inference_steps=3,
+        guidance_scale=7.5,
+        latents=z.clone(),
+        output_type="pt",
+    ).images[0]
+    task = WideImage(
+        StableDiffusion(str(folder)), MultiDiffusion(), width=1024, stride=64, num_inference_steps=3, progress=False
+    )
     assert task.n == 9
     ours = task.generate(["a wide valley"], x_T=task.crops(z))[0].image
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
@@ -108,8 +119,14 @@ def mask_record(tmp_path):
     a = np.zeros((64, 64), np.uint8)
     a[16:48, 24:56] = 255
     Image.fromarray(a).save(tmp_path / "m.png")
-    return {"background": "a beach", "object": "a boat", "prompt": "a beach with a boat", "mask": str(tmp_path / "m.png"),
-            "sample_id": 0, "seed": 0}
+    return {
+        "background": "a beach",
+        "object": "a boat",
+        "prompt": "a beach with a boat",
+        "mask": str(tmp_path / "m.png"),
+        "sample_id": 0,
+        "seed": 0,
+    }
 
 
 def test_region_weights_cover_every_pixel(tmp_path):
@@ -154,14 +171,28 @@ def test_visual_anagrams_identity_views_equal_plain_if_sampling(tmp_path):
 
     folder = save_tiny_if(tmp_path / "if")
     backbone = DeepFloydIF(str(folder))
-    task = AmbiguousImage(backbone, VisualAnagrams(), view="identity", init_from_canonical=True, num_inference_steps=5,
-                          guidance_scale=7.0, progress=False)
+    task = AmbiguousImage(
+        backbone,
+        VisualAnagrams(),
+        view="identity",
+        init_from_canonical=True,
+        num_inference_steps=5,
+        guidance_scale=7.0,
+        progress=False,
+    )
     task.sampler = "ddpm"
     rec = {"prompt": "a horse", "prompt2": "a horse", "sample_id": 3, "seed": 1}
     ours = task.trajectories([rec])
     torch.testing.assert_close(ours[:, 0], ours[:, 1])
     pipe = IFPipeline.from_pretrained(folder, local_files_only=True)
-    ref = pipe(prompt_embeds=backbone.encode_prompts(["a horse"]), negative_prompt_embeds=backbone.encode_prompts([""]),
-               num_inference_steps=5, guidance_scale=7.0, generator=sample_generator(1, 3), output_type="pt",
-               height=16, width=16).images
+    ref = pipe(
+        prompt_embeds=backbone.encode_prompts(["a horse"]),
+        negative_prompt_embeds=backbone.encode_prompts([""]),
+        num_inference_steps=5,
+        guidance_scale=7.0,
+        generator=sample_generator(1, 3),
+        output_type="pt",
+        height=16,
+        width=16,
+    ).images
     torch.testing.assert_close(ours[:, 0], ref, atol=1e-4, rtol=1e-4)

@@ -1,4 +1,5 @@
 """`syncsde predict` end to end in subprocesses on the tiny pipeline: one and two processes, resume, errors."""
+
 import json
 import os
 import subprocess
@@ -16,8 +17,9 @@ def syncsde(*args, timeout=300):
     # one thread per process in every run: Lightning's CPU DDP sets it anyway, and bitwise equality of float
     # results needs the same reduction order
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "syncsde.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "syncsde.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture()
@@ -51,8 +53,17 @@ def test_predict_one_then_two_processes_identical(config, tmp_path):
     assert (one / "config.yaml").exists()
     assert not list(one.glob(".*tmp"))  # nothing half-written left behind
 
-    r = syncsde("predict", "--config", str(config), "--output_dir", str(two), "--trainer.devices", "2",
-                "--trainer.strategy", "ddp")
+    r = syncsde(
+        "predict",
+        "--config",
+        str(config),
+        "--output_dir",
+        str(two),
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert outputs(one) == outputs(two)  # every sample exactly once, byte-identical to one process
     assert json.loads((two / "manifest.json").read_text())["num_samples"] == 3
@@ -80,21 +91,42 @@ def test_prompt_file_and_samples_per_prompt(config, tmp_path):
     pf = tmp_path / "prompts.txt"
     pf.write_text("# two prompts\na castle\n\na forest\n")
     out = tmp_path / "out"
-    r = syncsde("predict", "--config", str(config), "--output_dir", str(out), "--data.init_args.prompts", "[]",
-                "--data.init_args.prompt_file", str(pf), "--data.init_args.samples_per_prompt", "2")
+    r = syncsde(
+        "predict",
+        "--config",
+        str(config),
+        "--output_dir",
+        str(out),
+        "--data.init_args.prompts",
+        "[]",
+        "--data.init_args.prompt_file",
+        str(pf),
+        "--data.init_args.samples_per_prompt",
+        "2",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     prompts = [s["prompt"] for s in json.loads((out / "manifest.json").read_text())["samples"]]
     assert prompts == ["a castle", "a castle", "a forest", "a forest"]
 
 
-@pytest.mark.parametrize("model, words", [
-    ("/nonexistent/sd-folder", "not found"),
-    ("someone/no-such-model", "cannot load model 'someone/no-such-model'"),
-])
+@pytest.mark.parametrize(
+    "model, words",
+    [
+        ("/nonexistent/sd-folder", "not found"),
+        ("someone/no-such-model", "cannot load model 'someone/no-such-model'"),
+    ],
+)
 def test_missing_weights_one_line_error_within_seconds(config, tmp_path, model, words):
     start = time.time()
-    r = syncsde("predict", "--config", str(config), "--output_dir", str(tmp_path / "x"),
-                "--model.init_args.backbone.init_args.model", model)
+    r = syncsde(
+        "predict",
+        "--config",
+        str(config),
+        "--output_dir",
+        str(tmp_path / "x"),
+        "--model.init_args.backbone.init_args.model",
+        model,
+    )
     assert time.time() - start < 60
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
@@ -103,6 +135,8 @@ def test_missing_weights_one_line_error_within_seconds(config, tmp_path, model, 
 
 
 def test_bad_geometry_one_line_error(config, tmp_path):
-    r = syncsde("predict", "--config", str(config), "--output_dir", str(tmp_path / "x"), "--model.init_args.width", "120")
+    r = syncsde(
+        "predict", "--config", str(config), "--output_dir", str(tmp_path / "x"), "--model.init_args.width", "120"
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "does not fit" in r.stderr.strip().splitlines()[-1]

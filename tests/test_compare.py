@@ -1,5 +1,7 @@
 """The comparison command on the tiny pipeline."""
+
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -7,7 +9,6 @@ from PIL import Image
 
 from syncsde.compare import METHODS, main, task_of
 from syncsde.errors import InputError
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,5 @@
 """Real-image editing (SYNCSDE.md §6.2): mask construction, inversion, couplings, attention statistics."""
+
 import json
 
 import numpy as np
@@ -9,11 +10,11 @@ from PIL import Image
 from syncsde.attention import AttentionRecorder, edit_mask, replace_word, word_token_columns
 from syncsde.backbones import GaussianBackbone, StableDiffusion
 from syncsde.backbones.base import guided_eps
+from syncsde.coupling import SyncProblem
 from syncsde.data import ImageEditDataModule
 from syncsde.errors import InputError
 from syncsde.sampler import invert, sample
 from syncsde.schedule import Schedule
-from syncsde.coupling import SyncProblem
 from syncsde.strategies import Independent, SyncSDE
 from syncsde.testing import byte_level_clip_tokenizer
 from tasks import ImageEdit
@@ -27,7 +28,7 @@ def test_edit_mask_on_constructed_attention():
     # self-attention: each pixel spreads half its attention to itself and half uniformly over its row
     rows = torch.zeros(16, 16)
     for p in range(16):
-        rows[p, (p // 4) * 4:(p // 4) * 4 + 4] = 0.5 / 4
+        rows[p, (p // 4) * 4 : (p // 4) * 4 + 4] = 0.5 / 4
         rows[p, p] += 0.5
     m = edit_mask(cross, rows[None])[0, 0]
     smooth = (rows @ cross[0].flatten()).view(4, 4)  # top rows: 0.75 inside the word, 0.25 beside it
@@ -75,13 +76,24 @@ def image(tmp_path):
 
 def test_edit_task_on_tiny_sd(tiny_sd_dir, image):
     task = ImageEdit(StableDiffusion(str(tiny_sd_dir)), SyncSDE(5.0), mask_res=4, num_inference_steps=6, progress=False)
-    rec = {"image": str(image), "prompt": "a cat on grass", "source_word": "cat", "target_word": "dog", "sample_id": 0, "seed": 0}
+    rec = {
+        "image": str(image),
+        "prompt": "a cat on grass",
+        "source_word": "cat",
+        "target_word": "dog",
+        "sample_id": 0,
+        "seed": 0,
+    }
     batch = task.prepare([rec])
     s = batch[0]
     assert s["target_prompt"] == "a dog on grass" and set(s["mask"].unique().tolist()) <= {0.0, 1.0}
     assert s["mask"].shape == (1, 8, 8) and s["x_T"].shape == (4, 8, 8)
     prompts = task.trajectory_prompts(batch)[0]
-    assert prompts == [("a cat on grass", "a cat on grass"), ("a dog on grass", ""), ("a dog on grass", "a cat on grass")]
+    assert prompts == [
+        ("a cat on grass", "a cat on grass"),
+        ("a dog on grass", ""),
+        ("a dog on grass", "a cat on grass"),
+    ]
     x_T = task.initial_noise(batch, [torch.Generator().manual_seed(0)])[0]
     assert torch.equal(x_T[0], s["x_T"]) and torch.equal(x_T[2], s["x_T"]) and not torch.equal(x_T[1], s["x_T"])
     m = s["mask"][None]
@@ -109,7 +121,9 @@ def test_attention_running_means_constant_memory(tiny_sd_dir):
 
 
 def test_edit_records_and_errors(tmp_path, image):
-    (tmp_path / "edits.jsonl").write_text(json.dumps({"image": "cat.png", "source_word": "cat", "target_word": "dog"}) + "\n")
+    (tmp_path / "edits.jsonl").write_text(
+        json.dumps({"image": "cat.png", "source_word": "cat", "target_word": "dog"}) + "\n"
+    )
     dm = ImageEditDataModule(records_file=str(tmp_path / "edits.jsonl"), base_dir=str(tmp_path))
     assert dm.samples()[0]["image"] == str(image)
     with pytest.raises(InputError, match="UNet"):
@@ -129,7 +143,9 @@ def test_captioner_writes_missing_source_prompts(tiny_sd_dir, image, tmp_path):
     with pytest.raises(InputError, match="no prompt"):
         task.prepare([rec])
     task.captioner = captioner
-    with pytest.raises(InputError, match="source word 'zebra' is not in the source prompt"):  # names the caption's words
+    with pytest.raises(
+        InputError, match="source word 'zebra' is not in the source prompt"
+    ):  # names the caption's words
         task.prepare([rec])
     with pytest.raises(ModelNotFoundError, match="cannot load captioner"):
         Captioner(str(tmp_path / "missing"))

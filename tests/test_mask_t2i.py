@@ -1,4 +1,5 @@
 """Mask-based text-to-image (SYNCSDE.md §6.1, §9.8)."""
+
 import json
 
 import numpy as np
@@ -26,8 +27,14 @@ def mask_png(tmp_path):
 
 
 def record(mask, i=0):
-    return {"background": "a beach", "object": "a boat", "prompt": "a beach with a boat", "mask": mask,
-            "sample_id": i, "seed": 0}
+    return {
+        "background": "a beach",
+        "object": "a boat",
+        "prompt": "a beach with a boat",
+        "mask": mask,
+        "sample_id": i,
+        "seed": 0,
+    }
 
 
 def test_mask_binarised_and_resized(mask_png):
@@ -56,8 +63,10 @@ def test_runs_on_tiny_sd_and_couples(tiny_sd_dir, mask_png):
     sync = MaskTextToImage(sd, SyncSDE(5.0), num_inference_steps=8, save_trajectories=True, progress=False)
     free = MaskTextToImage(sd, Independent(), num_inference_steps=8, progress=False)
     problem = sync.problem(batch)
-    gap = {name: coupling_residuals(t.trajectories(batch), problem.couplings).abs().sum()
-           for name, t in (("sync", sync), ("free", free))}
+    gap = {
+        name: coupling_residuals(t.trajectories(batch), problem.couplings).abs().sum()
+        for name, t in (("sync", sync), ("free", free))
+    }
     assert gap["sync"] < 0.5 * gap["free"]
     out = sync.run(batch)[0]
     assert out.image.shape == (3, 64, 64) and set(out.extras) == {"mask", "background", "object"}
@@ -76,7 +85,8 @@ def test_empty_and_unreadable_masks(tmp_path):
 
 def test_records_from_jsonl_with_relative_masks(tmp_path, mask_png):
     (tmp_path / "recs.jsonl").write_text(
-        json.dumps({"background": "b", "object": "o", "prompt": "w", "mask": "m.png"}) + "\n")
+        json.dumps({"background": "b", "object": "o", "prompt": "w", "mask": "m.png"}) + "\n"
+    )
     dm = MaskPromptDataModule(records_file=str(tmp_path / "recs.jsonl"), samples_per_record=2)
     samples = dm.samples()
     assert [s["sample_id"] for s in samples] == [0, 1] and samples[0]["mask"] == mask_png

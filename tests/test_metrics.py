@@ -1,4 +1,5 @@
 """Evaluation: metrics on constructed sets, the callback in one and two processes, unavailable networks."""
+
 import json
 import os
 import subprocess
@@ -50,8 +51,9 @@ def test_crops_and_reference_folder(tmp_path):
 
 def run(args, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "syncsde.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "syncsde.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -65,26 +67,50 @@ def test_metrics_callback_one_and_two_processes(tmp_path, tiny_sd_dir):
     init["backbone"]["init_args"]["model"] = str(tiny_sd_dir)
     init.update(height=64, width=128, stride=16, num_inference_steps=2, progress=False)
     cfg["data"]["init_args"]["prompts"] = ["a sunny day over grass", "a sunset over the sea", "a night sky over snow"]
-    cfg["trainer"].update(accelerator="cpu", enable_progress_bar=False, callbacks=[{
-        "class_path": "evaluation.Metrics",
-        "init_args": {"reference": str(ref), "crop": 64, "crops_per_image": 2, "lpips": True}}])
+    cfg["trainer"].update(
+        accelerator="cpu",
+        enable_progress_bar=False,
+        callbacks=[
+            {
+                "class_path": "evaluation.Metrics",
+                "init_args": {"reference": str(ref), "crop": 64, "crops_per_image": 2, "lpips": True},
+            }
+        ],
+    )
     path = tmp_path / "wide.yaml"
     path.write_text(yaml.safe_dump(cfg))
     results = {}
     for devices in (1, 2):
         out = tmp_path / f"out{devices}"
-        run(["predict", "--config", str(path), "--output_dir", str(out), "--trainer.devices", str(devices),
-             "--trainer.strategy", "ddp" if devices == 2 else "auto"], tmp_path)
+        run(
+            [
+                "predict",
+                "--config",
+                str(path),
+                "--output_dir",
+                str(out),
+                "--trainer.devices",
+                str(devices),
+                "--trainer.strategy",
+                "ddp" if devices == 2 else "auto",
+            ],
+            tmp_path,
+        )
         results[devices] = json.loads((out / "metrics.json").read_text())
         assert (out / "metrics.csv").read_text().count("\n") == 2  # header + one row
     for r in results.values():
         m = r["metrics"]
         assert m["num_samples"] == 3  # every sample counted once, also across two processes
         assert m["fid"]["available"] and m["kid"]["available"] and m["clip_score"]["available"]
-        assert m["lpips"] == {"available": False, "reason": m["lpips"]["reason"]} and "torchvision" in m["lpips"]["reason"].lower()
+        assert (
+            m["lpips"] == {"available": False, "reason": m["lpips"]["reason"]}
+            and "torchvision" in m["lpips"]["reason"].lower()
+        )
         assert r["networks"]["feature_network"] == "syncsde:tiny-clip" and r["networks"]["num_reference"] == 6
     assert results[1]["metrics"]["fid"]["value"] == pytest.approx(results[2]["metrics"]["fid"]["value"], rel=1e-3)
-    assert results[1]["metrics"]["clip_score"]["value"] == pytest.approx(results[2]["metrics"]["clip_score"]["value"], rel=1e-4)
+    assert results[1]["metrics"]["clip_score"]["value"] == pytest.approx(
+        results[2]["metrics"]["clip_score"]["value"], rel=1e-4
+    )
 
 
 def test_missing_reference_reported_unavailable(tmp_path, tiny_sd_dir):
@@ -93,8 +119,11 @@ def test_missing_reference_reported_unavailable(tmp_path, tiny_sd_dir):
     init["backbone"]["init_args"]["model"] = str(tiny_sd_dir)
     init.update(height=64, width=64, stride=16, num_inference_steps=2, progress=False)
     cfg["data"]["init_args"]["prompts"] = ["a"]
-    cfg["trainer"].update(accelerator="cpu", enable_progress_bar=False, callbacks=[{
-        "class_path": "evaluation.Metrics", "init_args": {"reference": str(tmp_path / "none")}}])
+    cfg["trainer"].update(
+        accelerator="cpu",
+        enable_progress_bar=False,
+        callbacks=[{"class_path": "evaluation.Metrics", "init_args": {"reference": str(tmp_path / "none")}}],
+    )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     run(["predict", "--config", str(tmp_path / "c.yaml"), "--output_dir", str(tmp_path / "o")], tmp_path)
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())["metrics"]
@@ -109,8 +138,16 @@ def test_table_collects_folders(tmp_path):
         f.mkdir()
         side = {"sample_id": 0, "task": "wide_image", "method": "syncsde", "inv_lambda": float(lam), "seconds": 1.5}
         (f / "manifest.json").write_text(json.dumps({"num_samples": 1, "samples": [side]}))
-        (f / "metrics.json").write_text(json.dumps({"metrics": {"fid": {"available": True, "value": 10.0 - lam},
-                                                                "lpips": {"available": False, "reason": "x"}}}))
+        (f / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "metrics": {
+                        "fid": {"available": True, "value": 10.0 - lam},
+                        "lpips": {"available": False, "reason": "x"},
+                    }
+                }
+            )
+        )
     rows = table_main([str(tmp_path / "l0"), str(tmp_path / "l5"), "--csv", str(tmp_path / "t.csv")])
     assert [r["inv_lambda"] for r in rows] == [0.0, 5.0] and [r["fid"] for r in rows] == [10.0, 5.0]
     assert "lpips" not in rows[0]
@@ -126,12 +163,23 @@ def test_analysis_notebook_executes_on_a_tiny_sweep(tmp_path, tiny_sd_dir):
     init["backbone"]["init_args"]["model"] = str(tiny_sd_dir)
     init.update(height=64, width=128, stride=16, num_inference_steps=2, progress=False)
     cfg["data"]["init_args"]["prompts"] = ["a sunny day over grass", "a sunset over the sea"]
-    cfg["trainer"].update(accelerator="cpu", enable_progress_bar=False, callbacks=[
-        {"class_path": "evaluation.Metrics", "init_args": {}}])
+    cfg["trainer"].update(
+        accelerator="cpu", enable_progress_bar=False, callbacks=[{"class_path": "evaluation.Metrics", "init_args": {}}]
+    )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     for lam in (0, 5):
-        run(["predict", "--config", str(tmp_path / "c.yaml"), "--output_dir", str(tmp_path / "sweep" / f"l{lam}"),
-             "--model.init_args.strategy.init_args.inv_lambda", str(lam)], tmp_path)
+        run(
+            [
+                "predict",
+                "--config",
+                str(tmp_path / "c.yaml"),
+                "--output_dir",
+                str(tmp_path / "sweep" / f"l{lam}"),
+                "--model.init_args.strategy.init_args.inv_lambda",
+                str(lam),
+            ],
+            tmp_path,
+        )
     nb = nbformat.read(ROOT / "notebooks/analysis.ipynb", as_version=4)
     os.environ["SYNCSDE_FOLDERS"] = str(tmp_path / "sweep" / "*")
     os.environ["SYNCSDE_ANALYSIS_OUT"] = str(tmp_path / "figures")
@@ -139,7 +187,11 @@ def test_analysis_notebook_executes_on_a_tiny_sweep(tmp_path, tiny_sd_dir):
         nbclient.NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(ROOT)}}).execute()
     finally:
         del os.environ["SYNCSDE_FOLDERS"], os.environ["SYNCSDE_ANALYSIS_OUT"]
-    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
-                   for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    text = "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     assert "2 output folders" in text and "clip_score" in text
     assert (tmp_path / "figures" / "samples.png").exists() and (tmp_path / "figures" / "lambda.png").exists()

@@ -1,4 +1,5 @@
 """The sampler's contract (SYNCSDE.md §3.1, §9.5) and the README's Python example."""
+
 import re
 from pathlib import Path
 

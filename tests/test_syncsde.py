@@ -1,11 +1,12 @@
 """The SyncSDE update against independent computations (SYNCSDE.md §3, §4, §9.3–9.5, 9.7)."""
+
 import pytest
 import torch
-from syncsde.testing import SD_SCHEDULER
 
 from syncsde.coupling import Coupling, SyncProblem, coupling_residuals
 from syncsde.schedule import Schedule, ddim_step, tweedie_x0
 from syncsde.strategies import Independent, SyncSDE
+from syncsde.testing import SD_SCHEDULER
 
 torch.manual_seed(0)
 B, N = 2, 3
@@ -64,7 +65,9 @@ def test_fixed_point_and_zero_weight():
     assert torch.count_nonzero(res) == 0
     zero = [Coupling(1, 0, None, torch.zeros(1)), Coupling(2, 1, SHIFT, torch.zeros(1))]
     step = STEPS[3]
-    torch.testing.assert_close(SyncSDE(5.0).step(X, EPS, step, SyncProblem(N, zero)), Independent().step(X, EPS, step, PROBLEM))
+    torch.testing.assert_close(
+        SyncSDE(5.0).step(X, EPS, step, SyncProblem(N, zero)), Independent().step(X, EPS, step, PROBLEM)
+    )
 
 
 def test_jacobi_reads_only_the_snapshot_and_ignores_order():

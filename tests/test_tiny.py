@@ -1,11 +1,11 @@
 """The embedded tiny models: procedural data, training recipes (a few steps each), export layout, loading."""
+
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from syncsde.backbones import DiffusersBackbone
@@ -45,12 +45,38 @@ def test_word_tokenizer_covers_grammar():
 def run_fit(config: str, tmp_path: Path, *extra: str):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     export = tmp_path / "export"
-    r = subprocess.run([sys.executable, "-m", "syncsde.cli", "fit", "--config", config, "--trainer.max_steps", "3",
-                        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
-                        "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
-                        "--trainer.callbacks", "[]", "--data.init_args.batch_size", "4",
-                        "--model.init_args.export_dir", str(export), *extra],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "syncsde.cli",
+            "fit",
+            "--config",
+            config,
+            "--trainer.max_steps",
+            "3",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_checkpointing",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.callbacks",
+            "[]",
+            "--data.init_args.batch_size",
+            "4",
+            "--model.init_args.export_dir",
+            str(export),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return export
 

@@ -1,4 +1,5 @@
 """Views (SYNCSDE.md §9.10, BASELINES.md §7.1)."""
+
 import numpy as np
 import pytest
 import torch

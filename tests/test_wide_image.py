@@ -1,4 +1,5 @@
 """The wide-image task (SYNCSDE.md §6.3, §9.4, §9.9)."""
+
 import pytest
 import torch
 
@@ -36,7 +37,7 @@ def test_assembly_block_k_from_patch_min_k_12(paper):
     canvas = paper.assemble_latent(x)
     assert canvas.shape == (1, 4, 64, 256)
     for k in range(16):
-        assert torch.all(canvas[..., 16 * k:16 * k + 16] == min(k, 12))
+        assert torch.all(canvas[..., 16 * k : 16 * k + 16] == min(k, 12))
 
 
 def test_canonical_noise_makes_first_correction_zero(paper):
@@ -88,8 +89,15 @@ def test_single_patch_equals_diffusers_pipeline(sd, tiny_sd_dir):
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, local_files_only=True)
     x_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    ref = pipe("a red boat", height=64, width=64, num_inference_steps=6, guidance_scale=7.5, latents=x_T.clone(),
-               output_type="pt").images
+    ref = pipe(
+        "a red boat",
+        height=64,
+        width=64,
+        num_inference_steps=6,
+        guidance_scale=7.5,
+        latents=x_T.clone(),
+        output_type="pt",
+    ).images
     task = small(sd, SyncSDE(5.0), width=64, num_inference_steps=6)
     assert task.n == 1
     ours = task.generate(["a red boat"], x_T=x_T[:, None])[0].image
@@ -110,7 +118,7 @@ def test_circular_geometry():
     x = torch.arange(8.0).view(1, 8, 1, 1, 1).expand(1, 8, 4, 64, 64).clone()
     canvas = task.assemble_latent(x)
     for k in range(8):
-        assert torch.all(canvas[..., 16 * k:16 * k + 16] == k)  # every block from exactly one patch
+        assert torch.all(canvas[..., 16 * k : 16 * k + 16] == k)  # every block from exactly one patch
     # the last patch (canvas columns 112..127, 0..47) is tied to patch 0 across the seam, to patch 6 before it
     last = {c.source: c for c in task._couplings if c.target == 7}
     assert set(last) == {0, 6}
@@ -123,13 +131,16 @@ def test_circular_geometry():
     assert out.image.shape == (3, 512, 1024)
 
 
-@pytest.mark.parametrize("kw, msg", [
-    ({"width": 2000}, "does not fit"),
-    ({"height": 256}, "native size"),
-    ({"stride": 100}, "scale factor"),
-    ({"stride": 1024}, "between"),
-    ({"width": 1000, "circular": True}, "multiple of the stride"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"width": 2000}, "does not fit"),
+        ({"height": 256}, "native size"),
+        ({"stride": 100}, "scale factor"),
+        ({"stride": 1024}, "between"),
+        ({"width": 1000, "circular": True}, "multiple of the stride"),
+    ],
+)
 def test_bad_geometry_errors(kw, msg):
     with pytest.raises(InputError, match=msg):
         WideImage(GaussianBackbone(), SyncSDE(5.0), **kw)

@@ -1,6 +1,6 @@
 """An exact denoiser for Gaussian data: a reference backbone with no weights (tests, benchmarks, examples)."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 from torch import Tensor
@@ -16,16 +16,30 @@ class GaussianBackbone(Backbone):
 
     prediction_type = "epsilon"
 
-    def __init__(self, channels: int = 4, sample_size: int = 64, scale_factor: int = 8, mean: float = 0.0,
-                 std: float = 0.5, num_train_timesteps: int = 1000):
+    def __init__(
+        self,
+        channels: int = 4,
+        sample_size: int = 64,
+        scale_factor: int = 8,
+        mean: float = 0.0,
+        std: float = 0.5,
+        num_train_timesteps: int = 1000,
+    ):
         super().__init__()
         self.channels, self.sample_size, self.scale_factor = channels, sample_size, scale_factor
         self.mean, self.std, self.name = mean, std, f"gaussian(mean={mean}, std={std})"
         self.num_train_timesteps = num_train_timesteps
         from diffusers import DDIMScheduler
 
-        cfg = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                   clip_sample=False, set_alpha_to_one=False, num_train_timesteps=num_train_timesteps)
+        cfg = dict(
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            steps_offset=1,
+            clip_sample=False,
+            set_alpha_to_one=False,
+            num_train_timesteps=num_train_timesteps,
+        )
         self.register_buffer("alphas_cumprod", DDIMScheduler(**cfg).alphas_cumprod, persistent=False)
         self._config = cfg
 

@@ -1,4 +1,5 @@
 """The backbone protocol and classifier-free guidance over one batched call."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -79,7 +80,9 @@ def guided_eps(
     if max_batch is None or xin.shape[0] <= max_batch:
         out = backbone(xin, t, ctx)
     else:
-        out = torch.cat([backbone(a, b, c) for a, b, c in zip(xin.split(max_batch), t.split(max_batch), ctx.split(max_batch))])
+        out = torch.cat(
+            [backbone(a, b, c) for a, b, c in zip(xin.split(max_batch), t.split(max_batch), ctx.split(max_batch))]
+        )
     out = out.float()
     C = x.shape[1]
     var = out[:, C:]  # learned-variance channels, when the backbone returns them (DeepFloyd IF)

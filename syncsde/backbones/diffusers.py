@@ -4,6 +4,7 @@ Weights come from a local folder in diffusers layout (``model_index.json`` + com
 Only the components the backbone needs are loaded (no safety checker). Without weights the user gets one
 line within seconds, never a long retry or a silently broken tokenizer.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -27,15 +28,21 @@ def resolve_model(model: str, what: str = "--model.init_args.backbone.init_args.
     if model.startswith("syncsde:"):
         path = embedded_path(model.split(":", 1)[1])
         if not (path / "model_index.json").is_file():
-            raise ModelNotFoundError(f"embedded model '{model}' is not in this installation ({path}); reinstall syncsde")
+            raise ModelNotFoundError(
+                f"embedded model '{model}' is not in this installation ({path}); reinstall syncsde"
+            )
         return path
     path = Path(os.path.expanduser(model))
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            raise ModelNotFoundError(f"'{model}' is not a diffusers pipeline folder (no model_index.json); point {what} at one")
+            raise ModelNotFoundError(
+                f"'{model}' is not a diffusers pipeline folder (no model_index.json); point {what} at one"
+            )
         return path
     if model.startswith((".", "/", "~")) or path.exists() or model.count("/") != 1:
-        raise ModelNotFoundError(f"model folder '{model}' not found; give an existing diffusers folder or a hub id with {what}")
+        raise ModelNotFoundError(
+            f"model folder '{model}' not found; give an existing diffusers folder or a hub id with {what}"
+        )
     try:
         from diffusers import DiffusionPipeline
 
@@ -115,7 +122,9 @@ class DiffusersBackbone(Backbone):
     def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
         length = self.tokenizer.model_max_length
         length = length if length < 100_000 else 77  # T5 declares no limit; DeepFloyd IF pads to 77
-        tok = self.tokenizer(list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+        tok = self.tokenizer(
+            list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt"
+        )
         device = self.text_encoder.device
         cfg = self.text_encoder.config  # T5 (DeepFloyd IF) reads the padding mask; SD's CLIP does not
         mask = tok.attention_mask.to(device) if getattr(cfg, "use_attention_mask", cfg.model_type == "t5") else None
@@ -146,7 +155,9 @@ class StableDiffusion(DiffusersBackbone):
     def __init__(self, model: str = "stabilityai/stable-diffusion-2-base", dtype: str = "auto"):
         super().__init__(model, dtype)
         if self.vae is None:
-            raise ModelNotFoundError(f"'{model}' has no VAE: it is not a Stable Diffusion checkpoint (use DiffusersBackbone)")
+            raise ModelNotFoundError(
+                f"'{model}' has no VAE: it is not a Stable Diffusion checkpoint (use DiffusersBackbone)"
+            )
 
 
 class DeepFloydIF(DiffusersBackbone):
@@ -158,4 +169,6 @@ class DeepFloydIF(DiffusersBackbone):
     def __init__(self, model: str = "DeepFloyd/IF-I-M-v1.0", dtype: str = "auto"):
         super().__init__(model, dtype)
         if self.vae is not None:
-            raise ModelNotFoundError(f"'{model}' has a VAE: it is a latent model, not DeepFloyd IF (use StableDiffusion)")
+            raise ModelNotFoundError(
+                f"'{model}' has a VAE: it is a latent model, not DeepFloyd IF (use StableDiffusion)"
+            )

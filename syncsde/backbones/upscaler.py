@@ -1,4 +1,5 @@
 """DeepFloyd IF stage II (super-resolution), run without synchronization through diffusers' own pipeline."""
+
 from __future__ import annotations
 
 import torch
@@ -11,30 +12,58 @@ class IFUpscaler(nn.Module):
     """``IFSuperResolutionPipeline`` with its scheduler replaced by DDIM from its own config (SYNCSDE.md §6.4):
     64² → 256², conditioned on the stage-I text embeddings (both stages share IF's T5), noise level 250.
 
-    Args: model (hub id or folder, default ``DeepFloyd/IF-II-M-v1.0``), num_inference_steps, guidance_scale, noise_level.
+    Args: model (hub id or folder, default ``DeepFloyd/IF-II-M-v1.0``), num_inference_steps, guidance_scale,
+    noise_level.
     """
 
-    def __init__(self, model: str = "DeepFloyd/IF-II-M-v1.0", num_inference_steps: int = 30, guidance_scale: float = 10.0,
-                 noise_level: int = 250):
+    def __init__(
+        self,
+        model: str = "DeepFloyd/IF-II-M-v1.0",
+        num_inference_steps: int = 30,
+        guidance_scale: float = 10.0,
+        noise_level: int = 250,
+    ):
         super().__init__()
         from diffusers import DDIMScheduler, IFSuperResolutionPipeline
 
         folder = resolve_model(model, "--model.init_args.upscaler.init_args.model")
         self.pipe = IFSuperResolutionPipeline.from_pretrained(
-            folder, text_encoder=None, safety_checker=None, feature_extractor=None, watermarker=None,
-            requires_safety_checker=False, local_files_only=True)
+            folder,
+            text_encoder=None,
+            safety_checker=None,
+            feature_extractor=None,
+            watermarker=None,
+            requires_safety_checker=False,
+            local_files_only=True,
+        )
         # DDIM has no learned variance: mark it so that the pipeline drops the variance channels before stepping
         self.pipe.scheduler = DDIMScheduler.from_config({**self.pipe.scheduler.config, "variance_type": "fixed_small"})
         self.pipe.set_progress_bar_config(disable=True)
         self.unet = self.pipe.unet  # registered, so Lightning moves it with the task
-        self.name, self.steps, self.guidance_scale, self.noise_level = model, num_inference_steps, guidance_scale, noise_level
+        self.name, self.steps, self.guidance_scale, self.noise_level = (
+            model,
+            num_inference_steps,
+            guidance_scale,
+            noise_level,
+        )
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor, prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor,
-                generator: torch.Generator) -> torch.Tensor:
+    def forward(
+        self,
+        images: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        negative_embeds: torch.Tensor,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         """(B, 3, 64, 64) stage-I images in [−1, 1] → (B, 3, 256, 256) in [−1, 1]."""
         dtype = self.unet.dtype
-        return self.pipe(image=images.to(dtype), prompt_embeds=prompt_embeds.to(dtype),
-                         negative_prompt_embeds=negative_embeds.to(dtype), num_inference_steps=self.steps,
-                         guidance_scale=self.guidance_scale, noise_level=self.noise_level, generator=generator,
-                         output_type="pt").images.float()
+        return self.pipe(
+            image=images.to(dtype),
+            prompt_embeds=prompt_embeds.to(dtype),
+            negative_prompt_embeds=negative_embeds.to(dtype),
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            noise_level=self.noise_level,
+            generator=generator,
+            output_type="pt",
+        ).images.float()

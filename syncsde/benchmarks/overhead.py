@@ -6,6 +6,7 @@ Both runs use the same tiny random-weight Stable Diffusion pipeline at the paper
 stride 16, 13 patches for 2048 px), the same seeds and one batched network call per step; only the strategy
 differs. Runs alternate to share machine conditions; the best time of each is compared.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,12 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         backbone = StableDiffusion(str(save_tiny_sd(Path(tmp) / "sd", sample_size=64)))
     batch = [{"prompt": "a wide landscape", "sample_id": 0, "seed": 0}]
-    tasks = {name: WideImage(backbone, strategy, width=args.width, num_inference_steps=args.steps, progress=False)
-             for name, strategy in (("syncsde", SyncSDE(5.0)), ("independent", Independent()))}
+    tasks = {
+        name: WideImage(backbone, strategy, width=args.width, num_inference_steps=args.steps, progress=False)
+        for name, strategy in (("syncsde", SyncSDE(5.0)), ("independent", Independent()))
+    }
     best = {name: float("inf") for name in tasks}
-    for name, task in tasks.items():  # warm-up
+    for task in tasks.values():  # warm-up
         task.trajectories(batch)
     for _ in range(args.repeats):
         for name, task in tasks.items():

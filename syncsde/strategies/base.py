@@ -1,4 +1,5 @@
 """The strategy interface and the uncoupled reference strategy."""
+
 from __future__ import annotations
 
 from typing import Callable

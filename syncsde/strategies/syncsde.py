@@ -1,4 +1,5 @@
 """SyncSDE: the conditional-score correction on x_{t−1} (SYNCSDE.md §3)."""
+
 from __future__ import annotations
 
 from syncsde.coupling import coupling_residuals

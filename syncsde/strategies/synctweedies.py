@@ -16,6 +16,7 @@ Canonical cases keep the instances equal to f_i(z) and read z_t = g(x_t) (exact 
 is drawn in canonical space. U(x_t, x̂₀) uses ε = (x_t − α_t x̂₀)/σ_t, so DDIM and DDPM are both affine in (x_t, x̂₀).
 While t ≤ ``sync_t_min`` (the "last 20%" rule, ``mvd_end``), every instance takes a plain step.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,8 +28,8 @@ from syncsde.strategies.base import Strategy
 
 class SyncTweedies(Strategy):
     """Args:
-        case: 0–6 as in the table above (2 = SyncTweedies, the recommended method).
-        sync_t_min: synchronize only while t > sync_t_min (200 = the official ``mvd_end`` 0.8; 0 = always).
+    case: 0–6 as in the table above (2 = SyncTweedies, the recommended method).
+    sync_t_min: synchronize only while t > sync_t_min (200 = the official ``mvd_end`` 0.8; 0 = always).
     """
 
     name = "synctweedies"

@@ -1,4 +1,5 @@
 """Using the embedded tiny CLIP: image normalisation and embeddings."""
+
 from __future__ import annotations
 
 import torch

@@ -9,10 +9,10 @@
 3. FID with tiny-CLIP features: generated vs. held-out procedural images, beside two independent held-out
    procedural sets against each other (the floor for this sample size).
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import torch
@@ -23,8 +23,14 @@ from syncsde.tiny import scenes
 from tasks import TextToImage
 
 
-def retrieval_accuracy(clip: CLIPEmbedder, images: torch.Tensor, captions: list[str], pool: list[str],
-                       rng: np.random.Generator, k: int = 10) -> float:
+def retrieval_accuracy(
+    clip: CLIPEmbedder,
+    images: torch.Tensor,
+    captions: list[str],
+    pool: list[str],
+    rng: np.random.Generator,
+    k: int = 10,
+) -> float:
     img = clip.encode_images(images)
     hits = 0
     for i, caption in enumerate(captions):
@@ -57,12 +63,15 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(0)
     pool = sorted(s.caption for s in scenes.split(held_out=True))
     captions = [pool[i] for i in rng.integers(0, len(pool), args.num)]
-    task = TextToImage(DiffusersBackbone(args.model), num_inference_steps=args.steps, guidance_scale=args.guidance,
-                       progress=False)
+    task = TextToImage(
+        DiffusersBackbone(args.model), num_inference_steps=args.steps, guidance_scale=args.guidance, progress=False
+    )
     task.on_predict_start()
     generated = []
     for start in range(0, args.num, args.batch):
-        batch = [{"prompt": c, "sample_id": start + i, "seed": 0} for i, c in enumerate(captions[start:start + args.batch])]
+        batch = [
+            {"prompt": c, "sample_id": start + i, "seed": 0} for i, c in enumerate(captions[start : start + args.batch])
+        ]
         generated += [o.image for o in task.run(batch)]
         print(f"generated {len(generated)}/{args.num}", flush=True)
     generated = torch.stack(generated)
@@ -71,7 +80,9 @@ def main(argv=None) -> dict:
     real_a, real_b = torch.from_numpy(real_a), torch.from_numpy(real_b)
     clip = CLIPEmbedder(args.clip)
     results = {
-        "num_images": args.num, "steps": args.steps, "guidance_scale": args.guidance,
+        "num_images": args.num,
+        "steps": args.steps,
+        "guidance_scale": args.guidance,
         "retrieval_top1_of_10_generated": retrieval_accuracy(clip, generated, captions, pool, rng),
         "retrieval_top1_of_10_real": retrieval_accuracy(clip, real_a, caps_a, pool, rng),
         "fid_generated_vs_heldout": fid(real_a, generated, clip),

@@ -9,6 +9,7 @@ objects sit in well-defined regions (masked generation), and distinct captions g
 
 Held-out captions: every caption whose stable hash falls in the last 10% is never used for training.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,11 +23,20 @@ SKIES = {"day": "a sunny day", "sunset": "a sunset", "night": "a night sky"}
 GROUNDS = {"grass": "grass", "sea": "the sea", "sand": "sand", "snow": "snow"}
 OBJECTS = ("sun", "moon", "tree", "house", "boat", "ball")
 COLOURED = ("house", "boat", "ball")
-COLOURS = {"red": (0.85, 0.1, 0.1), "blue": (0.1, 0.2, 0.9), "yellow": (0.95, 0.85, 0.1),
-           "white": (0.97, 0.97, 0.97), "purple": (0.55, 0.15, 0.7), "orange": (0.98, 0.5, 0.05)}
+COLOURS = {
+    "red": (0.85, 0.1, 0.1),
+    "blue": (0.1, 0.2, 0.9),
+    "yellow": (0.95, 0.85, 0.1),
+    "white": (0.97, 0.97, 0.97),
+    "purple": (0.55, 0.15, 0.7),
+    "orange": (0.98, 0.5, 0.05),
+}
 POSITIONS = {"left": 0.2, "middle": 0.5, "right": 0.8}
-SKY_RGB = {"day": ((0.3, 0.55, 0.95), (0.7, 0.85, 1.0)), "sunset": ((0.35, 0.2, 0.5), (1.0, 0.55, 0.2)),
-           "night": ((0.02, 0.03, 0.12), (0.1, 0.12, 0.3))}
+SKY_RGB = {
+    "day": ((0.3, 0.55, 0.95), (0.7, 0.85, 1.0)),
+    "sunset": ((0.35, 0.2, 0.5), (1.0, 0.55, 0.2)),
+    "night": ((0.02, 0.03, 0.12), (0.1, 0.12, 0.3)),
+}
 GROUND_RGB = {"grass": (0.2, 0.6, 0.2), "sea": (0.1, 0.3, 0.7), "sand": (0.85, 0.75, 0.45), "snow": (0.92, 0.94, 0.98)}
 LIGHT = {"day": 1.0, "sunset": 0.75, "night": 0.35}
 
@@ -58,7 +68,7 @@ def all_scenes() -> list[Scene]:
     for sky, ground, mountains in itertools.product(SKIES, GROUNDS, (False, True)):
         out.append(Scene(sky, ground, mountains))
         for obj, pos in itertools.product(OBJECTS, POSITIONS):
-            for colour in (COLOURS if obj in COLOURED else (None,)):
+            for colour in COLOURS if obj in COLOURED else (None,):
                 out.append(Scene(sky, ground, mountains, obj, colour, pos))
     return out
 
@@ -144,15 +154,18 @@ def draw_object(img: np.ndarray, scene: Scene, rng: np.random.Generator, horizon
         img[(xx - cx) ** 2 + (yy - cy) ** 2 < r**2] = colour
 
 
-def batch(seed: int, index: int, size: int, held_out: bool = False, height: int = 32, width: int = 32,
-          p_plain: float = 0.3):
+def batch(
+    seed: int, index: int, size: int, held_out: bool = False, height: int = 32, width: int = 32, p_plain: float = 0.3
+):
     """Batch ``index`` of a deterministic stream: (images (size, 3, H, W) float32 in [0, 1], captions).
     A fraction ``p_plain`` of the scenes has no object (plain landscapes, for panoramas and backgrounds)."""
     scenes = split(held_out)
     plain = [s for s in scenes if s.obj is None]
     objects = [s for s in scenes if s.obj is not None]
     rng = np.random.default_rng([seed, index])
-    picked = [plain[rng.integers(len(plain))] if rng.random() < p_plain else objects[rng.integers(len(objects))]
-              for _ in range(size)]
+    picked = [
+        plain[rng.integers(len(plain))] if rng.random() < p_plain else objects[rng.integers(len(objects))]
+        for _ in range(size)
+    ]
     images = np.stack([render(s, rng, height, width) for s in picked]).transpose(0, 3, 1, 2)
     return images, [s.caption for s in picked]

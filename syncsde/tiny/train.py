@@ -8,6 +8,7 @@ never seen. At the end of training the (EMA) weights are exported in diffusers /
 ``export_dir`` — by default the package's own ``syncsde/embedded`` folders, which is how the shipped weights
 were made.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,8 +57,9 @@ class _Recipe(LightningModule):
         self.tokenizer = M.word_tokenizer()
 
     def tokens(self, captions):
-        return self.tokenizer(list(captions), padding="max_length", max_length=M.MAX_TOKENS, truncation=True,
-                              return_tensors="pt").input_ids.to(self.device)
+        return self.tokenizer(
+            list(captions), padding="max_length", max_length=M.MAX_TOKENS, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.device)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.01)
@@ -76,13 +78,20 @@ class TinyT2ITraining(_Recipe):
     Args: lr, warmup_steps, caption_dropout (probability of the empty caption), export_dir.
     """
 
-    def __init__(self, lr: float = 1e-3, warmup_steps: int = 200, caption_dropout: float = 0.1,
-                 export_dir: str | None = str(EMBEDDED / "tiny-t2i")):
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        warmup_steps: int = 200,
+        caption_dropout: float = 0.1,
+        export_dir: str | None = str(EMBEDDED / "tiny-t2i"),
+    ):
         super().__init__(lr, warmup_steps, export_dir)
         from diffusers import DDPMScheduler
 
         self.unet, self.text_encoder = M.t2i_unet(), M.t2i_text_encoder()
-        self.noise_scheduler = DDPMScheduler(**{k: v for k, v in M.SCHEDULER.items() if k not in ("steps_offset", "set_alpha_to_one")})
+        self.noise_scheduler = DDPMScheduler(
+            **{k: v for k, v in M.SCHEDULER.items() if k not in ("steps_offset", "set_alpha_to_one")}
+        )
         self.caption_dropout = caption_dropout
 
     def training_step(self, batch, batch_idx):
@@ -114,7 +123,9 @@ class TinyCLIPTraining(_Recipe):
         images, captions = batch
         from syncsde.tiny.clip import normalize
 
-        out = self.clip(input_ids=self.tokens(captions), pixel_values=normalize(images.to(self.device)), return_loss=True)
+        out = self.clip(
+            input_ids=self.tokens(captions), pixel_values=normalize(images.to(self.device)), return_loss=True
+        )
         self.log("loss", out.loss, prog_bar=True)
         return out.loss
 
