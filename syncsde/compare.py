@@ -5,7 +5,8 @@
 
 Each method runs `syncsde predict` with the config plus that method's switch (``METHODS`` below, also listed in
 the README) into ``DIR/<method>``; finished samples are skipped on a re-run. Then ``DIR/grid.png`` shows one row per
-sample and one column per method, and ``DIR/comparison.json`` lists every method's folder and sidecar averages.
+sample and one column per method, ``DIR/comparison.json`` lists every method's folder, sidecar averages and metrics
+(from ``metrics.json`` when the config has the ``evaluation.Metrics`` callback), and the table is printed.
 """
 
 from __future__ import annotations
@@ -146,6 +147,9 @@ def main(argv=None) -> dict:
             summary["methods"][method]["metrics"] = json.loads(metrics.read_text())
     grid(folders, out / "grid.png")
     save_json(out / "comparison.json", summary)
+    from evaluation.table import table, to_markdown
+
+    print(to_markdown(table(folders.values())))
     print(f"syncsde compare: wrote {out / 'grid.png'} and {out / 'comparison.json'}", file=sys.stderr)
     return summary
 
