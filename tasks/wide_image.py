@@ -20,41 +20,11 @@ from jsonargparse import lazy_instance
 from torch import Tensor
 
 from syncsde.backbones.base import Backbone
-from syncsde.coupling import Canonical, Coupling, SyncProblem
+from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError
 from syncsde.strategies import Strategy, SyncSDE
 from syncsde.task import SampleOutput, SyncTask
-
-
-class ColumnMap:
-    """f(x)[..., c] = x[..., src[c]] where ``valid[c]``, else 0: a shift/crop between overlapping windows."""
-
-    def __init__(self, src: Tensor, valid: Tensor):
-        self.src, self.valid = src, valid
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return x[..., self.src.to(x.device)] * self.valid.to(x)
-
-
-class CropCanonical(Canonical):
-    """The panorama canvas as SyncTweedies' canonical variable: f_i = crop of patch i, g = per-column mean over the
-    patches covering it (BASELINES.md §1.4, §2.1)."""
-
-    def __init__(self, columns: Tensor, width: int, channels: int, height: int):
-        self.columns, self.width = columns, width  # (n, w) canvas column of each patch column
-        self.shape = (channels, height, width)
-        self.count = torch.bincount(columns.flatten(), minlength=width).float()
-        if (self.count == 0).any():
-            raise InputError("the patches leave canvas columns uncovered; choose a width that fits the stride")
-
-    def forward(self, z: Tensor) -> Tensor:
-        return z[..., self.columns.to(z.device)].permute(0, 3, 1, 2, 4)
-
-    def aggregate(self, x: Tensor) -> Tensor:
-        B, n, C, H, w = x.shape
-        flat = x.permute(0, 2, 3, 1, 4).reshape(B, C, H, n * w)
-        total = x.new_zeros(B, C, H, self.width).index_add_(-1, self.columns.flatten().to(x.device), flat)
-        return total / self.count.to(x)
+from syncsde.windows import Windows
 
 
 class WideImage(SyncTask):
@@ -119,29 +89,9 @@ class WideImage(SyncTask):
                     f"width {width} px does not fit patches of {native} px at stride {stride} px; use e.g. {ok} px"
                 )
             self.n = (self.W - self.w) // self.s + 1
-        self._couplings = self._build_couplings()
-        self._canonical = CropCanonical(
-            torch.stack([self.columns(j) for j in range(self.n)]), self.W, backbone.channels, self.w
-        )
-
-    # -- geometry ------------------------------------------------------------------------------------------
-    def columns(self, j: int) -> Tensor:
-        """Canvas columns covered by patch j."""
-        return (self.s * j + torch.arange(self.w)) % self.W
-
-    def _build_couplings(self) -> list[Coupling]:
-        w, s, W = self.w, self.s, self.W
-        c = torch.arange(w)
-        couplings = []
-        for j in range(1, self.n):
-            chain = c < w - s  # columns shared with patch j-1 (patch j-1 column c + s)
-            if self.circular:
-                wrap = (s * j + c >= W) & ((s * j + c) - W < w)  # columns on patch 0's window across the seam
-                chain = chain & ~wrap
-                if wrap.any():
-                    couplings.append(Coupling(j, 0, ColumnMap((s * j + c - W).clamp(0, w - 1), wrap), wrap.float()))
-            couplings.append(Coupling(j, j - 1, ColumnMap((c + s).clamp(max=w - 1), chain), chain.float()))
-        return couplings
+        self.windows = Windows(self.W, self.w, self.s, circular)
+        self._couplings = self.windows.couplings()
+        self._canonical = self.windows.canonical((backbone.channels, self.w))
 
     def problem(self, batch):
         return SyncProblem(self.n, self._couplings, canonical=self._canonical)
@@ -163,11 +113,7 @@ class WideImage(SyncTask):
     def assemble_latent(self, x: Tensor) -> Tensor:
         """(B, n, C, H, w) → (B, C, H, W): overwrite in patch order (non-circular), or block k from patch k
         (circular)."""
-        canvas = x.new_zeros(x.shape[0], x.shape[2], x.shape[3], self.W)
-        for j in range(self.n):
-            cols = self.columns(j)[: self.s] if self.circular else self.columns(j)
-            canvas[..., cols] = x[:, j, ..., : len(cols)]
-        return canvas
+        return self.windows.assemble(x)
 
     def decode_canvas(self, canvas: Tensor) -> Tensor:
         if not self.circular:

@@ -1,4 +1,5 @@
 """Every shipped config parses; every tiny config runs end to end on the embedded models."""
+
 import json
 from pathlib import Path
 
@@ -25,8 +26,19 @@ def test_config_parses(config, capsys, monkeypatch):
 def test_tiny_config_runs(name, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     out = tmp_path / name
-    main(["predict", "--config", f"configs/tiny/{name}.yaml", "--output_dir", str(out),
-          "--model.init_args.num_inference_steps", "3", "--trainer.enable_progress_bar", "false"])
+    main(
+        [
+            "predict",
+            "--config",
+            f"configs/tiny/{name}.yaml",
+            "--output_dir",
+            str(out),
+            "--model.init_args.num_inference_steps",
+            "3",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["num_samples"] >= 2
     assert all((out / s["files"]["image"]).exists() for s in manifest["samples"])
