@@ -194,3 +194,21 @@ class ImageEditDataModule(RecordDataModule):
 
     required = ("image", "source_word", "target_word")
     path_keys = ("image",)
+
+
+class MotionDataModule(RecordDataModule):
+    """Long motions: ``{"texts": [one text per segment, ...]}`` (e.g. walk → jump → kick). The sidecar's prompt is
+    the texts joined by " | ". Samples of one batch must have the same number of segments.
+
+    Args: records, records_file (JSONL), samples_per_record, seed, batch_size.
+    """
+
+    required = ("texts",)
+
+    def records(self):
+        out = super().records()
+        for n, rec in enumerate(out):
+            if not isinstance(rec["texts"], list) or not rec["texts"]:
+                raise InputError(f"record {n}: texts must be a non-empty list of strings, one per segment")
+            rec["prompt"] = " | ".join(rec["texts"])
+        return out

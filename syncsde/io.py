@@ -52,3 +52,13 @@ def save_gif(path: str | Path, frames, duration_ms: int = 80) -> Path:
             p, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0
         ),
     )
+
+
+def save_npy(path: str | Path, array) -> Path:
+    a = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+
+    def write(p):
+        with open(p, "wb") as f:
+            np.save(f, a)
+
+    return atomic_write(path, write)

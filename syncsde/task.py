@@ -25,8 +25,8 @@ from syncsde.strategies.base import Strategy
 @dataclass
 class SampleOutput:
     """One finished sample: the main image (3, H, W) in [0, 1], its sidecar metadata, extra images by name,
-    animations (lists of frames) by name, and the (image, text) pairs the CLIP score judges (default: the main
-    image with the sample's prompt)."""
+    animations (lists of frames) by name, the (image, text) pairs the CLIP score judges (default: the main image
+    with the sample's prompt), and arrays by name."""
 
     sample_id: int
     image: Tensor
@@ -34,6 +34,7 @@ class SampleOutput:
     extras: dict[str, Tensor] = field(default_factory=dict)
     animations: dict[str, list[Tensor]] = field(default_factory=dict)
     scored: list[tuple[Tensor, str]] = field(default_factory=list)
+    arrays: dict[str, Any] = field(default_factory=dict)  # saved as <id>_<name>.npy (numpy arrays or tensors)
 
     def clip_pairs(self) -> list[tuple[Tensor, str]]:
         return self.scored or [(self.image, self.meta.get("target_prompt") or self.meta.get("prompt", ""))]

@@ -3,7 +3,8 @@
 from tasks.ambiguous import AmbiguousImage
 from tasks.edit import ImageEdit
 from tasks.mask_t2i import MaskTextToImage
+from tasks.motion import LongMotion
 from tasks.text_to_image import TextToImage
 from tasks.wide_image import WideImage
 
-__all__ = ["AmbiguousImage", "ImageEdit", "MaskTextToImage", "TextToImage", "WideImage"]
+__all__ = ["AmbiguousImage", "ImageEdit", "LongMotion", "MaskTextToImage", "TextToImage", "WideImage"]

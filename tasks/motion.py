@@ -1,0 +1,125 @@
+"""Long-horizon human motion (SYNCSDE.md §6.6, [reconstructed]: no official code exists).
+
+K segments of ``segment_frames`` (120) frames overlapping by ``overlap`` (30) frames, one text per segment. By
+analogy with wide images (§6.3): segment i is pulled toward segment i−1 on the overlap,
+    x^i ← x̃^i − c_t W ⊙ (x_t^i − shift(x_t^{i−1})),
+where shift puts frames 90..119 of x^{i−1} at frames 0..29 (zeros elsewhere) and W = 1 on frames 0..29; segment 0
+is free. Output: the concatenation with each overlap taken from the later segment, 120 + 90(K−1) frames. The
+baselines see the whole sequence as the canonical variable (averaging on the overlaps = MultiDiffusion).
+
+Outputs per sample: a filmstrip PNG of the skeleton, a skeleton GIF (bones coloured by segment), the joints
+(``_joints.npy``, (frames, 22, 3)), the features (``_features.npy``), and — with SMPL/SMPL-X model files and a
+backbone that predicts joint rotations (MDM) — a mesh sequence (``_smpl.npz``).
+"""
+
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+import torch
+from jsonargparse import lazy_instance
+
+from syncsde.backbones.base import Backbone
+from syncsde.coupling import SyncProblem
+from syncsde.errors import InputError
+from syncsde.motion.render import filmstrip, skeleton_frames
+from syncsde.strategies import Strategy, SyncSDE
+from syncsde.task import SampleOutput, SyncTask
+from syncsde.windows import Windows
+
+
+class LongMotion(SyncTask):
+    """Args (besides :class:`~syncsde.task.SyncTask`'s):
+    segment_frames: frames per segment (120); overlap: frames shared by consecutive segments (30).
+    init_from_canonical: one noise over the whole sequence, cropped per segment.
+    smpl_model: folder of SMPL/SMPL-X model files for mesh export (needs a backbone with joint rotations).
+    render_size: side of the skeleton drawings in pixels; filmstrip_every: frames between filmstrip poses.
+    """
+
+    task_name = "motion"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
+        segment_frames: int = 120,
+        overlap: int = 30,
+        init_from_canonical: bool = True,
+        smpl_model: str | None = None,
+        render_size: int = 160,
+        filmstrip_every: int = 15,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 2.5,
+        max_batch: int | None = None,
+        progress: bool = True,
+    ):
+        super().__init__(
+            backbone, strategy, num_inference_steps, guidance_scale, "", max_batch=max_batch, progress=progress
+        )
+        if not 0 < overlap < segment_frames:
+            raise InputError(f"overlap {overlap} must be between 1 and segment_frames − 1 ({segment_frames - 1})")
+        if not hasattr(backbone, "to_joints"):
+            raise InputError(f"backbone {backbone.name} is not a motion model (it has no to_joints)")
+        self.segment_frames, self.overlap = segment_frames, overlap
+        self.init_from_canonical, self.smpl_model = init_from_canonical, smpl_model
+        self.render_size, self.filmstrip_every = render_size, filmstrip_every
+
+    def windows(self, segments: int) -> Windows:
+        stride = self.segment_frames - self.overlap
+        return Windows(self.segment_frames + stride * (segments - 1), self.segment_frames, stride)
+
+    def segments(self, batch) -> int:
+        counts = {len(s["texts"]) for s in batch}
+        if len(counts) > 1:
+            raise InputError("samples of one batch have different numbers of segments; use data.init_args.batch_size 1")
+        return counts.pop()
+
+    def trajectory_prompts(self, batch):
+        return [list(s["texts"]) for s in batch]
+
+    def initial_noise(self, batch, generators):
+        win = self.windows(self.segments(batch))
+        C = self.backbone.channels
+        if self.init_from_canonical:
+            z = torch.stack([torch.randn(C, 1, win.L, generator=g) for g in generators])
+            return win.canonical((C, 1)).forward(z)
+        return torch.stack([torch.randn(win.n, C, 1, win.w, generator=g) for g in generators])
+
+    def problem(self, batch):
+        win = self.windows(self.segments(batch))
+        return SyncProblem(win.n, win.couplings(), canonical=win.canonical((self.backbone.channels, 1)))
+
+    def assemble(self, x0, batch):
+        K = x0.shape[1]
+        sequence = self.windows(K).assemble(x0)  # (B, C, 1, L)
+        joints = self.backbone.to_joints(sequence).cpu().numpy()  # (B, L, 22, 3)
+        stride = self.segment_frames - self.overlap
+        segment_of_frame = np.minimum(np.arange(sequence.shape[-1]) // stride, K - 1)
+        palette = np.array([colorsys.hsv_to_rgb(k / max(K, 1), 0.8, 0.75) for k in range(K)])
+        outs = []
+        for b, s in enumerate(batch):
+            frames = skeleton_frames(joints[b], self.render_size, palette[segment_of_frame])
+            meta = {"frames": int(sequence.shape[-1]), "segments": K, "fps": 20}
+            arrays = {"joints": joints[b], "features": sequence[b, :, 0].T.cpu().numpy()}
+            if self.smpl_model is not None:
+                from syncsde.motion.smpl import smpl_sequence
+
+                arrays["smpl"] = smpl_sequence(self.backbone, sequence[b], self.smpl_model)
+            outs.append(
+                SampleOutput(
+                    s["sample_id"],
+                    filmstrip(frames, self.filmstrip_every),
+                    meta,
+                    animations={"skeleton": frames},
+                    arrays=arrays,
+                )
+            )
+        return outs
+
+    def describe(self):
+        return {
+            "segment_frames": self.segment_frames,
+            "overlap": self.overlap,
+            "init_from_canonical": self.init_from_canonical,
+        }
