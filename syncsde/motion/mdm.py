@@ -115,7 +115,7 @@ class MDM(Backbone):
         mean, std: HumanML3D ``Mean.npy`` / ``Std.npy`` (to turn features into joints).
         clip: CLIP for the text (hub id or folder), ``openai/clip-vit-base-patch32`` as MDM.
         text_tokens: MDM truncates HumanML3D texts to 20 CLIP tokens.
-        latent_dim, ff_size, num_layers, num_heads: architecture (official: 512, 1024, 8, 4).
+        latent_dim, ff_size, num_layers, num_heads, clip_dim: architecture (official: 512, 1024, 8, 4, 512).
     """
 
     prediction_type = "sample"
@@ -132,9 +132,12 @@ class MDM(Backbone):
         ff_size: int = 1024,
         num_layers: int = 8,
         num_heads: int = 4,
+        clip_dim: int = 512,
     ):
         super().__init__()
-        self.net = MDMNet(latent_dim=latent_dim, ff_size=ff_size, num_layers=num_layers, num_heads=num_heads).eval()
+        self.net = MDMNet(
+            latent_dim=latent_dim, ff_size=ff_size, num_layers=num_layers, num_heads=num_heads, clip_dim=clip_dim
+        ).eval()
         if checkpoint is not None:
             missing, unexpected = self.net.load_state_dict(load_checkpoint(checkpoint), strict=False)
             if missing or unexpected:
@@ -152,9 +155,12 @@ class MDM(Backbone):
         if self._clip is None:
             from transformers import AutoTokenizer, CLIPModel
 
+            from evaluation.features import resolve_transformers_model
+
             try:
-                model = CLIPModel.from_pretrained(self.clip_name).eval().requires_grad_(False)
-                tok = AutoTokenizer.from_pretrained(self.clip_name)
+                path = resolve_transformers_model(self.clip_name)
+                model = CLIPModel.from_pretrained(path).eval().requires_grad_(False)
+                tok = AutoTokenizer.from_pretrained(path)
             except OSError as e:
                 raise ModelNotFoundError(
                     f"cannot load CLIP '{self.clip_name}' for MDM ({str(e).splitlines()[0][:100]}); "
