@@ -164,8 +164,8 @@ class MDM(Backbone):
             except OSError as e:
                 raise ModelNotFoundError(
                     f"cannot load CLIP '{self.clip_name}' for MDM ({str(e).splitlines()[0][:100]}); "
-                    "download openai/clip-vit-base-patch32 and pass --...backbone.init_args.clip DIR"
-                )
+                    "download openai/clip-vit-base-patch32 and pass --model.init_args.backbone.init_args.clip DIR"
+                ) from None
             self._clip = (model, tok)
         return self._clip
 
