@@ -60,6 +60,11 @@ METHODS: dict[str, dict[str, list[str]]] = {
         "syncsde": [],
         "independent": [STRATEGY, "syncsde.strategies.Independent"],
     },
+    "motion": {
+        "syncsde": [],
+        "independent": [STRATEGY, "syncsde.strategies.Independent"],
+        "averaging": [STRATEGY, "syncsde.strategies.MultiDiffusion"],
+    },
 }
 
 

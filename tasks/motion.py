@@ -106,6 +106,8 @@ class LongMotion(SyncTask):
                 from syncsde.motion.smpl import smpl_sequence
 
                 arrays["smpl"] = smpl_sequence(self.backbone, sequence[b], self.smpl_model)
+            else:
+                meta["mesh"] = "not exported: set smpl_model to a folder of SMPL/SMPL-X model files (user-supplied)"
             outs.append(
                 SampleOutput(
                     s["sample_id"],
