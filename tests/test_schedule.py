@@ -7,25 +7,13 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from syncsde import schedule as S
-from syncsde.testing import SD_SCHEDULER
+from syncsde.testing import IF_SCHEDULER, SD_SCHEDULER
 
 torch.manual_seed(0)
 X = torch.randn(2, 4, 8, 8, dtype=torch.float64)
 EPS = torch.randn(2, 4, 8, 8, dtype=torch.float64)
 # DeepFloyd IF's hub scheduler config (a DDPM config: no set_alpha_to_one, so DDIM built from it uses ᾱ_final = 1)
-IF_LIKE = dict(
-    beta_schedule="squaredcos_cap_v2",
-    beta_start=0.0001,
-    beta_end=0.02,
-    num_train_timesteps=1000,
-    clip_sample=True,
-    clip_sample_range=1.0,
-    thresholding=True,
-    dynamic_thresholding_ratio=0.95,
-    sample_max_value=1.5,
-    prediction_type="epsilon",
-    variance_type="learned_range",
-)
+IF_LIKE = IF_SCHEDULER
 
 
 def test_sd_schedule_timesteps_and_T():

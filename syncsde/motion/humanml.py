@@ -19,6 +19,15 @@ from syncsde.errors import InputError
 
 NUM_JOINTS = 22
 FEATURES = 263
+# MDM's diffusion: cosine schedule, 1000 steps, x₀ prediction (also used by the embedded procedural model)
+SCHEDULER = dict(
+    beta_schedule="squaredcos_cap_v2",
+    num_train_timesteps=1000,
+    prediction_type="sample",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=0,
+)
 # parent of each of the 22 SMPL body joints (HumanML3D's kinematic chains), for drawing skeletons
 PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19)
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from syncsde.backbones.base import Backbone
 from syncsde.errors import InputError, ModelNotFoundError
-from syncsde.motion.humanml import FEATURES, Normalizer, features_to_joints
+from syncsde.motion.humanml import FEATURES, SCHEDULER, Normalizer, features_to_joints
 
 
 class PositionalEncoding(nn.Module):
@@ -170,14 +170,7 @@ class MDM(Backbone):
         return self._clip
 
     def scheduler_config(self) -> dict:
-        return dict(
-            beta_schedule="squaredcos_cap_v2",
-            num_train_timesteps=1000,
-            prediction_type="sample",
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=0,
-        )
+        return dict(SCHEDULER)
 
     @torch.no_grad()
     def encode_prompts(self, prompts) -> Tensor:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from syncsde.backbones.base import Backbone
 from syncsde.errors import InputError
-from syncsde.motion.humanml import NUM_JOINTS, PARENTS, features_to_joints
+from syncsde.motion.humanml import NUM_JOINTS, PARENTS, SCHEDULER, features_to_joints
 
 ACTIONS = ("walk", "run", "jump", "kick", "wave", "stand")
 KEYWORDS = {
@@ -224,14 +224,7 @@ class ProceduralMotion(Backbone):
         )
 
     def scheduler_config(self) -> dict:
-        return dict(
-            beta_schedule="squaredcos_cap_v2",
-            num_train_timesteps=1000,
-            prediction_type="sample",
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=0,
-        )
+        return dict(SCHEDULER)
 
     def encode_prompts(self, prompts) -> Tensor:
         return torch.tensor([[label(p)] for p in prompts], dtype=torch.float32, device=self.mu.device)
