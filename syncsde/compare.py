@@ -134,11 +134,14 @@ def main(argv=None) -> dict:
             *rest,
         ]
         print(f"syncsde compare: {method}: syncsde {' '.join(cmd)}", file=sys.stderr)
+        argv, sys.argv = sys.argv, sys.argv[:1]  # the run's arguments are cmd alone
         try:
             syncsde_main(cmd)
         except SystemExit as e:  # predict exits 0 when every sample already exists
             if e.code:
                 raise
+        finally:
+            sys.argv = argv
     summary = {"task": task, "config": args.config, "methods": {}}
     for method, folder in folders.items():
         samples = json.loads((folder / "manifest.json").read_text())["samples"]

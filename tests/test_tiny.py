@@ -107,3 +107,38 @@ def test_shipped_weights_load_offline():
         assert embedded_path(name).is_dir(), f"embedded model {name} is missing from the package"
     backbone = DiffusersBackbone("syncsde:tiny-t2i")
     assert backbone.name == "syncsde:tiny-t2i" and backbone.channels == 3
+
+
+def test_built_wheel_contains_the_embedded_weights(tmp_path):
+    import importlib.util
+    import zipfile
+
+    if importlib.util.find_spec("setuptools") is None:
+        import pytest
+
+        pytest.skip("setuptools not installed: the wheel cannot be built without build isolation")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(ROOT),
+            "-w",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("syncsde-*.whl"))).namelist()
+    for needed in (
+        "syncsde/embedded/tiny-t2i/unet/diffusion_pytorch_model.safetensors",
+        "syncsde/embedded/tiny-t2i/model_index.json",
+        "syncsde/embedded/tiny-clip/model.safetensors",
+    ):
+        assert needed in names
