@@ -91,3 +91,14 @@ def test_coupling_validation():
         SyncProblem(2, [Coupling(2, 0)])
     with pytest.raises(ValueError, match="inv_lambda"):
         SyncSDE(-1.0)
+
+
+def test_unstable_coefficient_warns_once():
+    s = SyncSDE(1000.0)
+    with pytest.warns(UserWarning, match="unstable"):
+        s.step(X, EPS, STEPS[0], PROBLEM)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s.step(X, EPS, STEPS[1], PROBLEM)  # once only

@@ -40,6 +40,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--config", default="configs/tiny/motion.yaml", help="a LongMotion config (its backbone is used)")
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--inv_lambda", type=float, default=20.0, help="SyncSDE's 1/λ")
     args = ap.parse_args(argv)
     from jsonargparse import ArgumentParser
 
@@ -49,7 +50,7 @@ def main(argv=None) -> dict:
     parser = ArgumentParser()
     parser.add_argument("--backbone", type=Backbone)
     backbone = parser.instantiate_classes(parser.parse_object({"backbone": cfg["backbone"]})).backbone
-    methods = {"syncsde": SyncSDE(5.0), "averaging": MultiDiffusion(), "independent": Independent()}
+    methods = {"syncsde": SyncSDE(args.inv_lambda), "averaging": MultiDiffusion(), "independent": Independent()}
     results = {}
     for name, strategy in methods.items():
         task = LongMotion(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from syncsde.coupling import coupling_residuals
 from syncsde.schedule import inv_lambda_schedule
 from syncsde.strategies.base import Strategy
@@ -25,6 +27,7 @@ class SyncSDE(Strategy):
             raise ValueError(f"inv_lambda must be >= 0 (it is 1/lambda, a precision), got {inv_lambda}")
         self.inv_lambda = float(inv_lambda)
         self.sync_t_min = int(sync_t_min)
+        self._warned = False
 
     def coefficient(self, step) -> float:
         """c_t = γ_t (1/λ)(t/T)."""
@@ -34,7 +37,15 @@ class SyncSDE(Strategy):
         out = self.plain_update(x, eps, step, noise)
         if self.inv_lambda == 0 or step.t <= self.sync_t_min or not problem.couplings:
             return out
-        return out - self.coefficient(step) * coupling_residuals(x, problem.couplings)
+        c = self.coefficient(step)
+        if c > 2 and not self._warned:  # the explicit correction then overshoots the target by more than it closes
+            warnings.warn(
+                f"SyncSDE coefficient c_t = {c:.2f} > 2 at t = {step.t}: the correction is unstable; "
+                "lower inv_lambda or use more steps",
+                stacklevel=2,
+            )
+            self._warned = True
+        return out - c * coupling_residuals(x, problem.couplings)
 
     def describe(self):
         return {"method": self.name, "inv_lambda": self.inv_lambda, "sync_t_min": self.sync_t_min}
