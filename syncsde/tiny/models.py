@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from syncsde.tiny.scenes import vocabulary
 
 SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
@@ -133,7 +131,3 @@ def save_clip(folder: Path, model, tokenizer) -> Path:
         size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
     ).save_pretrained(folder)
     return Path(folder)
-
-
-def count_parameters(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
