@@ -60,6 +60,18 @@ METHODS: dict[str, dict[str, list[str]]] = {
         "syncsde": [],
         "independent": [STRATEGY, "syncsde.strategies.Independent"],
     },
+    "mesh": {
+        "syncsde": [],
+        "independent": [STRATEGY, "syncsde.strategies.Independent"],
+        "syncmvd": [
+            STRATEGY,
+            "syncsde.strategies.SyncTweedies",
+            f"{STRATEGY}.init_args.case",
+            "5",
+            f"{STRATEGY}.init_args.sync_t_min",
+            "200",
+        ],
+    },
     "motion": {
         "syncsde": [],
         "independent": [STRATEGY, "syncsde.strategies.Independent"],

@@ -15,27 +15,31 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Coupling:
-    """Trajectory ``target`` (i) is coupled to trajectory ``source`` (j < i).
+    """Trajectory ``target`` (i) is coupled to trajectory ``source`` (j < i), or jointly to several earlier ones.
 
-    ``map`` is f_ij, applied to x^j of shape (B, ...) and returning a tensor shaped like x^i (``None`` =
-    identity). ``weight`` is W_ij, broadcastable to x^i (``None`` = all ones). SyncSDE's factorisation is
-    autoregressive, so ``source < target`` is enforced (SYNCSDE.md §2).
+    ``map`` is f_ij, applied to x^j of shape (B, ...) — or, when ``source`` is a tuple, to the stack (B, k, ...) of
+    those trajectories (the mesh: the render of the joint bake of all earlier views) — and returning a tensor shaped
+    like x^i (``None`` = identity). ``weight`` is W_ij, broadcastable to x^i (``None`` = all ones). SyncSDE's
+    factorisation is autoregressive, so every source precedes the target (SYNCSDE.md §2).
     """
 
     target: int
-    source: int
+    source: int | tuple[int, ...]
     map: Callable[[Tensor], Tensor] | None = None
     weight: Tensor | None = None
 
     def __post_init__(self):
-        if not 0 <= self.source < self.target:
+        sources = self.source if isinstance(self.source, tuple) else (self.source,)
+        if not sources or not all(0 <= j < self.target for j in sources):
             raise ValueError(
-                f"coupling {self.target} <- {self.source}: a trajectory may only couple to an earlier one (0 <= j < i)"
+                f"coupling {self.target} <- {self.source}: a trajectory may only couple to earlier ones (0 <= j < i)"
             )
+        if isinstance(self.source, tuple) and self.map is None:
+            raise ValueError("a coupling to several trajectories needs a map that combines them")
 
     def pulled_toward(self, x: Tensor) -> Tensor:
         """f_ij(x^j) for every sample: the value trajectory i is pulled toward."""
-        src = x[:, self.source]
+        src = x[:, list(self.source)] if isinstance(self.source, tuple) else x[:, self.source]
         return src if self.map is None else self.map(src)
 
     def residual(self, x: Tensor) -> Tensor:
@@ -59,6 +63,11 @@ class Canonical:
 
     def aggregate(self, x: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def forward_onto(self, z: Tensor, x: Tensor) -> Tensor:
+        """f_i(z) where it covers instance i, x^i's own values elsewhere ("bg" compositing); = forward for maps that
+        cover every instance element (crops, views)."""
+        return self.forward(z)
 
 
 @dataclass

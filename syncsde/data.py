@@ -212,3 +212,14 @@ class MotionDataModule(RecordDataModule):
                 raise InputError(f"record {n}: texts must be a non-empty list of strings, one per segment")
             rec["prompt"] = " | ".join(rec["texts"])
         return out
+
+
+class MeshDataModule(RecordDataModule):
+    """Meshes to texture: ``{"mesh": OBJ/GLB/GLTF/PLY path, "prompt"}``; relative mesh paths are resolved against
+    ``base_dir`` or the JSONL file's folder.
+
+    Args: records, records_file (JSONL), base_dir, samples_per_record, seed, batch_size.
+    """
+
+    required = ("mesh", "prompt")
+    path_keys = ("mesh",)

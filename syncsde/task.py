@@ -35,6 +35,7 @@ class SampleOutput:
     animations: dict[str, list[Tensor]] = field(default_factory=dict)
     scored: list[tuple[Tensor, str]] = field(default_factory=list)
     arrays: dict[str, Any] = field(default_factory=dict)  # saved as <id>_<name>.npy (numpy arrays or tensors)
+    files: dict[str, bytes] = field(default_factory=dict)  # saved as <id>/<name> (files that refer to each other)
 
     def clip_pairs(self) -> list[tuple[Tensor, str]]:
         return self.scored or [(self.image, self.meta.get("target_prompt") or self.meta.get("prompt", ""))]

@@ -227,3 +227,13 @@ def save_tiny_blip(path: Path, seed: int = 0) -> Path:
         path
     )
     return path
+
+
+def save_tiny_controlnet(path: Path, sd_folder: Path) -> Path:
+    """A tiny random depth ControlNet matching the tiny SD UNet saved in ``sd_folder``."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel.from_pretrained(sd_folder, subfolder="unet")
+    ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 8)).save_pretrained(path)
+    return path

@@ -8,7 +8,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from syncsde.data import sample_name
-from syncsde.io import save_gif, save_json, save_npy, save_png
+from syncsde.io import atomic_write, save_gif, save_json, save_npy, save_png
 
 
 class SampleWriter(BasePredictionWriter):
@@ -36,6 +36,9 @@ class SampleWriter(BasePredictionWriter):
         for key, array in out.arrays.items():
             files[key] = f"{name}_{key}.npy"
             save_npy(self.output_dir / files[key], array)
+        for key, data in out.files.items():
+            files[key] = f"{name}/{key}"
+            atomic_write(self.output_dir / files[key], lambda p, data=data: p.write_bytes(data))
         save_json(self.output_dir / f"{name}.json", {**out.meta, "sample_id": out.sample_id, "files": files})
 
     def on_predict_end(self, trainer, pl_module):

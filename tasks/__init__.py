@@ -3,8 +3,9 @@
 from tasks.ambiguous import AmbiguousImage
 from tasks.edit import ImageEdit
 from tasks.mask_t2i import MaskTextToImage
+from tasks.mesh import MeshTexturing
 from tasks.motion import LongMotion
 from tasks.text_to_image import TextToImage
 from tasks.wide_image import WideImage
 
-__all__ = ["AmbiguousImage", "ImageEdit", "LongMotion", "MaskTextToImage", "TextToImage", "WideImage"]
+__all__ = ["AmbiguousImage", "ImageEdit", "LongMotion", "MaskTextToImage", "MeshTexturing", "TextToImage", "WideImage"]

@@ -2,6 +2,14 @@
 
 from syncsde.backbones.analytic import GaussianBackbone
 from syncsde.backbones.base import Backbone, guided_eps
-from syncsde.backbones.diffusers import DeepFloydIF, DiffusersBackbone, StableDiffusion
+from syncsde.backbones.diffusers import DeepFloydIF, DiffusersBackbone, StableDiffusion, StableDiffusionControlNet
 
-__all__ = ["Backbone", "guided_eps", "GaussianBackbone", "DiffusersBackbone", "StableDiffusion", "DeepFloydIF"]
+__all__ = [
+    "Backbone",
+    "guided_eps",
+    "GaussianBackbone",
+    "DiffusersBackbone",
+    "StableDiffusion",
+    "DeepFloydIF",
+    "StableDiffusionControlNet",
+]

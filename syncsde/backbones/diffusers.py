@@ -172,3 +172,90 @@ class DeepFloydIF(DiffusersBackbone):
             raise ModelNotFoundError(
                 f"'{model}' has a VAE: it is a latent model, not DeepFloyd IF (use StableDiffusion)"
             )
+
+
+def resolve_single(model: str, what: str) -> Path:
+    """A local folder for a single diffusers model (config.json + weights): a folder path or a hub id."""
+    path = Path(os.path.expanduser(model))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"'{model}' has no config.json; point {what} at a diffusers model folder")
+        return path
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise ModelNotFoundError(f"model folder '{model}' not found; give an existing folder or a hub id with {what}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(
+            snapshot_download(
+                model, allow_patterns=["config.json", "diffusion_pytorch_model.safetensors"], etag_timeout=10
+            )
+        )
+    except Exception as e:  # noqa: BLE001
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ModelNotFoundError(
+            f"cannot load model '{model}' ({reason}); download it where the hub is reachable "
+            f"(hf download {model} --local-dir DIR) and pass {what} DIR"
+        ) from None
+
+
+class StableDiffusionControlNet(StableDiffusion):
+    """Stable Diffusion 1.x with a ControlNet (SYNCSDE.md §6.5): default SD-1.5 with the depth ControlNet
+    ``lllyasviel/control_v11f1p_sd15_depth``. The task sets the control images (``set_control``, one per row, in
+    [0, 1]); the conditioning scale follows the clean schedule of SYNCSDE.md §8 — linear from ``scale_start`` at
+    t = 1000 to ``scale_end`` at t = 0 — and the ControlNet is off once the sampling progress 1 − t/1000 passes
+    ``guidance_end`` (the official ``control_guidance_end`` 0.99)."""
+
+    def __init__(
+        self,
+        model: str = "runwayml/stable-diffusion-v1-5",
+        controlnet: str = "lllyasviel/control_v11f1p_sd15_depth",
+        dtype: str = "auto",
+        scale_start: float = 0.7,
+        scale_end: float = 0.9,
+        guidance_end: float = 0.99,
+    ):
+        super().__init__(model, dtype)
+        from diffusers import ControlNetModel
+
+        folder = resolve_single(controlnet, "--model.init_args.backbone.init_args.controlnet")
+        self.controlnet = ControlNetModel.from_pretrained(folder, local_files_only=True).requires_grad_(False).eval()
+        self.scale_start, self.scale_end, self.guidance_end = scale_start, scale_end, guidance_end
+        self.control: Tensor | None = None
+
+    def set_control(self, images: Tensor | None) -> None:
+        self.control = images
+
+    def control_scale(self, t: int) -> float:
+        progress = 1 - t / 1000
+        return (
+            0.0 if progress > self.guidance_end else self.scale_start + (self.scale_end - self.scale_start) * progress
+        )
+
+    def forward(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
+        scale = self.control_scale(int(t[0]))
+        if self.control is None or scale == 0:
+            return super().forward(x, t, context)
+        cond = self.control
+        if x.shape[0] == 2 * cond.shape[0]:  # both CFG branches see the same control
+            cond = torch.cat([cond, cond])
+        if x.shape[0] != cond.shape[0]:
+            raise ModelNotFoundError(
+                f"{x.shape[0]} rows but {cond.shape[0]} control images; max_batch cannot split "
+                "ControlNet calls: unset it"
+            )
+        down, mid = self.controlnet(
+            x,
+            t,
+            encoder_hidden_states=context.to(x.dtype),
+            controlnet_cond=cond.to(x.dtype),
+            conditioning_scale=scale,
+            return_dict=False,
+        )
+        return self.unet(
+            x,
+            t,
+            encoder_hidden_states=context.to(x.dtype),
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+        ).sample

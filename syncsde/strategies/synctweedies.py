@@ -50,20 +50,23 @@ class SyncTweedies(Strategy):
         if canon is None:
             raise InputError(f"{type(self).__name__} needs a task with a canonical space (wide image, ambiguous image)")
         draw = (lambda shape=None: noise(shape)) if step.stochastic else (lambda shape=None: None)
-        f, g = canon.forward, canon.aggregate
+        g = canon.aggregate
+
+        def sync(v):  # f_i(g{v}), instance i keeping its own values where the canonical variable does not reach
+            return canon.forward_onto(g(v), v)
+
         if self.case == 1:
-            e = f(g(eps))
-            return self._update(x, step.x0(x, e), step, draw())
+            return self._update(x, step.x0(x, sync(eps)), step, draw())
         if self.case == 2:
-            return self._update(x, f(g(step.x0(x, eps))), step, draw())
+            return self._update(x, sync(step.x0(x, eps)), step, draw())
         if self.case == 3:
-            return f(g(self._update(x, step.x0(x, eps), step, draw())))
+            return sync(self._update(x, step.x0(x, eps), step, draw()))
         z = g(x)
         if self.case == 4:
-            return f(self._update(z, step.x0(z, g(eps)), step, draw(canon.shape)))
+            return canon.forward_onto(self._update(z, step.x0(z, g(eps)), step, draw(canon.shape)), x)
         if self.case == 5:
-            return f(self._update(z, g(step.x0(x, eps)), step, draw(canon.shape)))
-        return f(g(self._update(f(z), step.x0(x, eps), step, draw())))  # case 6
+            return canon.forward_onto(self._update(z, g(step.x0(x, eps)), step, draw(canon.shape)), x)
+        return sync(self._update(canon.forward_onto(z, x), step.x0(x, eps), step, draw()))  # case 6
 
     def describe(self):
         return {"method": self.name, "case": self.case, "sync_t_min": self.sync_t_min}
