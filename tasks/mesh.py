@@ -144,6 +144,7 @@ class MeshTexturing(SyncTask):
         keep_uv: bool = True,
         T: int | None = None,
         turntable_frames: int = 24,
+        multiview_attention: bool = False,
         num_inference_steps: int = 30,
         guidance_scale: float = 15.5,
         sampler: str = "ddpm",
@@ -162,6 +163,18 @@ class MeshTexturing(SyncTask):
         self.views, self.distance, self.fov = [tuple(v) for v in (views or PAPER_VIEWS)], distance, fov
         self.prompt_prefix, self.use_suffix, self.final_exponent = prompt_prefix, view_suffix, final_exponent
         self.keep_uv, self.T, self.turntable_frames = keep_uv, T, turntable_frames
+        self.multiview_attention = multiview_attention
+
+    def _sample(self, batch, x_T):
+        if not self.multiview_attention:
+            return super()._sample(batch, x_T)
+        from syncsde.mesh.attention import install
+
+        remove = install(self.backbone.unet, self.views)
+        try:
+            return super()._sample(batch, x_T)
+        finally:
+            remove()
 
     def schedule(self) -> Schedule:
         return Schedule.from_config(

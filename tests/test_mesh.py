@@ -183,3 +183,45 @@ def test_syncmvd_baseline_runs(tiny_cn, monkeypatch):
     task = mesh_task(tiny_cn, SyncTweedies(case=5, sync_t_min=200))
     x = task.trajectories([REC])
     assert torch.isfinite(x).all()
+
+
+def test_multiview_attention_neighbours_and_self_only_equals_standard(tiny_sd_dir):
+    from diffusers import UNet2DConditionModel
+
+    from syncsde.mesh.attention import MultiViewAttention, install, neighbours
+
+    nbrs, front = neighbours(PAPER_VIEWS)
+    assert front == 4 and nbrs[4] == [3, 4, 5] and nbrs[0] == [7, 0, 1]  # ring of the 8 elevation-0 views
+    assert nbrs[8] == [4, 8] and nbrs[9] == [0, 9]  # elevated views: their nearest ring view and themselves
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd_dir, subfolder="unet").eval()
+    x, t, ctx = torch.randn(2 * 10, 4, 8, 8), torch.full((20,), 500), torch.randn(20, 77, 32)
+    with torch.no_grad():
+        ref = unet(x, t, encoder_hidden_states=ctx).sample
+        state = {"t": 0}
+        unet.set_attn_processor(
+            {
+                n: MultiViewAttention([[i] for i in range(10)], 4, state) if n.endswith("attn1.processor") else p
+                for n, p in unet.attn_processors.items()
+            }
+        )
+        torch.testing.assert_close(unet(x, t, encoder_hidden_states=ctx).sample, ref, atol=1e-5, rtol=1e-4)
+        unet.set_attn_processor({n: p for n, p in unet.attn_processors.items()})
+    unet2 = UNet2DConditionModel.from_pretrained(tiny_sd_dir, subfolder="unet").eval()
+    remove = install(unet2, PAPER_VIEWS)
+    with torch.no_grad():
+        mixed = unet2(x, torch.full((20,), 900), encoder_hidden_states=ctx).sample
+    remove()
+    with torch.no_grad():
+        plain = unet2(x, torch.full((20,), 900), encoder_hidden_states=ctx).sample
+    assert not torch.allclose(mixed, plain)  # views exchange information
+    assert all(type(p).__name__ != "MultiViewAttention" for p in unet2.attn_processors.values())  # restored
+
+
+def test_mesh_task_with_multiview_attention(tiny_cn, monkeypatch):
+    from pathlib import Path
+
+    from syncsde.strategies import SyncTweedies
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    task = mesh_task(tiny_cn, SyncTweedies(case=5, sync_t_min=200), multiview_attention=True)
+    assert torch.isfinite(task.trajectories([REC])).all()
