@@ -15,7 +15,8 @@ decoded views (cosine exponent 6) with Voronoi fill.
 
 Outputs per mesh: the texture (main PNG), the views, a turntable GIF, a textured GLB and OBJ+MTL+PNG.
 Differences from the official code: coverage mask instead of the value test on channel 0; T = max inference
-timestep (1000 only with ``T=1000``); ControlNet scale linear 0.7 → 0.9; depth maps without the Gaussian blur.
+timestep (1000 only with ``T=1000``); ControlNet scale linear 0.7 → 0.9; depth rendered directly at the view size
+(the official code renders at 512 px and resizes bilinearly before the blur).
 """
 
 from __future__ import annotations
@@ -279,13 +280,19 @@ class _JointBakeRender:
         return torch.stack([geo.joint_render(earlier[b], self.i) for b, geo in enumerate(self.geos)])
 
 
-def depth_image(g: GBuffer) -> Tensor:
-    """Per-view min–max normalised inverse depth, background 0, as a 3-channel image in [0, 1]."""
+def depth_image(g: GBuffer, blur_sigma: float = 2.0, blur_size: int = 5) -> Tensor:
+    """The ControlNet's depth condition as SyncMVD makes it (BASELINES.md §4.1): per-view min–max normalised inverse
+    depth (near = 1, far = 0.1, background 0), Gaussian-blurred (kernel 5, σ 2), as a 3-channel image in [0, 1]."""
     inv = torch.where(g.mask, 1 / g.depth.clamp_min(1e-6), torch.zeros_like(g.depth))
     vals = inv[g.mask]
     if vals.numel():
         lo, hi = vals.min(), vals.max()
         inv = torch.where(g.mask, 0.1 + 0.9 * (inv - lo) / (hi - lo).clamp_min(1e-6), inv)
+    if blur_sigma > 0:
+        r = torch.arange(blur_size, dtype=inv.dtype) - blur_size // 2
+        k = torch.exp(-(r**2) / (2 * blur_sigma**2))
+        k = (k[:, None] * k[None]) / k.sum() ** 2
+        inv = F.conv2d(inv[None, None], k[None, None], padding=blur_size // 2)[0, 0]
     return inv[None].expand(3, -1, -1)
 
 

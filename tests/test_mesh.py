@@ -225,3 +225,18 @@ def test_mesh_task_with_multiview_attention(tiny_cn, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     task = mesh_task(tiny_cn, SyncTweedies(case=5, sync_t_min=200), multiview_attention=True)
     assert torch.isfinite(task.trajectories([REC])).all()
+
+
+def test_depth_condition(sphere):
+    from tasks.mesh import depth_image
+
+    (g,) = rasterize(sphere, [Camera(0, 0, distance=3.0)], 64)
+    sharp, blurred = depth_image(g, blur_sigma=0), depth_image(g)
+    assert (
+        sharp.shape == (3, 64, 64)
+        and float(sharp.max()) == pytest.approx(1.0)
+        and float(sharp[:, ~g.mask].abs().max()) == 0
+    )
+    assert float(sharp[0][g.mask].min()) == pytest.approx(0.1)
+    assert float(blurred[0, 32, 32]) > 0.9 and 0 < float(blurred[0][~g.mask].max()) < 0.5  # soft silhouette
+    torch.testing.assert_close(blurred.sum(), sharp.sum(), rtol=0.05, atol=1.0)  # a normalised kernel
