@@ -67,7 +67,11 @@ def main(args=None) -> None:
             save_config_callback=None,
             seed_everything_default=False,
             trainer_defaults={"logger": False, "enable_model_summary": False},
-            parser_kwargs={"exit_on_error": False},
+            parser_kwargs={
+                "exit_on_error": False,
+                "description": "syncsde: diffusion synchronization (SyncSDE and baselines). "
+                "`syncsde predict --config configs/tiny/wide.yaml` runs a task; `syncsde fit` runs a training recipe.",
+            },
             args=args,
         )
     except SyncSDEError as e:

@@ -98,7 +98,10 @@ class MDMNet(nn.Module):
 def load_checkpoint(path: str | Path) -> dict:
     """An official MDM checkpoint: a raw state dict, or one under "model"/"ema"/"state_dict"; CLIP keys dropped."""
     if not Path(path).is_file():
-        raise ModelNotFoundError(f"MDM checkpoint '{path}' not found; give the path of model000XXXXXX.pt")
+        raise ModelNotFoundError(
+            f"MDM checkpoint '{path}' not found; download humanml_trans_enc_512 and pass its "
+            "model000XXXXXX.pt with --model.init_args.backbone.init_args.checkpoint"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("ema", "model", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
