@@ -10,9 +10,9 @@ differs. Runs alternate to share machine conditions; the best time of each is co
 from __future__ import annotations
 
 import argparse
-import warnings
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
