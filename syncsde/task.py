@@ -108,6 +108,11 @@ class SyncTask(LightningModule):
         return list(batch)
 
     # -- the shared machinery -----------------------------------------------------------------------------
+    @property
+    def native_size(self) -> int:
+        """The backbone's native output size in pixels (512 for SD-2-base, 64 for IF stage I)."""
+        return self.backbone.sample_size * self.backbone.scale_factor
+
     def schedule(self) -> Schedule:
         return Schedule.from_config(self.backbone.scheduler_config(), self.num_inference_steps, self.sampler, self.eta)
 

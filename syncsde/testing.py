@@ -37,7 +37,7 @@ def tiny_text_encoder(vocab_size: int = 514, hidden: int = 32, max_pos: int = 77
     return CLIPTextModel(cfg).eval()
 
 
-def tiny_unet(in_channels: int = 4, sample_size: int = 8, cross: int = 32, out_channels: int | None = None):
+def tiny_unet(in_channels: int = 4, sample_size: int = 8, cross: int = 32, out_channels: int | None = None, **extra):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
@@ -51,6 +51,7 @@ def tiny_unet(in_channels: int = 4, sample_size: int = 8, cross: int = 32, out_c
         attention_head_dim=2,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        **extra,
     ).eval()
 
 
@@ -155,23 +156,11 @@ def save_tiny_if(path: Path, seed: int = 0, sample_size: int = 16) -> Path:
 
 def save_tiny_if_upscaler(path: Path, seed: int = 0, sample_size: int = 64) -> Path:
     """Tiny DeepFloyd-IF stage II: input = noisy image ⊕ upscaled stage-I image, class label = noise level."""
-    from diffusers import DDPMScheduler, IFSuperResolutionPipeline, UNet2DConditionModel
+    from diffusers import DDPMScheduler, IFSuperResolutionPipeline
 
     torch.manual_seed(seed)
     tok, t5 = tiny_t5()
-    unet = UNet2DConditionModel(
-        sample_size=sample_size,
-        in_channels=6,
-        out_channels=6,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        cross_attention_dim=32,
-        attention_head_dim=2,
-        class_embed_type="timestep",
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    ).eval()
+    unet = tiny_unet(in_channels=6, out_channels=6, sample_size=sample_size, class_embed_type="timestep")
     noising = DDPMScheduler(beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000)
     IFSuperResolutionPipeline(
         tokenizer=tok,

@@ -75,7 +75,7 @@ class AmbiguousImage(SyncTask):
         )
         self.view_name, self.view = view, get_view(view)
         self.upscaler = upscaler
-        self.size = (size or backbone.sample_size * backbone.scale_factor) // backbone.scale_factor
+        self.size = (size or self.native_size) // backbone.scale_factor
         self.animation_frames, self.init_from_canonical = animation_frames, init_from_canonical
 
     def trajectory_prompts(self, batch):

@@ -62,12 +62,8 @@ class ImageEdit(SyncTask):
             )
         self.mask_threshold, self.mask_res, self.captioner = mask_threshold, mask_res, captioner
 
-    @property
-    def size(self) -> int:
-        return self.backbone.sample_size * self.backbone.scale_factor
-
     def load(self, path: str) -> torch.Tensor:
-        img = load_image(path).resize((self.size, self.size), Image.LANCZOS)
+        img = load_image(path).resize((self.native_size, self.native_size), Image.LANCZOS)
         return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)
 
     def prepare(self, batch):
@@ -143,4 +139,4 @@ class ImageEdit(SyncTask):
         return outs
 
     def describe(self):
-        return {"mask_threshold": self.mask_threshold, "mask_res": self.mask_res, "size": self.size}
+        return {"mask_threshold": self.mask_threshold, "mask_res": self.mask_res, "size": self.native_size}

@@ -62,8 +62,7 @@ class MaskTextToImage(SyncTask):
             max_batch=max_batch,
             progress=progress,
         )
-        native = backbone.sample_size * backbone.scale_factor
-        self.height, self.width = height or native, width or native
+        self.height, self.width = height or self.native_size, width or self.native_size
         self.save_trajectories = save_trajectories
 
     @property

@@ -42,8 +42,7 @@ class TextToImage(SyncTask):
             max_batch=max_batch,
             progress=progress,
         )
-        native = backbone.sample_size * backbone.scale_factor
-        self.height, self.width = height or native, width or native
+        self.height, self.width = height or self.native_size, width or self.native_size
 
     def trajectory_prompts(self, batch):
         return [[s["prompt"]] for s in batch]
