@@ -27,10 +27,11 @@ class SampleDataModule(LightningDataModule):
     def __init__(self, samples_per_record: int = 1, seed: int = 0, batch_size: int = 1):
         super().__init__()
         if samples_per_record < 1 or batch_size < 1:
-            raise InputError("samples_per_prompt and batch_size must be at least 1")
+            raise InputError("samples per prompt/record and batch_size must be at least 1")
         self.samples_per_record, self.seed, self.batch_size = samples_per_record, seed, batch_size
         self.output_dir: Path | None = None
         self.overwrite = False
+        self._todo: list[dict] | None = None
 
     def records(self) -> list[dict]:
         raise NotImplementedError
@@ -43,10 +44,16 @@ class SampleDataModule(LightningDataModule):
         return out
 
     def attach_output(self, output_dir: str | Path, overwrite: bool = False) -> None:
+        """Set the output folder and freeze the list of samples to generate. The CLI calls this on every process
+        before the processes meet, so no process can see another's first outputs and split the work differently."""
         self.output_dir, self.overwrite = Path(output_dir), overwrite
+        self._todo = None
+        self._todo = self.pending()
 
     def pending(self) -> list[dict]:
         """Samples still to generate: all of them, minus those with a sidecar in the output folder (resume)."""
+        if self._todo is not None:
+            return self._todo
         samples = self.samples()
         if self.output_dir is None or self.overwrite:
             return samples

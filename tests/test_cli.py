@@ -140,3 +140,15 @@ def test_bad_geometry_one_line_error(config, tmp_path):
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "does not fit" in r.stderr.strip().splitlines()[-1]
+
+
+def test_pending_list_is_frozen_when_output_is_attached(tmp_path):
+    from syncsde.data import PromptDataModule
+
+    dm = PromptDataModule(prompts=["a", "b", "c"])
+    dm.attach_output(tmp_path)
+    assert [s["sample_id"] for s in dm.pending()] == [0, 1, 2]
+    (tmp_path / "00000.json").write_text(json.dumps({"prompt": "a", "seed": 0}))  # another process finished one
+    assert [s["sample_id"] for s in dm.pending()] == [0, 1, 2]  # the split of the work does not change
+    dm.attach_output(tmp_path)
+    assert [s["sample_id"] for s in dm.pending()] == [1, 2]  # a new run resumes
