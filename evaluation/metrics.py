@@ -25,6 +25,7 @@ network is unavailable is reported as ``{"available": false, "reason": ...}``, n
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +39,16 @@ from syncsde.writer import SampleWriter
 
 
 def load_folder(folder: str | Path, limit: int | None = None) -> torch.Tensor:
-    """The images of a folder (PNG/JPEG, sorted; extras like *_mask.png of an output folder skipped) as (N, 3, H, W)."""
+    """The images of a folder as (N, 3, H, W): the main image of every sample of a syncsde output folder (from its
+    manifest), or every PNG/JPEG of any other folder, sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"reference folder '{folder}' does not exist")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg") and "_" not in p.stem)
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        files = [folder / s["files"]["image"] for s in json.loads(manifest.read_text())["samples"]]
+    else:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
         raise FileNotFoundError(f"reference folder '{folder}' has no images")
     files = files[:limit] if limit else files
@@ -146,6 +152,11 @@ class Metrics(Callback):
                 self.status[name] = unavailable(f"{type(e).__name__}: {str(e).splitlines()[0]}")
             return
         self.num_reference = len(reference)
+        if len(reference) < trainer.world_size:
+            for name in ("fid", "kid"):
+                self.metrics.pop(name)
+                self.status[name] = unavailable(f"{len(reference)} reference images for {trainer.world_size} processes")
+            return
         # states are gathered over processes: each adds its share of the reference set, so the whole set counts once
         # and every process holds features (list states must not be empty on any process when they are synced)
         share = reference[trainer.global_rank :: trainer.world_size]

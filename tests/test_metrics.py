@@ -42,9 +42,16 @@ def test_crops_and_reference_folder(tmp_path):
     c = random_crops(img, 32, 3, seed=5)
     assert c.shape == (3, 3, 32, 32) and torch.equal(c, random_crops(img, 32, 3, seed=5))
     for i in range(3):
-        Image.fromarray((np.random.rand(8, 8, 3) * 255).astype(np.uint8)).save(tmp_path / f"{i:05d}.png")
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "00000_mask.png")  # extras are skipped
-    assert load_folder(tmp_path).shape == (3, 3, 8, 8)
+        Image.fromarray((np.random.rand(8, 8, 3) * 255).astype(np.uint8)).save(tmp_path / f"my_{i:05d}.png")
+    assert load_folder(tmp_path).shape == (3, 3, 8, 8)  # any folder: every image
+    out = tmp_path / "run"
+    out.mkdir()
+    for i in range(2):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(out / f"{i:05d}.png")
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(out / f"{i:05d}_mask.png")
+    samples = [{"sample_id": i, "files": {"image": f"{i:05d}.png", "mask": f"{i:05d}_mask.png"}} for i in range(2)]
+    (out / "manifest.json").write_text(json.dumps({"num_samples": 2, "samples": samples}))
+    assert load_folder(out).shape == (2, 3, 8, 8)  # an output folder: the main images of its manifest
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_folder(tmp_path / "nope")
 
