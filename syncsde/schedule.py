@@ -16,6 +16,18 @@ from torch import Tensor
 
 Prediction = Literal["epsilon", "sample", "v_prediction"]
 
+# Stable Diffusion's noise schedule with its DDIM settings (leading spacing, offset 1, ᾱ_final = ᾱ_0)
+SD_SCHEDULER = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    num_train_timesteps=1000,
+    steps_offset=1,
+    clip_sample=False,
+    set_alpha_to_one=False,
+    prediction_type="epsilon",
+)
+
 
 def _sqrt(a: Tensor | float) -> Tensor:
     return torch.as_tensor(a, dtype=torch.float64).sqrt()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from syncsde.schedule import SD_SCHEDULER
+
 
 def byte_level_clip_tokenizer(model_max_length: int = 77):
     """A CLIP tokenizer built without files: the 514-entry byte-level vocabulary, no merges."""
@@ -70,18 +72,6 @@ def tiny_vae():
     ).eval()
 
 
-SD_SCHEDULER = dict(
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    num_train_timesteps=1000,
-    steps_offset=1,
-    clip_sample=False,
-    set_alpha_to_one=False,
-    prediction_type="epsilon",
-)
-
-
 def tiny_sd_pipeline(seed: int = 0, sample_size: int = 8):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
@@ -134,23 +124,30 @@ IF_SCHEDULER = dict(
 )
 
 
-def save_tiny_if(path: Path, seed: int = 0, sample_size: int = 16) -> Path:
-    """Tiny DeepFloyd-IF stage I (pixel space, 6 output channels: ε and learned variance)."""
-    from diffusers import DDPMScheduler, IFPipeline
+def _tiny_if_parts() -> dict:
+    """The components both tiny DeepFloyd-IF stages share: T5 tokenizer and encoder, scheduler, no safety parts."""
+    from diffusers import DDPMScheduler
 
-    torch.manual_seed(seed)
     tok, t5 = tiny_t5()
-    unet = tiny_unet(in_channels=3, out_channels=6, sample_size=sample_size, cross=32)
-    IFPipeline(
+    return dict(
         tokenizer=tok,
         text_encoder=t5,
-        unet=unet,
         scheduler=DDPMScheduler(**IF_SCHEDULER),
         safety_checker=None,
         feature_extractor=None,
         watermarker=None,
         requires_safety_checker=False,
-    ).save_pretrained(path)
+    )
+
+
+def save_tiny_if(path: Path, seed: int = 0, sample_size: int = 16) -> Path:
+    """Tiny DeepFloyd-IF stage I (pixel space, 6 output channels: ε and learned variance)."""
+    from diffusers import IFPipeline
+
+    torch.manual_seed(seed)
+    parts = _tiny_if_parts()
+    unet = tiny_unet(in_channels=3, out_channels=6, sample_size=sample_size, cross=32)
+    IFPipeline(unet=unet, **parts).save_pretrained(path)
     return path
 
 
@@ -159,20 +156,10 @@ def save_tiny_if_upscaler(path: Path, seed: int = 0, sample_size: int = 64) -> P
     from diffusers import DDPMScheduler, IFSuperResolutionPipeline
 
     torch.manual_seed(seed)
-    tok, t5 = tiny_t5()
+    parts = _tiny_if_parts()
     unet = tiny_unet(in_channels=6, out_channels=6, sample_size=sample_size, class_embed_type="timestep")
     noising = DDPMScheduler(beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000)
-    IFSuperResolutionPipeline(
-        tokenizer=tok,
-        text_encoder=t5,
-        unet=unet,
-        scheduler=DDPMScheduler(**IF_SCHEDULER),
-        image_noising_scheduler=noising,
-        safety_checker=None,
-        feature_extractor=None,
-        watermarker=None,
-        requires_safety_checker=False,
-    ).save_pretrained(path)
+    IFSuperResolutionPipeline(unet=unet, image_noising_scheduler=noising, **parts).save_pretrained(path)
     return path
 
 

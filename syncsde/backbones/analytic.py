@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from syncsde.backbones.base import Backbone
+from syncsde.schedule import SD_SCHEDULER
 
 
 class GaussianBackbone(Backbone):
@@ -31,15 +32,7 @@ class GaussianBackbone(Backbone):
         self.num_train_timesteps = num_train_timesteps
         from diffusers import DDIMScheduler
 
-        cfg = dict(
-            beta_schedule="scaled_linear",
-            beta_start=0.00085,
-            beta_end=0.012,
-            steps_offset=1,
-            clip_sample=False,
-            set_alpha_to_one=False,
-            num_train_timesteps=num_train_timesteps,
-        )
+        cfg = {**SD_SCHEDULER, "num_train_timesteps": num_train_timesteps}
         self.register_buffer("alphas_cumprod", DDIMScheduler(**cfg).alphas_cumprod, persistent=False)
         self._config = cfg
 
