@@ -43,7 +43,10 @@ class SampleWriter(BasePredictionWriter):
                 files[f"{key}_mp4"] = f"{name}_{key}.mp4"
                 save_mp4(self.output_dir / files[f"{key}_mp4"], frames, fps)
             elif not self._told:
-                warnings.warn("animations are written as GIF only; MP4 needs the video extra: pip install syncsde[video]")
+                warnings.warn(
+                    "animations are written as GIF only; MP4 needs the video extra: pip install syncsde[video]",
+                    stacklevel=2,
+                )
                 self._told = True
         for key, array in out.arrays.items():
             files[key] = f"{name}_{key}.npy"

@@ -195,7 +195,9 @@ class AmbiguousImage(SyncTask):
         outs = []
         for b, s in enumerate(batch):
             r = list(readings[b])
-            anim = {"animation": readings_animation(r, views[b], self.animation_frames)} if self.animation_frames else {}
+            anim = (
+                {"animation": readings_animation(r, views[b], self.animation_frames)} if self.animation_frames else {}
+            )
             outs.append(
                 SampleOutput(
                     s["sample_id"],

@@ -74,7 +74,11 @@ class LongMotion(SyncTask):
 
             check_model_path(smpl_model)  # before sampling, not after
         self.segment_frames, self.overlap = segment_frames, overlap
-        self.init_from_canonical, self.smpl_model, self.smpl_model_type = init_from_canonical, smpl_model, smpl_model_type
+        self.init_from_canonical, self.smpl_model, self.smpl_model_type = (
+            init_from_canonical,
+            smpl_model,
+            smpl_model_type,
+        )
         self.render_size, self.filmstrip_every = render_size, filmstrip_every
 
     def windows(self, segments: int) -> Windows:
@@ -110,10 +114,10 @@ class LongMotion(SyncTask):
         segment_of_frame = np.minimum(np.arange(sequence.shape[-1]) // stride, K - 1)
         palette = np.array([colorsys.hsv_to_rgb(k / max(K, 1), 0.8, 0.75) for k in range(K)])
         fps = 20  # HumanML3D's frame rate (MDM and the embedded procedural model)
-        rotations = (
-            "solved from the joint positions (inverse kinematics; no twist about the bones)"
-            + ("; the backbone's HumanML3D rotation features are not SMPL joint rotations and are not used"
-               if self.backbone.channels >= 193 else "; the backbone predicts joint positions only")
+        rotations = "solved from the joint positions (inverse kinematics; no twist about the bones)" + (
+            "; the backbone's HumanML3D rotation features are not SMPL joint rotations and are not used"
+            if self.backbone.channels >= 193
+            else "; the backbone predicts joint positions only"
         )
         outs = []
         for b, s in enumerate(batch):
@@ -136,7 +140,9 @@ class LongMotion(SyncTask):
                 np.savez(buf, **amass)
                 files["smpl.npz"] = buf.getvalue()
             else:
-                meta["smpl"] = "not exported: set smpl_model to a folder of SMPL/SMPL-H/SMPL-X model files (user-supplied)"
+                meta["smpl"] = (
+                    "not exported: set smpl_model to a folder of SMPL/SMPL-H/SMPL-X model files (user-supplied)"
+                )
             outs.append(
                 SampleOutput(
                     s["sample_id"],

@@ -89,7 +89,9 @@ def test_n_view_couplings_are_joint_means_of_earlier_views():
     task = AmbiguousImage(b, SyncSDE(5.0), view=views, progress=False)
     problem = task.problem([nrec(["a", "b", "c", "d"])])
     assert [(c.target, c.source, c.weight) for c in problem.couplings] == [
-        (1, 0, None), (2, (0, 1), None), (3, (0, 1, 2), None)
+        (1, 0, None),
+        (2, (0, 1), None),
+        (3, (0, 1, 2), None),
     ]
     V = [get_view(v) for v in views]
     x = torch.randn(2, 4, 3, 16, 16)

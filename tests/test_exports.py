@@ -33,7 +33,9 @@ def test_writer_mp4_beside_gif_or_gif_only(tmp_path, monkeypatch):
     from syncsde.task import SampleOutput
     from syncsde.writer import SampleWriter
 
-    out = SampleOutput(0, torch.rand(3, 8, 8), {"fps": 20}, animations={"anim": [torch.rand(3, 8, 8) for _ in range(3)]})
+    out = SampleOutput(
+        0, torch.rand(3, 8, 8), {"fps": 20}, animations={"anim": [torch.rand(3, 8, 8) for _ in range(3)]}
+    )
     w = SampleWriter(tmp_path / "v")
     w.write_sample(out)
     side = json.loads((tmp_path / "v/00000.json").read_text())
@@ -200,7 +202,10 @@ def run_tiny(name, out, *extra):
             *extra,
         ]
     )
-    return [json.loads((out / f"{s:05d}.json").read_text()) for s in range(json.loads((out / "manifest.json").read_text())["num_samples"])]
+    return [
+        json.loads((out / f"{s:05d}.json").read_text())
+        for s in range(json.loads((out / "manifest.json").read_text())["num_samples"])
+    ]
 
 
 def test_cli_motion_exports(tmp_path, monkeypatch):

@@ -58,8 +58,10 @@ def test_permutation_from_file(tmp_path):
     out = v.view(x)
     for p in (0, 5, 15):  # out cell p = in cell π[p]
         q = int(pi[p])
-        assert torch.equal(out[:, (p // 4) * 16 : (p // 4 + 1) * 16, (p % 4) * 16 : (p % 4 + 1) * 16],
-                           x[:, (q // 4) * 16 : (q // 4 + 1) * 16, (q % 4) * 16 : (q % 4 + 1) * 16])
+        assert torch.equal(
+            out[:, (p // 4) * 16 : (p // 4 + 1) * 16, (p % 4) * 16 : (p % 4 + 1) * 16],
+            x[:, (q // 4) * 16 : (q // 4 + 1) * 16, (q % 4) * 16 : (q % 4 + 1) * 16],
+        )
     assert torch.equal(v.inverse_view(out), x)
     np.save(tmp_path / "bad.npy", np.array([0, 0, 1, 2]))
     with pytest.raises(InputError, match="not a permutation"):

@@ -49,7 +49,9 @@ def motion_bvh(joints: np.ndarray, fps: float) -> tuple[str, dict[str, float]]:
             joint(c, depth + 1)
         if not CHILDREN[k]:
             e = (directions[k] * END_SITE).tolist()
-            lines.extend([f"{pad}  End Site", f"{pad}  {{", f"{pad}    OFFSET {e[0]:.6f} {e[1]:.6f} {e[2]:.6f}", f"{pad}  }}"])
+            lines.extend(
+                [f"{pad}  End Site", f"{pad}  {{", f"{pad}    OFFSET {e[0]:.6f} {e[1]:.6f} {e[2]:.6f}", f"{pad}  }}"]
+            )
         lines.append(f"{pad}}}")
 
     joint(0, 0)
