@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import colorsys
 import io
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from syncsde.backbones.base import Backbone
 from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError
 from syncsde.motion.bvh import motion_bvh
+from syncsde.motion.humanml import ROTATIONS
 from syncsde.motion.render import filmstrip, skeleton_frames
 from syncsde.strategies import Strategy, SyncSDE
 from syncsde.task import SampleOutput, SyncTask
@@ -54,7 +56,7 @@ class LongMotion(SyncTask):
         overlap: int = 30,
         init_from_canonical: bool = True,
         smpl_model: str | None = None,
-        smpl_model_type: str = "smpl",
+        smpl_model_type: Literal["smpl", "smplh", "smplx"] = "smpl",
         render_size: int = 160,
         filmstrip_every: int = 15,
         num_inference_steps: int = 50,
@@ -74,11 +76,8 @@ class LongMotion(SyncTask):
 
             check_model_path(smpl_model)  # before sampling, not after
         self.segment_frames, self.overlap = segment_frames, overlap
-        self.init_from_canonical, self.smpl_model, self.smpl_model_type = (
-            init_from_canonical,
-            smpl_model,
-            smpl_model_type,
-        )
+        self.init_from_canonical = init_from_canonical
+        self.smpl_model, self.smpl_model_type = smpl_model, smpl_model_type
         self.render_size, self.filmstrip_every = render_size, filmstrip_every
 
     def windows(self, segments: int) -> Windows:
@@ -116,7 +115,7 @@ class LongMotion(SyncTask):
         fps = 20  # HumanML3D's frame rate (MDM and the embedded procedural model)
         rotations = "solved from the joint positions (inverse kinematics; no twist about the bones)" + (
             "; the backbone's HumanML3D rotation features are not SMPL joint rotations and are not used"
-            if self.backbone.channels >= 193
+            if self.backbone.channels >= ROTATIONS.stop
             else "; the backbone predicts joint positions only"
         )
         outs = []

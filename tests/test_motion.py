@@ -312,3 +312,59 @@ def test_motion_exports_through_the_task(motion_model, tmp_path):
     plain = LongMotion(motion_model, SyncSDE(5.0), num_inference_steps=2, progress=False)
     out = plain.run([record(["a person walks forward"])])[0]
     assert "smpl.npz" not in out.files and out.meta["smpl"].startswith("not exported")
+
+
+def test_cli_writes_amass_parameters_with_a_body_model(tmp_path, monkeypatch):
+    """The embedded motion config with a (synthetic) body model: the CLI writes the AMASS-style file beside the
+    joints, and its poses put the model's joints on the generated bone directions."""
+    import json
+    from pathlib import Path
+
+    import smplx
+
+    from syncsde.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    synthetic_smpl(tmp_path / "SMPL_NEUTRAL.pkl", np.random.default_rng(2))
+    out = tmp_path / "m"
+    main(
+        [
+            "predict",
+            "--config",
+            "configs/tiny/motion.yaml",
+            "--output_dir",
+            str(out),
+            "--model.init_args.num_inference_steps",
+            "5",
+            "--model.init_args.smpl_model",
+            str(tmp_path / "SMPL_NEUTRAL.pkl"),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
+    side = json.loads((out / "00000.json").read_text())
+    assert {"smpl.npz", "smpl", "motion.bvh", "joints"} <= set(side["files"]) and "smpl" not in side
+    amass = np.load(out / side["files"]["smpl.npz"])
+    joints = np.load(out / side["files"]["joints"])
+    T = len(joints)
+    assert amass["poses"].shape == (T, 72) and float(amass["mocap_framerate"]) == 20.0
+    model = smplx.SMPL(str(tmp_path / "SMPL_NEUTRAL.pkl"))
+    with torch.no_grad():
+        posed = (
+            model(
+                global_orient=torch.tensor(amass["poses"][:, :3], dtype=torch.float32),
+                body_pose=torch.tensor(amass["poses"][:, 3:], dtype=torch.float32),
+                transl=torch.tensor(amass["trans"], dtype=torch.float32),
+                betas=torch.zeros(T, 10),
+            )
+            .joints[:, :22]
+            .numpy()
+        )
+    np.testing.assert_allclose(posed[:, 0], joints[:, 0], atol=1e-4)  # the pelvis follows the motion
+    from syncsde.motion.humanml import PARENTS
+
+    for k in (4, 7, 18, 20):  # knee, ankle, elbow, wrist (one child each): the bone points the same way
+        a, b = posed[:, k] - posed[:, PARENTS[k]], joints[:, k] - joints[:, PARENTS[k]]
+        cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+        assert cos.min() > 0.999

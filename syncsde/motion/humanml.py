@@ -20,6 +20,7 @@ from syncsde.errors import InputError
 
 NUM_JOINTS = 22
 FEATURES = 263
+ROTATIONS = slice(67, 67 + 21 * 6)  # the 6D rotations of joints 1..21 among the features
 # MDM's diffusion: cosine schedule, 1000 steps, x₀ prediction (also used by the embedded procedural model)
 SCHEDULER = dict(
     beta_schedule="squaredcos_cap_v2",
