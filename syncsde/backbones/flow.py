@@ -33,8 +33,8 @@ def calculate_shift(seq_len: int, config: dict, max_shift: float) -> float:
 class FlowMatchingBackbone(DiffusersModel):
     """Shared by :class:`~syncsde.backbones.sd3.StableDiffusion3` and :class:`~syncsde.backbones.flux.Flux`:
     ``forward`` takes VP states and returns v; subclasses implement ``velocity(x_σ, t, context, **kw)``,
-    ``timestep_options(num_inference_steps, seq_len)`` and ``_pipeline()`` (a diffusers pipeline object on the
-    loaded components, for its ``encode_prompt``)."""
+    ``seq_len(shape)``, ``timestep_options(config, num_inference_steps, seq_len)`` (a static method: the family's
+    schedule needs no weights) and ``encode_prompts`` (through their diffusers pipeline's ``encode_prompt``)."""
 
     prediction_type = "flow"
     tasks = ("wide_image", "mask_t2i", "text_to_image")
@@ -51,14 +51,15 @@ class FlowMatchingBackbone(DiffusersModel):
         """The transformer's image token count for a working-space shape (C, h, w)."""
         raise NotImplementedError
 
-    def timestep_options(self, num_inference_steps: int, seq_len: int) -> dict:
+    @staticmethod
+    def timestep_options(config: dict, num_inference_steps: int, seq_len: int) -> dict:
         return {}
 
     def schedule(self, num_inference_steps, kind="ddim", eta=0.0, T=None, shape=None) -> Schedule:
         """The flow schedule of the pipeline at the size of one trajectory (a window, not the canvas: the network
         only ever sees windows, and the shift adapts the noise levels to the resolution it sees)."""
         shape = shape or (self.channels, self.sample_size, self.sample_size)
-        options = self.timestep_options(num_inference_steps, self.seq_len(shape))
+        options = self.timestep_options(self._scheduler_config, num_inference_steps, self.seq_len(shape))
         return Schedule.from_config(
             self.scheduler_config(), num_inference_steps, kind, eta, T, model=self.name, **options
         )

@@ -95,10 +95,12 @@ class Flux(FlowMatchingBackbone):
     def seq_len(self, shape: Sequence[int]) -> int:
         return shape[-2] * shape[-1]
 
-    def timestep_options(self, num_inference_steps: int, seq_len: int) -> dict:
+    @staticmethod
+    def timestep_options(config: dict, num_inference_steps: int, seq_len: int) -> dict:
+        """The pipeline's ``set_timesteps`` options: σ = linspace(1, 1/S, S) and μ for ``seq_len`` tokens."""
         return {
             "sigmas": np.linspace(1.0, 1 / num_inference_steps, num_inference_steps),
-            "mu": calculate_shift(seq_len, self._scheduler_config, max_shift=1.15),
+            "mu": calculate_shift(seq_len, config, max_shift=1.15),
         }
 
     def velocity(self, x_sigma: Tensor, t: Tensor, context: dict[str, Tensor], guidance: float = 1.0) -> Tensor:

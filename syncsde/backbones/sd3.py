@@ -80,9 +80,10 @@ class StableDiffusion3(FlowMatchingBackbone):
     def seq_len(self, shape: Sequence[int]) -> int:
         return (shape[-2] // self.patch_size) * (shape[-1] // self.patch_size)
 
-    def timestep_options(self, num_inference_steps: int, seq_len: int) -> dict:
-        cfg = self._scheduler_config
-        return {"mu": calculate_shift(seq_len, cfg, max_shift=1.16)} if cfg.get("use_dynamic_shifting") else {}
+    @staticmethod
+    def timestep_options(config: dict, num_inference_steps: int, seq_len: int) -> dict:
+        """The pipeline's ``set_timesteps`` options: μ only for configs with dynamic shifting."""
+        return {"mu": calculate_shift(seq_len, config, max_shift=1.16)} if config.get("use_dynamic_shifting") else {}
 
     def velocity(self, x_sigma: Tensor, t: Tensor, context: dict[str, Tensor], **kw) -> Tensor:
         return self.transformer(
