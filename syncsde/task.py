@@ -77,6 +77,11 @@ class SyncTask(LightningModule):
                 f"{backbone.name} ({type(backbone).__name__}) runs the tasks {', '.join(backbone.tasks)}; "
                 f"the {self.task_name} task is not supported on it (README, Backbones)"
             )
+        if backbone.guidance_distilled and negative_prompt:
+            raise InputError(
+                f"{backbone.name} is guidance-distilled (no unconditional branch): it takes no negative prompt; "
+                'set negative_prompt to ""'
+            )
         self.backbone = backbone
         self.strategy = strategy
         self.num_inference_steps = num_inference_steps

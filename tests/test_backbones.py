@@ -132,12 +132,23 @@ def test_zero_inv_lambda_gives_independent_windows(backbones, family):
     assert not torch.allclose(runs["sync"][:, 1], runs["ind"][:, 1])
 
 
-@pytest.mark.parametrize("family", ["sdxl", "flux"])
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_circular_wide_image(backbones, family):
+    task = wide(backbones[family], SyncSDE(0.9), width=128, circular=True, num_inference_steps=3)
+    assert task.n == 4 and task.generate(["a 360 view"])[0].image.shape == (3, 64, 128)
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
 def test_mask_t2i_with_region_multidiffusion(backbones, family, tmp_path):
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))
     mask.save(tmp_path / "mask.png")
-    record = {"background": "a sky", "object": "a cat", "prompt": "a cat in the sky", "mask": str(tmp_path / "mask.png")}
+    record = {
+        "background": "a sky",
+        "object": "a cat",
+        "prompt": "a cat in the sky",
+        "mask": str(tmp_path / "mask.png"),
+    }
     for strategy in (SyncSDE(0.9), MultiDiffusion(bootstrap_steps=2)):  # bootstrapping encodes colours with the VAE
         task = MaskTextToImage(backbones[family], strategy, num_inference_steps=3, progress=False)
         out = task.generate([record])[0]
@@ -229,6 +240,8 @@ def test_flux_packing_and_guidance(backbones):
     finally:
         hook.remove()
     assert rows == [2, 2]  # two windows, one row each: no unconditional branch
+    with pytest.raises(InputError, match="guidance-distilled.*no negative prompt"):
+        wide(flux, SyncSDE(0.9), negative_prompt="blurry")
 
 
 def test_sdxl_conditioning(backbones):
@@ -308,7 +321,13 @@ def test_flow_backbones_refuse_tasks_that_cannot_work(backbones):
 
 def test_flow_backbone_on_unsupported_task_through_the_cli(folders, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
-    args = ["predict", "--config", "configs/tiny/ambiguous.yaml", "--model.init_args.backbone", "syncsde.backbones.Flux"]
+    args = [
+        "predict",
+        "--config",
+        "configs/tiny/ambiguous.yaml",
+        "--model.init_args.backbone",
+        "syncsde.backbones.Flux",
+    ]
     with pytest.raises(SystemExit) as e:
         main([*args, "--model.init_args.backbone.init_args.model", str(folders["flux"])])
     assert e.value.code == 2

@@ -315,9 +315,7 @@ class ControlNet:
         down, mid = self.controlnet(
             x, t, controlnet_cond=cond.to(x.dtype), conditioning_scale=scale, return_dict=False, **inputs
         )
-        return self.unet(
-            x, t, down_block_additional_residuals=down, mid_block_additional_residual=mid, **inputs
-        ).sample
+        return self.unet(x, t, down_block_additional_residuals=down, mid_block_additional_residual=mid, **inputs).sample
 
 
 class StableDiffusionControlNet(ControlNet, StableDiffusion):

@@ -54,7 +54,9 @@ class Flux(FlowMatchingBackbone):
     cuda_dtype = torch.bfloat16
     guidance_distilled = True
 
-    def __init__(self, model: str = "black-forest-labs/FLUX.1-dev", dtype: str = "auto", max_sequence_length: int = 512):
+    def __init__(
+        self, model: str = "black-forest-labs/FLUX.1-dev", dtype: str = "auto", max_sequence_length: int = 512
+    ):
         super().__init__(model, dtype)
         latent_channels = self.vae.config.latent_channels
         if self.transformer.config.in_channels != 4 * latent_channels:
