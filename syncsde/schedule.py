@@ -29,11 +29,11 @@ x' = x̃' − c_t·W ⊙ (x^i − f(x^j)), c_t = γ_t (1/λ)(t/T), γ_t from the
     (r'/r)·γ_t = (σ−σ')/(σ(1−σ)),  t/T = σ   ⇒   (r'/r)·c_t = (1/λ)·(σ−σ')/(1−σ).
 
 The same follows from adding the coupling score Δs = −W ⊙ (x^i − f(x^j))/(λ_t σ²) to the flow model's score
-−ε̂/σ: since v = (ε̂ − x_σ)/(1−σ), v moves by −σ·Δs/(1−σ), and the Euler step by (σ'−σ) times that. The pull per step is the step
-length relative to the remaining signal 1−σ; at σ = 1 it is infinite (the score there says nothing about x₀),
-so the correction starts at the first step with ᾱ_t > 0 (``Step.gamma`` is 0 where ᾱ_t = 0). Flow schedules
-also spend several steps at SNRs below SD's ᾱ_T, where c_t is large: pick 1/λ so that c_t stays below 1
-(README, "Backbones").
+−ε̂/σ: since v = (ε̂ − x_σ)/(1−σ), v moves by −σ·Δs/(1−σ), and the Euler step by (σ'−σ) times that. The
+pull per step is the step length relative to the remaining signal 1−σ; at σ = 1 it is infinite (the score there
+says nothing about x₀), so the correction starts at the first step with ᾱ_t > 0 (``Step.gamma`` is 0 where
+ᾱ_t = 0). Flow schedules also spend several steps at SNRs below SD's ᾱ_T, where c_t is large: pick 1/λ so
+that c_t stays below 1 (README, "Backbones").
 """
 
 from __future__ import annotations
