@@ -44,6 +44,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from syncsde.errors import InputError
+
 Prediction = Literal["epsilon", "sample", "v_prediction", "flow"]
 
 # scheduler classes whose configs describe a discrete β schedule (ᾱ_t = alphas_cumprod[t]): syncsde samples them with
@@ -296,8 +298,6 @@ class Schedule:
         """``model`` names the checkpoint in error messages; ``timestep_options`` (``sigmas``, ``mu``) go to a
         flow scheduler's ``set_timesteps``. Scheduler classes and prediction types syncsde cannot sample exactly are
         refused with an :class:`~syncsde.errors.InputError`."""
-        from syncsde.errors import InputError
-
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
         name = config.get("_class_name")
@@ -346,8 +346,6 @@ class Schedule:
     @classmethod
     def _flow(cls, config, num_inference_steps, kind, eta, T, model, options) -> "Schedule":
         from diffusers import FlowMatchEulerDiscreteScheduler
-
-        from syncsde.errors import InputError
 
         if kind != "ddim" or eta != 0:
             raise InputError(
