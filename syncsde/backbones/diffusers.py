@@ -105,6 +105,7 @@ class DiffusersModel(Backbone):
 
     family = "unet"
     components: tuple[str, ...] = ()
+    pipeline: str | None = None  # the diffusers pipeline class whose ``encode_prompt`` encodes this family's prompts
     cuda_dtype = torch.float16
     upcast_vae = False  # keep the VAE in float32 when the network runs in float16 and the VAE asks (force_upcast)
 
@@ -142,6 +143,14 @@ class DiffusersModel(Backbone):
 
     def scheduler_config(self) -> dict:
         return dict(self._scheduler_config)
+
+    def prompt_encoder(self, **config):
+        """The family's diffusers pipeline on the loaded components (the same modules: no copy of the weights),
+        for its ``encode_prompt``."""
+        import diffusers
+
+        modules = {name: getattr(self, name) for name in self.components}
+        return getattr(diffusers, self.pipeline)(**modules, scheduler=None, **config)
 
     @property
     def vae_scale_factor(self) -> int:

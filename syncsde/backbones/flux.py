@@ -51,6 +51,7 @@ class Flux(FlowMatchingBackbone):
 
     family = "flux"
     components = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+    pipeline = "FluxPipeline"
     cuda_dtype = torch.bfloat16
     guidance_distilled = True
 
@@ -70,23 +71,10 @@ class Flux(FlowMatchingBackbone):
         self.sample_size = (size if isinstance(size, int) else size[0]) // self.scale_factor
         self.max_sequence_length = max_sequence_length
 
-    def _pipeline(self):
-        from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
-
-        return FluxPipeline(
-            scheduler=FlowMatchEulerDiscreteScheduler.from_config(self._scheduler_config),
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-            text_encoder_2=self.text_encoder_2,
-            tokenizer_2=self.tokenizer_2,
-            transformer=self.transformer,
-        )
-
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> dict[str, Tensor]:
         """{"prompt_embeds": (M, max_sequence_length, 4096), "pooled_prompt_embeds": (M, 768)} for Flux.1."""
-        embeds, pooled, _ = self._pipeline().encode_prompt(
+        embeds, pooled, _ = self.prompt_encoder().encode_prompt(
             prompt=list(prompts),
             prompt_2=None,
             device=self.transformer.device,

@@ -36,6 +36,7 @@ class StableDiffusion3(FlowMatchingBackbone):
         "text_encoder_3",
         "tokenizer_3",
     )
+    pipeline = "StableDiffusion3Pipeline"
 
     def __init__(
         self,
@@ -49,25 +50,10 @@ class StableDiffusion3(FlowMatchingBackbone):
         self.scale_factor = self.vae_scale_factor
         self.max_sequence_length = max_sequence_length
 
-    def _pipeline(self):
-        from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
-
-        return StableDiffusion3Pipeline(
-            transformer=self.transformer,
-            scheduler=FlowMatchEulerDiscreteScheduler.from_config(self._scheduler_config),
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-            text_encoder_2=self.text_encoder_2,
-            tokenizer_2=self.tokenizer_2,
-            text_encoder_3=self.text_encoder_3,
-            tokenizer_3=self.tokenizer_3,
-        )
-
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> dict[str, Tensor]:
         """{"prompt_embeds": (M, 77 + max_sequence_length, 4096), "pooled_prompt_embeds": (M, 2048)} for SD3."""
-        embeds, _, pooled, _ = self._pipeline().encode_prompt(
+        embeds, _, pooled, _ = self.prompt_encoder().encode_prompt(
             prompt=list(prompts),
             prompt_2=None,
             prompt_3=None,

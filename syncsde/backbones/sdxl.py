@@ -34,6 +34,7 @@ class StableDiffusionXL(DiffusersBackbone):
 
     family = "sdxl"
     components = ("unet", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+    pipeline = "StableDiffusionXLPipeline"
     upcast_vae = True
 
     def __init__(self, model: str = "stabilityai/stable-diffusion-xl-base-1.0", dtype: str = "auto"):
@@ -46,25 +47,13 @@ class StableDiffusionXL(DiffusersBackbone):
             raise InputError(f"'{model}': its UNet expects {expected} added-embedding inputs, not SDXL base's six ids")
         self.force_zeros_for_empty_prompt = self.pipeline_config.get("force_zeros_for_empty_prompt", True)
 
-    def _pipeline(self):
-        from diffusers import StableDiffusionXLPipeline
-
-        return StableDiffusionXLPipeline(
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            text_encoder_2=self.text_encoder_2,
-            tokenizer=self.tokenizer,
-            tokenizer_2=self.tokenizer_2,
-            unet=self.unet,
-            scheduler=None,
-            force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt,
-            add_watermarker=False,
-        )
-
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> dict[str, Tensor]:
         """{"prompt_embeds": (M, 77, 2048), "pooled_prompt_embeds": (M, 1280)} for SDXL base."""
-        embeds, _, pooled, _ = self._pipeline().encode_prompt(
+        encoder = self.prompt_encoder(
+            force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt, add_watermarker=False
+        )
+        embeds, _, pooled, _ = encoder.encode_prompt(
             list(prompts), device=self.unet.device, do_classifier_free_guidance=False
         )
         if self.force_zeros_for_empty_prompt:
