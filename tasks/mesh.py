@@ -183,10 +183,8 @@ class MeshTexturing(SyncTask):
         finally:
             remove()
 
-    def schedule(self) -> Schedule:
-        return Schedule.from_config(
-            self.backbone.scheduler_config(), self.num_inference_steps, self.sampler, self.eta, T=self.T
-        )
+    def schedule(self, shape=None) -> Schedule:
+        return self.backbone.schedule(self.num_inference_steps, self.sampler, self.eta, T=self.T, shape=shape)
 
     def geometry(self, record) -> Geometry:
         latent = self.view_size // self.backbone.scale_factor
