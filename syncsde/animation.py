@@ -1,4 +1,4 @@
-"""Animations of a view transformation (ambiguous images): frames from an image to its view."""
+"""Animations of ambiguous images: frames that turn each reading into the next under the views."""
 
 from __future__ import annotations
 
@@ -8,19 +8,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from syncsde.views import Rotate, View
+from syncsde.views import Identity, Rotate, View
 
 
-def view_animation(image: Tensor, view: View, frames: int = 24, hold: int = 8) -> list[Tensor]:
-    """Frames (3, H, W) from ``image`` to ``view.view(image)``, held, and back. Rotations turn continuously;
-    every other view (a permutation) moves each pixel along a straight line from its source to its target."""
-    steps = [i / (frames - 1) for i in range(frames)]
-    if isinstance(view, Rotate):
-        path = [_rotate(image, view.k * math.pi / 2 * a) for a in steps]
-    else:
-        path = _pixel_paths(image, view, steps)
-    path[-1] = view.view(image)
-    return path + [path[-1]] * hold + path[::-1] + [path[0]] * hold
+def readings_animation(readings: list[Tensor], views: list[View], frames: int = 24, hold: int = 8) -> list[Tensor]:
+    """Frames (3, H, W): reading i turns into reading i+1 under V_{i+1} ∘ V_i⁻¹ in ``frames`` frames and is held
+    ``hold`` frames, the last reading turning back into the first. Rotations turn continuously; any other view
+    moves each pixel along a straight line from its source to its target, and a negating view fades its colour
+    to the negative (1 − x) on the way."""
+    out = []
+    for i, (image, view) in enumerate(zip(readings, views)):
+        j = (i + 1) % len(views)
+        steps = [a / (frames - 1) for a in range(frames)] if frames > 1 else [1.0]
+        if all(isinstance(v, (Identity, Rotate)) for v in (view, views[j])):
+            turns = getattr(views[j], "k", 0) - getattr(view, "k", 0)
+            path = [_rotate(image, turns * math.pi / 2 * a) for a in steps]
+        else:
+            path = _pixel_paths(image, lambda t, a=view, b=views[j]: b.view(a.inverse_view(t)), steps)
+        path[0], path[-1] = image, readings[j]
+        out += path + [readings[j]] * hold
+    return out
 
 
 def _rotate(image: Tensor, angle: float) -> Tensor:
@@ -31,17 +38,22 @@ def _rotate(image: Tensor, angle: float) -> Tensor:
     return F.grid_sample(image[None], grid, mode="nearest", align_corners=False)[0]
 
 
-def _pixel_paths(image: Tensor, view: View, steps: list[float]) -> list[Tensor]:
+def _pixel_paths(image: Tensor, transform, steps: list[float]) -> list[Tensor]:
+    """``transform`` maps one reading to the next; applied to 1-based pixel indices it gives each target pixel's
+    source (and, by the sign, whether the colour is negated)."""
     C, H, W = image.shape
-    src = view.view(torch.arange(H * W, dtype=torch.float64, device=image.device).view(1, H, W))[0].long().flatten()
+    index = torch.arange(1, H * W + 1, dtype=torch.float64, device=image.device).view(1, H, W)
+    moved = transform(index)[0].flatten()
+    src, negated = moved.abs().long() - 1, moved < 0
     dst = torch.arange(H * W, device=image.device)
     sy, sx, dy, dx = src // W, src % W, dst // W, dst % W
     colours = image.flatten(1)[:, src]
+    target = torch.where(negated, 1 - colours, colours)
     out = []
     for a in steps:
         y = ((1 - a) * sy + a * dy).round().long().clamp(0, H - 1)
         x = ((1 - a) * sx + a * dx).round().long().clamp(0, W - 1)
         frame = torch.zeros_like(image).flatten(1)
-        frame[:, y * W + x] = colours
+        frame[:, y * W + x] = (1 - a) * colours + a * target
         out.append(frame.view(C, H, W))
     return out

@@ -64,6 +64,11 @@ class Canonical:
     def aggregate(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def aggregate_variance(self, v: Tensor) -> Tensor:
+        """g of a learned-variance output (Visual Anagrams' variance rule): as ``aggregate``, unless a map changes
+        values as well as positions (the negate view, BASELINES.md §3.1)."""
+        return self.aggregate(v)
+
     def forward_onto(self, z: Tensor, x: Tensor) -> Tensor:
         """f_i(z) where it covers instance i, x^i's own values elsewhere ("bg" compositing); = forward for maps that
         cover every instance element (crops, views)."""

@@ -182,13 +182,34 @@ class MaskPromptDataModule(RecordDataModule):
 
 
 class PromptPairDataModule(RecordDataModule):
-    """Two prompts per sample, ``{"prompt", "prompt2"}`` (ambiguous images: the image reads as ``prompt``, and as
-    ``prompt2`` once transformed by the view).
+    """Prompts of ambiguous images, one per view: ``{"prompt", "prompt2"}`` (the image reads as ``prompt``, and as
+    ``prompt2`` once transformed by the task's view), or ``{"prompts": [p1, p2, ...], "views": [v1, v2, ...]}``
+    (N readings; ``views`` optional, default the task's, ``.npy`` permutation paths relative to ``base_dir`` or the
+    JSONL file's folder). The sidecar's prompt of a ``prompts`` record is the prompts joined by " | ".
 
-    Args: records, records_file (JSONL), samples_per_record, seed, batch_size.
+    Args: records, records_file (JSONL), samples_per_record, seed, batch_size, base_dir.
     """
 
-    required = ("prompt", "prompt2")
+    def records(self):
+        out = super().records()
+        base = self.base_dir or (Path(self.records_file).parent if self.records_file else None)
+        for n, rec in enumerate(out):
+            if "prompts" in rec:
+                prompts = rec["prompts"]
+                if not isinstance(prompts, list) or len(prompts) < 2 or not all(isinstance(p, str) for p in prompts):
+                    raise InputError(f"record {n}: prompts must be a list of at least two strings, one per view")
+                rec.setdefault("prompt", " | ".join(prompts))
+            elif not {"prompt", "prompt2"} <= set(rec):
+                raise InputError(f"record {n} needs prompt and prompt2, or a list of prompts (one per view)")
+            if "views" in rec:
+                count = len(rec.get("prompts", (0, 0)))
+                if not isinstance(rec["views"], list) or len(rec["views"]) != count:
+                    raise InputError(f"record {n}: views must be a list with one view per prompt ({count})")
+                rec["views"] = [
+                    str(Path(base) / v) if base is not None and v.endswith(".npy") and not Path(v).is_absolute() else v
+                    for v in rec["views"]
+                ]
+        return out
 
 
 class ImageEditDataModule(RecordDataModule):

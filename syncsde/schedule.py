@@ -2,8 +2,38 @@
 
 Every function here is a formula of SYNCSDE.md §2–§4 and BASELINES.md §0, written over tensors, with
 ᾱ values given explicitly: no scheduler state, no framework. ``Schedule`` only gathers, for each inference
-step k, the timestep t_k, ᾱ_t, ᾱ_prev and the step rule (DDIM with η, or the DDPM posterior), taken from a
-diffusers scheduler config so that the numbers are exactly the ones diffusers would use.
+step k, the timestep t_k, ᾱ_t, ᾱ_prev and the step rule (DDIM with η, the DDPM posterior, or the flow-matching
+Euler step), taken from a diffusers scheduler config so that the numbers are exactly the ones diffusers would use.
+
+**Flow matching in variance-preserving coordinates.** Flow-matching models (SD3, Flux) are trained on
+x_σ = (1−σ)·x₀ + σ·ε and predict the velocity v = ε − x₀; FlowMatchEulerDiscreteScheduler steps
+x_{σ'} = x_σ + (σ'−σ)·v. With r(σ) = √((1−σ)² + σ²) the rescaled state x = x_σ/r is a variance-preserving
+state x = α·x₀ + s·ε with α = (1−σ)/r, s = σ/r, α² + s² = 1, i.e. ᾱ = (1−σ)²/r². From v, x̂₀ = x_σ − σ·v and
+ε̂ = x_σ + (1−σ)·v, and the Euler step is exactly DDIM with η = 0 in these coordinates:
+
+    x_σ + (σ'−σ)·v = (1−σ')·x̂₀ + σ'·ε̂ = r'·(α'·x̂₀ + s'·ε̂).
+
+So a flow schedule is a list of ordinary steps whose ᾱ_t, ᾱ_prev are these VP equivalents (t = the diffusers
+timestep 1000·σ, T = the largest t), and the backbone converts coordinates at the network call (x_σ = r·x in,
+v out). The sampler state stays x, and every strategy runs unchanged. The one difference: at σ = 1 (the first
+step, ᾱ_t = 0) ε̂ = x_σ carries no information, so flow steps read the network's v directly (``Step.x0``:
+x̂₀ = r·x − σ·v) and write their update from (x_t, x̂₀) alone.
+
+**SyncSDE for flow matching** (SYNCSDE.md §3–§4 in these coordinates). The coupling likelihood
+p(x^j | x^i) ∝ exp(−‖√W ⊙ (x^i − f(x^j))‖² / (2 λ_t s²)) is the same in either coordinate system (the residual
+and the noise scale both carry the factor r), so 1/λ keeps its meaning, and the DDIM correction
+x' = x̃' − c_t·W ⊙ (x^i − f(x^j)), c_t = γ_t (1/λ)(t/T), γ_t from the VP-equivalent ᾱ, reads in flow coordinates
+(multiply by r', f linear):
+
+    x_{σ'}^i = x_σ^i + (σ'−σ)·v^i − (r'/r)·c_t·W ⊙ (x_σ^i − f(x_σ^j)),
+    (r'/r)·γ_t = (σ−σ')/(σ(1−σ)),  t/T = σ   ⇒   (r'/r)·c_t = (1/λ)·(σ−σ')/(1−σ).
+
+The same follows from adding the coupling score Δs = −W ⊙ (x^i − f(x^j))/(λ_t σ²) to the flow model's score
+−ε̂/σ: since v = (ε̂ − x_σ)/(1−σ), v moves by −σ·Δs/(1−σ), and the Euler step by (σ'−σ) times that. The
+pull per step is the step length relative to the remaining signal 1−σ; at σ = 1 it is infinite (the score there
+says nothing about x₀), so the correction starts at the first step with ᾱ_t > 0 (``Step.gamma`` is 0 where
+ᾱ_t = 0). Flow schedules also spend several steps at SNRs below SD's ᾱ_T, where c_t is large: pick 1/λ so
+that c_t stays below 1 (README, "Backbones").
 """
 
 from __future__ import annotations
@@ -14,7 +44,28 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Prediction = Literal["epsilon", "sample", "v_prediction"]
+from syncsde.errors import InputError
+
+Prediction = Literal["epsilon", "sample", "v_prediction", "flow"]
+
+# scheduler classes whose configs describe a discrete β schedule (ᾱ_t = alphas_cumprod[t]): syncsde samples them with
+# DDIM or DDPM built from the same config, as the paper replaces SD's PNDM by DDIM
+VP_SCHEDULERS = (
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "PNDMScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "LMSDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
+    "DEISMultistepScheduler",
+    "UniPCMultistepScheduler",
+)
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
 
 # Stable Diffusion's noise schedule with its DDIM settings (leading spacing, offset 1, ᾱ_final = ᾱ_0)
 SD_SCHEDULER = dict(
@@ -57,6 +108,26 @@ def to_epsilon(output: Tensor, x_t: Tensor, abar_t: float | Tensor, prediction: 
     if prediction == "v_prediction":
         return eps_from_v(x_t, output, abar_t)
     raise ValueError(f"unknown prediction type {prediction!r}: use 'epsilon', 'sample' or 'v_prediction'")
+
+
+def flow_abar(sigma: float | Tensor) -> Tensor:
+    """The VP-equivalent ᾱ of flow-matching noise level σ: (1−σ)²/((1−σ)² + σ²) (module docstring)."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    return (1 - sigma) ** 2 / ((1 - sigma) ** 2 + sigma**2)
+
+
+def flow_sigma(abar: float | Tensor) -> tuple[Tensor, Tensor]:
+    """(σ, r) of the flow state x_σ = r·x for a VP-equivalent ᾱ: σ = s/(α+s), r = 1/(α+s) (inverse of
+    :func:`flow_abar`)."""
+    a, s = _sqrt(abar), _sqrt(1 - torch.as_tensor(abar, dtype=torch.float64))
+    return s / (a + s), 1 / (a + s)
+
+
+def flow_state(x: Tensor, t: Tensor, num_train_timesteps: int) -> tuple[Tensor, Tensor]:
+    """The flow-matching network's input x_σ = r(σ)·x for VP states x (M, ...) at timesteps t = N_train·σ (M,),
+    r = √((1−σ)² + σ²), computed in float32 and returned in x's dtype, with σ (M, 1, ...) in float32."""
+    sigma = (t.float() / num_train_timesteps).view(-1, *[1] * (x.ndim - 1))
+    return (x.float() * ((1 - sigma) ** 2 + sigma**2).sqrt()).to(x.dtype), sigma
 
 
 def ddim_sigma(abar_t: float | Tensor, abar_prev: float | Tensor, eta: float) -> Tensor:
@@ -127,15 +198,20 @@ def inv_lambda_schedule(inv_lambda: float, t: int | float, T: int | float) -> fl
 
 @dataclass(frozen=True)
 class Step:
-    """One inference step: timestep ``t`` → ``t_prev`` with ᾱ values and the sampler rule."""
+    """One inference step: timestep ``t`` → ``t_prev`` with ᾱ values and the sampler rule.
+
+    ``kind`` "flow" is the flow-matching Euler step in VP coordinates (module docstring): ``t`` is the diffusers
+    timestep 1000·σ (a float), ᾱ values are the VP equivalents, and the network output the strategies pass as
+    ``eps`` is the velocity v.
+    """
 
     index: int
-    t: int
-    t_prev: int
+    t: int | float
+    t_prev: int | float
     abar_t: float
     abar_prev: float
-    T: int
-    kind: Literal["ddim", "ddpm"] = "ddim"
+    T: int | float
+    kind: Literal["ddim", "ddpm", "flow"] = "ddim"
     eta: float = 0.0
 
     clip_sample: float | None = None
@@ -148,7 +224,9 @@ class Step:
 
     @property
     def gamma(self) -> float:
-        return float(gamma(self.abar_t, self.abar_prev))
+        """γ_t of SYNCSDE.md §3; 0 where ᾱ_t = 0 (a flow schedule's σ = 1), where it is infinite and the
+        coupling has no finite form (module docstring)."""
+        return float(gamma(self.abar_t, self.abar_prev)) if self.abar_t > 0 else 0.0
 
     @property
     def stochastic(self) -> bool:
@@ -156,7 +234,11 @@ class Step:
 
     def x0(self, x_t: Tensor, eps: Tensor) -> Tensor:
         """Tweedie x̂₀, then — as diffusers does when the scheduler config asks — dynamic thresholding per image
-        (the last three dims), or else clipping to ±``clip_sample`` (DeepFloyd IF uses these; SD neither)."""
+        (the last three dims), or else clipping to ±``clip_sample`` (DeepFloyd IF uses these; SD neither).
+        Flow steps: x̂₀ = x_σ − σ·v with x_σ = r·x_t, ``eps`` being the velocity v."""
+        if self.kind == "flow":
+            sigma, r = flow_sigma(self.abar_t)
+            return r.to(x_t) * x_t - sigma.to(x_t) * eps
         x0 = tweedie_x0(x_t, eps, self.abar_t)
         if self.threshold is not None:
             return dynamic_threshold(x0, *self.threshold)
@@ -166,7 +248,11 @@ class Step:
         self, x_t: Tensor, x0: Tensor, eps: Tensor, noise: Tensor | None = None, variance: Tensor | None = None
     ) -> Tensor:
         """The plain (uncoupled) update U(x_t, x̂₀, ε) of this step. ``variance``: the network's learned-range
-        variance channels (DDPM only; otherwise the fixed posterior variance β̃_t is used)."""
+        variance channels (DDPM only; otherwise the fixed posterior variance β̃_t is used). Flow steps: the Euler
+        step = DDIM (η = 0) written from (x_t, x̂₀) alone, ε = (x_t − α_t x̂₀)/σ_t (``eps`` is not read: it is the
+        velocity when it comes from the network)."""
+        if self.kind == "flow":
+            return ddim_step(x0, eps_from_x0(x_t, x0, self.abar_t), self.abar_prev)
         if self.kind == "ddim":
             return ddim_step(x0, eps, self.abar_prev, ddim_sigma(self.abar_t, self.abar_prev, self.eta), noise)
         mean, var = ddpm_posterior(x_t, x0, self.abar_t, self.abar_prev)
@@ -189,6 +275,10 @@ class Schedule:
     ``T`` is the largest inference timestep (981 for SD with 50 leading steps) unless ``T`` is given (the mesh
     task's official quirk T = 1000, SYNCSDE.md §8). t' = t − N_train//S as in diffusers; past t' < 0, ᾱ_prev is
     ``final_alpha_cumprod`` (DDIM, ᾱ_0 for SD) or 1 (DDPM).
+
+    A ``FlowMatchEulerDiscreteScheduler`` config gives flow steps (module docstring): σ_k are diffusers' own
+    (``set_timesteps`` with the ``sigmas``/``mu`` the backbone passes as ``timestep_options``, shift included),
+    t_k = 1000·σ_k, T = t_0, and the last step ends at σ = 0.
     """
 
     steps: tuple[Step, ...]
@@ -201,20 +291,46 @@ class Schedule:
         num_inference_steps: int,
         kind: Literal["ddim", "ddpm"] = "ddim",
         eta: float = 0.0,
-        T: int | None = None,
+        T: int | float | None = None,
+        model: str = "the model",
+        **timestep_options,
     ) -> "Schedule":
-        from diffusers import DDIMScheduler, DDPMScheduler
-
+        """``model`` names the checkpoint in error messages; ``timestep_options`` (``sigmas``, ``mu``) go to a
+        flow scheduler's ``set_timesteps``. Scheduler classes and prediction types syncsde cannot sample exactly are
+        refused with an :class:`~syncsde.errors.InputError`."""
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
-        sched_cls = DDIMScheduler if kind == "ddim" else DDPMScheduler
+        name = config.get("_class_name")
         config = {k: v for k, v in dict(config).items() if not k.startswith("_")}
-        sched = sched_cls.from_config(config)
+        if name in FLOW_SCHEDULERS:
+            return cls._flow(config, num_inference_steps, kind, eta, T, model, timestep_options)
+        if name is not None and name not in VP_SCHEDULERS:
+            raise InputError(
+                f"{model}: scheduler {name} is not supported; syncsde samples β-schedule models "
+                f"({', '.join(VP_SCHEDULERS[:3])}, ...) with DDIM/DDPM and FlowMatchEulerDiscreteScheduler models "
+                "with the Euler step"
+            )
+        prediction = config.get("prediction_type", "epsilon")
+        if prediction not in ("epsilon", "v_prediction", "sample"):
+            raise InputError(
+                f"{model}: prediction type '{prediction}' is not supported; use a model predicting "
+                "epsilon, v_prediction or sample"
+            )
+        if timestep_options:
+            raise ValueError(f"timestep options {sorted(timestep_options)} apply to flow-matching schedules only")
+        from diffusers import DDIMScheduler, DDPMScheduler
+
+        sched = (DDIMScheduler if kind == "ddim" else DDPMScheduler).from_config(config)
         sched.set_timesteps(num_inference_steps)
         ac = sched.alphas_cumprod.to(torch.float64)
         final = float(getattr(sched, "final_alpha_cumprod", torch.tensor(1.0))) if kind == "ddim" else 1.0
         n_train = sched.config.num_train_timesteps
         ts = [int(t) for t in sched.timesteps]
+        if float(ac[max(ts)]) <= 0:
+            raise InputError(
+                f"{model}: ᾱ = 0 at t = {max(ts)} (zero terminal SNR): x̂₀ is undefined there; "
+                "use timestep_spacing 'leading' or a model without rescale_betas_zero_snr"
+            )
         T_ = int(T) if T is not None else max(ts)
         clip = float(sched.config.clip_sample_range) if sched.config.get("clip_sample", False) else None
         thr = None
@@ -225,7 +341,30 @@ class Schedule:
             tp = t - n_train // num_inference_steps
             abar_prev = float(ac[tp]) if tp >= 0 else final
             steps.append(Step(k, t, tp, float(ac[t]), abar_prev, T_, kind, eta, clip, thr))
-        return cls(tuple(steps), sched.config.prediction_type)
+        return cls(tuple(steps), prediction)
+
+    @classmethod
+    def _flow(cls, config, num_inference_steps, kind, eta, T, model, options) -> "Schedule":
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        if kind != "ddim" or eta != 0:
+            raise InputError(
+                f"{model} is a flow-matching model: it samples with the Euler step (sampler ddim, eta 0), "
+                f"not sampler '{kind}' with eta {eta}"
+            )
+        for option in ("stochastic_sampling", "invert_sigmas"):
+            if config.get(option):
+                raise InputError(f"{model}: FlowMatchEulerDiscreteScheduler with {option} is not supported")
+        sched = FlowMatchEulerDiscreteScheduler.from_config(config)
+        sched.set_timesteps(num_inference_steps, **options)
+        sigmas = [float(x) for x in sched.sigmas]
+        ts = [float(t) for t in sched.timesteps] + [0.0]
+        T_ = float(T) if T is not None else max(ts)
+        steps = tuple(
+            Step(k, ts[k], ts[k + 1], float(flow_abar(sigmas[k])), float(flow_abar(sigmas[k + 1])), T_, "flow")
+            for k in range(len(sigmas) - 1)
+        )
+        return cls(steps, "flow")
 
     def __len__(self) -> int:
         return len(self.steps)

@@ -15,8 +15,9 @@ import torch
 from lightning import LightningModule
 from torch import Tensor
 
-from syncsde.backbones.base import Backbone, guided_eps
+from syncsde.backbones.base import Backbone, Conditioning, guided_eps, take_rows
 from syncsde.coupling import SyncProblem
+from syncsde.errors import InputError
 from syncsde.sampler import sample, sample_generator
 from syncsde.schedule import Schedule
 from syncsde.strategies.base import Strategy
@@ -71,6 +72,16 @@ class SyncTask(LightningModule):
         progress: bool = True,
     ):
         super().__init__()
+        if backbone.tasks is not None and self.task_name not in backbone.tasks:
+            raise InputError(
+                f"{backbone.name} ({type(backbone).__name__}) runs the tasks {', '.join(backbone.tasks)}; "
+                f"the {self.task_name} task is not supported on it (README, Backbones)"
+            )
+        if backbone.guidance_distilled and negative_prompt:
+            raise InputError(
+                f"{backbone.name} is guidance-distilled (no unconditional branch): it takes no negative prompt; "
+                'set negative_prompt to ""'
+            )
         self.backbone = backbone
         self.strategy = strategy
         self.num_inference_steps = num_inference_steps
@@ -113,25 +124,28 @@ class SyncTask(LightningModule):
         """The backbone's native output size in pixels (512 for SD-2-base, 64 for IF stage I)."""
         return self.backbone.sample_size * self.backbone.scale_factor
 
-    def schedule(self) -> Schedule:
-        return Schedule.from_config(self.backbone.scheduler_config(), self.num_inference_steps, self.sampler, self.eta)
+    def schedule(self, shape: Sequence[int] | None = None) -> Schedule:
+        """The inference schedule for trajectories of working-space ``shape`` (C, h, w)."""
+        return self.backbone.schedule(self.num_inference_steps, self.sampler, self.eta, shape=shape)
 
     def on_predict_start(self) -> None:
         if hasattr(self.backbone, "adapt_dtype"):
             self.backbone.adapt_dtype(self.device)
 
-    def conditioning(self, batch: Sequence[dict]) -> tuple[Tensor, Tensor | None]:
-        """Text conditioning for all B·N trajectories (each distinct prompt encoded once)."""
+    def conditioning(self, batch: Sequence[dict]) -> tuple[Conditioning, Conditioning | None]:
+        """Text conditioning for all B·N trajectories (each distinct prompt encoded once); the unconditional rows only
+        when classifier-free guidance runs (w ≠ 1 and a backbone without embedded guidance)."""
         pairs = [
             p if isinstance(p, tuple) else (p, self.negative_prompt)
             for sample_prompts in self.trajectory_prompts(batch)
             for p in sample_prompts
         ]
-        unique = sorted({text for pair in pairs for text in pair})
+        guided = self.guidance_scale != 1.0 and not self.backbone.guidance_distilled
+        unique = sorted({text for pair in pairs for text in (pair if guided else pair[:1])})
         emb = self.backbone.encode_prompts(unique)
         pos = {p: i for i, p in enumerate(unique)}
-        cond = emb[[pos[p] for p, _ in pairs]]
-        uncond = emb[[pos[n] for _, n in pairs]] if self.guidance_scale != 1.0 else None
+        cond = take_rows(emb, [pos[p] for p, _ in pairs])
+        uncond = take_rows(emb, [pos[n] for _, n in pairs]) if guided else None
         return cond, uncond
 
     @torch.no_grad()
@@ -155,7 +169,7 @@ class SyncTask(LightningModule):
             eps = guided_eps(self.backbone, x.flatten(0, 1), step, cond, uncond, self.guidance_scale, self.max_batch)
             return eps.view(*x.shape[:2], *eps.shape[1:])
 
-        return sample(denoise, x_T, self.schedule(), self.strategy, problem, generators, self.progress)
+        return sample(denoise, x_T, self.schedule(x_T.shape[2:]), self.strategy, problem, generators, self.progress)
 
     @torch.no_grad()
     def run(self, batch: Sequence[dict], x_T: Tensor | None = None) -> list[SampleOutput]:

@@ -1,5 +1,6 @@
 """Tiny random-weight pipelines for tests and benchmarks, saved to disk and loaded back through syncsde's real
-loading code."""
+loading code: Stable Diffusion, DeepFloyd IF, SDXL (+ ControlNet), SD3 and Flux, each built from diffusers' and
+transformers' own classes with the real models' structure at toy widths (64 px native size)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ def byte_level_clip_tokenizer(model_max_length: int = 77):
     return tok
 
 
-def tiny_text_encoder(vocab_size: int = 514, hidden: int = 32, max_pos: int = 77):
-    from transformers import CLIPTextConfig, CLIPTextModel
+def tiny_text_encoder(vocab_size: int = 514, hidden: int = 32, max_pos: int = 77, projection_dim: int | None = None):
+    """A tiny CLIP text encoder; with ``projection_dim``, a ``CLIPTextModelWithProjection`` (SDXL's and SD3's
+    second encoder, whose projected pooled output conditions the network)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     cfg = CLIPTextConfig(
         vocab_size=vocab_size,
@@ -35,8 +38,9 @@ def tiny_text_encoder(vocab_size: int = 514, hidden: int = 32, max_pos: int = 77
         bos_token_id=512,
         eos_token_id=513,
         pad_token_id=513,
+        projection_dim=projection_dim or hidden,
     )
-    return CLIPTextModel(cfg).eval()
+    return (CLIPTextModel if projection_dim is None else CLIPTextModelWithProjection)(cfg).eval()
 
 
 def tiny_unet(in_channels: int = 4, sample_size: int = 8, cross: int = 32, out_channels: int | None = None, **extra):
@@ -57,18 +61,20 @@ def tiny_unet(in_channels: int = 4, sample_size: int = 8, cross: int = 32, out_c
     ).eval()
 
 
-def tiny_vae():
+def tiny_vae(latent_channels: int = 4, **config):
+    """A tiny AutoencoderKL with scale factor 8; ``config``: scaling_factor, shift_factor, sample_size, ..."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        latent_channels=4,
+        latent_channels=latent_channels,
         block_out_channels=(4, 4, 4, 4),
         layers_per_block=1,
         norm_num_groups=2,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
+        **config,
     ).eval()
 
 
@@ -94,7 +100,10 @@ def save_tiny_sd(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
     return path
 
 
-def tiny_t5(vocab_words=("a", "cat", "dog", "horse", "village", "oil", "painting", "of", "an", "snowy", "mountain")):
+def tiny_t5(
+    vocab_words=("a", "cat", "dog", "horse", "village", "oil", "painting", "of", "an", "snowy", "mountain"),
+    d_model: int = 32,
+):
     """A T5 tokenizer built without files (unigram pieces: words and single characters) and a tiny T5 encoder."""
     import string
 
@@ -104,7 +113,13 @@ def tiny_t5(vocab_words=("a", "cat", "dog", "horse", "village", "oil", "painting
     pieces += [(c, -5.0) for c in string.ascii_lowercase + string.digits + ",.'"] + [("\u2581", -3.0)]
     tok = T5Tokenizer(vocab=pieces, extra_ids=0)
     cfg = T5Config(
-        vocab_size=len(pieces), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, relative_attention_num_buckets=8
+        vocab_size=len(pieces),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
     )
     return tok, T5EncoderModel(cfg).eval()
 
@@ -206,10 +221,124 @@ def save_tiny_blip(path: Path, seed: int = 0) -> Path:
 
 
 def save_tiny_controlnet(path: Path, sd_folder: Path) -> Path:
-    """A tiny random depth ControlNet matching the tiny SD UNet saved in ``sd_folder``."""
+    """A tiny random depth ControlNet matching the tiny UNet saved in ``sd_folder`` (SD or SDXL)."""
     from diffusers import ControlNetModel, UNet2DConditionModel
 
     torch.manual_seed(1)
     unet = UNet2DConditionModel.from_pretrained(sd_folder, subfolder="unet")
     ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 8)).save_pretrained(path)
+    return path
+
+
+def save_tiny_sdxl(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
+    """A tiny SDXL base: two CLIP encoders (the second with projection), a "text_time" UNet whose last up-block has
+    no attention (as SDXL's), the fp16-unsafe VAE flag, EulerDiscreteScheduler on SD's β schedule."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        attention_head_dim=(2, 4),
+        transformer_layers_per_block=(1, 2),
+        use_linear_projection=True,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64,  # the two encoders' hidden states, concatenated
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids + the pooled projection
+    ).eval()
+    sd = {k: SD_SCHEDULER[k] for k in ("beta_start", "beta_end", "beta_schedule", "steps_offset", "prediction_type")}
+    StableDiffusionXLPipeline(
+        unet=unet,
+        vae=tiny_vae(scaling_factor=0.13025, force_upcast=True),
+        text_encoder=tiny_text_encoder(),
+        tokenizer=byte_level_clip_tokenizer(),
+        text_encoder_2=tiny_text_encoder(projection_dim=32),
+        tokenizer_2=byte_level_clip_tokenizer(),
+        scheduler=EulerDiscreteScheduler(**sd, timestep_spacing="leading"),
+        add_watermarker=False,
+    ).save_pretrained(path)
+    return path
+
+
+def save_tiny_sd3(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
+    """A tiny SD3: CLIP-L- and CLIP-G-like encoders with projection, a T5 encoder, an MMDiT with 2×2 patches on a
+    16-channel VAE (SD3's scaling and shift factors), FlowMatchEulerDiscreteScheduler with shift 3."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(seed)
+    tok3, t5 = tiny_t5(d_model=64)
+    transformer = SD3Transformer2DModel(
+        sample_size=sample_size,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=64,
+        caption_projection_dim=32,
+        pooled_projection_dim=64,
+        pos_embed_max_size=16,
+    ).eval()
+    StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=tiny_vae(16, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False),
+        text_encoder=tiny_text_encoder(projection_dim=32),
+        tokenizer=byte_level_clip_tokenizer(),
+        text_encoder_2=tiny_text_encoder(projection_dim=32),
+        tokenizer_2=byte_level_clip_tokenizer(),
+        text_encoder_3=t5,
+        tokenizer_3=tok3,
+    ).save_pretrained(path)
+    return path
+
+
+def save_tiny_flux(path: Path, seed: int = 0, size: int = 64) -> Path:
+    """A tiny Flux.1-dev: CLIP (pooled) and T5 encoders, a guidance-embedding transformer on 2×2-packed tokens of a
+    16-channel VAE (Flux's factors; native size ``size`` px as its ``sample_size``), FlowMatchEulerDiscreteScheduler
+    with dynamic shifting."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    tok2, t5 = tiny_t5()
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 4, 8),
+    ).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256
+    )
+    vae = tiny_vae(
+        16,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        sample_size=size,
+    )
+    FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=tiny_text_encoder(),
+        tokenizer=byte_level_clip_tokenizer(),
+        text_encoder_2=t5,
+        tokenizer_2=tok2,
+        transformer=transformer,
+    ).save_pretrained(path)
     return path

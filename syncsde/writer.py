@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from syncsde.data import sample_name
-from syncsde.io import atomic_write, save_gif, save_json, save_npy, save_png
+from syncsde.io import atomic_write, save_gif, save_json, save_mp4, save_npy, save_png, video_available
 
 
 class SampleWriter(BasePredictionWriter):
-    """Writes ``<id>.png``, ``<id>_<extra>.png`` and, last, ``<id>.json`` (its presence marks a finished sample);
-    at the end, rank 0 writes ``manifest.json`` listing every sample in the folder."""
+    """Writes ``<id>.png``, ``<id>_<extra>.png``, each animation as ``<id>_<name>.gif`` and — with the ``video``
+    extra installed — also ``<id>_<name>.mp4``, and, last, ``<id>.json`` (its presence marks a finished sample);
+    at the end, rank 0 writes ``manifest.json`` listing every sample in the folder. Animations play at the sample's
+    ``fps`` (its sidecar's, e.g. motion at 20) or 12.5 frames per second."""
 
     def __init__(self, output_dir: str | Path):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
+        self.video = video_available()
+        self._told = False
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         for out in prediction:
@@ -30,9 +35,19 @@ class SampleWriter(BasePredictionWriter):
         for key, img in out.extras.items():
             files[key] = f"{name}_{key}.png"
             save_png(self.output_dir / files[key], img)
+        fps = float(out.meta.get("fps", 12.5))
         for key, frames in out.animations.items():
             files[key] = f"{name}_{key}.gif"
-            save_gif(self.output_dir / files[key], frames)
+            save_gif(self.output_dir / files[key], frames, round(1000 / fps))
+            if self.video:
+                files[f"{key}_mp4"] = f"{name}_{key}.mp4"
+                save_mp4(self.output_dir / files[f"{key}_mp4"], frames, fps)
+            elif not self._told:
+                warnings.warn(
+                    "animations are written as GIF only; MP4 needs the video extra: pip install syncsde[video]",
+                    stacklevel=2,
+                )
+                self._told = True
         for key, array in out.arrays.items():
             files[key] = f"{name}_{key}.npy"
             save_npy(self.output_dir / files[key], array)

@@ -33,7 +33,7 @@ from torch import Tensor
 from syncsde.backbones.base import Backbone
 from syncsde.coupling import Canonical, Coupling, SyncProblem
 from syncsde.mesh.cameras import PAPER_VIEWS, Camera
-from syncsde.mesh.io import TexturedMesh, load_mesh
+from syncsde.mesh.io import TexturedMesh, UpAxis, load_mesh
 from syncsde.mesh.raster import GBuffer, rasterize
 from syncsde.mesh.texture import bake, cosine_weight, render, texel_index, voronoi_fill
 from syncsde.schedule import Schedule
@@ -110,10 +110,10 @@ class MeshCanonical(Canonical):
 
 @lru_cache(maxsize=8)
 def _geometry(
-    path: str, keep_uv: bool, views: tuple, distance: float, fov: float, latent: int, pixel: int, texture: int
+    path: str, load: tuple, views: tuple, distance: float, fov: float, latent: int, pixel: int, texture: int
 ) -> Geometry:
     cams = [Camera(e, a, distance, fov) for e, a in views]
-    return Geometry(load_mesh(path, keep_uv), cams, latent, pixel, texture)
+    return Geometry(load_mesh(path, *load), cams, latent, pixel, texture)
 
 
 class MeshTexturing(SyncTask):
@@ -123,6 +123,8 @@ class MeshTexturing(SyncTask):
     views: (elevation, azimuth) pairs in degrees (default: the paper's 10); distance, fov: cameras (2.0, 60°).
     prompt_prefix: prepended to every prompt; view_suffix: append ", <front|side|back|top> view.".
     final_exponent: cosine exponent of the final bake (6). keep_uv: keep the mesh's UVs when valid.
+    up_axis: the file's up axis, "y" or "z" (z-up files are turned y-up). flip_uv: the file's v runs downwards.
+    merge_parts: merge several materials/geometries into one mesh with one new UV atlas (else refuse them).
     T: the schedule's T (None = largest inference timestep; 1000 = the official code).
     turntable_frames: frames of the turntable GIF (0 = none).
     """
@@ -143,6 +145,9 @@ class MeshTexturing(SyncTask):
         view_suffix: bool = True,
         final_exponent: float = 6.0,
         keep_uv: bool = True,
+        up_axis: UpAxis = "y",
+        flip_uv: bool = False,
+        merge_parts: bool = True,
         T: int | None = None,
         turntable_frames: int = 24,
         multiview_attention: bool = False,
@@ -164,6 +169,7 @@ class MeshTexturing(SyncTask):
         self.views, self.distance, self.fov = [tuple(v) for v in (views or PAPER_VIEWS)], distance, fov
         self.prompt_prefix, self.use_suffix, self.final_exponent = prompt_prefix, view_suffix, final_exponent
         self.keep_uv, self.T, self.turntable_frames = keep_uv, T, turntable_frames
+        self.load_options = (keep_uv, up_axis, flip_uv, merge_parts)
         self.multiview_attention = multiview_attention
 
     def _sample(self, batch, x_T):
@@ -177,16 +183,14 @@ class MeshTexturing(SyncTask):
         finally:
             remove()
 
-    def schedule(self) -> Schedule:
-        return Schedule.from_config(
-            self.backbone.scheduler_config(), self.num_inference_steps, self.sampler, self.eta, T=self.T
-        )
+    def schedule(self, shape=None) -> Schedule:
+        return self.backbone.schedule(self.num_inference_steps, self.sampler, self.eta, T=self.T, shape=shape)
 
     def geometry(self, record) -> Geometry:
         latent = self.view_size // self.backbone.scale_factor
         return _geometry(
             record["mesh"],
-            self.keep_uv,
+            self.load_options,
             tuple(self.views),
             self.distance,
             self.fov,
@@ -248,7 +252,7 @@ class MeshTexturing(SyncTask):
                 SampleOutput(
                     s["sample_id"],
                     tex,
-                    {"mesh": s["mesh"], "views": self.views},
+                    {"mesh": s["mesh"], "views": self.views, "uv": geo.mesh.uv_source},
                     {"views": grid},
                     anim,
                     files=files,
@@ -309,11 +313,16 @@ def exports(mesh: TexturedMesh, texture: Tensor) -> dict[str, bytes]:
     from syncsde.io import to_pil
 
     image = to_pil(texture)
+    # the texture is the colour: white base factor, not metallic (trimesh's defaults darken it to 40%, metallic)
+    material = trimesh.visual.material.PBRMaterial(
+        baseColorTexture=image, baseColorFactor=[255, 255, 255, 255], metallicFactor=0.0, roughnessFactor=1.0
+    )
     tm = trimesh.Trimesh(
         mesh.vertices.numpy(),
         mesh.faces.numpy(),
+        vertex_normals=mesh.normals.numpy(),
         process=False,
-        visual=trimesh.visual.TextureVisuals(uv=mesh.uvs.numpy(), image=image),
+        visual=trimesh.visual.TextureVisuals(uv=mesh.uvs.numpy(), material=material),
     )
     obj_text, extra = trimesh.exchange.obj.export_obj(
         tm, include_texture=True, return_texture=True, mtl_name="material.mtl"

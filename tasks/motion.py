@@ -7,14 +7,20 @@ where shift puts frames 90..119 of x^{i−1} at frames 0..29 (zeros elsewhere) a
 is free. Output: the concatenation with each overlap taken from the later segment, 120 + 90(K−1) frames. The
 baselines see the whole sequence as the canonical variable (averaging on the overlaps = MultiDiffusion).
 
-Outputs per sample: a filmstrip PNG of the skeleton, a skeleton GIF (bones coloured by segment), the joints
-(``_joints.npy``, (frames, 22, 3)), the features (``_features.npy``), and — with SMPL/SMPL-X model files and a
-backbone that predicts joint rotations (MDM) — a mesh sequence (``_smpl.npz``).
+Outputs per sample: a filmstrip PNG of the skeleton, a skeleton animation (bones coloured by segment; GIF, and MP4
+with the video extra), the joints (``_joints.npy``, (frames, 22, 3)), the features (``_features.npy``), a BVH of the
+skeleton (``NNNNN/motion.bvh``, :mod:`syncsde.motion.bvh`), and — with the user's SMPL/SMPL-H/SMPL-X model files
+(``smpl_model``) — the body parameters as an AMASS-style ``NNNNN/smpl.npz`` and the posed vertices
+(``_smpl.npy``, (frames, V, 3)). Joint rotations, for the BVH and SMPL, are solved from the joint positions, which
+every backbone predicts (:mod:`syncsde.motion.smpl` says why MDM's HumanML3D rotation features are not SMPL's); the
+sidecar says so, and gives the BVH skeleton's mean and largest deviation from the joints (``bvh_error_m``).
 """
 
 from __future__ import annotations
 
 import colorsys
+import io
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,6 +29,8 @@ from jsonargparse import lazy_instance
 from syncsde.backbones.base import Backbone
 from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError
+from syncsde.motion.bvh import motion_bvh
+from syncsde.motion.humanml import ROTATIONS
 from syncsde.motion.render import filmstrip, skeleton_frames
 from syncsde.strategies import Strategy, SyncSDE
 from syncsde.task import SampleOutput, SyncTask
@@ -33,7 +41,8 @@ class LongMotion(SyncTask):
     """Args (besides :class:`~syncsde.task.SyncTask`'s):
     segment_frames: frames per segment (120); overlap: frames shared by consecutive segments (30).
     init_from_canonical: one noise over the whole sequence, cropped per segment.
-    smpl_model: folder of SMPL/SMPL-X model files for mesh export (needs a backbone with joint rotations).
+    smpl_model: folder (or SMPL .pkl) of the user's body model files, for the AMASS-style parameters and meshes.
+    smpl_model_type: smpl, smplh or smplx (folders in ``smplx.create``'s layout).
     render_size: side of the skeleton drawings in pixels; filmstrip_every: frames between filmstrip poses.
     """
 
@@ -47,6 +56,7 @@ class LongMotion(SyncTask):
         overlap: int = 30,
         init_from_canonical: bool = True,
         smpl_model: str | None = None,
+        smpl_model_type: Literal["smpl", "smplh", "smplx"] = "smpl",
         render_size: int = 160,
         filmstrip_every: int = 15,
         num_inference_steps: int = 50,
@@ -61,8 +71,13 @@ class LongMotion(SyncTask):
             raise InputError(f"overlap {overlap} must be between 1 and segment_frames − 1 ({segment_frames - 1})")
         if not hasattr(backbone, "to_joints"):
             raise InputError(f"backbone {backbone.name} is not a motion model (it has no to_joints)")
+        if smpl_model is not None:
+            from syncsde.motion.smpl import check_model_path
+
+            check_model_path(smpl_model)  # before sampling, not after
         self.segment_frames, self.overlap = segment_frames, overlap
-        self.init_from_canonical, self.smpl_model = init_from_canonical, smpl_model
+        self.init_from_canonical = init_from_canonical
+        self.smpl_model, self.smpl_model_type = smpl_model, smpl_model_type
         self.render_size, self.filmstrip_every = render_size, filmstrip_every
 
     def windows(self, segments: int) -> Windows:
@@ -97,17 +112,36 @@ class LongMotion(SyncTask):
         stride = self.segment_frames - self.overlap
         segment_of_frame = np.minimum(np.arange(sequence.shape[-1]) // stride, K - 1)
         palette = np.array([colorsys.hsv_to_rgb(k / max(K, 1), 0.8, 0.75) for k in range(K)])
+        fps = 20  # HumanML3D's frame rate (MDM and the embedded procedural model)
+        rotations = "solved from the joint positions (inverse kinematics; no twist about the bones)" + (
+            "; the backbone's HumanML3D rotation features are not SMPL joint rotations and are not used"
+            if self.backbone.channels >= ROTATIONS.stop
+            else "; the backbone predicts joint positions only"
+        )
         outs = []
         for b, s in enumerate(batch):
             frames = skeleton_frames(joints[b], self.render_size, palette[segment_of_frame])
-            meta = {"frames": int(sequence.shape[-1]), "segments": K, "fps": 20}
+            bvh, error = motion_bvh(joints[b], fps)
+            meta = {
+                "frames": int(sequence.shape[-1]),
+                "segments": K,
+                "fps": fps,
+                "rotations": rotations,
+                "bvh_error_m": error,
+            }
             arrays = {"joints": joints[b], "features": sequence[b, :, 0].T.cpu().numpy()}
+            files = {"motion.bvh": bvh.encode()}
             if self.smpl_model is not None:
-                from syncsde.motion.smpl import smpl_sequence
+                from syncsde.motion.smpl import smpl_export
 
-                arrays["smpl"] = smpl_sequence(self.backbone, sequence[b], self.smpl_model)
+                amass, arrays["smpl"] = smpl_export(joints[b], self.smpl_model, fps, self.smpl_model_type)
+                buf = io.BytesIO()
+                np.savez(buf, **amass)
+                files["smpl.npz"] = buf.getvalue()
             else:
-                meta["mesh"] = "not exported: set smpl_model to a folder of SMPL/SMPL-X model files (user-supplied)"
+                meta["smpl"] = (
+                    "not exported: set smpl_model to a folder of SMPL/SMPL-H/SMPL-X model files (user-supplied)"
+                )
             outs.append(
                 SampleOutput(
                     s["sample_id"],
@@ -115,6 +149,7 @@ class LongMotion(SyncTask):
                     meta,
                     animations={"skeleton": frames},
                     arrays=arrays,
+                    files=files,
                 )
             )
         return outs

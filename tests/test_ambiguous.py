@@ -68,3 +68,120 @@ def test_outputs_with_stage_two(tiny_if):
     frames = out.animations["animation"]
     assert torch.equal(frames[0], r1) and torch.equal(frames[5], r2) and len(frames) == 2 * 6 + 2 * 8
     assert out.meta["upscaler"] == tiny_if[1] and out.meta["view"] == "rotate_cw"
+
+
+# -- N views (3 or 4 prompts), negate, jigsaw, permutation files -------------------------------------------------
+
+from syncsde.errors import InputError  # noqa: E402
+from syncsde.strategies import SyncTweedies, VisualAnagrams  # noqa: E402
+
+
+def nrec(prompts, views=None, i=0):
+    r = {"prompts": prompts, "prompt": " | ".join(prompts), "sample_id": i, "seed": 0}
+    return {**r, "views": views} if views else r
+
+
+def test_n_view_couplings_are_joint_means_of_earlier_views():
+    """Trajectory i is pulled toward V_i(mean_{j<i} V_j⁻¹(x^j)), one term per trajectory (SyncSDE's autoregressive
+    factorisation; trajectory 0 free), recomputed here from the views by hand."""
+    views = ["identity", "rotate_cw", "negate", "jigsaw"]
+    b = GaussianBackbone(channels=3, sample_size=16, scale_factor=1)
+    task = AmbiguousImage(b, SyncSDE(5.0), view=views, progress=False)
+    problem = task.problem([nrec(["a", "b", "c", "d"])])
+    assert [(c.target, c.source, c.weight) for c in problem.couplings] == [
+        (1, 0, None),
+        (2, (0, 1), None),
+        (3, (0, 1, 2), None),
+    ]
+    V = [get_view(v) for v in views]
+    x = torch.randn(2, 4, 3, 16, 16)
+    for c in problem.couplings:
+        i = c.target
+        mean = sum(V[j].inverse_view(x[:, j]) for j in range(i)) / i
+        torch.testing.assert_close(c.pulled_toward(x), V[i].view(mean), atol=1e-6, rtol=0)
+    # the fixed point: all trajectories views of one image -> no correction
+    z = torch.randn(2, 3, 16, 16)
+    consistent = torch.stack([v.view(z) for v in V], dim=1)
+    assert coupling_residuals(consistent, problem.couplings).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("views", [["identity", "flip", "negate"], ["identity", "rotate_cw", "jigsaw", "skew"]])
+def test_n_view_sync_brings_every_trajectory_toward_the_earlier_ones(views):
+    b = GaussianBackbone(channels=3, sample_size=16, scale_factor=1)
+    batch = [nrec([f"p{i}" for i in range(len(views))])]
+    gaps = {}
+    for name, strat in (("sync", SyncSDE(3.0)), ("free", Independent())):
+        task = AmbiguousImage(b, strat, view=views, num_inference_steps=10, progress=False)
+        r = coupling_residuals(task.trajectories(batch), task.problem(batch).couplings)
+        gaps[name] = r.flatten(2).abs().mean(-1)[0, 1:]  # per coupled trajectory
+    assert (gaps["sync"] < 0.5 * gaps["free"]).all()
+
+
+@pytest.mark.parametrize("strategy", [SyncTweedies(case=2), VisualAnagrams()])
+def test_baselines_with_three_views_keep_one_canonical_image(strategy):
+    """Canonical averaging over N views: the instances end as exact views of one image, g∘f = id."""
+    views = ["identity", "negate", "jigsaw"]
+    b = GaussianBackbone(channels=3, sample_size=16, scale_factor=1)
+    task = AmbiguousImage(b, strategy, view=views, init_from_canonical=True, num_inference_steps=5, progress=False)
+    batch = [nrec(["a", "b", "c"])]
+    x = task.trajectories(batch)
+    canon = task.problem(batch).canonical
+    torch.testing.assert_close(canon.forward(canon.aggregate(x)), x, atol=1e-5, rtol=1e-5)
+    z = torch.randn(1, 3, 16, 16)
+    torch.testing.assert_close(canon.aggregate(canon.forward(z)), z)
+
+
+def test_negate_keeps_variance_channels_in_canonical_averaging():
+    b = GaussianBackbone(channels=3, sample_size=8, scale_factor=1)
+    canon = AmbiguousImage(b, view="negate").problem(BATCH).canonical
+    var = torch.rand(1, 2, 3, 8, 8)
+    torch.testing.assert_close(canon.aggregate_variance(var), var.mean(1))  # not (v0 − v1)/2
+    eps = torch.randn(1, 2, 3, 8, 8)
+    torch.testing.assert_close(canon.aggregate(eps), (eps[:, 0] - eps[:, 1]) / 2)
+
+
+def test_readings_outputs_and_record_views(tmp_path):
+    """Each sample's own views (a permutation file among them) drive its couplings and readings; reading i is
+    V_i(V_N⁻¹(x^N)) and the animation cycles through all readings."""
+    import numpy as np
+
+    np.save(tmp_path / "perm.npy", np.random.default_rng(1).permutation(16))
+    b = GaussianBackbone(channels=3, sample_size=16, scale_factor=1)
+    task = AmbiguousImage(b, SyncSDE(5.0), view="flip", num_inference_steps=3, animation_frames=4, progress=False)
+    views = ["identity", "negate", str(tmp_path / "perm.npy")]
+    out = task.run([nrec(["a", "b", "c"], views)])[0]
+    V = [get_view(v) for v in views]
+    r = [out.extras[f"reading{i}"] for i in (1, 2, 3)]
+    assert out.image.shape == (3, 16, 48) and out.meta["views"] == views
+    torch.testing.assert_close(r[1], 1 - r[0], atol=1e-6, rtol=0)  # negate in image space: 1 − x
+    assert torch.equal(V[2].view(r[0]), r[2])
+    frames = out.animations["animation"]
+    assert len(frames) == 3 * (4 + 8) and torch.equal(frames[0], r[0]) and torch.equal(frames[3], r[1])
+    assert torch.equal(frames[12 + 3], r[2]) and torch.equal(frames[24 + 3], r[0])
+    with pytest.raises(InputError, match="3 prompts but 2 views"):
+        task.run([nrec(["a", "b", "c"], ["identity", "flip"])])
+    with pytest.raises(InputError, match="different numbers of prompts"):
+        task.problem([nrec(["a", "b", "c"], views), {**BATCH[0], "sample_id": 1}])
+
+
+def test_prompt_pair_data_takes_n_prompts_with_views(tmp_path):
+    import json
+
+    from syncsde.data import PromptPairDataModule
+
+    (tmp_path / "r.jsonl").write_text(
+        json.dumps({"prompt": "a", "prompt2": "b"})
+        + "\n"
+        + json.dumps({"prompts": ["a", "b", "c"], "views": ["identity", "negate", "p.npy"]})
+        + "\n"
+    )
+    recs = PromptPairDataModule(records_file=str(tmp_path / "r.jsonl")).records()
+    assert recs[0]["prompt"] == "a" and recs[1]["prompt"] == "a | b | c"
+    assert recs[1]["views"][2] == str(tmp_path / "p.npy")  # relative to the JSONL file
+    for bad, msg in (
+        ({"prompt": "a"}, "needs prompt and prompt2"),
+        ({"prompts": ["a"]}, "at least two"),
+        ({"prompts": ["a", "b"], "views": ["flip"]}, "one view per prompt"),
+    ):
+        with pytest.raises(InputError, match=msg):
+            PromptPairDataModule(records=[bad]).records()

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -111,3 +112,83 @@ def test_ddpm_learned_range_variance_matches_diffusers():
         noise = torch.randn(X.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
         got = step.update(X, step.x0(X, EPS), EPS, noise if step.stochastic else None, variance=v)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# -- model families: v-prediction, flow matching, refusals ----------------------------------------------------------
+V_PRED = {**SD_SCHEDULER, "prediction_type": "v_prediction"}  # SD-2-768-v
+
+
+def test_v_prediction_ddim_matches_diffusers():
+    ref = DDIMScheduler.from_config(V_PRED)
+    ref.set_timesteps(20)
+    sch = S.Schedule.from_config(V_PRED, 20)
+    assert sch.prediction == "v_prediction"
+    for step, t in zip(sch, ref.timesteps):
+        eps = S.to_epsilon(EPS, X, step.abar_t, sch.prediction)  # the network's v, converted as guided_eps does
+        expected = ref.step(EPS, t, X).prev_sample
+        torch.testing.assert_close(step.update(X, step.x0(X, eps), eps), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_beta_schedule_classes_give_the_ddim_schedule():
+    """SD's PNDM and SDXL's Euler configs are sampled with DDIM built from the same β schedule (as the paper)."""
+    ddim = S.Schedule.from_config(SD_SCHEDULER, 30)
+    for name in ("PNDMScheduler", "EulerDiscreteScheduler", "DDIMScheduler"):
+        assert S.Schedule.from_config({**SD_SCHEDULER, "_class_name": name}, 30) == ddim
+
+
+FLOW_CONFIGS = {
+    "sd3": ({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}, {}),
+    "flux": (
+        {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0, "use_dynamic_shifting": True},
+        {"sigmas": np.linspace(1, 1 / 20, 20), "mu": 0.8},
+    ),
+}
+
+
+@pytest.mark.parametrize("family", FLOW_CONFIGS)
+def test_flow_step_is_diffusers_euler_step(family):
+    """In VP coordinates x = x_σ/r the flow step is DDIM (η = 0); mapped back it is diffusers' Euler step, whether the
+    update is given the network's v (plain step) or the ε = (x − α x̂₀)/σ_t of SyncTweedies' update."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    config, options = FLOW_CONFIGS[family]
+    ref = FlowMatchEulerDiscreteScheduler.from_config(config)
+    ref.set_timesteps(20, **options)
+    sch = S.Schedule.from_config(config, 20, **options)
+    assert sch.prediction == "flow" and len(sch) == 20
+    assert sch.steps[0].T == 1000 and sch.steps[0].abar_t == 0 and sch.steps[-1].abar_prev == 1
+    for k, (step, t) in enumerate(zip(sch, ref.timesteps)):
+        sigma, sigma_next = float(ref.sigmas[k]), float(ref.sigmas[k + 1])
+        assert step.t == float(t) and step.kind == "flow" and not step.stochastic
+        r, r_next = math.hypot(1 - sigma, sigma), math.hypot(1 - sigma_next, sigma_next)
+        assert step.abar_t == pytest.approx((1 - sigma) ** 2 / r**2)
+        if k:  # (r'/r) γ_t = (σ − σ')/(σ(1 − σ)); γ = 0 at σ = 1
+            assert r_next / r * step.gamma == pytest.approx((sigma - sigma_next) / (sigma * (1 - sigma)))
+        else:
+            assert sigma == 1 and step.gamma == 0
+        expected = ref.step(EPS, t, X).prev_sample
+        x0 = step.x0(X / r, EPS)
+        torch.testing.assert_close(x0, X - sigma * EPS)
+        torch.testing.assert_close(r_next * step.update(X / r, x0, EPS), expected)
+        torch.testing.assert_close(r_next * step.update(X / r, x0, S.eps_from_x0(X / r, x0, step.abar_t)), expected)
+        ref._step_index = None  # step() advanced it; t is found again next time
+
+
+def test_unsupported_schedulers_and_predictions_are_refused():
+    from syncsde.errors import InputError
+
+    with pytest.raises(InputError, match="^m: scheduler EDMEulerScheduler is not supported"):
+        S.Schedule.from_config({"_class_name": "EDMEulerScheduler"}, 10, model="m")
+    with pytest.raises(InputError, match="FlowMatchHeunDiscreteScheduler is not supported"):
+        S.Schedule.from_config({"_class_name": "FlowMatchHeunDiscreteScheduler"}, 10)
+    with pytest.raises(InputError, match="prediction type 'flow_prediction' is not supported"):
+        S.Schedule.from_config({**SD_SCHEDULER, "prediction_type": "flow_prediction"}, 10)
+    zero_snr = {**V_PRED, "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+    with pytest.raises(InputError, match="zero terminal SNR"):
+        S.Schedule.from_config(zero_snr, 10)
+    flow = FLOW_CONFIGS["sd3"][0]
+    for kind, eta in (("ddpm", 0.0), ("ddim", 0.5)):
+        with pytest.raises(InputError, match="^m is a flow-matching model: it samples with the Euler step"):
+            S.Schedule.from_config(flow, 10, kind, eta, model="m")
+    with pytest.raises(InputError, match="stochastic_sampling is not supported"):
+        S.Schedule.from_config({**flow, "stochastic_sampling": True}, 10)

@@ -1,8 +1,21 @@
-"""Backbones: pretrained denoisers behind one small protocol (ARCHITECTURE.md). They know nothing of synchronization."""
+"""Backbones: pretrained denoisers behind one small protocol (ARCHITECTURE.md). They know nothing of synchronization.
+
+Families (README, "Backbones"): ε/v-prediction UNets — Stable Diffusion 1/2, DeepFloyd IF, SDXL (+ ControlNets) —
+and flow-matching transformers — SD3, Flux — each one file, sampled through :mod:`syncsde.schedule`.
+"""
 
 from syncsde.backbones.analytic import GaussianBackbone
 from syncsde.backbones.base import Backbone, guided_eps
-from syncsde.backbones.diffusers import DeepFloydIF, DiffusersBackbone, StableDiffusion, StableDiffusionControlNet
+from syncsde.backbones.diffusers import (
+    ControlNet,
+    DeepFloydIF,
+    DiffusersBackbone,
+    StableDiffusion,
+    StableDiffusionControlNet,
+)
+from syncsde.backbones.flux import Flux
+from syncsde.backbones.sd3 import StableDiffusion3
+from syncsde.backbones.sdxl import StableDiffusionXL, StableDiffusionXLControlNet
 
 __all__ = [
     "Backbone",
@@ -11,5 +24,10 @@ __all__ = [
     "DiffusersBackbone",
     "StableDiffusion",
     "DeepFloydIF",
+    "ControlNet",
     "StableDiffusionControlNet",
+    "StableDiffusionXL",
+    "StableDiffusionXLControlNet",
+    "StableDiffusion3",
+    "Flux",
 ]

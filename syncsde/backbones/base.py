@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from syncsde.schedule import Step, to_epsilon
+from syncsde.schedule import Schedule, Step, to_epsilon
+
+# text conditioning: one row per prompt, a tensor or a dict of tensors (SDXL: embeddings and pooled embeddings)
+Conditioning = Union[Tensor, dict[str, Tensor]]
+
+
+def map_rows(fn: Callable[..., Tensor], *conds: Conditioning) -> Conditioning:
+    """Apply ``fn`` to a conditioning's tensor, or to each entry of dict conditionings (same keys)."""
+    if isinstance(conds[0], dict):
+        return {k: fn(*(c[k] for c in conds)) for k in conds[0]}
+    return fn(*conds)
+
+
+def take_rows(cond: Conditioning, index: Sequence[int]) -> Conditioning:
+    """Rows ``index`` of a conditioning."""
+    return map_rows(lambda c: c[list(index)], cond)
+
+
+def cat_rows(*conds: Conditioning) -> Conditioning:
+    """Conditionings stacked along their rows."""
+    return map_rows(lambda *c: torch.cat(c), *conds)
+
+
+def split_rows(cond: Conditioning, size: int) -> list[Conditioning]:
+    """A conditioning in chunks of at most ``size`` rows."""
+    if isinstance(cond, dict):
+        parts = {k: v.split(size) for k, v in cond.items()}
+        return [{k: parts[k][i] for k in cond} for i in range(len(next(iter(parts.values()))))]
+    return list(cond.split(size))
 
 
 class Backbone(nn.Module):
@@ -17,11 +45,19 @@ class Backbone(nn.Module):
 
     - ``channels``, ``sample_size`` (native spatial size of the working space, e.g. 64 for SD-2-base latents),
       ``scale_factor`` (output pixels per working-space unit: 8 for SD's VAE, 1 in pixel space),
-      ``prediction_type`` ("epsilon", "sample" or "v_prediction") and ``name`` (written into sidecars);
+      ``prediction_type`` ("epsilon", "sample", "v_prediction", or "flow" for flow-matching velocity models, which
+      take the VP state and return v, see :mod:`syncsde.schedule`) and ``name`` (written into sidecars);
     - ``scheduler_config()``: a diffusers scheduler config dict (``num_train_timesteps``, betas, ...);
-    - ``encode_prompts(prompts)``: conditioning for a list of prompts, a tensor with one row per prompt;
-    - ``forward(x, t, context)``: the raw network output for M rows (no guidance), ``t`` of shape (M,);
+    - ``encode_prompts(prompts)``: conditioning for a list of prompts, one row per prompt: a tensor, or a dict of
+      tensors (:data:`Conditioning`);
+    - ``forward(x, t, context)``: the raw network output for M rows (no guidance), ``t`` of shape (M,) (integer
+      timesteps, or the float 1000·σ of flow schedules);
     - ``decode(z)`` to images in [0, 1] and ``encode(images)`` back (identity-like in pixel space).
+
+    Optional: ``schedule(...)`` when the inference schedule depends on more than the config (Flux's
+    resolution-dependent shift); ``guidance_distilled`` for models distilled from guidance (Flux: no unconditional
+    branch; ``forward(..., guidance=w)`` gets the guidance scale, an input of Flux-dev's network); ``tasks``, the
+    task names the backbone can serve (None = all).
 
     Classifier-free guidance, prediction-type conversion and batching are done by :func:`guided_eps`. A backbone
     with learned variance may return 2C channels (ε-part, variance part) when ``return_variance`` is set; strategies
@@ -34,14 +70,27 @@ class Backbone(nn.Module):
     prediction_type: str = "epsilon"
     name: str = "backbone"
     return_variance: bool = False
+    guidance_distilled: bool = False
+    tasks: tuple[str, ...] | None = None
 
     def scheduler_config(self) -> dict:
         raise NotImplementedError
 
-    def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
+    def schedule(
+        self,
+        num_inference_steps: int,
+        kind: str = "ddim",
+        eta: float = 0.0,
+        T: int | float | None = None,
+        shape: Sequence[int] | None = None,
+    ) -> Schedule:
+        """The inference schedule for trajectories of working-space ``shape`` (C, h, w) (None: the native size)."""
+        return Schedule.from_config(self.scheduler_config(), num_inference_steps, kind, eta, T, model=self.name)
+
+    def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:
         raise NotImplementedError
 
-    def forward(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, context: Conditioning) -> Tensor:
         raise NotImplementedError
 
     def decode(self, z: Tensor) -> Tensor:
@@ -60,29 +109,33 @@ def guided_eps(
     backbone: Backbone,
     x: Tensor,
     step: Step,
-    cond: Tensor,
-    uncond: Tensor | None,
+    cond: Conditioning,
+    uncond: Conditioning | None,
     guidance_scale: float,
     max_batch: int | None = None,
 ) -> Tensor:
     """ε = ε_u + w(ε_c − ε_u) for M rows, both branches in ONE network call of 2M rows (SYNCSDE.md §2, §3.1);
     learned-variance channels, if the backbone returns them, follow ε (from the conditional branch).
 
-    ``x`` is (M, C, H, W) in float32; the network runs in the backbone's dtype; the result is float32 ε.
-    With w = 1 or no unconditional context only the conditional branch is run. ``max_batch`` optionally splits
-    the call into chunks of at most that many rows (to fit memory); by default everything is one call.
+    ``x`` is (M, C, H, W) in float32; the network runs in the backbone's dtype; the result is float32. With w = 1 or
+    no unconditional context only the conditional branch is run; a guidance-distilled backbone
+    (``guidance_distilled``) gets w as an input instead, in one branch. ``max_batch`` optionally splits the call into
+    chunks of at most that many rows (to fit memory); by default everything is one call. The result is ε, except
+    for flow-matching backbones: their guided velocity v, which the flow step turns into x̂₀ (ε̂ is undetermined
+    at σ = 1, see :mod:`syncsde.schedule`).
     """
-    guided = uncond is not None and guidance_scale != 1.0
+    distilled = backbone.guidance_distilled
+    guided = not distilled and uncond is not None and guidance_scale != 1.0
     xin = torch.cat([x, x]) if guided else x
-    ctx = torch.cat([uncond, cond]) if guided else cond
-    t = torch.full((xin.shape[0],), step.t, device=x.device, dtype=torch.long)
+    ctx = cat_rows(uncond, cond) if guided else cond
+    t = torch.full((xin.shape[0],), step.t, device=x.device)  # int64 timesteps, or float32 1000σ (flow)
+    extra = {"guidance": guidance_scale} if distilled else {}
     xin = xin.to(backbone.dtype)
     if max_batch is None or xin.shape[0] <= max_batch:
-        out = backbone(xin, t, ctx)
+        out = backbone(xin, t, ctx, **extra)
     else:
-        out = torch.cat(
-            [backbone(a, b, c) for a, b, c in zip(xin.split(max_batch), t.split(max_batch), ctx.split(max_batch))]
-        )
+        chunks = zip(xin.split(max_batch), t.split(max_batch), split_rows(ctx, max_batch))
+        out = torch.cat([backbone(a, b, c, **extra) for a, b, c in chunks])
     out = out.float()
     C = x.shape[1]
     var = out[:, C:]  # learned-variance channels, when the backbone returns them (DeepFloyd IF)
@@ -91,5 +144,6 @@ def guided_eps(
         out_u, out_c = out.chunk(2)
         out = out_u + guidance_scale * (out_c - out_u)
         var = var.chunk(2)[1]  # the conditional branch's variance, as DeepFloyd IF does
-    eps = to_epsilon(out, x, step.abar_t, backbone.prediction_type)
-    return torch.cat([eps, var], 1) if var.shape[1] else eps
+    if backbone.prediction_type != "flow":
+        out = to_epsilon(out, x, step.abar_t, backbone.prediction_type)
+    return torch.cat([out, var], 1) if var.shape[1] else out

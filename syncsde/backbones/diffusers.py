@@ -1,8 +1,10 @@
-"""Backbones on diffusers checkpoints: Stable Diffusion (latent) and text-conditioned pixel-space models.
+"""Backbones on diffusers checkpoints: the shared loading code, Stable Diffusion (latent) and text-conditioned
+pixel-space UNets, and a ControlNet on any UNet backbone (SD, SDXL).
 
 Weights come from a local folder in diffusers layout (``model_index.json`` + component subfolders) or a hub id.
 Only the components the backbone needs are loaded (no safety checker). Without weights the user gets one
-line within seconds, never a long retry or a silently broken tokenizer.
+line within seconds, never a long retry or a silently broken tokenizer; a checkpoint of another family (an SDXL
+folder given to ``StableDiffusion``, say) gets one line naming the backbone class to use.
 """
 
 from __future__ import annotations
@@ -16,10 +18,19 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from syncsde.backbones.base import Backbone
-from syncsde.errors import ModelNotFoundError
+from syncsde.backbones.base import Backbone, Conditioning
+from syncsde.errors import InputError, ModelNotFoundError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# model_index.json pipeline classes (by prefix) of the families with their own backbone; anything else is a plain
+# text-conditioned UNet ("unet": SD 1.x/2.x, DeepFloyd IF, the embedded models)
+FAMILIES = {"StableDiffusionXL": "sdxl", "StableDiffusion3": "sd3", "Flux": "flux"}
+BACKBONES = {
+    "unet": "StableDiffusion",
+    "sdxl": "StableDiffusionXL",
+    "sd3": "StableDiffusion3",
+    "flux": "Flux",
+}
 
 
 def resolve_model(model: str, what: str = "--model.init_args.backbone.init_args.model") -> Path:
@@ -71,19 +82,32 @@ def load_component(folder: Path, name: str):
     if name == "scheduler":
         return dict(cls.load_config(folder, subfolder=name, local_files_only=True))
     obj = cls.from_pretrained(folder, subfolder=name, local_files_only=True)
-    if name == "tokenizer" and len(obj) <= 2:
+    if name.startswith("tokenizer") and len(obj) <= 2:
         raise ModelNotFoundError(f"the tokenizer in '{folder}' loaded with {len(obj)} tokens; the folder is incomplete")
     return obj
 
 
-class DiffusersBackbone(Backbone):
-    """A text-conditioned diffusers UNet, in latent space when the folder has a VAE, in pixel space otherwise.
+def checkpoint_family(index: dict) -> str:
+    """The family of a diffusers folder from its ``model_index.json``: "sdxl", "sd3", "flux" or "unet"."""
+    pipeline = index.get("_class_name") or ""
+    return next((family for prefix, family in FAMILIES.items() if pipeline.startswith(prefix)), "unet")
+
+
+class DiffusersModel(Backbone):
+    """What every backbone on a diffusers folder shares: loading its ``components`` (after checking that the folder
+    is of this backbone's ``family``), the dtype choice, and the VAE between images and latents.
 
     Args:
         model: hub id or local diffusers folder.
-        dtype: "auto" (float16 on CUDA, float32 on CPU — chosen when the task moves to its device), or
-            "float32" / "float16" / "bfloat16".
+        dtype: "auto" (``cuda_dtype`` on CUDA — float16, bfloat16 for Flux — float32 on CPU, chosen when the task
+            moves to its device), or "float32" / "float16" / "bfloat16".
     """
+
+    family = "unet"
+    components: tuple[str, ...] = ()
+    pipeline: str | None = None  # the diffusers pipeline class whose ``encode_prompt`` encodes this family's prompts
+    cuda_dtype = torch.float16
+    upcast_vae = False  # keep the VAE in float32 when the network runs in float16 and the VAE asks (force_upcast)
 
     def __init__(self, model: str, dtype: str = "auto"):
         super().__init__()
@@ -92,31 +116,85 @@ class DiffusersBackbone(Backbone):
         self.name = model
         self.requested_dtype = dtype
         folder = resolve_model(model)
-        self.unet = load_component(folder, "unet")
-        self.text_encoder = load_component(folder, "text_encoder")
-        self.tokenizer = load_component(folder, "tokenizer")
-        self.vae = load_component(folder, "vae")
+        self.pipeline_config = json.loads((folder / "model_index.json").read_text())
+        family = checkpoint_family(self.pipeline_config)
+        if family != self.family:
+            raise InputError(
+                f"'{model}' is a {self.pipeline_config.get('_class_name')} checkpoint, not one for "
+                f"{type(self).__name__}: use --model.init_args.backbone.class_path "
+                f"syncsde.backbones.{BACKBONES[family]}"
+            )
+        for name in self.components:
+            setattr(self, name, load_component(folder, name))
         self._scheduler_config = load_component(folder, "scheduler")
-        for m in (self.unet, self.text_encoder, self.vae):
-            if m is not None:
-                m.requires_grad_(False).eval()
+        for m in self.children():
+            m.requires_grad_(False).eval()
+
+    def adapt_dtype(self, device: torch.device) -> None:
+        """Apply the requested dtype once the device is known ("auto": half precision on CUDA only)."""
+        if self.requested_dtype == "auto":
+            dtype = self.cuda_dtype if device.type == "cuda" else torch.float32
+        else:
+            dtype = DTYPES[self.requested_dtype]
+        self.to(dtype)
+        vae = getattr(self, "vae", None)
+        if self.upcast_vae and vae is not None and dtype == torch.float16 and vae.config.get("force_upcast", False):
+            vae.to(torch.float32)  # SDXL's VAE overflows in float16 (its config's force_upcast)
+
+    def scheduler_config(self) -> dict:
+        return dict(self._scheduler_config)
+
+    def prompt_encoder(self, **config):
+        """The family's diffusers pipeline on the loaded components (the same modules: no copy of the weights),
+        for its ``encode_prompt``."""
+        import diffusers
+
+        modules = {name: getattr(self, name) for name in self.components}
+        return getattr(diffusers, self.pipeline)(**modules, scheduler=None, **config)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        """Latents → images in [0, 1]: z / scaling_factor + shift_factor (SD3, Flux), then the VAE."""
+        if self.vae is None:
+            return super().decode(z)
+        cfg = self.vae.config
+        z = z / cfg.scaling_factor + (cfg.get("shift_factor") or 0.0)
+        img = self.vae.decode(z.to(self.vae.dtype)).sample
+        return (img.float() / 2 + 0.5).clamp(0, 1)
+
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> Tensor:
+        """Images in [0, 1] → latents: the VAE posterior mean, (mean − shift_factor) · scaling_factor."""
+        if self.vae is None:
+            return super().encode(images)
+        cfg = self.vae.config
+        dist = self.vae.encode((images * 2 - 1).to(self.vae.dtype)).latent_dist
+        return (dist.mean.float() - (cfg.get("shift_factor") or 0.0)) * cfg.scaling_factor
+
+
+class DiffusersBackbone(DiffusersModel):
+    """A text-conditioned diffusers UNet, in latent space when the folder has a VAE, in pixel space otherwise.
+
+    Args:
+        model: hub id or local diffusers folder.
+        dtype: "auto" (float16 on CUDA, float32 on CPU — chosen when the task moves to its device), or
+            "float32" / "float16" / "bfloat16".
+    """
+
+    components = ("unet", "vae", "text_encoder", "tokenizer")
+
+    def __init__(self, model: str, dtype: str = "auto"):
+        super().__init__(model, dtype)
         self.prediction_type = self._scheduler_config.get("prediction_type", "epsilon")
         cfg = self.unet.config
         self.channels = cfg.in_channels
         self.sample_size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
         self.learned_variance = cfg.out_channels == 2 * cfg.in_channels
-        self.scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
-
-    def adapt_dtype(self, device: torch.device) -> None:
-        """Apply the requested dtype once the device is known ("auto": half precision on CUDA only)."""
-        if self.requested_dtype == "auto":
-            dtype = torch.float16 if device.type == "cuda" else torch.float32
-        else:
-            dtype = DTYPES[self.requested_dtype]
-        self.to(dtype)
-
-    def scheduler_config(self) -> dict:
-        return dict(self._scheduler_config)
+        self.scale_factor = self.vae_scale_factor if self.vae is not None else 1
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
@@ -130,23 +208,13 @@ class DiffusersBackbone(Backbone):
         mask = tok.attention_mask.to(device) if getattr(cfg, "use_attention_mask", cfg.model_type == "t5") else None
         return self.text_encoder(tok.input_ids.to(device), attention_mask=mask)[0]
 
-    def forward(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
-        out = self.unet(x, t, encoder_hidden_states=context.to(x.dtype)).sample
+    def unet_inputs(self, x: Tensor, context: Conditioning) -> dict:
+        """The conditioning keyword arguments of the UNet (and of a ControlNet on it) for rows ``x``."""
+        return {"encoder_hidden_states": context.to(x.dtype)}
+
+    def forward(self, x: Tensor, t: Tensor, context: Conditioning) -> Tensor:
+        out = self.unet(x, t, **self.unet_inputs(x, context)).sample
         return out[:, : self.channels] if self.learned_variance and not self.return_variance else out
-
-    @torch.no_grad()
-    def decode(self, z: Tensor) -> Tensor:
-        if self.vae is None:
-            return super().decode(z)
-        img = self.vae.decode(z.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-        return (img.float() / 2 + 0.5).clamp(0, 1)
-
-    @torch.no_grad()
-    def encode(self, images: Tensor) -> Tensor:
-        if self.vae is None:
-            return super().encode(images)
-        dist = self.vae.encode((images * 2 - 1).to(self.vae.dtype)).latent_dist
-        return dist.mean.float() * self.vae.config.scaling_factor
 
 
 class StableDiffusion(DiffusersBackbone):
@@ -199,17 +267,19 @@ def resolve_single(model: str, what: str) -> Path:
         ) from None
 
 
-class StableDiffusionControlNet(StableDiffusion):
-    """Stable Diffusion 1.x with a ControlNet (SYNCSDE.md §6.5): default SD-1.5 with the depth ControlNet
-    ``lllyasviel/control_v11f1p_sd15_depth``. The task sets the control images (``set_control``, one per row, in
-    [0, 1]); the conditioning scale follows the clean schedule of SYNCSDE.md §8 — linear from ``scale_start`` at
-    t = 1000 to ``scale_end`` at t = 0 — and the ControlNet is off once the sampling progress 1 − t/1000 passes
-    ``guidance_end`` (the official ``control_guidance_end`` 0.99)."""
+class ControlNet:
+    """A ControlNet on a UNet backbone (SYNCSDE.md §6.5), mixed in before the backbone class: SD-1.5 with
+    ``lllyasviel/control_v11f1p_sd15_depth`` (:class:`StableDiffusionControlNet`), SDXL with
+    ``diffusers/controlnet-depth-sdxl-1.0`` (:class:`~syncsde.backbones.sdxl.StableDiffusionXLControlNet`). The
+    ControlNet takes the same conditioning as the UNet (``unet_inputs``). The task sets the control images
+    (``set_control``, one per row, in [0, 1]); the conditioning scale follows the clean schedule of SYNCSDE.md §8 —
+    linear from ``scale_start`` at t = 1000 to ``scale_end`` at t = 0 — and the ControlNet is off once the sampling
+    progress 1 − t/1000 passes ``guidance_end`` (the official ``control_guidance_end`` 0.99)."""
 
     def __init__(
         self,
-        model: str = "runwayml/stable-diffusion-v1-5",
-        controlnet: str = "lllyasviel/control_v11f1p_sd15_depth",
+        model: str,
+        controlnet: str,
         dtype: str = "auto",
         scale_start: float = 0.7,
         scale_end: float = 0.9,
@@ -220,6 +290,12 @@ class StableDiffusionControlNet(StableDiffusion):
 
         folder = resolve_single(controlnet, "--model.init_args.backbone.init_args.controlnet")
         self.controlnet = ControlNetModel.from_pretrained(folder, local_files_only=True).requires_grad_(False).eval()
+        for key in ("addition_embed_type", "cross_attention_dim"):
+            if self.controlnet.config.get(key) != self.unet.config.get(key):
+                raise InputError(
+                    f"ControlNet '{controlnet}' does not fit '{model}' ({key} {self.controlnet.config.get(key)} "
+                    f"vs {self.unet.config.get(key)}): use a ControlNet trained for this base model"
+                )
         self.scale_start, self.scale_end, self.guidance_end = scale_start, scale_end, guidance_end
         self.control: Tensor | None = None
 
@@ -232,7 +308,7 @@ class StableDiffusionControlNet(StableDiffusion):
             0.0 if progress > self.guidance_end else self.scale_start + (self.scale_end - self.scale_start) * progress
         )
 
-    def forward(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, context: Conditioning) -> Tensor:
         scale = self.control_scale(int(t[0]))
         if self.control is None or scale == 0:
             return super().forward(x, t, context)
@@ -244,18 +320,24 @@ class StableDiffusionControlNet(StableDiffusion):
                 f"{x.shape[0]} rows but {cond.shape[0]} control images; max_batch cannot split "
                 "ControlNet calls: unset it"
             )
+        inputs = self.unet_inputs(x, context)
         down, mid = self.controlnet(
-            x,
-            t,
-            encoder_hidden_states=context.to(x.dtype),
-            controlnet_cond=cond.to(x.dtype),
-            conditioning_scale=scale,
-            return_dict=False,
+            x, t, controlnet_cond=cond.to(x.dtype), conditioning_scale=scale, return_dict=False, **inputs
         )
-        return self.unet(
-            x,
-            t,
-            encoder_hidden_states=context.to(x.dtype),
-            down_block_additional_residuals=down,
-            mid_block_additional_residual=mid,
-        ).sample
+        return self.unet(x, t, down_block_additional_residuals=down, mid_block_additional_residual=mid, **inputs).sample
+
+
+class StableDiffusionControlNet(ControlNet, StableDiffusion):
+    """Stable Diffusion 1.x with a ControlNet (:class:`ControlNet`): default SD-1.5 with the depth ControlNet
+    ``lllyasviel/control_v11f1p_sd15_depth`` (SYNCSDE.md §6.5)."""
+
+    def __init__(
+        self,
+        model: str = "runwayml/stable-diffusion-v1-5",
+        controlnet: str = "lllyasviel/control_v11f1p_sd15_depth",
+        dtype: str = "auto",
+        scale_start: float = 0.7,
+        scale_end: float = 0.9,
+        guidance_end: float = 0.99,
+    ):
+        super().__init__(model, controlnet, dtype, scale_start, scale_end, guidance_end)

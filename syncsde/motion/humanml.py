@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import roma
 import torch
 from torch import Tensor
 
@@ -19,6 +20,7 @@ from syncsde.errors import InputError
 
 NUM_JOINTS = 22
 FEATURES = 263
+ROTATIONS = slice(67, 67 + 21 * 6)  # the 6D rotations of joints 1..21 among the features
 # MDM's diffusion: cosine schedule, 1000 steps, x₀ prediction (also used by the embedded procedural model)
 SCHEDULER = dict(
     beta_schedule="squaredcos_cap_v2",
@@ -30,18 +32,40 @@ SCHEDULER = dict(
 )
 # parent of each of the 22 SMPL body joints (HumanML3D's kinematic chains), for drawing skeletons
 PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19)
+JOINT_NAMES = (
+    "pelvis",
+    "left_hip",
+    "right_hip",
+    "spine1",
+    "left_knee",
+    "right_knee",
+    "spine2",
+    "left_ankle",
+    "right_ankle",
+    "spine3",
+    "left_foot",
+    "right_foot",
+    "neck",
+    "left_collar",
+    "right_collar",
+    "head",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+)
 
 
 def qinv(q: Tensor) -> Tensor:
+    """Inverse (conjugate) of unit quaternions in HumanML3D's (w, x, y, z) order."""
     return q * torch.tensor([1.0, -1.0, -1.0, -1.0], dtype=q.dtype, device=q.device)
 
 
 def qrot(q: Tensor, v: Tensor) -> Tensor:
-    """Rotate vectors v (..., 3) by unit quaternions q (..., 4), (w, x, y, z)."""
-    qvec = q[..., 1:]
-    uv = torch.cross(qvec, v, dim=-1)
-    uuv = torch.cross(qvec, uv, dim=-1)
-    return v + 2 * (q[..., :1] * uv + uuv)
+    """Rotate vectors v (..., 3) by unit quaternions q (..., 4) in HumanML3D's (w, x, y, z) order (roma: x, y, z, w)."""
+    return roma.quat_action(roma.quat_wxyz_to_xyzw(q), v, is_normalized=True)
 
 
 def recover_root(data: Tensor) -> tuple[Tensor, Tensor]:

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from syncsde.backbones.base import Backbone
 from syncsde.errors import InputError
-from syncsde.motion.humanml import NUM_JOINTS, PARENTS, SCHEDULER, features_to_joints
+from syncsde.motion.humanml import NUM_JOINTS, SCHEDULER, features_to_joints
+from syncsde.motion.skeleton import OFFSETS, forward_kinematics
 
 ACTIONS = ("walk", "run", "jump", "kick", "wave", "stand")
 KEYWORDS = {
@@ -37,34 +38,6 @@ KEYWORDS = {
 }
 PREFIX = 4 + (NUM_JOINTS - 1) * 3  # 67 feature dims
 FPS = 20
-# rest offsets from the parent joint (metres), arms down
-OFFSETS = np.array(
-    [
-        [0, 0, 0],
-        [0.06, -0.09, 0],
-        [-0.06, -0.09, 0],
-        [0, 0.11, 0],
-        [0, -0.38, 0],
-        [0, -0.38, 0],
-        [0, 0.13, 0],
-        [0, -0.40, 0],
-        [0, -0.40, 0],
-        [0, 0.05, 0],
-        [0, -0.05, 0.12],
-        [0, -0.05, 0.12],
-        [0, 0.21, 0],
-        [0.07, 0.12, 0],
-        [-0.07, 0.12, 0],
-        [0, 0.09, 0.02],
-        [0.11, 0.03, 0],
-        [-0.11, 0.03, 0],
-        [0, -0.26, 0],
-        [0, -0.26, 0],
-        [0, -0.25, 0],
-        [0, -0.25, 0],
-    ],
-    dtype=np.float64,
-)
 PELVIS_HEIGHT = 0.93
 
 
@@ -80,20 +53,6 @@ def _rz(a):  # rotation about z (abduction: positive raises a left limb sideways
     return np.stack(
         [np.stack([c, -s, 0 * a], -1), np.stack([s, c, 0 * a], -1), np.stack([0 * a, 0 * a, np.ones_like(a)], -1)], -2
     )
-
-
-def forward_kinematics(local_rot: np.ndarray) -> np.ndarray:
-    """(T, 22, 3, 3) local rotations → (T, 22, 3) root-relative joint positions."""
-    T = local_rot.shape[0]
-    glob = np.zeros_like(local_rot)
-    pos = np.zeros((T, NUM_JOINTS, 3))
-    for j, p in enumerate(PARENTS):
-        if p < 0:
-            glob[:, j] = local_rot[:, j]
-            continue
-        glob[:, j] = glob[:, p] @ local_rot[:, j]
-        pos[:, j] = pos[:, p] + np.einsum("tij,j->ti", glob[:, p], OFFSETS[j])
-    return pos
 
 
 def action_clip(action: str, frames: int, rng: np.random.Generator) -> np.ndarray:
@@ -138,7 +97,7 @@ def action_clip(action: str, frames: int, rng: np.random.Generator) -> np.ndarra
         rot[:, 19] = _rz(0.5 * np.sin(2 * np.pi * 1.5 * speed * t + phase))
     sway = 0.01 * np.sin(2 * np.pi * 0.5 * t + phase)
     rot[:, 0] = _rz(sway)
-    pos = forward_kinematics(rot)
+    pos = forward_kinematics(torch.from_numpy(rot), torch.from_numpy(OFFSETS)).numpy()  # root-relative
     pos[..., 1] += height[:, None]
     pos[..., 2] += forward[:, None]
     return pos

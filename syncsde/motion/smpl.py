@@ -1,73 +1,84 @@
-"""SMPL/SMPL-X mesh sequences from HumanML3D features through smplx (the user supplies the model files).
+"""SMPL/SMPL-H/SMPL-X parameters of generated motion, as an AMASS-style ``.npz``, and posed meshes (smplx; the
+user supplies the body model files, whose licence forbids shipping them).
 
-HumanML3D's features hold 6D local rotations of joints 1..21 (dims 67..192) and the root's heading and position;
-they are turned into SMPL ``body_pose`` (axis-angle; hand joints zero), ``global_orient`` (the heading about y) and
-``transl``, and posed with smplx. The dataset's rest pose is not exactly SMPL's, so the mesh follows the motion
-closely but not to the millimetre (MDM's own renderer fits SMPL to the joints instead).
+The parameters are solved from the joint positions on the body model's own rest skeleton (its regressed joints at
+β = 0) by analytic inverse kinematics (:func:`~syncsde.motion.skeleton.solve_rotations`): global orientation and
+body pose as axis-angle (roma), translation = pelvis − rest pelvis, hands, jaw and eyes at rest. The posed body
+follows every bone's direction; its bone lengths are the body model's. HumanML3D's own rotation features (dims
+67..192, what MDM predicts) are not used: they are bone-alignment rotations from the dataset's inverse kinematics
+over its own rest pose (arms down) and kinematic chains, not SMPL joint rotations — fed to SMPL directly they give
+wrong poses (MDM issues #165, #187; HumanML3D issue #117) — and they carry no twist the positions lack.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import roma
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from syncsde.errors import InputError
-from syncsde.motion.humanml import recover_root
-
-ROT = slice(67, 67 + 21 * 6)
-
-
-def rot6d_to_matrix(d6: Tensor) -> Tensor:
-    a1, a2 = d6[..., :3], d6[..., 3:]
-    b1 = F.normalize(a1, dim=-1)
-    b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
-    return torch.stack([b1, b2, torch.cross(b1, b2, dim=-1)], dim=-2)
+from syncsde.motion.humanml import NUM_JOINTS, PARENTS
+from syncsde.motion.skeleton import solve_rotations
 
 
-def matrix_to_axis_angle(m: Tensor) -> Tensor:
-    """Rotation matrices (..., 3, 3) → axis-angle (..., 3)."""
-    cos = ((m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2] - 1) / 2).clamp(-1 + 1e-7, 1 - 1e-7)
-    angle = torch.acos(cos)
-    axis = torch.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1)
-    return F.normalize(axis, dim=-1) * angle[..., None]
-
-
-def smpl_params(features: Tensor) -> dict[str, Tensor]:
-    """(T, 263) de-normalised features → SMPL global_orient (T, 3), body_pose (T, 69), transl (T, 3)."""
-    if features.shape[-1] < ROT.stop:
-        raise InputError(
-            "mesh export needs joint rotations (HumanML3D's 263 features, e.g. from MDM); this "
-            f"backbone predicts {features.shape[-1]} dims (positions only)"
-        )
-    T = features.shape[0]
-    quat, root = recover_root(features)
-    heading = 2 * torch.atan2(quat[:, 2], quat[:, 0])  # the quaternion's angle is a half-angle (HumanML3D)
-    global_orient = torch.stack([torch.zeros(T), -heading, torch.zeros(T)], -1)
-    body = matrix_to_axis_angle(rot6d_to_matrix(features[:, ROT].reshape(T, 21, 6)))
-    body_pose = torch.cat([body.reshape(T, 63), torch.zeros(T, 6)], -1)  # SMPL's two hand joints at rest
-    return {"global_orient": global_orient, "body_pose": body_pose, "transl": root}
-
-
-def smpl_sequence(backbone, sequence: Tensor, model_path: str | Path, model_type: str = "smpl") -> np.ndarray:
-    """Vertices (T, V, 3) of the posed body model for one generated sequence (C, 1, T) of normalised features."""
-    import smplx
-
+def check_model_path(model_path: str | Path) -> Path:
     path = Path(model_path)
     if not path.exists():
         raise InputError(
-            f"SMPL model files not found at '{model_path}'. Mesh export needs the SMPL/SMPL-X files, "
+            f"SMPL model files not found at '{model_path}'. SMPL export needs the SMPL/SMPL-H/SMPL-X files, "
             "which their licence forbids shipping: download them from smpl.is.tue.mpg.de and set "
-            "smpl_model to their folder (or leave smpl_model unset for joints only)"
+            "smpl_model to their folder (or leave smpl_model unset for joints, BVH and video only)"
         )
-    normalizer = getattr(backbone, "normalizer", None)
-    feats = sequence[:, 0].T.float().cpu()
-    feats = normalizer.denormalize(feats) if normalizer is not None else feats
-    params = smpl_params(feats)
-    model = smplx.create(str(path), model_type=model_type) if path.is_dir() else smplx.SMPL(str(path))
+    return path
+
+
+@lru_cache(maxsize=2)
+def load_body_model(model_path: str, model_type: str = "smpl"):
+    """An smplx body model from a folder (``smplx.create`` layout) or an SMPL ``.pkl``/``.npz`` file."""
+    import smplx
+
+    path = check_model_path(model_path)
+    return smplx.create(str(path), model_type=model_type) if path.is_dir() else smplx.SMPL(str(path))
+
+
+def rest_joints(model) -> torch.Tensor:
+    """(22, 3) rest positions of the body joints of an smplx model at β = 0."""
     with torch.no_grad():
-        out = model(**params, betas=torch.zeros(feats.shape[0], model.num_betas))
-    return out.vertices.numpy()
+        return (model.J_regressor @ model.v_template)[:NUM_JOINTS].double()
+
+
+def smpl_params(joints: np.ndarray, rest: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(T, 22, 3) joint positions, (22, 3) rest joints → global_orient (T, 3), body (T, 21·3), transl (T, 3)."""
+    j = torch.as_tensor(joints, dtype=torch.float64)
+    offsets = torch.stack([rest[k] - rest[max(p, 0)] for k, p in enumerate(PARENTS)])
+    rotvec = roma.rotmat_to_rotvec(solve_rotations(j, offsets))  # (T, 22, 3)
+    return {"global_orient": rotvec[:, 0], "body": rotvec[:, 1:].flatten(1), "transl": j[:, 0] - rest[0]}
+
+
+def smpl_export(joints: np.ndarray, model_path: str | Path, fps: float, model_type: str = "smpl"):
+    """AMASS-style arrays — ``poses`` (T, 3·J) axis-angle over all of the model's J joints, ``trans``, ``betas``,
+    ``gender``, ``mocap_framerate`` — and the posed vertices (T, V, 3)."""
+    model = load_body_model(str(model_path), model_type)
+    p = smpl_params(joints, rest_joints(model))
+    T = p["body"].shape[0]
+    rest_of_model = 3 * (model.NUM_JOINTS + 1 - NUM_JOINTS)  # SMPL's hands; SMPL-H/X's fingers, jaw, eyes
+    poses = torch.cat([p["global_orient"], p["body"], torch.zeros(T, rest_of_model, dtype=torch.float64)], 1)
+    body_pose = torch.cat([p["body"], torch.zeros(T, 3 * (model.NUM_BODY_JOINTS - (NUM_JOINTS - 1)))], 1)
+    with torch.no_grad():
+        out = model(
+            global_orient=p["global_orient"].float(),
+            body_pose=body_pose.float(),
+            transl=p["transl"].float(),
+            betas=torch.zeros(T, model.num_betas),
+        )
+    amass = {
+        "poses": poses.numpy(),
+        "trans": p["transl"].numpy(),
+        "betas": np.zeros(model.num_betas),
+        "gender": np.array(getattr(model, "gender", "neutral")),
+        "mocap_framerate": np.array(float(fps)),
+    }
+    return amass, out.vertices.numpy()

@@ -127,7 +127,7 @@ class VisualAnagrams(SyncTweedies):
         if canon is None:
             raise InputError("VisualAnagrams needs a task with views (the ambiguous-image task)")
         C = x.shape[2]
-        variance = canon.aggregate(eps[:, :, C:]) if eps.shape[2] > C and step.kind == "ddpm" else None
+        variance = canon.aggregate_variance(eps[:, :, C:]) if eps.shape[2] > C and step.kind == "ddpm" else None
         z, e = canon.aggregate(x), canon.aggregate(eps[:, :, :C])
         z_next = step.update(z, step.x0(z, e), e, noise(canon.shape) if step.stochastic else None, variance)
         return canon.forward(z_next)

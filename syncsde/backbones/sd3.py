@@ -1,0 +1,81 @@
+"""Stable Diffusion 3 / 3.5: an MMDiT flow-matching model (:mod:`syncsde.backbones.flow`) with three text encoders,
+true classifier-free guidance and a 16-channel VAE.
+
+- Prompts go through CLIP-L, CLIP-G and T5 (``max_sequence_length`` tokens), encoded by diffusers' own
+  ``StableDiffusion3Pipeline.encode_prompt`` on the loaded components; a checkpoint saved without T5 gets its zero
+  embeddings, as in diffusers.
+- CFG as the pipeline: v = v_u + w(v_c − v_u) over one batch of both branches (negative prompt "" encoded).
+- Latents: 16 channels, (z − shift_factor)·scaling_factor; the transformer patchifies 2×2 itself. Native size
+  ``transformer.config.sample_size`` latents (128: 1024 px).
+- Schedule: FlowMatchEulerDiscreteScheduler with the config's static shift (3.0); a config with dynamic shifting
+  gets the pipeline's μ for the window's token count.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from syncsde.backbones.flow import FlowMatchingBackbone, calculate_shift
+
+
+class StableDiffusion3(FlowMatchingBackbone):
+    """Args: model (default ``stabilityai/stable-diffusion-3-medium-diffusers``; SD3.5 works the same way),
+    dtype ("auto": float16 on CUDA), max_sequence_length (T5 tokens, 256 as the pipeline)."""
+
+    family = "sd3"
+    components = (
+        "transformer",
+        "vae",
+        "text_encoder",
+        "tokenizer",
+        "text_encoder_2",
+        "tokenizer_2",
+        "text_encoder_3",
+        "tokenizer_3",
+    )
+    pipeline = "StableDiffusion3Pipeline"
+
+    def __init__(
+        self,
+        model: str = "stabilityai/stable-diffusion-3-medium-diffusers",
+        dtype: str = "auto",
+        max_sequence_length: int = 256,
+    ):
+        super().__init__(model, dtype)
+        cfg = self.transformer.config
+        self.channels, self.sample_size, self.patch_size = cfg.in_channels, cfg.sample_size, cfg.patch_size
+        self.scale_factor = self.vae_scale_factor
+        self.max_sequence_length = max_sequence_length
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> dict[str, Tensor]:
+        """{"prompt_embeds": (M, 77 + max_sequence_length, 4096), "pooled_prompt_embeds": (M, 2048)} for SD3."""
+        embeds, _, pooled, _ = self.prompt_encoder().encode_prompt(
+            prompt=list(prompts),
+            prompt_2=None,
+            prompt_3=None,
+            device=self.transformer.device,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+        )
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+
+    def seq_len(self, shape: Sequence[int]) -> int:
+        return (shape[-2] // self.patch_size) * (shape[-1] // self.patch_size)
+
+    @staticmethod
+    def timestep_options(config: dict, num_inference_steps: int, seq_len: int) -> dict:
+        """The pipeline's ``set_timesteps`` options: μ only for configs with dynamic shifting."""
+        return {"mu": calculate_shift(seq_len, config, max_shift=1.16)} if config.get("use_dynamic_shifting") else {}
+
+    def velocity(self, x_sigma: Tensor, t: Tensor, context: dict[str, Tensor], **kw) -> Tensor:
+        return self.transformer(
+            hidden_states=x_sigma,
+            timestep=t,
+            encoder_hidden_states=context["prompt_embeds"].to(x_sigma.dtype),
+            pooled_projections=context["pooled_prompt_embeds"].to(x_sigma.dtype),
+            return_dict=False,
+        )[0]
