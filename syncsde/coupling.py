@@ -102,3 +102,24 @@ def coupling_residuals(x: Tensor, couplings: Sequence[Coupling]) -> Tensor:
     for c in couplings:
         out[:, c.target] += c.residual(x)
     return out
+
+
+def by_target(couplings: Sequence[Coupling]) -> dict[int, list[Coupling]]:
+    """The couplings grouped by the trajectory they pull, in increasing trajectory order (the autoregressive order of
+    SYNCSDE.md §2: every source of trajectory i precedes i)."""
+    groups: dict[int, list[Coupling]] = {}
+    for c in sorted(couplings, key=lambda c: c.target):
+        groups.setdefault(c.target, []).append(c)
+    return groups
+
+
+def pull(state: Tensor, sources: Tensor, couplings: Sequence[Coupling]) -> tuple[Tensor, Tensor]:
+    """For one trajectory i: the summed residual R = Σ_j W_ij ⊙ (state − f_ij(x^j)) and the summed weight
+    P = Σ_j W_ij, with the x^j read from ``sources`` (B, N, ...). R = P ⊙ (state − m) where m is the W-weighted mean of
+    the targets: the precision-weighted mean of the Gaussian likelihoods of SYNCSDE.md §4."""
+    residual, weight = torch.zeros_like(state), torch.zeros_like(state)
+    for c in couplings:
+        w = torch.ones_like(state) if c.weight is None else c.weight.to(state).expand_as(state)
+        residual += w * (state - c.pulled_toward(sources))
+        weight += w
+    return residual, weight

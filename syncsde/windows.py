@@ -3,17 +3,24 @@
 n windows of length w at stride s over an axis of length L: window j covers [s·j, s·j + w) (mod L when circular).
 SyncSDE couples window j to window j−1 only (a chain, SYNCSDE.md §6.3, §6.6): f shifts window j−1 by s with zero
 fill and W = 1 on the w − s positions they share. In a circular axis, where a window runs past the end onto window
-0's positions it is coupled to window 0 there instead. The canonical variable of the baselines is the whole axis
-(f_i = crop, g = per-position mean). Assembly overwrites in window order (the last window keeps its whole extent),
-or, circularly, takes each window's first s positions.
+0's positions it is coupled to window 0 there instead.
+
+The canonical variable of the baselines is the whole axis (f_i = crop, g = per-position mean). Assembly
+(``assembly``): ``overwrite`` (paper) writes the windows in order so the last window keeps its whole extent, or,
+circularly, takes each window's first s positions; ``nearest`` takes each position from the window whose centre is
+nearest; ``feather`` blends the windows covering a position with weights that fall linearly from the window centre
+to its edges.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from syncsde.coupling import Canonical, Coupling
+from syncsde.errors import InputError
 
 
 class ShiftMap:
@@ -24,6 +31,12 @@ class ShiftMap:
 
     def __call__(self, x: Tensor) -> Tensor:
         return x[..., self.src.to(x.device)] * self.valid.to(x)
+
+
+def scatter_sum(x: Tensor, columns: Tensor, length: int) -> Tensor:
+    """(B, n, *D, w) window values → (B, *D, L): the sum over windows at each axis position (``columns`` (n, w))."""
+    flat = x.movedim(1, -2).flatten(-2)
+    return x.new_zeros(*flat.shape[:-1], length).index_add_(-1, columns.flatten().to(x.device), flat)
 
 
 class CropCanonical(Canonical):
@@ -39,9 +52,7 @@ class CropCanonical(Canonical):
         return z[..., self.columns.to(z.device)].movedim(-2, 1)
 
     def aggregate(self, x: Tensor) -> Tensor:
-        flat = x.movedim(1, -2).flatten(-2)
-        total = x.new_zeros(*flat.shape[:-1], self.length).index_add_(-1, self.columns.flatten().to(x.device), flat)
-        return total / self.count.to(x)
+        return scatter_sum(x, self.columns, self.length) / self.count.to(x)
 
 
 class Windows:
@@ -75,10 +86,34 @@ class Windows:
         """The canonical geometry for instances of shape (*leading, w)."""
         return CropCanonical(self.columns, self.L, (*leading, self.L))
 
-    def assemble(self, x: Tensor) -> Tensor:
-        """(B, n, *D, w) → (B, *D, L): overwrite in window order, or (circular) window k's first s positions."""
-        out = x.new_zeros(x.shape[0], *x.shape[2:-1], self.L)
-        for j in range(self.n):
-            cols = self.columns[j][: self.s] if self.circular else self.columns[j]
-            out[..., cols] = x[:, j, ..., : len(cols)]
-        return out
+    def assemble(self, x: Tensor, mode: Literal["overwrite", "nearest", "feather"] = "overwrite") -> Tensor:
+        """(B, n, *D, w) → (B, *D, L): ``overwrite`` in window order, or (circular) window k's first s positions;
+        ``nearest`` or ``feather``: the blend of the windows with :meth:`assembly_weights`."""
+        if mode == "overwrite":
+            out = x.new_zeros(x.shape[0], *x.shape[2:-1], self.L)
+            for j in range(self.n):
+                cols = self.columns[j][: self.s] if self.circular else self.columns[j]
+                out[..., cols] = x[:, j, ..., : len(cols)]
+            return out
+        weights = self.assembly_weights(mode).to(x)  # (n, w)
+        total = scatter_sum(x * weights.view(self.n, *[1] * (x.ndim - 3), self.w), self.columns, self.L)
+        return total / scatter_sum(weights[None], self.columns, self.L)
+
+    def assembly_weights(self, mode: Literal["nearest", "feather"]) -> Tensor:
+        """(n, w) weights of each window's positions in the assembly. ``feather``: min(c + 1, w − c), linear from the
+        edges to the centre. ``nearest``: 1 where the window's centre is the nearest among the windows covering the
+        position (ties go to the later window, as overwrite does), else 0."""
+        c = torch.arange(self.w, dtype=torch.float64)
+        if mode == "feather":
+            return torch.minimum(c + 1, self.w - c).expand(self.n, -1).float()
+        if mode != "nearest":
+            raise InputError(f"assembly must be 'overwrite', 'nearest' or 'feather', got {mode!r}")
+        distance = (c - (self.w - 1) / 2).abs().expand(self.n, -1)  # of each window position to its window's centre
+        best = torch.full((self.L,), float("inf"), dtype=torch.float64).scatter_reduce(
+            0, self.columns.flatten(), distance.flatten(), "amin"
+        )
+        winner = torch.full((self.L,), -1).scatter_reduce(
+            0, self.columns.flatten(), torch.where(distance == best[self.columns], torch.arange(self.n)[:, None], -1)
+            .flatten(), "amax"
+        )
+        return (winner[self.columns] == torch.arange(self.n)[:, None]).float()

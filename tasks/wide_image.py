@@ -15,6 +15,8 @@ the latent circularly (8 columns each side, as diffusers' circular MultiDiffusio
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from jsonargparse import lazy_instance
 from torch import Tensor
@@ -34,6 +36,8 @@ class WideImage(SyncTask):
     circular: 360° seamless panorama.
     init_from_canonical: draw one noise on the whole canvas and crop it (official ``init_xt_from_zt``);
         otherwise independent noise per patch.
+    assembly: ``overwrite`` (paper), ``nearest`` (each column from the patch whose centre is nearest) or ``feather``
+        (linear blend of the patches covering a column).
     """
 
     task_name = "wide_image"
@@ -47,6 +51,7 @@ class WideImage(SyncTask):
         stride: int = 128,
         circular: bool = False,
         init_from_canonical: bool = True,
+        assembly: Literal["overwrite", "nearest", "feather"] = "overwrite",
         num_inference_steps: int = 50,
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
@@ -64,6 +69,7 @@ class WideImage(SyncTask):
         )
         self.height, self.width, self.stride = height, width, stride
         self.circular, self.init_from_canonical = circular, init_from_canonical
+        self.assembly = assembly
         f, w = backbone.scale_factor, backbone.sample_size
         native = w * f
         if height != native:
@@ -111,9 +117,8 @@ class WideImage(SyncTask):
         return torch.stack([torch.randn(self.n, C, H, self.w, generator=g) for g in generators])
 
     def assemble_latent(self, x: Tensor) -> Tensor:
-        """(B, n, C, H, w) → (B, C, H, W): overwrite in patch order (non-circular), or block k from patch k
-        (circular)."""
-        return self.windows.assemble(x)
+        """(B, n, C, H, w) → (B, C, H, W), by the task's ``assembly`` (:meth:`syncsde.windows.Windows.assemble`)."""
+        return self.windows.assemble(x, self.assembly)
 
     def decode_canvas(self, canvas: Tensor) -> Tensor:
         if not self.circular:
@@ -135,4 +140,5 @@ class WideImage(SyncTask):
             "num_patches": self.n,
             "circular": self.circular,
             "init_from_canonical": self.init_from_canonical,
+            "assembly": self.assembly,
         }

@@ -1,51 +1,155 @@
-"""SyncSDE: the conditional-score correction on x_{t−1} (SYNCSDE.md §3)."""
+"""SyncSDE: the conditional-score correction on x_{t−1} (SYNCSDE.md §3), with the paper's update as the default and
+variants derived from the same Gaussian-likelihood view (SYNCSDE.md §4) as named options."""
 
 from __future__ import annotations
 
 import warnings
+from typing import Literal
 
-from syncsde.coupling import coupling_residuals
+import torch
+from torch import Tensor
+
+from syncsde.coupling import by_target, coupling_residuals, pull
+from syncsde.errors import InputError
 from syncsde.schedule import inv_lambda_schedule
 from syncsde.strategies.base import Strategy
+
+# the paper's update, and the combinations chosen by `python -m syncsde.benchmarks.sync` (README)
+PRESETS = {
+    "paper": dict(correlation="autoregressive", schedule_floor=0.0, correction="explicit", target="pre_step"),
+    "chain": dict(correlation="autoregressive", schedule_floor=1.0, correction="exact", target="post_step"),
+    "canonical": dict(correlation="canonical", schedule_floor=1.0, correction="exact", target="post_step"),
+}
 
 
 class SyncSDE(Strategy):
     """x_{t−1}^i = x̃_{t−1}^i − γ_t (1/λ)(t/T) Σ_{j<i} W_ij ⊙ (x_t^i − f_ij(x_t^j))   (SYNCSDE.md §3).
 
     x̃ is the scheduler's plain step of each trajectory; the residuals read the pre-step snapshot x_t of all
-    trajectories (Jacobi, §3.1); trajectory 0 — and any trajectory the task leaves uncoupled — is free.
+    trajectories (Jacobi, §3.1); trajectory 0 — and any trajectory the task leaves uncoupled — is free. That is the
+    ``paper`` preset, bit-identical to the official update.
+
+    The Gaussian likelihood of §4 pulls x^i toward the W-weighted mean m of its targets with precision
+    P = Σ_j W_ij (times (1/λ_t)/σ_t²). The options choose the correlation model and how its pull is scheduled and
+    integrated (SYNCSDE.md §4.1):
+
+    - ``correlation``: ``autoregressive`` (paper) uses the task's couplings, the factorisation
+      p(x^1) p(x^2 | x^1) … of §2. ``canonical`` treats every trajectory as a noisy view of the task's canonical
+      variable z (the whole canvas of a wide image, the texture of a mesh): p(x^i | z) = N(f_i(z), λ_t σ_t² I) with
+      z at its most likely value g(x), so x^i is pulled toward f_i(g(x)) wherever the canonical variable covers it.
+      Every trajectory contributes to every position it covers; in the limit λ → 0 this is MultiDiffusion's
+      averaging of x_{t'} (SyncTweedies case 3), at λ → ∞ independent sampling.
+    - ``schedule_floor``: 1/λ_t = (1/λ)·max(t/T, floor). 0 is the paper's linear fade. 1 keeps the precision
+      constant: two independently noised views of one clean canvas differ by N(0, 2σ_t²), a residual whose variance
+      is proportional to σ_t² at every t, i.e. a constant λ_t.
+    - ``correction``: ``explicit`` (paper) subtracts c_t ⊙ P ⊙ (x − m), one explicit Euler step of the linear pull
+      dx/dτ = −P ⊙ (x − m); it overshoots the target when c_t P > 1 and diverges past 2. ``exact`` integrates that
+      linear ODE over the step: x ← x̃ − (1 − e^{−c_t P}) ⊙ (x − m). The two agree to first order in c_t; the exact
+      form never overshoots, so strong coupling and cosine schedules are safe.
+    - ``target``: ``pre_step`` (paper, Jacobi) reads every trajectory's state x_t before the step. ``post_step``
+      applies the pull after the plain step (operator splitting): the residual of x^i is x̃^i − f_ij(x_{t−1}^j), with
+      the trajectories corrected in the autoregressive order so each one sees the corrected states of those it is
+      conditioned on (ancestral sampling of the factorisation at every step); for the canonical model, the consensus
+      of the plain-stepped states. Still one batched network call per step.
 
     Args:
         inv_lambda: 1/λ, the coupling inverse variance (0 = independent trajectories). Paper default 5.
         sync_t_min: couple only while t > sync_t_min (the mesh task uses 200, §6.5); 0 = every step.
+        preset: ``paper`` (the official update); ``chain`` (the task's couplings with constant precision, exact
+            integration, post-step targets: the best for long motion); ``canonical`` (the canonical model with the
+            same settings: the best for wide images). Options given explicitly override the preset's.
+        correlation, schedule_floor, correction, target: see above (None = the preset's value).
     """
 
     name = "syncsde"
 
-    def __init__(self, inv_lambda: float = 5.0, sync_t_min: int = 0):
-        if inv_lambda < 0:
-            raise ValueError(f"inv_lambda must be >= 0 (it is 1/lambda, a precision), got {inv_lambda}")
-        self.inv_lambda = float(inv_lambda)
-        self.sync_t_min = int(sync_t_min)
+    def __init__(
+        self,
+        inv_lambda: float = 5.0,
+        sync_t_min: int = 0,
+        preset: Literal["paper", "chain", "canonical"] = "paper",
+        correlation: Literal["autoregressive", "canonical"] | None = None,
+        schedule_floor: float | None = None,
+        correction: Literal["explicit", "exact"] | None = None,
+        target: Literal["pre_step", "post_step"] | None = None,
+    ):
+        if not 0 <= inv_lambda < float("inf"):
+            raise InputError(
+                f"inv_lambda must be a finite number >= 0 (it is 1/lambda; 0 = independent), got {inv_lambda}"
+            )
+        if preset not in PRESETS:
+            raise InputError(f"unknown SyncSDE preset '{preset}'; choose one of {', '.join(PRESETS)}")
+        given = dict(correlation=correlation, schedule_floor=schedule_floor, correction=correction, target=target)
+        options = {k: PRESETS[preset][k] if v is None else v for k, v in given.items()}
+        for name, allowed in (
+            ("correlation", ("autoregressive", "canonical")),
+            ("correction", ("explicit", "exact")),
+            ("target", ("pre_step", "post_step")),
+        ):
+            if options[name] not in allowed:
+                raise InputError(f"{name} must be one of {', '.join(allowed)}; got {options[name]!r}")
+        if not 0 <= options["schedule_floor"] <= 1:
+            raise InputError(f"schedule_floor must be in [0, 1] (0 = the paper's linear fade), got {schedule_floor}")
+        self.inv_lambda, self.sync_t_min, self.preset = float(inv_lambda), int(sync_t_min), preset
+        self.correlation, self.schedule_floor = options["correlation"], float(options["schedule_floor"])
+        self.correction, self.target = options["correction"], options["target"]
         self._warned = False
 
+    @property
+    def faithful(self) -> bool:
+        return {k: getattr(self, k) for k in PRESETS["paper"]} == PRESETS["paper"]
+
     def coefficient(self, step) -> float:
-        """c_t = γ_t (1/λ)(t/T)."""
-        return step.gamma * inv_lambda_schedule(self.inv_lambda, step.t, step.T)
+        """c_t = γ_t (1/λ_t) with 1/λ_t = (1/λ)·max(t/T, floor) — the paper's γ_t (1/λ)(t/T) for floor 0."""
+        return step.gamma * inv_lambda_schedule(self.inv_lambda, max(step.t, self.schedule_floor * step.T), step.T)
+
+    def gain(self, c: float, precision: Tensor | float) -> Tensor | float:
+        """The factor on P ⊙ (x − m): c (explicit) or (1 − e^{−cP})/P (exact; → c as P → 0)."""
+        if self.correction == "explicit":
+            return c
+        precision = torch.as_tensor(precision)
+        return torch.where(precision > 0, -torch.expm1(-c * precision) / precision.clamp_min(1e-12), c)
 
     def step(self, x, eps, step, problem, noise=None):
         out = self.plain_update(x, eps, step, noise)
-        if self.inv_lambda == 0 or step.t <= self.sync_t_min or not problem.couplings:
+        if self.inv_lambda == 0 or step.t <= self.sync_t_min:
+            return out
+        if self.correlation == "autoregressive" and not problem.couplings:
             return out
         c = self.coefficient(step)
+        if self.correction == "explicit":
+            self._warn_unstable(c, step)
+        if self.faithful:
+            return out - c * coupling_residuals(x, problem.couplings)
+        source = out if self.target == "post_step" else x
+        if self.correlation == "canonical":
+            canon = problem.canonical
+            if canon is None:
+                raise InputError("correlation: canonical needs a task with a canonical space (wide image, motion, mesh)")
+            return out - self.gain(c, 1.0) * (source - canon.forward_onto(canon.aggregate(source), source))
+        new = out.clone()
+        for i, couplings in by_target(problem.couplings).items():
+            residual, weight = pull(source[:, i], new if self.target == "post_step" else x, couplings)
+            new[:, i] = new[:, i] - self.gain(c, weight) * residual
+        return new
+
+    def _warn_unstable(self, c: float, step) -> None:
         if c > 2 and not self._warned:  # the explicit correction then overshoots the target by more than it closes
             warnings.warn(
-                f"SyncSDE coefficient c_t = {c:.2f} > 2 at t = {step.t}: the correction is unstable; "
-                "lower inv_lambda or use more steps",
-                stacklevel=2,
+                f"SyncSDE coefficient c_t = {c:.2f} > 2 at t = {step.t}: the explicit correction is unstable; lower "
+                "inv_lambda, use more steps, or set correction: exact",
+                stacklevel=3,
             )
             self._warned = True
-        return out - c * coupling_residuals(x, problem.couplings)
 
     def describe(self):
-        return {"method": self.name, "inv_lambda": self.inv_lambda, "sync_t_min": self.sync_t_min}
+        return {
+            "method": self.name,
+            "inv_lambda": self.inv_lambda,
+            "sync_t_min": self.sync_t_min,
+            "preset": self.preset,
+            "correlation": self.correlation,
+            "schedule_floor": self.schedule_floor,
+            "correction": self.correction,
+            "target": self.target,
+        }

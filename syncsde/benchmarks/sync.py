@@ -1,0 +1,322 @@
+"""Synchronization benchmark: every method on the same prompts and seeds on the embedded models, one table.
+
+    python -m syncsde.benchmarks.sync [--tasks wide_image,motion,mask_t2i,ambiguous] [--samples 32,32,16,16]
+                                      [--output_dir outputs/sync_benchmark] [--readme]
+
+Each (task, method) runs ``syncsde predict`` on the task's embedded config (``configs/tiny/<config>.yaml``) with that
+method's overrides (:data:`syncsde.compare.METHODS`, plus the faithful and the seamless SyncSDE) into
+``OUTPUT_DIR/<task>/<method>``; finished samples are skipped on a re-run. The figures, per folder:
+
+- **seam ratio**: the mean squared jump across the columns (wide images), frames (motion) or pixel pairs (mask T2I:
+  across the mask boundary) where the output switches from one trajectory to another, over the same across all other
+  neighbouring columns, frames or pixel pairs. 1 = seamless.
+- **coherence** (wide images): the spread of block statistics — the variance of the mean colours of stride-wide blocks
+  within each native-size crop of the canvas — over the same in plain single-window samples of the same prompts
+  (the reference run). 1 = as coherent as one image; bands of differently coloured blocks raise it.
+- **motion**: seam/inside joint acceleration (:func:`syncsde.motion.transitions.seam_ratios`).
+- **mask T2I**: the share of the mask covered by the object's colour (colour named in the object prompt).
+- **ambiguous images**: the worst reading's CLIP score (each reading against its own prompt).
+- FID, KID and CLIP score from the folder's ``metrics.json`` (the config's ``evaluation.Metrics`` callback), seconds
+  per sample from the sidecars.
+
+``--readme`` writes the table into the README (``notebooks/results/sync_benchmark.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from syncsde.errors import InputError
+from syncsde.windows import Windows
+
+STRATEGY = "--model.init_args.strategy"
+CONFIGS = {
+    "wide_image": "configs/tiny/wide.yaml",
+    "motion": "configs/tiny/motion.yaml",
+    "mask_t2i": "configs/tiny/mask_t2i.yaml",
+    "ambiguous": "configs/tiny/ambiguous.yaml",
+}
+REFERENCE = {"wide_image": "configs/tiny/reference_wide.yaml"}
+DEFAULT_SAMPLES = {"wide_image": 32, "motion": 32, "mask_t2i": 16, "ambiguous": 16}
+
+
+def syncsde_variants(task: str, config: dict) -> dict[str, list[str]]:
+    """The faithful SyncSDE (paper preset, 1/λ = 5, the task's paper geometry) and the seamless preset at the config's
+    1/λ (the embedded configs carry the best method)."""
+    init = config["model"]["init_args"]
+    inv_lambda = init.get("strategy", {}).get("init_args", {}).get("inv_lambda", 5.0)
+    geometry = {"wide_image": ["--model.init_args.assembly", "overwrite"]}.get(task, [])
+    paper = [STRATEGY, "syncsde.strategies.SyncSDE", f"{STRATEGY}.init_args.preset", "paper"]
+    paper += [f"{STRATEGY}.init_args.inv_lambda", "20" if task == "motion" else "5"]
+    seamless = [STRATEGY, "syncsde.strategies.SyncSDE", f"{STRATEGY}.init_args.preset", "seamless"]
+    seamless += [f"{STRATEGY}.init_args.inv_lambda", str(inv_lambda)]
+    return {"syncsde_paper": paper + geometry, "syncsde_seamless": seamless}
+
+
+def methods(task: str, config: dict) -> dict[str, list[str]]:
+    from syncsde.compare import METHODS, overrides
+
+    out = syncsde_variants(task, config)
+    out.update({m: overrides(task, m, config) for m in METHODS[task] if m != "syncsde"})
+    return out
+
+
+def sample_overrides(config: dict, samples: int) -> list[str]:
+    """Data overrides giving at least ``samples`` samples (each record repeated)."""
+    init = config["data"]["init_args"]
+    key, records = (
+        ("samples_per_prompt", init.get("prompts", []))
+        if "prompts" in init or "prompt_file" in init
+        else ("samples_per_record", init.get("records", []))
+    )
+    if not records:
+        raise InputError("the benchmark needs a config whose records (or prompts) are listed inline")
+    return [f"--data.init_args.{key}", str(math.ceil(samples / len(records)))]
+
+
+def predict(args: list[str]) -> None:
+    from syncsde.cli import main as syncsde_main
+
+    print("syncsde.benchmarks.sync: syncsde " + " ".join(args), file=sys.stderr)
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        syncsde_main(args)
+    except SystemExit as e:  # predict exits 0 when every sample already exists
+        if e.code:
+            raise
+    finally:
+        sys.argv = argv
+
+
+# -- figures ------------------------------------------------------------------------------------------------------
+def load_image(path: Path) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+def samples(folder: Path) -> list[dict]:
+    return json.loads((folder / "manifest.json").read_text())["samples"]
+
+
+def switch_positions(weights: torch.Tensor) -> list[int]:
+    """Positions p (1..L−1) where the set of windows contributing to the output changes between p−1 and p, from the
+    (n, L) assembly weights."""
+    support = weights > 0
+    return [p for p in range(1, support.shape[1]) if not torch.equal(support[:, p], support[:, p - 1])]
+
+
+def assembly_weights(windows: Windows, assembly: str) -> torch.Tensor:
+    """(n, L) weight of each window at each axis position in the assembled output."""
+    out = torch.zeros(windows.n, windows.L)
+    if assembly == "overwrite":
+        for j in range(windows.n):
+            cols = windows.columns[j][: windows.s] if windows.circular else windows.columns[j]
+            out[:, cols] = 0
+            out[j, cols] = 1
+        return out
+    per_window = windows.assembly_weights(assembly)
+    for j in range(windows.n):
+        out[j, windows.columns[j]] = per_window[j]
+    return out
+
+
+def seam_ratio(jumps: torch.Tensor, seams: list[int]) -> float:
+    """Mean of ``jumps`` (one per neighbouring pair p−1, p, indexed by p−1) at the seams over the rest."""
+    seam = torch.zeros(len(jumps), dtype=torch.bool)
+    seam[[p - 1 for p in seams]] = True
+    return float(jumps[seam].mean() / jumps[~seam].mean())
+
+
+def wide_figures(folder: Path, reference: Path | None) -> dict:
+    recs = samples(folder)
+    images = torch.stack([load_image(folder / s["files"]["image"]) for s in recs])
+    s0 = recs[0]
+    windows = Windows(s0["width"], s0["height"], s0["stride"], s0.get("circular", False))
+    seams = switch_positions(assembly_weights(windows, s0.get("assembly", "overwrite")))
+    jumps = (images[..., 1:] - images[..., :-1]).pow(2).mean(dim=(0, 1, 2))
+    out = {"seam_ratio": seam_ratio(jumps, seams)}
+    if reference is not None:
+        plain = torch.stack([load_image(reference / s["files"]["image"]) for s in samples(reference)])
+        native, block = s0["height"], s0["stride"]
+        crops = images.unfold(-1, native, block).permute(0, 3, 1, 2, 4).flatten(0, 1)  # every native-size crop
+        out["coherence"] = block_spread(crops, block) / block_spread(plain, block)
+    return out
+
+
+def block_spread(images: torch.Tensor, block: int) -> float:
+    """Mean over images of the variance, across the image's stride-wide blocks, of the blocks' mean colours."""
+    means = images[..., : images.shape[-1] // block * block].unfold(-1, block, block).mean(dim=(-3, -1))  # (N, 3, k)
+    return float(means.var(dim=-1).sum(dim=1).mean())
+
+
+def motion_figures(folder: Path) -> dict:
+    from syncsde.motion.transitions import seam_ratios
+
+    recs = samples(folder)
+    accel, velocity = [], []
+    for s in recs:
+        joints = np.load(folder / s["files"]["joints"])
+        stride = s["segment_frames"] - s["overlap"]
+        seams = [stride * k for k in range(1, s["segments"])]
+        accel.append(seam_ratios(joints, seams)[0])
+        jumps = torch.from_numpy(np.linalg.norm(np.diff(joints, axis=0), axis=-1).mean(-1) ** 2)
+        velocity.append(seam_ratio(jumps, seams))
+    return {"seam_ratio": float(np.mean(velocity)), "seam_acceleration": float(np.mean(accel))}
+
+
+def colour_of(prompt: str) -> tuple[float, float, float] | None:
+    from syncsde.tiny.scenes import COLOURS
+
+    names = [w for w in re.findall(r"[a-z]+", prompt.lower()) if w in COLOURS]
+    return COLOURS[names[-1]] if names else None
+
+
+def mask_figures(folder: Path, tolerance: float = 0.25) -> dict:
+    seams, coverage = [], []
+    for s in samples(folder):
+        image = load_image(folder / s["files"]["image"])
+        mask = load_image(folder / s["files"]["mask"])[0] > 0.5
+        jumps, straddles = [], []
+        for d in (-1, -2):  # horizontal and vertical neighbours
+            jumps.append((image.diff(dim=d) ** 2).mean(0).flatten())
+            straddles.append((mask.diff(dim=d) != 0).flatten())  # pairs across the mask boundary
+        jump, straddle = torch.cat(jumps), torch.cat(straddles)
+        seams.append(float(jump[straddle].mean() / jump[~straddle].mean()))
+        rgb = colour_of(s.get("object", s.get("prompt", "")))
+        if rgb is not None:
+            close = (image - torch.tensor(rgb)[:, None, None]).norm(dim=0) < tolerance
+            coverage.append(float(close[mask].float().mean()))
+    out = {"seam_ratio": float(np.mean(seams))}
+    if coverage:
+        out["object_in_mask"] = float(np.mean(coverage))
+    return out
+
+
+def ambiguous_figures(folder: Path, clip_model: str) -> dict:
+    from evaluation.features import CLIPEmbedder
+
+    clip = CLIPEmbedder(clip_model)
+    worst = []
+    for s in samples(folder):
+        scores = []
+        for key, prompt in (("reading1", s["prompt"]), ("reading2", s["prompt2"])):
+            image = load_image(folder / s["files"][key])[None]
+            scores.append(float(100 * (clip.encode_images(image) @ clip.encode_texts([prompt]).T).clamp_min(0)))
+        worst.append(min(scores))
+    return {"worst_reading_clip": float(np.mean(worst))}
+
+
+def metrics_of(folder: Path) -> dict:
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return {}
+    out = {}
+    for name, r in json.loads(path.read_text())["metrics"].items():
+        if isinstance(r, dict) and r.get("available"):
+            out[name] = r["value"]
+            if "std" in r:
+                out[f"{name}_std"] = r["std"]
+    return out
+
+
+COLUMNS = {
+    "seam_ratio": "seam ratio",
+    "coherence": "coherence",
+    "seam_acceleration": "seam/inside accel.",
+    "object_in_mask": "object colour in mask",
+    "worst_reading_clip": "worst reading CLIP",
+    "fid": "FID",
+    "kid": "KID",
+    "clip_score": "CLIP",
+    "seconds": "s/sample",
+}
+
+
+def to_markdown(results: dict) -> str:
+    lines = []
+    for task, rows in results.items():
+        keys = [k for k in COLUMNS if any(k in r for r in rows.values())]
+        lines.append(f"**{task}** ({next(iter(rows.values()))['num_samples']} samples per method)\n")
+        lines.append("| method | " + " | ".join(COLUMNS[k] for k in keys) + " |")
+        lines.append("|---" * (len(keys) + 1) + "|")
+        for method, r in rows.items():
+            cells = []
+            for k in keys:
+                v = r.get(k)
+                cell = "–" if v is None else f"{v:.3g}"
+                if k == "kid" and v is not None and "kid_std" in r:
+                    cell = f"{v:.3g} ± {r['kid_std']:.2g}"
+                cells.append(cell)
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", default=",".join(CONFIGS))
+    ap.add_argument("--samples", default=None, help="per task, comma-separated (default 32,32,16,16)")
+    ap.add_argument("--methods", default=None, help="comma-separated subset (default: every applicable method)")
+    ap.add_argument("--output_dir", default="outputs/sync_benchmark")
+    ap.add_argument("--readme", action="store_true", help="write the table into the README")
+    args, rest = ap.parse_known_args(argv)
+    tasks = args.tasks.split(",")
+    unknown = [t for t in tasks if t not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"syncsde.benchmarks.sync: unknown task(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    counts = dict(zip(tasks, map(int, args.samples.split(",")))) if args.samples else DEFAULT_SAMPLES
+    out = Path(args.output_dir)
+    results: dict[str, dict] = {}
+    for task in tasks:
+        config = yaml.safe_load(Path(CONFIGS[task]).read_text())
+        n = counts.get(task, DEFAULT_SAMPLES[task])
+        reference = None
+        if task in REFERENCE:
+            ref_config = yaml.safe_load(Path(REFERENCE[task]).read_text())
+            reference = Path(ref_config["output_dir"])
+            predict(["predict", "--config", REFERENCE[task], *sample_overrides(ref_config, n), *rest])
+        chosen = methods(task, config)
+        if args.methods:
+            chosen = {m: v for m, v in chosen.items() if m in args.methods.split(",")}
+        results[task] = {}
+        for method, switch in chosen.items():
+            folder = out / task / method
+            predict(["predict", "--config", CONFIGS[task], *switch, *sample_overrides(config, n)]
+                    + ["--output_dir", str(folder), *rest])
+            recs = samples(folder)
+            row = {"num_samples": len(recs), "seconds": float(np.mean([s["seconds"] for s in recs]))}
+            if task == "wide_image":
+                row.update(wide_figures(folder, reference))
+            elif task == "motion":
+                row.update(motion_figures(folder))
+            elif task == "mask_t2i":
+                row.update(mask_figures(folder))
+            else:
+                clip = config["trainer"]["callbacks"][0]["init_args"].get("clip_model", "syncsde:tiny-clip")
+                row.update(ambiguous_figures(folder, clip))
+            row.update(metrics_of(folder))
+            results[task][method] = row
+            print(f"{task} {method}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()), file=sys.stderr)
+    markdown = to_markdown(results)
+    print(markdown)
+    from syncsde.io import save_json
+
+    save_json(out / "sync_benchmark.json", results)
+    if args.readme:
+        from syncsde.benchmarks.readme import write_result
+
+        write_result("sync_benchmark", markdown, results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
