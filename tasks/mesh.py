@@ -168,6 +168,27 @@ class _OfficialGammaStep(Step):
         return float(gamma(self.abar_t, self.abar_gamma))
 
 
+def official_gamma(schedule: Schedule, config: dict, steps: int) -> Schedule:
+    """``schedule`` with γ_t read at t' = t − N_train // ``steps`` (the official mesh code: 30, whatever the step
+    count; ᾱ_prev = the schedule's final value past t' < 0, a point the official code never reaches)."""
+    from diffusers import DDPMScheduler
+
+    if any(s.kind not in ("ddim", "ddpm") for s in schedule.steps):
+        raise InputError("gamma_steps applies to DDIM/DDPM (β-schedule) models only; unset it for this backbone")
+    train = DDPMScheduler.from_config({k: v for k, v in dict(config).items() if not k.startswith("_")})
+    abar, gap = train.alphas_cumprod.to(torch.float64), train.config.num_train_timesteps // steps
+    return Schedule(
+        tuple(
+            _OfficialGammaStep(
+                **{f.name: getattr(s, f.name) for f in fields(s)},
+                abar_gamma=float(abar[s.t - gap]) if s.t >= gap else s.abar_prev,
+            )
+            for s in schedule.steps
+        ),
+        schedule.prediction,
+    )
+
+
 class _JointBakeRender:
     """f for view i: render_i of the joint bake of views 0..i−1, for every mesh of the batch (one linear map each)."""
 
@@ -287,23 +308,10 @@ class MeshTexturing(SyncTask):
         finally:
             remove()
 
-    def schedule(self) -> Schedule:
+    def schedule(self, shape=None) -> Schedule:  # ``shape``: the working-space shape, for backbones that need it
         config = self.backbone.scheduler_config()
         schedule = Schedule.from_config(config, self.num_inference_steps, self.sampler, self.eta, T=self.T)
-        if self.gamma_steps is None:
-            return schedule
-        from diffusers import DDPMScheduler
-
-        train = DDPMScheduler.from_config({k: v for k, v in dict(config).items() if not k.startswith("_")})
-        abar, gap = train.alphas_cumprod.to(torch.float64), train.config.num_train_timesteps // self.gamma_steps
-        steps = [
-            _OfficialGammaStep(
-                **{f.name: getattr(s, f.name) for f in fields(s)},
-                abar_gamma=float(abar[s.t - gap]) if s.t >= gap else s.abar_prev,
-            )
-            for s in schedule.steps
-        ]
-        return Schedule(tuple(steps), schedule.prediction)
+        return schedule if self.gamma_steps is None else official_gamma(schedule, config, self.gamma_steps)
 
     def geometry(self, record) -> Geometry:
         latent = self.view_size // self.backbone.scale_factor
