@@ -130,11 +130,11 @@ def _gather(ptr: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
     return owner, ptr[rows][owner] + torch.arange(len(owner)) - first
 
 
-def _csr(rows: Tensor, pixel: Tensor, weight: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
-    order = torch.argsort(rows, stable=True)
+def _csr(rows: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Row pointers of ``n`` rows for entries in rows ``rows``, and the order that sorts the entries by row."""
     ptr = torch.zeros(n + 1, dtype=torch.long)
     ptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
-    return ptr, pixel[order], weight[order]
+    return ptr, torch.argsort(rows, stable=True)
 
 
 class _ViewBake:
@@ -142,14 +142,16 @@ class _ViewBake:
     the whole texture."""
 
     def __init__(self, s: ViewSamples, size: int, bake: Bake, visible: Tensor | None, exponent: float):
-        self.s, self.size, self.bake, self.exponent = s, size, bake, exponent
-        if bake == "projection" and len(s.texel) == 0:  # a view that does not see the mesh adds nothing
-            bake = self.bake = "splat"
-        if bake == "projection":
+        self.s, self.size, self.exponent = s, size, exponent
+        # a view that does not see the mesh adds nothing: the splat rules give it no weight and no terms
+        self.bake = bake if len(s.texel) else "splat"
+        self.keep = s.cos > 0  # the splat bake's pixels
+        if self.bake == "projection":
             self.seeds, inverse, count = torch.unique(s.texel, return_inverse=True, return_counts=True)
             self.mean = 2 / (2 * count.float() + 1e-8)  # B_j = 2Σx / (2n + 1e−8), the official gradient form
             self.cos = torch.zeros(len(self.seeds)).index_add_(0, inverse, 2 * s.cos) / (2 * count.float() + 1e-8)
-            self.ptr, self.members, _ = _csr(inverse, s.pixel, s.cos, len(self.seeds))
+            self.ptr, order = _csr(inverse, len(self.seeds))
+            self.members = s.pixel[order]
             seen = torch.zeros(size * size, dtype=torch.bool)
             seen[self.seeds] = True
             self.nearest = torch.searchsorted(self.seeds, voronoi_index(seen.view(size, size)))  # slot of v_j(u)
@@ -158,7 +160,8 @@ class _ViewBake:
     def weight(self, at: Tensor | None = None) -> Tensor:
         """d_j at the texels ``at`` (all texels if None)."""
         if self.bake == "splat":
-            d = torch.zeros(self.size * self.size).index_add_(0, self.s.texel, self.s.cos**self.exponent)
+            texel, cos = self.s.texel[self.keep], self.s.cos[self.keep]
+            d = torch.zeros(self.size * self.size).index_add_(0, texel, cos**self.exponent)
             return d if at is None else d[at]
         slot = self.nearest if at is None else self.nearest[at]
         visible = self.visible if at is None else self.visible[at]
@@ -167,18 +170,18 @@ class _ViewBake:
     def terms(self, at: Tensor) -> _Terms:
         if self.bake == "splat":
             s = self.s
-            keep = s.cos > 0
             row = torch.searchsorted(at, s.texel).clamp(max=len(at) - 1)
-            keep &= at[row] == s.texel
-            row, w = row[keep], s.cos[keep] ** self.exponent
-            ptr, pixel, weight = _csr(row, s.pixel[keep], w, len(at))
-            return _Terms(ptr, pixel, weight, torch.zeros(len(at)).index_add_(0, row, w))
+            keep = self.keep & (at[row] == s.texel)
+            row, pixel, w = row[keep], s.pixel[keep], s.cos[keep] ** self.exponent
+            ptr, order = _csr(row, len(at))
+            return _Terms(ptr, pixel[order], w[order], torch.zeros(len(at)).index_add_(0, row, w))
         d = self.weight(at)
         rows = torch.nonzero(d > 0).flatten()
         slot = self.nearest[at[rows]]
         k, e = _gather(self.ptr, slot)
-        ptr, pixel, weight = _csr(rows[k], self.members[e], d[rows[k]] * self.mean[slot[k]], len(at))
-        return _Terms(ptr, pixel, weight, d)
+        ptr, order = _csr(rows[k], len(at))
+        weight = d[rows[k]] * self.mean[slot[k]]
+        return _Terms(ptr, self.members[e][order], weight[order], d)
 
 
 def _views(samples, size, bake, visible, exponent):
