@@ -539,3 +539,17 @@ def test_paper_preset_runs_on_the_embedded_model(tmp_path, monkeypatch):
     assert (sidecar["coupling_mask"], sidecar["gamma_steps"], sidecar["T"]) == ("value_test", 30, 1000)
     assert sidecar["bake"] == "projection" and sidecar["multiview_attention"] is True
     assert (out / "00000.png").exists() and (out / "00000" / "mesh.glb").exists()
+
+
+def test_uv_raster_agrees_with_the_views(sphere):
+    """The face rasterized under a texel centre is the face a view shows where that texel is read (up to texels that
+    straddle a face edge), and V_j covers the texels view j reads."""
+    from syncsde.mesh.projection import visible_texels
+    from syncsde.mesh.raster import rasterize_uv
+
+    cams = [Camera(0, 0, distance=3.0), Camera(30, 180, distance=3.0)]
+    visible = visible_texels(sphere, cams, 512)
+    for j, g in enumerate(rasterize(sphere, cams, 96)):
+        texel = texel_index(g.uv, 512, 512)[g.mask]
+        assert (rasterize_uv(sphere, 512)[texel] == g.face[g.mask]).float().mean() > 0.9
+        assert visible[j, texel].float().mean() > 0.99
