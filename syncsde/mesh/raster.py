@@ -1,7 +1,8 @@
 """Per-view G-buffers from a real rasterizer: moderngl on EGL (Mesa llvmpipe on a CPU, the driver on NVIDIA GPUs).
 
 For each camera: the UV coordinates, face id, view-space depth and world normal of the nearest surface at every
-pixel, and the coverage mask (back faces culled, one face per pixel, no anti-aliasing).
+pixel, and the coverage mask (back faces culled, one face per pixel, no anti-aliasing). :func:`rasterize_uv` draws
+the mesh in texture space instead: the face under every texel centre.
 """
 
 from __future__ import annotations
@@ -122,3 +123,41 @@ def rasterize(mesh: TexturedMesh, cameras: list[Camera], size: int) -> list[GBuf
         for obj in (vao, vbo, ibo, fbo, uvd, nrm, face, world, prog):
             obj.release()
     return out
+
+
+UV_VERTEX = """
+#version 330
+in vec2 in_uv;
+void main() {
+    gl_Position = vec4(2.0 * in_uv - 1.0, 0.0, 1.0);
+}
+"""
+UV_FRAGMENT = """
+#version 330
+out int out_face;
+void main() {
+    out_face = gl_PrimitiveID;
+}
+"""
+
+
+def rasterize_uv(mesh: TexturedMesh, size: int) -> Tensor:
+    """The face drawn at each texel centre of a ``size``² texture (flat, row-major, −1 where no face), under the
+    texel convention of :mod:`syncsde.mesh.texture` (row 0 at v = 1); where UV charts overlap, the face drawn last."""
+    ctx = context()
+    prog = ctx.program(vertex_shader=UV_VERTEX, fragment_shader=UV_FRAGMENT)
+    vbo = ctx.buffer(mesh.uvs.numpy().astype("f4").tobytes())
+    ibo = ctx.buffer(mesh.faces.numpy().astype("i4").tobytes())
+    vao = ctx.vertex_array(prog, [(vbo, "2f", "in_uv")], index_buffer=ibo)
+    face = ctx.texture((size, size), 1, dtype="i4")
+    fbo = ctx.framebuffer([face])
+    try:
+        fbo.use()
+        face.write(np.full((size, size), -1, dtype="i4").tobytes())
+        ctx.disable(ctx.DEPTH_TEST | ctx.CULL_FACE)
+        vao.render()
+        fid = np.frombuffer(face.read(), dtype="i4").reshape(size, size)[::-1]
+    finally:
+        for obj in (vao, vbo, ibo, fbo, face, prog):
+            obj.release()
+    return torch.tensor(fid.astype(np.int64)).flatten()

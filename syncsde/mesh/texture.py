@@ -58,13 +58,17 @@ def bake(
     return tex.view(C, Ht, Wt), wsum.view(Ht, Wt)
 
 
-def voronoi_fill(texture: Tensor, seen: Tensor) -> Tensor:
-    """Every unseen texel takes the value of its nearest seen texel (Euclidean, in texels; scipy's exact distance
-    transform). ``seen`` (H, W) bool."""
+def voronoi_index(seen: Tensor) -> Tensor:
+    """For every texel, the flat index of its nearest seen texel (Euclidean, in texels; scipy's exact distance
+    transform; a seen texel is its own). ``seen`` (H, W) bool, at least one seen texel; returns (H·W,) on the CPU."""
     from scipy.ndimage import distance_transform_edt
 
+    _, (rows, cols) = distance_transform_edt(~seen.cpu().numpy(), return_indices=True)
+    return torch.from_numpy((rows * seen.shape[1] + cols).astype(np.int64)).flatten()
+
+
+def voronoi_fill(texture: Tensor, seen: Tensor) -> Tensor:
+    """Every unseen texel takes the value of its nearest seen texel (:func:`voronoi_index`). ``seen`` (H, W) bool."""
     if not bool(seen.any()):
         return texture
-    _, (rows, cols) = distance_transform_edt(~seen.cpu().numpy(), return_indices=True)
-    idx = torch.from_numpy((rows * seen.shape[1] + cols).astype(np.int64)).to(texture.device)
-    return texture.flatten(1)[:, idx.flatten()].view_as(texture)
+    return texture.flatten(1)[:, voronoi_index(seen).to(texture.device)].view_as(texture)
