@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
@@ -24,10 +25,10 @@ def sample_name(sample_id: int) -> str:
 class SampleDataModule(LightningDataModule):
     """Base: subclasses implement :meth:`records` (one dict per distinct input)."""
 
-    def __init__(self, samples_per_record: int = 1, seed: int = 0, batch_size: int = 1):
+    def __init__(self, samples_per_record: PositiveInt = 1, seed: NonNegativeInt = 0, batch_size: PositiveInt = 1):
         super().__init__()
-        if samples_per_record < 1 or batch_size < 1:
-            raise InputError("samples per prompt/record and batch_size must be at least 1")
+        if samples_per_record < 1 or batch_size < 1 or seed < 0:
+            raise InputError("samples per prompt/record and batch_size must be at least 1, and seed at least 0")
         self.samples_per_record, self.seed, self.batch_size = samples_per_record, seed, batch_size
         self.output_dir: Path | None = None
         self.overwrite = False
@@ -178,9 +179,9 @@ class PromptDataModule(SampleDataModule):
         self,
         prompts: Sequence[str] = (),
         prompt_file: str | None = None,
-        samples_per_prompt: int = 1,
-        seed: int = 0,
-        batch_size: int = 1,
+        samples_per_prompt: PositiveInt = 1,
+        seed: NonNegativeInt = 0,
+        batch_size: PositiveInt = 1,
     ):
         super().__init__(samples_per_prompt, seed, batch_size)
         self.prompts = list(prompts)
@@ -211,9 +212,9 @@ class RecordDataModule(SampleDataModule):
         self,
         records: Sequence[dict] = (),
         records_file: str | None = None,
-        samples_per_record: int = 1,
-        seed: int = 0,
-        batch_size: int = 1,
+        samples_per_record: PositiveInt = 1,
+        seed: NonNegativeInt = 0,
+        batch_size: PositiveInt = 1,
         base_dir: str | None = None,
     ):
         super().__init__(samples_per_record, seed, batch_size)

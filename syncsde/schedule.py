@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from syncsde.errors import InputError
+
 Prediction = Literal["epsilon", "sample", "v_prediction"]
 
 # Stable Diffusion's noise schedule with its DDIM settings (leading spacing, offset 1, ᾱ_final = ᾱ_0)
@@ -206,7 +208,7 @@ class Schedule:
         from diffusers import DDIMScheduler, DDPMScheduler
 
         if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+            raise InputError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
         sched_cls = DDIMScheduler if kind == "ddim" else DDPMScheduler
         config = {k: v for k, v in dict(config).items() if not k.startswith("_")}
         sched = sched_cls.from_config(config)

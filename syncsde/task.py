@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 import torch
+from jsonargparse.typing import NonNegativeFloat, PositiveInt
 from lightning import LightningModule
 from torch import Tensor
 
@@ -62,12 +63,12 @@ class SyncTask(LightningModule):
         self,
         backbone: Backbone,
         strategy: Strategy,
-        num_inference_steps: int = 50,
+        num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
         sampler: Literal["ddim", "ddpm"] = "ddim",
-        eta: float = 0.0,
-        max_batch: int | None = None,
+        eta: NonNegativeFloat = 0.0,
+        max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
         super().__init__()

@@ -15,10 +15,12 @@ backbone that predicts joint rotations (MDM) — a mesh sequence (``_smpl.npz``)
 from __future__ import annotations
 
 import colorsys
+from pathlib import Path
 
 import numpy as np
 import torch
 from jsonargparse import lazy_instance
+from jsonargparse.typing import PositiveInt
 
 from syncsde.backbones.base import Backbone
 from syncsde.coupling import SyncProblem
@@ -43,15 +45,15 @@ class LongMotion(SyncTask):
         self,
         backbone: Backbone,
         strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
-        segment_frames: int = 120,
-        overlap: int = 30,
+        segment_frames: PositiveInt = 120,
+        overlap: PositiveInt = 30,
         init_from_canonical: bool = True,
         smpl_model: str | None = None,
-        render_size: int = 160,
-        filmstrip_every: int = 15,
-        num_inference_steps: int = 50,
+        render_size: PositiveInt = 160,
+        filmstrip_every: PositiveInt = 15,
+        num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 2.5,
-        max_batch: int | None = None,
+        max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
         super().__init__(
@@ -59,6 +61,11 @@ class LongMotion(SyncTask):
         )
         if not 0 < overlap < segment_frames:
             raise InputError(f"overlap {overlap} must be between 1 and segment_frames − 1 ({segment_frames - 1})")
+        if smpl_model is not None and not Path(smpl_model).exists():
+            raise InputError(
+                f"--model.init_args.smpl_model '{smpl_model}' not found; give the folder of your SMPL/SMPL-X model "
+                "files (their licence forbids shipping them), or leave it unset for joints only"
+            )
         if not hasattr(backbone, "to_joints"):
             raise InputError(f"backbone {backbone.name} is not a motion model (it has no to_joints)")
         self.segment_frames, self.overlap = segment_frames, overlap

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from syncsde.backbones.base import Backbone
-from syncsde.errors import ModelNotFoundError
+from syncsde.errors import InputError, ModelNotFoundError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -48,11 +48,21 @@ def resolve_model(model: str, what: str = "--model.init_args.backbone.init_args.
 
         return Path(DiffusionPipeline.download(model, etag_timeout=10))
     except Exception as e:  # offline, unknown id, gated repository, ...
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        reason = short_reason(e)
         raise ModelNotFoundError(
             f"cannot load model '{model}' ({reason}); download it where the hub is reachable "
             f"(hf download {model} --local-dir DIR) and pass {what} DIR"
         ) from None
+
+
+def short_reason(e: BaseException, limit: int = 120) -> str:
+    """The gist of a library's error for a one-line message: its first line, shortened at a word boundary."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if text.lower().startswith("cannot load model") and ": " in text:
+        text = text.split(": ", 1)[1]  # the caller names the model already
+    if len(text) > limit:
+        text = text[: text.rfind(" ", 0, limit)].rstrip(" ,;:(") + " ..."
+    return text
 
 
 def embedded_path(name: str) -> Path:
@@ -88,7 +98,9 @@ class DiffusersBackbone(Backbone):
     def __init__(self, model: str, dtype: str = "auto"):
         super().__init__()
         if dtype != "auto" and dtype not in DTYPES:
-            raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
+            raise InputError(
+                f"--model.init_args.backbone.init_args.dtype {dtype!r}: give 'auto' or one of {', '.join(sorted(DTYPES))}"
+            )
         self.name = model
         self.requested_dtype = dtype
         folder = resolve_model(model)
@@ -192,7 +204,7 @@ def resolve_single(model: str, what: str) -> Path:
             )
         )
     except Exception as e:  # noqa: BLE001
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        reason = short_reason(e)
         raise ModelNotFoundError(
             f"cannot load model '{model}' ({reason}); download it where the hub is reachable "
             f"(hf download {model} --local-dir DIR) and pass {what} DIR"
@@ -215,10 +227,25 @@ class StableDiffusionControlNet(StableDiffusion):
         scale_end: float = 0.9,
         guidance_end: float = 0.99,
     ):
+        # both models are looked for before either is loaded, so that one line names all that is missing
+        option = "--model.init_args.backbone.init_args.controlnet"
+        missing = []
+        for name, find in ((model, lambda: resolve_model(model)), (controlnet, lambda: resolve_single(controlnet, option))):
+            try:
+                find()
+            except ModelNotFoundError:
+                missing.append(name)
+        if missing:
+            raise ModelNotFoundError(
+                f"cannot load {' nor '.join(repr(m) for m in missing)}: the mesh backbone needs Stable Diffusion "
+                f"('{model}') and its depth ControlNet ('{controlnet}'); download what is missing where the hub is "
+                "reachable (hf download ID --local-dir DIR) and pass --model.init_args.backbone.init_args.model DIR "
+                f"and {option} DIR"
+            )
         super().__init__(model, dtype)
         from diffusers import ControlNetModel
 
-        folder = resolve_single(controlnet, "--model.init_args.backbone.init_args.controlnet")
+        folder = resolve_single(controlnet, option)
         self.controlnet = ControlNetModel.from_pretrained(folder, local_files_only=True).requires_grad_(False).eval()
         self.scale_start, self.scale_end, self.guidance_end = scale_start, scale_end, guidance_end
         self.control: Tensor | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 from syncsde.coupling import coupling_residuals
+from syncsde.errors import InputError
 from syncsde.schedule import inv_lambda_schedule
 from syncsde.strategies.base import Strategy
 
@@ -24,7 +25,14 @@ class SyncSDE(Strategy):
 
     def __init__(self, inv_lambda: float = 5.0, sync_t_min: int = 0):
         if inv_lambda < 0:
-            raise ValueError(f"inv_lambda must be >= 0 (it is 1/lambda, a precision), got {inv_lambda}")
+            raise InputError(
+                f"--model.init_args.strategy.init_args.inv_lambda {inv_lambda}: 1/lambda is a precision and must "
+                "be >= 0 (0 = independent trajectories); the paper uses 5"
+            )
+        if sync_t_min < 0:
+            raise InputError(
+                f"--model.init_args.strategy.init_args.sync_t_min {sync_t_min}: give a timestep >= 0 (0 = every step)"
+            )
         self.inv_lambda = float(inv_lambda)
         self.sync_t_min = int(sync_t_min)
         self._warned = False
