@@ -131,42 +131,50 @@ def quiet(on: bool = True) -> None:
         warnings.filterwarnings("ignore", module=r"(lightning|pytorch_lightning|torch|diffusers|transformers)\b")
 
 
+TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "PositiveInt": "a positive integer",
+    "NonNegativeInt": "an integer >= 0",
+    "PositiveFloat": "a number > 0",
+    "NonNegativeFloat": "a number >= 0",
+    "ClosedUnitInterval": "a number between 0 and 1",
+    "OpenUnitInterval": "a number strictly between 0 and 1",
+}
+
+
 def parser_error(text: str) -> str:
     """One line from jsonargparse's nested error report: the full option name, what was wrong, and the fix."""
-    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
-    keys, classes, reason = [], [], None
-    for line in lines:
-        s = line.strip().lstrip("- ").strip()
-        if s.startswith(("Given value", "Subtypes:", "Errors:", "Does not validate")):
-            continue
-        if s.startswith("Expected a <class 'NoneType'>"):
-            continue
+    lines = [line.strip().lstrip("- ").strip() for line in text.splitlines() if line.strip()]
+    keys, classes, reason, given = [], [], None, None
+    for s in lines:
         m = re.match(r'Parser key "([^"]+)":', s)
         if m:
             keys.append(m[1])
-            continue
-        m = re.match(r"Problem with given class_path '([^']+)':", s)
-        if m:
+        elif m := re.match(r"Problem with given class_path '([^']+)':", s):
             classes.append(m[1])
-            continue
-        if s:
+        elif m := re.search(r"val='(.*)'\)$", s):
+            given = m[1]
+        elif not s.startswith(("Given value", "Subtypes:", "Errors:", "Does not validate", "Expected a <class 'NoneType'>")):
             reason = s
-    option = ".init_args.".join(keys) if keys else None
+    option = "--" + ".init_args.".join(keys) if keys else None
     if reason is None:
         return lines[-1] if lines else text
-    m = re.match(r"Option '([^']+)' is not accepted", reason)
-    if m:
-        opt = f"--{option + '.init_args.' if option else ''}{m[1]}"
+    if m := re.match(r"Option '([^']+)' is not accepted", reason):
         owner = classes[-1] if classes else "this class"
-        return f"{opt} is not an option of {owner}; `syncsde predict --{keys[0] if keys else 'model'}.help {owner}` lists them"
-    reason = re.sub(r"Expected a <class '(\w+)'>\. Got value: (.*)", r"expected \1, got \2", reason)
-    reason = re.sub(r"Not of type (\w+): .* does not conform to restriction (.*)", r"must be \1 (\2)", reason)
-    hint = ""
-    if option and classes:
-        default = signature_default(classes[-1], keys[-1])
-        if default is not None:
-            hint = f"; the default is {default}"
-    return f"--{option}: {reason}{hint}" if option else reason
+        top = keys[0] if keys else "model"
+        name = f"{option}.init_args.{m[1]}" if option else f"--{m[1]}"
+        return f"{name} is not an option of {owner}; `syncsde predict --{top}.help {owner}` lists them"
+    if m := re.match(r"(?:Expected a <class '(\w+)'>|Not of type (\w+))[.:]", reason):
+        wanted = TYPE_WORDS.get(m[1] or m[2], m[1] or m[2])
+        got = re.search(r"Got value: (.*)", reason)
+        reason = f"got {given if given is not None else got[1] if got else 'a value of the wrong type'}; give {wanted}"
+    if reason.startswith(("No module named", "module ")) or "not accessible" in reason:
+        reason = f"cannot import {given or 'the class'} ({reason}); give an importable class path"
+    default = signature_default(classes[-1], keys[-1]) if option and classes else None
+    hint = f" (the default is {default})" if default is not None else ""
+    return f"{option}: {reason}{hint}" if option else reason
 
 
 def signature_default(class_path: str, param: str):

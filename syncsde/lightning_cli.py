@@ -27,6 +27,7 @@ from syncsde.cli import THREADS_HELP, VERBOSE_HELP, quiet, top_parser
 from syncsde.errors import InputError, SyncSDEError
 from syncsde.io import FolderBusy, lock_folder, remove_temporaries
 from syncsde.progress import SampleProgress
+from syncsde.strategies.base import Strategy
 from syncsde.task import SyncTask
 from syncsde.writer import SampleWriter
 
@@ -84,11 +85,10 @@ class SyncCLI(LightningCLI):
         check_finite(cfg)
 
     def instantiate_classes(self):
-        # the data module first: it reads the records and checks the files they name, so that a bad input stops
-        # before any model weights are read
-        cfg = self.config[self.subcommand]
-        if cfg.get("data") is not None:
-            build(cfg.data)
+        # the light components first (the data module reads the records and checks the files they name; strategies
+        # check their parameters), so that a bad input stops before any model weights are read
+        for spec in light_specs(self.config[self.subcommand]):
+            build(spec)
         super().instantiate_classes()
 
     def before_fit(self):
@@ -103,11 +103,30 @@ class SyncCLI(LightningCLI):
         self.config_init["predict"]["return_predictions"] = False  # results go to the writer and are released
 
 
+def light_specs(cfg) -> list:
+    """The config's data module and strategies: components that load no weights."""
+    found = [cfg.data] if isinstance(cfg.get("data"), Namespace) else []
+
+    def walk(node):
+        if isinstance(node, Namespace):
+            if "class_path" in node and issubclass(load_class(node.class_path), Strategy):
+                found.append(node)
+            for value in vars(node).values():
+                walk(value)
+
+    walk(cfg.get("model"))
+    return found
+
+
+def load_class(class_path: str):
+    module, name = class_path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
 def build(spec):
     """An object from its config (``class_path`` + ``init_args``), as jsonargparse would make it."""
-    module, name = spec.class_path.rsplit(".", 1)
     init = spec.get("init_args")
-    return getattr(importlib.import_module(module), name)(**(init.as_dict() if init is not None else {}))
+    return load_class(spec.class_path)(**(init.as_dict() if init is not None else {}))
 
 
 def config_name(cfg) -> str:
@@ -120,8 +139,7 @@ def check_kind(subcommand: str, cfg) -> None:
     spec = cfg.get("model")
     if spec is None:
         return
-    module, name = spec.class_path.rsplit(".", 1)
-    cls = getattr(importlib.import_module(module), name)
+    cls = load_class(spec.class_path)
     sampling = issubclass(cls, SyncTask)
     trains = cls.training_step is not LightningModule.training_step
     if subcommand == "predict" and not sampling:
