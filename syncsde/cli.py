@@ -121,10 +121,11 @@ def quiet(on: bool = True) -> None:
         from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
         (disable_progress_bars if on else enable_progress_bars)()
-    if "transformers" in sys.modules:
-        import transformers
-
-        transformers.utils.logging.set_verbosity(logging.ERROR if on else logging.WARNING)
+    for name in ("transformers", "diffusers"):  # already imported: their settings no longer read the environment
+        if name in sys.modules:
+            library = sys.modules[name].utils.logging
+            library.set_verbosity(logging.ERROR if on else logging.WARNING)
+            (library.disable_progress_bar if on else library.enable_progress_bar)()
     if on:  # library deprecation notices; syncsde's own warnings (e.g. an unstable 1/λ) stay
         for category in (DeprecationWarning, FutureWarning):
             warnings.filterwarnings("ignore", category=category)
