@@ -145,6 +145,9 @@ TYPE_WORDS = {
 }
 
 
+NOISE = ("Given value", "Subtypes:", "Errors:", "Does not validate", "Expected a <class 'NoneType'>")
+
+
 def parser_error(text: str) -> str:
     """One line from jsonargparse's nested error report: the full option name, what was wrong, and the fix."""
     lines = [line.strip().lstrip("- ").strip() for line in text.splitlines() if line.strip()]
@@ -157,7 +160,7 @@ def parser_error(text: str) -> str:
             classes.append(m[1])
         elif m := re.search(r"val='(.*)'\)$", s):
             given = m[1]
-        elif not s.startswith(("Given value", "Subtypes:", "Errors:", "Does not validate", "Expected a <class 'NoneType'>")):
+        elif not s.startswith(NOISE):
             reason = s
     option = "--" + ".init_args.".join(keys) if keys else None
     if reason is None:

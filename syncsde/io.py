@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-
 TMP_SUFFIX = ".tmp"
 
 

@@ -31,7 +31,6 @@ from syncsde.strategies.base import Strategy
 from syncsde.task import SyncTask
 from syncsde.writer import SampleWriter
 
-
 _locks: list = []  # output-folder locks held by this process's run
 
 
@@ -183,7 +182,8 @@ def prepare_output(trainer, model, datamodule, out: Path, overwrite: bool, confi
     """Before any process is launched: lock the folder, check it against this run's settings, plan the samples,
     check the process count, and install the writer (which writes ``config.yaml`` once the first sample starts)."""
     if not hasattr(datamodule, "attach_output"):
-        raise InputError(f"data module {type(datamodule).__name__} has no samples to generate; use a syncsde.data class")
+        name = type(datamodule).__name__
+        raise InputError(f"data module {name} has no samples to generate; use a syncsde.data class")
     leader = is_leader()
     lock = None
     if leader and out.exists():
@@ -246,5 +246,3 @@ def set_threads(threads: int | None, trainer) -> None:
     n = threads or default_threads(trainer.num_devices if cpu else 1)
     torch.set_num_threads(n)
     os.environ["OMP_NUM_THREADS"] = str(n)
-
-

@@ -7,8 +7,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from syncsde.progress import steps as progress_steps
 from syncsde.coupling import SyncProblem
+from syncsde.progress import steps as progress_steps
 from syncsde.schedule import Schedule, Step, ddim_step, tweedie_x0
 from syncsde.strategies.base import Strategy
 

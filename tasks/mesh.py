@@ -165,9 +165,9 @@ class MeshTexturing(SyncTask):
             rgb_texture_size,
         )
         if views is not None and not views:
-            raise InputError("--model.init_args.views is empty; give (elevation, azimuth) pairs, or unset it for the paper's")
+            raise InputError("--model.init_args.views is empty; give (elevation, azimuth) pairs, or unset it")
         if fov >= 180:
-            raise InputError(f"--model.init_args.fov {fov}: a field of view must be below 180 degrees; the paper uses 60")
+            raise InputError(f"--model.init_args.fov {fov}: give a field of view below 180 degrees (the paper: 60)")
         self.views, self.distance, self.fov = [tuple(v) for v in (views or PAPER_VIEWS)], distance, fov
         self.prompt_prefix, self.use_suffix, self.final_exponent = prompt_prefix, view_suffix, final_exponent
         self.keep_uv, self.T, self.turntable_frames = keep_uv, T, turntable_frames

@@ -13,6 +13,7 @@ import importlib
 import inspect
 import json
 import re
+import types
 import typing
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def hints(cls) -> dict:
 
 def strip_optional(hint):
     args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
         rest = [a for a in args if a is not type(None)]
         return rest[0] if len(rest) == 1 else hint
     return hint
@@ -243,7 +244,7 @@ def test_size_that_does_not_fit_is_one_line(config, option, value, word, tmp_pat
 def test_prompt_file_missing_unreadable_corrupt_empty(tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("# only a comment\n\n")
-    for value in (bad_file("missing", tmp_path), bad_file("a-folder", tmp_path), bad_file("corrupt", tmp_path), str(empty)):
+    for value in [*(bad_file(kind, tmp_path) for kind in ("missing", "a-folder", "corrupt")), str(empty)]:
         out = tmp_path / "out"
         args = ["predict", "--config", "configs/tiny/wide.yaml", "--output_dir", str(out)]
         code, text = run_cli([*args, "--data.init_args.prompt_file", value], capsys)
@@ -254,16 +255,17 @@ def test_checkpoint_and_statistics_missing_or_corrupt(tmp_path, capsys):
     mean, std = tmp_path / "Mean.npy", tmp_path / "Std.npy"
     np.save(mean, np.zeros(263, dtype=np.float32))
     np.save(std, np.ones(263, dtype=np.float32))
-    stats = ["--model.init_args.backbone.init_args.mean", str(mean), "--model.init_args.backbone.init_args.std", str(std)]
+    option = "--model.init_args.backbone.init_args."
+    stats = [f"{option}mean", str(mean), f"{option}std", str(std)]
     for kind in ("missing", "a-folder", "corrupt"):
         out = tmp_path / "out"
         args = ["predict", "--config", "configs/motion.yaml", "--output_dir", str(out), *stats]
-        code, text = run_cli([*args, "--model.init_args.backbone.init_args.checkpoint", bad_file(kind, tmp_path)], capsys)
+        code, text = run_cli([*args, f"{option}checkpoint", bad_file(kind, tmp_path)], capsys)
         assert_one_line(code, text, "checkpoint", out)
     for kind in ("missing", "corrupt"):
         out = tmp_path / "out"
         args = ["predict", "--config", "configs/motion.yaml", "--output_dir", str(out)]
-        code, text = run_cli([*args, "--model.init_args.backbone.init_args.mean", bad_file(kind, tmp_path, ".npy")], capsys)
+        code, text = run_cli([*args, f"{option}mean", bad_file(kind, tmp_path, ".npy")], capsys)
         assert_one_line(code, text, "mean", out)
 
 

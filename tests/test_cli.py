@@ -175,7 +175,7 @@ def test_resume_refuses_other_settings_then_overwrite_replaces_them(config, tmp_
     other = ["--model.init_args.strategy.init_args.inv_lambda", "0", "--model.init_args.num_inference_steps", "2"]
     code, lines = run_in_process([*base, *other], capsys)
     assert code == 2 and len(lines) == 1, lines
-    assert "other settings" in lines[0] and "inv_lambda" in lines[0] and "steps" in lines[0] and "--overwrite" in lines[0]
+    assert all(word in lines[0] for word in ("other settings", "inv_lambda", "steps", "--overwrite")), lines
     assert sorted(p.name for p in out.iterdir()) == before  # nothing written, config.yaml not replaced
     code, lines = run_in_process([*base, *other, "--overwrite", "true"], capsys)
     assert code == 0, lines
@@ -186,7 +186,8 @@ def test_resume_refuses_other_settings_then_overwrite_replaces_them(config, tmp_
 
 def test_metrics_cover_every_sample_and_evaluate_recomputes_them(config, tmp_path, capsys):
     cfg = yaml.safe_load(config.read_text())
-    cfg["trainer"]["callbacks"] = [{"class_path": "evaluation.Metrics", "init_args": {"clip_model": "syncsde:tiny-clip"}}]
+    metrics = {"class_path": "evaluation.Metrics", "init_args": {"clip_model": "syncsde:tiny-clip"}}
+    cfg["trainer"]["callbacks"] = [metrics]
     config.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
     base = ["predict", "--config", str(config), "--output_dir", str(out), "--trainer.enable_progress_bar", "false"]

@@ -2,8 +2,9 @@
 
 import fnmatch
 import re
-import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "syncsde" / "docs"
@@ -46,6 +47,7 @@ def test_no_citation_of_files_outside_the_repository():
 
 
 def test_docs_are_package_data():
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     patterns = config["tool"]["setuptools"]["package-data"]["syncsde"]
     for doc in ("SYNCSDE.md", "BASELINES.md", "ARCHITECTURE.md"):

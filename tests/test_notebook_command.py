@@ -6,9 +6,9 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import pytest
 import torch
 
 from syncsde.task import SampleOutput
@@ -24,6 +24,7 @@ def readme_command() -> str:
 
 
 def test_analysis_extra_provides_the_command():
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     names = {re.split(r"[<>=\[ ]", d)[0] for d in extras["analysis"]}
     assert {"nbclient", "ipykernel", "matplotlib"} <= names  # jupyter execute, its kernel, the figures
@@ -39,7 +40,8 @@ def test_readme_notebook_command_runs_from_the_working_directory(tmp_path):
         writer = SampleWriter(folder)
         for i in range(2):
             meta = {"task": "wide_image", "method": "syncsde", "inv_lambda": inv_lambda, "prompt": "a sky", "seed": 0}
-            writer.write_sample(SampleOutput(i, torch.rand(3, 16, 48, generator=torch.Generator().manual_seed(i)), meta))
+            image = torch.rand(3, 16, 48, generator=torch.Generator().manual_seed(i))
+            writer.write_sample(SampleOutput(i, image, meta))
         write_manifest(folder)
         metrics = {"metrics": {"clip_score": {"available": True, "value": 20 + inv_lambda}}}
         (folder / "metrics.json").write_text(json.dumps(metrics))

@@ -99,7 +99,8 @@ class DiffusersBackbone(Backbone):
         super().__init__()
         if dtype != "auto" and dtype not in DTYPES:
             raise InputError(
-                f"--model.init_args.backbone.init_args.dtype {dtype!r}: give 'auto' or one of {', '.join(sorted(DTYPES))}"
+                f"--model.init_args.backbone.init_args.dtype {dtype!r}: give 'auto' or one of "
+                f"{', '.join(sorted(DTYPES))}"
             )
         self.name = model
         self.requested_dtype = dtype
@@ -230,9 +231,9 @@ class StableDiffusionControlNet(StableDiffusion):
         # both models are looked for before either is loaded, so that one line names all that is missing
         option = "--model.init_args.backbone.init_args.controlnet"
         missing = []
-        for name, find in ((model, lambda: resolve_model(model)), (controlnet, lambda: resolve_single(controlnet, option))):
+        for name, find in ((model, resolve_model), (controlnet, lambda m: resolve_single(m, option))):
             try:
-                find()
+                find(name)
             except ModelNotFoundError:
                 missing.append(name)
         if missing:

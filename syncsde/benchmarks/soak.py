@@ -22,7 +22,10 @@ from pathlib import Path
 
 from syncsde.benchmarks.readme import ROOT, write_result
 
-PROMPTS = "[a sunset over the sea with mountains, a sunny day over grass with mountains, a night sky over snow, a sunny day over sand]"
+PROMPTS = (
+    "[a sunset over the sea with mountains, a sunny day over grass with mountains, a night sky over snow, "
+    "a sunny day over sand]"
+)
 
 
 def command(out: Path, samples: int, steps: int) -> list[str]:
@@ -93,8 +96,10 @@ def main(argv=None) -> dict:
 
         ids = finished(soak)
         pngs = sorted(p.name for p in soak.glob("[0-9]*.png"))
-        identical = sum((soak / n).read_bytes() == (reference / n).read_bytes() for n in pngs if (reference / n).exists())
-        manifest = json.loads((soak / "manifest.json").read_text())["num_samples"] if (soak / "manifest.json").exists() else 0
+        same = [(reference / n).exists() and (soak / n).read_bytes() == (reference / n).read_bytes() for n in pngs]
+        identical = sum(same)
+        manifest_file = soak / "manifest.json"
+        manifest = json.loads(manifest_file.read_text())["num_samples"] if manifest_file.exists() else 0
         leftovers = [str(p.relative_to(soak)) for p in soak.rglob("*.tmp")]
         ok = (
             code == 0
@@ -116,8 +121,17 @@ def main(argv=None) -> dict:
         "2 CPU processes with 1 thread each on a shared 2-core machine)"
     )
     print(table)
-    data = {"ok": ok, "kills": kills, "samples": args.samples, "identical": identical, "leftovers": leftovers,
-            "soak_s": soaked, "uninterrupted_s": uninterrupted, "steps": args.steps, "seed": args.seed}
+    data = {
+        "ok": ok,
+        "kills": kills,
+        "samples": args.samples,
+        "identical": identical,
+        "leftovers": leftovers,
+        "soak_s": soaked,
+        "uninterrupted_s": uninterrupted,
+        "steps": args.steps,
+        "seed": args.seed,
+    }
     write_result("soak", table, data)
     if not ok:
         sys.exit(1)

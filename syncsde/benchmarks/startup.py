@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
     fraction = statistics.median(fractions)
     table = (
         "| measure | median | target |\n|---|---|---|\n"
-        f"| `syncsde --help` / `python -c \"import torch\"` | {ratio:.2f}× "
+        f'| `syncsde --help` / `python -c "import torch"` | {ratio:.2f}× '
         f"({statistics.median(help_s):.2f} s / {statistics.median(torch_s):.2f} s) | ≤ 2× |\n"
         f"| one-sample embedded wide run: time before the first step | {fraction:.0%} of "
         f"{statistics.median(totals):.1f} s | < 33% |\n\n"

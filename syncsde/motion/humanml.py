@@ -96,5 +96,7 @@ def _load(value, what):
         try:
             return np.load(value)
         except (OSError, ValueError) as e:
-            raise InputError(f"{option} '{value}' is not a .npy array ({e}); give HumanML3D's {what.capitalize()}.npy") from None
+            raise InputError(
+                f"{option} '{value}' is not a .npy array ({e}); give HumanML3D's {what.capitalize()}.npy"
+            ) from None
     return value
