@@ -215,8 +215,11 @@ def prepare_output(trainer, model, datamodule, out: Path, overwrite: bool, confi
         remove_temporaries(out)  # left by a killed run; we hold the lock, so nobody is writing them
         datamodule.discard_foreign()
     trainer.callbacks.insert(0, SampleWriter(out, config_text))  # first: the metrics then read what it wrote
-    if trainer.progress_bar_callback is not None:
-        trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, ProgressBar)] + [SampleProgress()]
+    # one bar over samples and steps (also when disabled: it keeps the sampler's own per-loop bars off)
+    bar = SampleProgress()
+    if trainer.progress_bar_callback is None:
+        bar.disable()
+    trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, ProgressBar)] + [bar]
 
 
 def take_lock(out: Path):

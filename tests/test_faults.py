@@ -105,10 +105,11 @@ def test_kill_mid_sample_then_rerun_completes_exactly_the_missing(config, tmp_pa
 
 
 def test_second_run_on_the_same_folder_is_refused(config, tmp_path):
-    out = tmp_path / "out"
-    first = start(config, out, "--model.init_args.num_inference_steps", "40")
+    out, steps = tmp_path / "out", ["--model.init_args.num_inference_steps", "300"]
+    first = start(config, out, *steps)
     wait_for(lambda: (out / "config.yaml").exists())  # the first run holds the lock and is generating
-    code, err = finish(start(config, out))
+    code, err = finish(start(config, out, *steps))
+    assert first.poll() is None, "the first run ended too early for this test"
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert "another syncsde run" in lines[0] and "--output_dir" in lines[0]
