@@ -72,7 +72,7 @@ class SampleDataModule(LightningDataModule):
             return samples
         by_id = {s["sample_id"]: s for s in samples}
         done, differing, clashes = set(), {}, 0
-        for sidecar in sorted(self.output_dir.glob("[0-9]*.json")):
+        for sidecar in sorted(p for p in self.output_dir.glob("[0-9]*.json") if p.stem.isdigit()):
             try:
                 old = json.loads(sidecar.read_text())
             except (OSError, json.JSONDecodeError):
@@ -193,7 +193,7 @@ class PromptDataModule(SampleDataModule):
     def records(self):
         lines = read_lines(self.prompt_file, "--data.init_args.prompt_file") if self.prompt_file else []
         if self.prompt_file and not lines:
-            raise InputError(f"--data.init_args.prompt_file '{self.prompt_file}' holds no prompts; write one a line")
+            raise InputError(f"--data.init_args.prompt_file '{self.prompt_file}' holds no prompts; give one prompt a line")
         return [{"prompt": p} for p in self.prompts + lines]
 
 
@@ -221,6 +221,8 @@ class RecordDataModule(SampleDataModule):
         self.inline, self.records_file, self.base_dir = [dict(r) for r in records], records_file, base_dir
         if not self.inline and records_file is None:
             raise InputError("no records: set --data.init_args.records or --data.init_args.records_file")
+        if base_dir is not None and not Path(base_dir).is_dir():
+            raise InputError(f"--data.init_args.base_dir '{base_dir}' is not a folder; give the folder of the files")
         # every record and the files it names are checked now, before any model weights are read
         where = "--data.init_args.records_file" if records_file else "--data.init_args.records"
         for n, rec in enumerate(self.records()):

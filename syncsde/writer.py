@@ -76,7 +76,7 @@ class SampleWriter(BasePredictionWriter):
 
 def sidecars(output_dir: str | Path) -> list[Path]:
     """The sidecars of the finished samples of a folder, by sample id."""
-    return sorted(Path(output_dir).glob("[0-9]*.json"))
+    return sorted(p for p in Path(output_dir).glob("[0-9]*.json") if p.stem.isdigit())
 
 
 def write_manifest(output_dir: Path) -> Path:

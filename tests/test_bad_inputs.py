@@ -25,7 +25,7 @@ from syncsde.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs" / "tiny").glob("*.yaml")) + sorted((ROOT / "configs").glob("*.yaml"))
-FIX_WORDS = re.compile(r"\b(give|use|choose|set|must|the default is|add|rerun|lists|train with|run it with|pass)\b")
+FIX_WORDS = re.compile(r"\b(give|use|choose|set|must|the default is|add|rerun|lists|train with|run it with|pass|point|download)\b")
 
 
 def subcommand(cfg: dict) -> str:
@@ -90,8 +90,8 @@ def is_list(hint) -> bool:
 
 
 def sweep_cases():
-    """(config, subcommand, [override args], option name that the message must contain), one per class, option and
-    value (the first config naming the class; embedded configs first, whose weights are at hand)."""
+    """(config, subcommand, [option, value], option name that the message must contain), one per class, option and
+    value among the embedded configs and one among the paper configs (the first config naming the class)."""
     seen, cases = set(), []
     for path in CONFIGS:
         cfg = yaml.safe_load(path.read_text())
@@ -112,8 +112,8 @@ def sweep_cases():
                     if is_list(hint) and isinstance(current, (list, tuple)) and current:
                         values.append("[]")
                     values += [("file", v) for v in file_cases(current)]
-                    for value in values:
-                        key = (class_path, name, value)
+                    for value in values:  # once per class in the embedded configs, once in the paper configs
+                        key = (path.parent.name, class_path, name, value)
                         if key in seen:
                             continue
                         seen.add(key)
@@ -123,12 +123,10 @@ def sweep_cases():
 
 
 def file_cases(current) -> list[str]:
-    """A str option whose config value is an existing file or folder gets a missing one, an unreadable one (a folder
-    where a file is expected, or a file where a folder is), and a corrupt one."""
-    if not isinstance(current, str) or not (ROOT / current).exists() or current in ("", "."):
+    """A str option whose config value is an existing file (an input) gets a missing one, an unreadable one (a
+    folder where the file should be) and a corrupt one."""
+    if not isinstance(current, str) or not current or not (ROOT / current).is_file():
         return []
-    if (ROOT / current).is_dir():
-        return ["missing", "a-file"]
     return ["missing", "a-folder", "corrupt"]
 
 
@@ -140,29 +138,28 @@ def record_file_cases(path, cfg, seen) -> list:
     records = init.get("records") or []
     out = []
     for key in getattr(cls, "path_keys", ()):
-        if not records or (data["class_path"], f"records.{key}") in seen:
+        if not records or (path.parent.name, data["class_path"], key) in seen:
             continue
-        seen.add((data["class_path"], f"records.{key}"))
+        seen.add((path.parent.name, data["class_path"], key))
         for kind in ("missing", "a-folder", "corrupt"):
             out.append((path, "predict", ["--data.init_args.records", ("record", key, kind)], key))
     return out
 
 
 def materialise(args: list, tmp_path: Path, cfg: dict) -> list[str]:
-    """Turn the symbolic bad files of a case into real ones under tmp_path."""
-    out = []
-    for a in args:
-        if isinstance(a, tuple) and a[0] == "file":
-            out.append(bad_file(a[1], tmp_path))
-        elif isinstance(a, tuple) and a[0] == "record":
-            _, key, kind = a
-            record = dict(cfg["data"]["init_args"]["records"][0])
-            record[key] = bad_file(kind, tmp_path, suffix=Path(str(record[key])).suffix)
-            out.append(json.dumps([record]))
-            out += ["--data.init_args.records_file", "null", "--data.init_args.base_dir", "null"]
-        else:
-            out.append(a)
-    return out
+    """The command-line arguments of a case (``--option=value``: values may start with "-"), its symbolic bad
+    files made real under tmp_path."""
+    option, value = args
+    extra = []
+    if isinstance(value, tuple) and value[0] == "file":
+        value = bad_file(value[1], tmp_path)
+    elif isinstance(value, tuple) and value[0] == "record":
+        _, key, kind = value
+        record = dict(cfg["data"]["init_args"]["records"][0])
+        record[key] = bad_file(kind, tmp_path, suffix=Path(str(record[key])).suffix)
+        value = json.dumps([record])
+        extra = ["--data.init_args.records_file", "null", "--data.init_args.base_dir", "null"]
+    return [f"{option}={value}", *extra]
 
 
 def bad_file(kind: str, tmp_path: Path, suffix: str = ".bin") -> str:
@@ -209,7 +206,10 @@ CASES = sweep_cases()
 def test_bad_option_is_one_line(config, sub, args, option, tmp_path, capsys):
     cfg = yaml.safe_load(config.read_text())
     out = tmp_path / "out"
-    extra = ["--output_dir", str(out)] if sub == "predict" else []
+    if sub == "predict":
+        extra = ["--output_dir", str(out)]
+    else:  # should a bad value get through, train one step into tmp_path, never into the shipped weights
+        extra = ["--trainer.max_steps=1", f"--trainer.default_root_dir={out}", f"--model.init_args.export_dir={out}"]
     code, text = run_cli([sub, "--config", str(config), *extra, *materialise(args, tmp_path, cfg)], capsys)
     assert_one_line(code, text, option, out)
 
@@ -230,7 +230,7 @@ SIZES = [
     ("tiny/wide.yaml", "--model.init_args.stride", "4096", "stride"),
     ("tiny/wide.yaml", "--model.init_args.height", "48", "height"),
     ("tiny/motion.yaml", "--model.init_args.overlap", "120", "overlap"),
-    ("mesh.yaml", "--model.init_args.fov", "180", "fov"),
+    ("tiny/mesh.yaml", "--model.init_args.fov", "180", "fov"),
 ]
 
 
@@ -267,6 +267,14 @@ def test_checkpoint_and_statistics_missing_or_corrupt(tmp_path, capsys):
         args = ["predict", "--config", "configs/motion.yaml", "--output_dir", str(out)]
         code, text = run_cli([*args, f"{option}mean", bad_file(kind, tmp_path, ".npy")], capsys)
         assert_one_line(code, text, "mean", out)
+
+
+def test_base_dir_missing_or_a_file(tmp_path, capsys):
+    for value in (str(tmp_path / "none"), bad_file("a-file", tmp_path)):
+        out = tmp_path / "out"
+        args = ["predict", "--config", "configs/tiny/edit.yaml", "--output_dir", str(out)]
+        code, text = run_cli([*args, "--data.init_args.base_dir", value], capsys)
+        assert_one_line(code, text, "base_dir", out)
 
 
 def test_weights_folder_missing_a_file_or_incomplete(tmp_path, capsys):

@@ -72,7 +72,14 @@ def embedded_path(name: str) -> Path:
 
 def load_component(folder: Path, name: str):
     """Load one pipeline component by the class ``model_index.json`` names for it, as diffusers itself does."""
-    index = json.loads((folder / "model_index.json").read_text())
+    option = "--model.init_args.backbone.init_args.model"
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(
+            f"'{folder / 'model_index.json'}' is unreadable ({short_reason(e)}); point {option} at a complete "
+            "diffusers folder"
+        ) from None
     entry = index.get(name)
     if not entry or entry[0] is None:
         return None
@@ -80,7 +87,13 @@ def load_component(folder: Path, name: str):
     cls = getattr(importlib.import_module(library), cls_name)
     if name == "scheduler":
         return dict(cls.load_config(folder, subfolder=name, local_files_only=True))
-    obj = cls.from_pretrained(folder, subfolder=name, local_files_only=True)
+    try:
+        obj = cls.from_pretrained(folder, subfolder=name, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 (missing or corrupt files raise many types)
+        raise ModelNotFoundError(
+            f"cannot load the {name} of '{folder}' ({short_reason(e)}); the folder is incomplete or corrupt: "
+            f"download it again and pass it with {option}"
+        ) from None
     if name == "tokenizer" and len(obj) <= 2:
         raise ModelNotFoundError(f"the tokenizer in '{folder}' loaded with {len(obj)} tokens; the folder is incomplete")
     return obj

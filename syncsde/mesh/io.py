@@ -35,7 +35,7 @@ def load_mesh(path: str | Path, keep_uv: bool = True) -> TexturedMesh:
             f"cannot read mesh '{path}' ({type(e).__name__}: {str(e)[:80]}); give a valid OBJ/GLB/PLY"
         ) from None
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
-        raise InputError(f"mesh '{path}' has no faces; texturing needs a triangle mesh")
+        raise InputError(f"mesh '{path}' has no faces; give a triangle mesh (OBJ, GLB/GLTF or PLY)")
     v = np.asarray(loaded.vertices, dtype=np.float64)
     v = v - v.mean(0)
     v = v / np.linalg.norm(v, axis=1).max()
