@@ -193,7 +193,9 @@ class PromptDataModule(SampleDataModule):
     def records(self):
         lines = read_lines(self.prompt_file, "--data.init_args.prompt_file") if self.prompt_file else []
         if self.prompt_file and not lines:
-            raise InputError(f"--data.init_args.prompt_file '{self.prompt_file}' holds no prompts; give one prompt a line")
+            raise InputError(
+                f"--data.init_args.prompt_file '{self.prompt_file}' holds no prompts; give one prompt a line"
+            )
         return [{"prompt": p} for p in self.prompts + lines]
 
 

@@ -25,7 +25,9 @@ from syncsde.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs" / "tiny").glob("*.yaml")) + sorted((ROOT / "configs").glob("*.yaml"))
-FIX_WORDS = re.compile(r"\b(give|use|choose|set|must|the default is|add|rerun|lists|train with|run it with|pass|point|download)\b")
+FIX_WORDS = re.compile(
+    r"\b(give|use|choose|set|must|the default is|add|rerun|lists|train with|run it with|pass|point|download)\b"
+)
 
 
 def subcommand(cfg: dict) -> str:
