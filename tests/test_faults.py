@@ -78,10 +78,10 @@ def assert_intact(folder: Path):
 
 def test_kill_mid_sample_then_rerun_completes_exactly_the_missing(config, tmp_path):
     reference, out = tmp_path / "reference", tmp_path / "out"
-    code, err = finish(start(config, reference, "--model.init_args.num_inference_steps", "30"))
+    code, err = finish(start(config, reference, "--model.init_args.num_inference_steps", "100"))
     assert code == 0, err[-2000:]
 
-    proc = start(config, out, "--model.init_args.num_inference_steps", "30")
+    proc = start(config, out, "--model.init_args.num_inference_steps", "100")
     wait_for(lambda: len(finished(out)) >= 2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -90,7 +90,7 @@ def test_kill_mid_sample_then_rerun_completes_exactly_the_missing(config, tmp_pa
     assert_intact(out)
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("[0-9]*.*")}
 
-    code, err = finish(start(config, out, "--model.init_args.num_inference_steps", "30"))
+    code, err = finish(start(config, out, "--model.init_args.num_inference_steps", "100"))
     assert code == 0, err[-2000:]
     assert finished(out) == list(range(6))
     for name, mtime in before.items():
