@@ -75,7 +75,9 @@ def main(argv=None) -> dict:
             totals.append(total)
         readme_env = {k: v for k, v in env.items() if k != "OMP_NUM_THREADS"}  # the CLI's default: all cores
         readme_cmd = [sys.executable, "-m", "syncsde.cli", "predict", "--config", "configs/tiny/wide.yaml"]
+        load = os.getloadavg()[0]
         readme_s = timed([*readme_cmd, "--output_dir", str(Path(tmp) / "readme")], readme_env)[0]
+        load = max(load, os.getloadavg()[0])
     ratio = statistics.median(h / t for h, t in zip(help_s, torch_s))
     fraction = statistics.median(fractions)
     table = (
@@ -94,11 +96,12 @@ def main(argv=None) -> dict:
     samples = len(data_args["prompts"]) * data_args.get("samples_per_prompt", 1)
     quick = (
         f"The first command takes {readme_s:.0f} s ({samples} samples of {model_args['num_inference_steps']} steps, "
-        f"start-up and model loading included; measured by `python -m syncsde.benchmarks.startup` on {cores} shared "
-        "CPU cores)."
+        f"start-up and model loading included; measured by `python -m syncsde.benchmarks.startup` on {cores} CPU "
+        f"cores shared with other work: load average up to {load:.1f} during the measure, so expect less on an idle "
+        "machine)."
     )
     print(quick)
-    write_result("quickstart", quick, {"seconds": readme_s, "cores": cores})
+    write_result("quickstart", quick, {"seconds": readme_s, "cores": cores, "load_average": load})
     data = {
         "readme_command_s": readme_s,
         "help_over_torch": ratio,
