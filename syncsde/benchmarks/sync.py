@@ -290,8 +290,10 @@ def main(argv=None) -> dict:
         results[task] = {}
         for method, switch in chosen.items():
             folder = out / task / method
-            predict(["predict", "--config", CONFIGS[task], *switch, *sample_overrides(config, n)]
-                    + ["--output_dir", str(folder), *rest])
+            predict(
+                ["predict", "--config", CONFIGS[task], *switch, *sample_overrides(config, n)]
+                + ["--output_dir", str(folder), *rest]
+            )
             recs = samples(folder)
             row = {"num_samples": len(recs), "seconds": float(np.mean([s["seconds"] for s in recs]))}
             if task == "wide_image":
