@@ -116,7 +116,8 @@ def sweep_cases():
                     values += [("file", v) for v in file_cases(current)]
                     for value in values:  # once per class in the embedded configs, once in the paper configs
                         key = (path.parent.name, class_path, name, value)
-                        if key in seen:
+                        first = not any(c[0] == path for c in cases)  # every config gets at least one case
+                        if key in seen and not first:
                             continue
                         seen.add(key)
                         cases.append((path, sub, [f"--{prefix}.init_args.{name}", value], name))

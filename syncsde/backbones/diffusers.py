@@ -81,17 +81,21 @@ def embedded_path(name: str) -> Path:
     return Path(__file__).resolve().parents[1] / "embedded" / name
 
 
-def load_component(folder: Path, name: str):
-    """Load one pipeline component by the class ``model_index.json`` names for it, as diffusers itself does."""
-    option = "--model.init_args.backbone.init_args.model"
+def read_index(folder: Path, option: str = "--model.init_args.backbone.init_args.model") -> dict:
+    """A diffusers folder's ``model_index.json``, or a one-line ModelNotFoundError."""
     try:
-        index = json.loads((folder / "model_index.json").read_text())
+        return json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError) as e:
         raise ModelNotFoundError(
             f"'{folder / 'model_index.json'}' is unreadable ({short_reason(e)}); point {option} at a complete "
             "diffusers folder"
         ) from None
-    entry = index.get(name)
+
+
+def load_component(folder: Path, name: str):
+    """Load one pipeline component by the class ``model_index.json`` names for it, as diffusers itself does."""
+    option = "--model.init_args.backbone.init_args.model"
+    entry = read_index(folder, option).get(name)
     if not entry or entry[0] is None:
         return None
     library, cls_name = entry
@@ -142,7 +146,7 @@ class DiffusersModel(Backbone):
         self.name = model
         self.requested_dtype = dtype
         folder = resolve_model(model)
-        self.pipeline_config = json.loads((folder / "model_index.json").read_text())
+        self.pipeline_config = read_index(folder)
         family = checkpoint_family(self.pipeline_config)
         if family != self.family:
             raise InputError(

@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from einops import rearrange
+from jsonargparse.typing import PositiveInt
 from torch import Tensor
 
 from syncsde.backbones.flow import FlowMatchingBackbone, calculate_shift
@@ -56,7 +57,7 @@ class Flux(FlowMatchingBackbone):
     guidance_distilled = True
 
     def __init__(
-        self, model: str = "black-forest-labs/FLUX.1-dev", dtype: str = "auto", max_sequence_length: int = 512
+        self, model: str = "black-forest-labs/FLUX.1-dev", dtype: str = "auto", max_sequence_length: PositiveInt = 512
     ):
         super().__init__(model, dtype)
         latent_channels = self.vae.config.latent_channels

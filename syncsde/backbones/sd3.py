@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from jsonargparse.typing import PositiveInt
 from torch import Tensor
 
 from syncsde.backbones.flow import FlowMatchingBackbone, calculate_shift
@@ -42,7 +43,7 @@ class StableDiffusion3(FlowMatchingBackbone):
         self,
         model: str = "stabilityai/stable-diffusion-3-medium-diffusers",
         dtype: str = "auto",
-        max_sequence_length: int = 256,
+        max_sequence_length: PositiveInt = 256,
     ):
         super().__init__(model, dtype)
         cfg = self.transformer.config
