@@ -7,7 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from syncsde.attention import AttentionRecorder, edit_mask, replace_word, word_token_columns
+from syncsde.attention import (
+    AttentionRecorder,
+    edit_mask,
+    find_word,
+    missing_word_error,
+    replace_word,
+    word_token_columns,
+)
 from syncsde.backbones import GaussianBackbone, StableDiffusion
 from syncsde.backbones.base import guided_eps
 from syncsde.coupling import SyncProblem
@@ -40,11 +47,15 @@ def test_edit_mask_on_constructed_attention():
 
 def test_word_columns_and_target_prompt():
     tok = byte_level_clip_tokenizer()  # no merges: one token per character
-    assert word_token_columns(tok, "a cat on grass.", "cat") == [2, 3, 4]
-    assert word_token_columns(tok, "A Cat, sitting", "cat") == [2, 3, 4, 5]  # "cat," has 4 characters
-    assert replace_word("a photo of a cat.", "cat", "dog") == "a photo of a dog."
+    assert find_word("a cat on grass.", "cat") == 1 and find_word("A Cat, sitting", "cat") == 1
+    assert find_word("a dog on grass", "cat") is None
+    assert word_token_columns(tok, "a cat on grass.", 1) == [2, 3, 4]
+    assert word_token_columns(tok, "A Cat, sitting", 1) == [2, 3, 4, 5]  # "cat," has 4 characters
+    assert replace_word("a photo of a cat.", 4, "cat", "dog") == "a photo of a dog."
+    assert replace_word("two cats on grass", 1, "cat", "dog") == "two dogs on grass"  # the official substring rule
+    assert replace_word("a kitten on grass", 1, "cat", "dog") == "a dog on grass"  # a CLIP-found word: replaced
     with pytest.raises(InputError, match="its words are: a, dog, on, grass"):
-        word_token_columns(tok, "a dog on grass", "cat")
+        raise missing_word_error("a dog on grass", "cat")
 
 
 def test_inversion_reconstructs_gaussian():
@@ -135,11 +146,13 @@ def test_captioner_writes_missing_source_prompts(tiny_sd_dir, image, tmp_path):
     from syncsde.errors import ModelNotFoundError
     from syncsde.testing import save_tiny_blip
 
-    captioner = Captioner(str(save_tiny_blip(tmp_path / "blip")), max_new_tokens=6)
+    captioner = Captioner(str(save_tiny_blip(tmp_path / "blip")), max_length=10)
     caption = captioner([torch.rand(3, 40, 50)])[0]
     assert isinstance(caption, str) and caption
     rec = {"image": str(image), "source_word": "zebra", "target_word": "dog", "sample_id": 0, "seed": 0}
-    task = ImageEdit(StableDiffusion(str(tiny_sd_dir)), mask_res=4, num_inference_steps=2, progress=False)
+    task = ImageEdit(
+        StableDiffusion(str(tiny_sd_dir)), mask_res=4, num_inference_steps=2, missing_word="error", progress=False
+    )
     with pytest.raises(InputError, match="no prompt"):
         task.prepare([rec])
     task.captioner = captioner
