@@ -99,7 +99,8 @@ class AttentionRecorder:
         maps = self._maps.setdefault(index, [])
         start = sum(m.shape[0] for m in maps)
         probs = (q @ k.transpose(-1, -2) * scale).softmax(-1).mean(1)  # (B, Q, tokens)
-        word = torch.stack([probs[b, :, list(c)].mean(-1) for b, c in enumerate(self._columns[start:])])  # (B, Q)
+        columns = self._columns[start : start + probs.shape[0]]
+        word = torch.stack([probs[b, :, list(c)].mean(-1) for b, c in enumerate(columns)])  # (B, Q)
         r = math.isqrt(q.shape[2])
         m = word.view(-1, 1, r, r)
         if r < self.mask_res:
