@@ -133,6 +133,21 @@ class ImageEdit(SyncTask):
             )
         return columns
 
+    def invert(self, images: torch.Tensor, batch, denoise) -> torch.Tensor:
+        """x_T (B, 1, C, h, w) in the sampler's dtype, by ``inversion``: the exact reverse of the schedule from the
+        VAE posterior mean, or the official code's from a posterior sample (noise from each sample's generator)."""
+        schedule = self.schedule()
+        if self.inversion == "exact":
+            return invert(denoise, self.backbone.encode(images).to(self.state_dtype)[:, None], schedule, self.progress)
+        from diffusers import DDIMScheduler
+
+        shape = (self.backbone.channels, self.backbone.sample_size, self.backbone.sample_size)
+        gens = [sample_generator(s["seed"], s["sample_id"], stream=1) for s in batch]
+        noise = torch.stack([torch.randn(shape, generator=g) for g in gens])
+        z0 = self.backbone.encode(images, noise=noise).to(self.state_dtype)[:, None]
+        alphas = DDIMScheduler.from_config(self.backbone.scheduler_config()).alphas_cumprod
+        return invert_official(denoise, z0, schedule, alphas, self.progress)
+
     def prepare(self, batch):
         images = torch.stack([self.load(s["image"]) for s in batch]).to(self.device)
         records = []
@@ -156,26 +171,13 @@ class ImageEdit(SyncTask):
                     "source": img,
                 }
             )
-        if self.inversion == "official":  # a posterior sample, from each sample's own generator
-            shape = (self.backbone.channels, self.backbone.sample_size, self.backbone.sample_size)
-            gens = [sample_generator(s["seed"], s["sample_id"], stream=1) for s in batch]
-            z0 = self.backbone.encode(images, noise=torch.stack([torch.randn(shape, generator=g) for g in gens]))
-        else:
-            z0 = self.backbone.encode(images)
-        z0 = z0.to(self.state_dtype)[:, None]  # (B, 1, C, h, w)
         cond = self.backbone.encode_prompts([r["prompt"] for r in records])
-        schedule = self.schedule()
 
         def denoise(x, step):
             return guided_eps(self.backbone, x.flatten(0, 1), step, cond, None, 1.0, self.max_batch).view_as(x)
 
-        if self.inversion == "official":
-            from diffusers import DDIMScheduler
-
-            alphas = DDIMScheduler.from_config(self.backbone.scheduler_config()).alphas_cumprod
-            x_T = invert_official(denoise, z0, schedule, alphas, self.progress)
-        else:
-            x_T = invert(denoise, z0, schedule, self.progress)
+        x_T = self.invert(images, batch, denoise)
+        schedule = self.schedule()
         with AttentionRecorder(self.backbone.unet, self.mask_res) as rec:
 
             def recording(x, step):
@@ -185,7 +187,7 @@ class ImageEdit(SyncTask):
                 return eps
 
             sample(recording, x_T, schedule, Independent(), SyncProblem(1), None, self.progress)
-        masks = F.interpolate(edit_mask(*rec.means(), self.mask_threshold), size=z0.shape[-2:], mode="nearest")
+        masks = F.interpolate(edit_mask(*rec.means(), self.mask_threshold), size=x_T.shape[-2:], mode="nearest")
         return [{**r, "x_T": x_T[b, 0], "mask": masks[b]} for b, r in enumerate(records)]
 
     def trajectory_prompts(self, batch):
