@@ -336,3 +336,13 @@ def test_readme_differences_section_is_generated_from_the_docs():
     text = table()
     for task in ("wide", "mask_t2i", "edit", "ambiguous", "motion"):
         assert (ROOT / "syncsde" / "docs" / f"differences_{task}.md").read_text().strip() in text
+
+
+def test_differences_sections_take_bare_rows_and_titled_documents(tmp_path):
+    from syncsde.docs.differences import HEADER, section
+
+    (tmp_path / "differences_wide.md").write_text("| a | b | c | d | e |\n")
+    (tmp_path / "differences_other.md").write_text("# Its own title\n\ntext\n\n| h |\n|---|\n| r |\n")
+    wide = section(tmp_path / "differences_wide.md")
+    assert wide == f"### Wide images (SYNCSDE.md §6.3)\n\n{HEADER}| a | b | c | d | e |\n"
+    assert section(tmp_path / "differences_other.md") == "### other\n\ntext\n\n| h |\n|---|\n| r |\n"

@@ -1,8 +1,9 @@
 """The README's section "Differences from the official code", assembled from ``syncsde/docs/differences_<task>.md``.
 
-Each file holds one task's differences (``all`` for those every task shares), as a markdown table with the columns
-of :data:`HEADER` (a file of bare rows gets the header added) or as plain text where there is nothing to list. One
-file per task lets tasks developed apart each keep their own rows.
+Each file holds one task's differences (``all`` for those every task shares): a markdown table with the columns of
+:data:`HEADER` (a file of bare rows gets the header added), with any text around it, or text alone where there is
+nothing to list; a title line of its own (``# ...``) gives way to the section's heading. One file per task lets tasks
+developed apart each keep their own rows.
 
     python -m syncsde.docs.differences
 
@@ -41,11 +42,13 @@ def _rank(path: Path) -> tuple[int, str]:
 
 
 def section(path: Path) -> str:
-    """One task's part: a heading and the file's table (its header added to bare rows) or text."""
+    """One task's part: a heading and the file's contents (its title line dropped, the header added to bare rows)."""
     task = path.stem.removeprefix("differences_")
     body = path.read_text().strip()
-    lines = body.splitlines()
-    if lines and lines[0].startswith("|") and not (len(lines) > 1 and set(lines[1]) <= set("|-: ")):
+    if body.startswith("#"):
+        body = body.partition("\n")[2].strip()
+    second = (body.splitlines() + [""])[1]
+    if body.startswith("|") and not (second.startswith("|") and set(second) <= set("|-: ")):
         body = HEADER + body
     return f"### {TITLES.get(task, task)}\n\n{body}\n"
 
