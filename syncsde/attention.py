@@ -1,7 +1,7 @@
-"""Attention statistics for the editing mask (SYNCSDE.md §6.2, BASELINES.md §5.2), as running means.
+"""Attention statistics for the editing mask (SYNCSDE.md §6.2, BASELINES.md §5.2), as running means, and the text
+helpers of editing (the source word in the caption, its tokens, the target prompt).
 
-A :class:`AttentionRecorder` installs recording processors (diffusers' own ``AttnProcessor`` with its attention
-probabilities observed) on the UNet layers it needs, and accumulates per sample:
+A :class:`AttentionRecorder` watches the UNet layers it needs and accumulates per sample:
 
 - the cross-attention of the source word's token(s) from every cross-attention layer with at most ``mask_res²``
   queries (smaller maps bicubic-upsampled to ``mask_res²``), averaged over heads and layers, divided by its max,
@@ -11,98 +11,106 @@ probabilities observed) on the UNet layers it needs, and accumulates per sample:
 
 For Stable Diffusion at 512 px the self-attention's resolution is the latent's (64²), as in the reference.
 
-Running means keep memory constant in the number of steps (the reference implementation stores every step's
-4096×4096 map).
+The network keeps its own attention processors (PyTorch's scaled-dot-product attention, which need not form the
+probabilities): the recorder reads the query and key each watched layer computes (forward hooks on its ``to_q`` and
+``to_k``) and forms the probabilities itself, a block of query rows at a time, so that it never holds more than
+``chunk_elements`` of them at once. Running means keep memory constant in the number of steps (the reference
+implementation stores every step's 4096×4096 map); what remains is the running sum of the self-attention itself
+(r⁴ floats per sample: 64 MiB at 64²). ``python -m syncsde.benchmarks.edit_memory`` measures the peak (README).
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 
 from syncsde.errors import InputError
 
 
-class _Recording:
-    def __init__(self, recorder: "AttentionRecorder", name: str, base):
-        self.recorder, self.name, self.base = recorder, name, base
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
-        original = attn.get_attention_scores
-        is_cross = encoder_hidden_states is not None
-
-        def scores(query, key, mask=None):
-            probs = original(query, key, mask)
-            self.recorder.observe(self.name, probs, attn.heads, is_cross)
-            return probs
-
-        attn.get_attention_scores = scores
-        try:
-            return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
-        finally:
-            del attn.get_attention_scores
-
-
 class AttentionRecorder:
     """Context manager over a diffusers UNet. Per step: ``begin_step(token_columns)`` then the network call(s),
-    then ``end_step()``. ``token_columns[b]`` are sample b's source-word token positions."""
+    then ``end_step()``. ``token_columns[b]`` are sample b's source-word token positions. A step's rows may arrive in
+    several network calls (``max_batch``), in order."""
 
-    def __init__(self, unet, mask_res: int = 16):
-        from diffusers.models.attention_processor import AttnProcessor
+    def __init__(self, unet, mask_res: int = 16, chunk_elements: int = 1 << 22):
+        from diffusers.models.attention_processor import Attention
 
-        self.unet, self.mask_res = unet, mask_res
-        self.base = AttnProcessor()
+        self.mask_res, self.chunk_elements = mask_res, chunk_elements
         block = [b for b in unet.up_blocks if getattr(b, "attentions", None)][-1]
-        last = block.attentions[-1].transformer_blocks[0].attn1
-        self.self_name = next(n for n, m in unet.attn_processors.items() if n.startswith(_module_name(unet, last)))
+        self.self_layer = block.attentions[-1].transformer_blocks[0].attn1
+        self.cross_layers = [m for n, m in unet.named_modules() if isinstance(m, Attention) and n.endswith("attn2")]
+        for layer in [self.self_layer, *self.cross_layers]:
+            if getattr(layer, "norm_q", None) is not None or getattr(layer, "norm_k", None) is not None:
+                raise InputError("editing reads attention from query and key: UNets with q/k norms are not supported")
         self.cross_sum: Tensor | None = None
         self.self_sum: Tensor | None = None
-        self.steps = 0
-        self._step_maps: list[Tensor] = []
         self.self_res: int | None = None
+        self.steps = 0
         self._columns: Sequence[Sequence[int]] = ()
+        self._maps: dict[int, list[Tensor]] = {}  # this step's cross-attention maps per layer, in row chunks
+        self._self_rows = 0  # rows of this step the self-attention has seen
 
     def __enter__(self):
-        self._saved = self.unet.attn_processors
-        procs = {}
-        for name in self._saved:
-            recorded = name.endswith("attn2.processor") or name == self.self_name
-            procs[name] = _Recording(self, name, self.base) if recorded else self._saved[name]
-        self.unet.set_attn_processor(procs)
+        self._hooks = []
+        for index, layer in enumerate([self.self_layer, *self.cross_layers]):
+            seen: dict[str, Tensor] = {}
+            self._hooks += [
+                layer.to_q.register_forward_hook(lambda m, i, out, seen=seen: seen.__setitem__("q", out)),
+                layer.to_k.register_forward_hook(lambda m, i, out, seen=seen: seen.__setitem__("k", out)),
+                layer.register_forward_hook(partial(self._observe, seen=seen, index=index)),
+            ]
         return self
 
     def __exit__(self, *exc):
-        self.unet.set_attn_processor(self._saved)
+        for hook in self._hooks:
+            hook.remove()
 
     def begin_step(self, token_columns: Sequence[Sequence[int]]):
-        self._columns, self._step_maps = token_columns, []
+        self._columns, self._maps, self._self_rows = token_columns, {}, 0
 
-    def observe(self, name: str, probs: Tensor, heads: int, is_cross: bool):
-        B = probs.shape[0] // heads
-        queries = probs.shape[1]
-        if is_cross:
-            if queries > self.mask_res**2:
-                return
-            p = probs.view(B, heads, queries, -1).mean(1).float()  # (B, Q, tokens)
-            cols = torch.stack([p[b, :, list(c)].mean(-1) for b, c in enumerate(self._columns)])  # (B, Q)
-            r = int(math.isqrt(queries))
-            m = cols.view(B, 1, r, r)
-            if r < self.mask_res:
-                m = F.interpolate(m, size=(self.mask_res, self.mask_res), mode="bicubic", align_corners=False)
-            self._step_maps.append(m)
-        elif name == self.self_name:
-            self.self_res = int(math.isqrt(queries))
-            a = probs.view(B, heads, queries, queries).mean(1).float()
-            self.self_sum = a if self.self_sum is None else self.self_sum + a
+    def _observe(self, layer, inputs, output, seen: dict, index: int):
+        if "q" not in seen or "k" not in seen:
+            raise InputError("the UNet's attention processor skips to_q/to_k; editing cannot read its attention")
+        q = rearrange(seen.pop("q").float(), "b n (h d) -> b h n d", h=layer.heads)
+        k = rearrange(seen.pop("k").float(), "b n (h d) -> b h n d", h=layer.heads)
+        if index == 0:
+            self._observe_self(q, k, layer.scale)
+        elif q.shape[2] <= self.mask_res**2:
+            self._observe_cross(q, k, layer.scale, index)
+
+    def _observe_self(self, q: Tensor, k: Tensor, scale: float):
+        B, heads, Q, _ = q.shape
+        start, self._self_rows = self._self_rows, self._self_rows + B
+        if self.self_sum is None:
+            self.self_sum = q.new_zeros(len(self._columns), Q, Q)
+            self.self_res = math.isqrt(Q)
+        block = max(1, self.chunk_elements // (B * heads * Q))
+        for r in range(0, Q, block):
+            probs = (q[:, :, r : r + block] @ k.transpose(-1, -2) * scale).softmax(-1)
+            self.self_sum[start : start + B, r : r + block] += probs.mean(1)
+
+    def _observe_cross(self, q: Tensor, k: Tensor, scale: float, index: int):
+        maps = self._maps.setdefault(index, [])
+        start = sum(m.shape[0] for m in maps)
+        probs = (q @ k.transpose(-1, -2) * scale).softmax(-1).mean(1)  # (B, Q, tokens)
+        columns = self._columns[start : start + probs.shape[0]]
+        word = torch.stack([probs[b, :, list(c)].mean(-1) for b, c in enumerate(columns)])  # (B, Q)
+        r = math.isqrt(q.shape[2])
+        m = word.view(-1, 1, r, r)
+        if r < self.mask_res:
+            m = F.interpolate(m, size=(self.mask_res, self.mask_res), mode="bicubic", align_corners=False)
+        maps.append(m)
 
     def end_step(self):
-        if not self._step_maps:
+        if not self._maps:
             raise InputError(f"no cross-attention layer has at most {self.mask_res}² queries; lower mask_res")
-        m = torch.stack(self._step_maps).mean(0)  # layers
+        m = torch.stack([torch.cat(chunks) for chunks in self._maps.values()]).mean(0)  # layers
         m = m / m.flatten(1).max(-1).values.clamp_min(1e-12).view(-1, 1, 1, 1)
         m = F.interpolate(m, size=(self.self_res, self.self_res), mode="bicubic", align_corners=False)
         self.cross_sum = m if self.cross_sum is None else self.cross_sum + m
@@ -112,10 +120,6 @@ class AttentionRecorder:
         """(cross-attention mask M_c (B, r, r) in [0, 1], self-attention A (B, r², r²)), averaged over steps, at the
         self-attention's resolution r."""
         return (self.cross_sum[:, 0] / self.steps).clamp(0, 1), self.self_sum / self.steps
-
-
-def _module_name(root, module) -> str:
-    return next(n for n, m in root.named_modules() if m is module)
 
 
 def edit_mask(cross: Tensor, self_attn: Tensor, threshold: float = 0.3) -> Tensor:
@@ -132,25 +136,39 @@ def _strip(word: str) -> str:
     return word.strip(".,;:!?\"'()")
 
 
-def find_word(prompt: str, word: str) -> int:
-    """Index of the first whitespace-separated word of ``prompt`` equal to ``word`` (case and punctuation ignored)."""
+def find_word(prompt: str, word: str) -> int | None:
+    """Index of the first whitespace-separated word of ``prompt`` equal to ``word`` (case and punctuation ignored),
+    or None."""
     clean = [_strip(w).lower() for w in prompt.split()]
-    if word.lower() not in clean:
-        raise InputError(
-            f"source word '{word}' is not in the source prompt '{prompt}'; its words are: {', '.join(clean)}"
-        )
-    return clean.index(word.lower())
+    return clean.index(word.lower()) if word.lower() in clean else None
 
 
-def word_token_columns(tokenizer, prompt: str, word: str) -> list[int]:
-    """Token positions (BOS = 0) of every sub-token of the first occurrence of ``word`` in ``prompt``."""
-    words, i = prompt.split(), find_word(prompt, word)
-    start = 1 + sum(len(tokenizer(w, add_special_tokens=False).input_ids) for w in words[:i])
-    return list(range(start, start + len(tokenizer(words[i], add_special_tokens=False).input_ids)))
+def missing_word_error(prompt: str, word: str) -> InputError:
+    clean = ", ".join(_strip(w).lower() for w in prompt.split())
+    return InputError(
+        f"source word '{word}' is not in the source prompt '{prompt}'; its words are: {clean} "
+        "(or set missing_word: clip to edit the caption word closest to it)"
+    )
 
 
-def replace_word(prompt: str, source: str, target: str) -> str:
-    """The target prompt: the first occurrence of the source word replaced (punctuation kept)."""
-    words, i = prompt.split(), find_word(prompt, source)
-    words[i] = words[i].replace(_strip(words[i]), target)
+def word_token_columns(tokenizer, prompt: str, index: int) -> list[int]:
+    """Token positions (BOS = 0) of every sub-token of word ``index`` of ``prompt`` (whitespace-separated)."""
+    words = prompt.split()
+    start = 1 + sum(len(tokenizer(w, add_special_tokens=False).input_ids) for w in words[:index])
+    return list(range(start, start + len(tokenizer(words[index], add_special_tokens=False).input_ids)))
+
+
+def replace_word(prompt: str, index: int, source: str, target: str) -> str:
+    """The target prompt: word ``index`` of the prompt edited. The source word itself (case and punctuation ignored)
+    becomes the target word with its punctuation kept; a word that contains it gets it replaced inside ("cats" →
+    "dogs"); any other word (the caption word CLIP found closest to an absent source word) becomes the target word —
+    the official code's rules (SYNCSDE.md §6.2)."""
+    words = prompt.split()
+    word = words[index]
+    if _strip(word).lower() == source.lower():
+        words[index] = word.replace(_strip(word), target)
+    elif source in word:
+        words[index] = word.replace(source, target)
+    else:
+        words[index] = target
     return " ".join(words)

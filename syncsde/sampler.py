@@ -29,6 +29,10 @@ def sample(
     ``denoise(x, step)`` returns the CFG-combined ε for the whole (B, N, ...) stack in one network call.
     ``generators`` (one per sample, on the CPU) supply the noise of stochastic steps, so that a sample's
     result depends only on its own generator, never on the batch it shares.
+
+    The state keeps x_T's dtype: the network output is cast to it, and so is each step's result. float16 is the
+    official code's sampler state (``--use_float_16``: latents and the correction in half precision, README
+    "Differences from the official code"); the network itself runs in the backbone's dtype either way.
     """
 
     def noise(shape: Sequence[int] | None = None) -> Tensor:
@@ -39,19 +43,38 @@ def sample(
     noise_fn = noise if generators is not None else None
     for step in progress_steps(schedule.steps, "steps", progress):
         x = strategy.before_denoise(x, step, problem, noise_fn)
-        eps = denoise(x, step)
-        x = strategy.step(x, eps, step, problem, noise_fn)
+        eps = denoise(x, step).to(x_T.dtype)
+        x = strategy.step(x, eps, step, problem, noise_fn).to(x_T.dtype)
     return x
 
 
 def invert(denoise: Denoiser, x0: Tensor, schedule: Schedule, progress: bool = False) -> Tensor:
     """Deterministic DDIM inversion along the exact reverse of the sampling schedule (SYNCSDE.md §6.2, clean form
     of BASELINES.md §5.1): for each sampling step t → t' taken backwards, ε = ε(x_{t'}, t) and
-    x_t = √ᾱ_t x̂₀ + √(1−ᾱ_t) ε with x̂₀ = (x_{t'} − √(1−ᾱ_{t'}) ε)/√ᾱ_{t'}. ``x0`` is the clean latent (B, N, ...)."""
+    x_t = √ᾱ_t x̂₀ + √(1−ᾱ_t) ε with x̂₀ = (x_{t'} − √(1−ᾱ_{t'}) ε)/√ᾱ_{t'}. ``x0`` is the clean latent (B, N, ...);
+    the state keeps its dtype."""
+    return _invert(denoise, x0, [(step, step.abar_prev, step.abar_t) for step in schedule.steps[::-1]], progress)
+
+
+def invert_official(
+    denoise: Denoiser, x0: Tensor, schedule: Schedule, alphas_cumprod: Tensor, progress: bool = False
+) -> Tensor:
+    """The official code's DDIM inversion (CSG's, BASELINES.md §5.1): over the sampling timesteps flipped, without
+    the first and the last (48 network calls for 50 steps: t = 21, 41, …, 961 for SD), with ᾱ read one index below
+    the timestep: ε = ε(x, t), x̂₀ = (x − √(1−ᾱ[t−1]) ε)/√ᾱ[t−1], x ← √ᾱ[t+Δ−1] x̂₀ + √(1−ᾱ[t+Δ−1]) ε with
+    Δ = N_train // S. ``alphas_cumprod`` is the model's full ᾱ table (N_train entries)."""
+    stride = schedule.steps[0].t - schedule.steps[0].t_prev
+    ac = alphas_cumprod
+    plan = [(s, float(ac[s.t - 1]), float(ac[s.t + stride - 1])) for s in schedule.steps[::-1][1:-1]]
+    return _invert(denoise, x0, plan, progress)
+
+
+def _invert(denoise: Denoiser, x0: Tensor, plan: Sequence[tuple[Step, float, float]], progress: bool) -> Tensor:
+    """DDIM steps toward noise: for each (network step, ᾱ of the state, ᾱ of the next state)."""
     x = x0
-    for step in progress_steps(schedule.steps[::-1], "inversion", progress):
-        eps = denoise(x, step)
-        x = ddim_step(tweedie_x0(x, eps, step.abar_prev), eps, step.abar_t)
+    for step, abar_in, abar_out in progress_steps(plan, "inversion", progress):
+        eps = denoise(x, step).to(x.dtype)
+        x = ddim_step(tweedie_x0(x, eps, abar_in), eps, abar_out).to(x0.dtype)
     return x
 
 

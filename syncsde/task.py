@@ -23,6 +23,8 @@ from syncsde.sampler import sample, sample_generator
 from syncsde.schedule import Schedule
 from syncsde.strategies.base import Strategy
 
+SAMPLER_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
 
 @dataclass
 class SampleOutput:
@@ -54,6 +56,9 @@ class SyncTask(LightningModule):
         negative_prompt: prompt of the unconditional branch.
         sampler: "ddim" (η = ``eta``) or "ddpm".
         eta: DDIM η (0 = deterministic).
+        sampler_dtype: dtype of the sampler state — the trajectories between network calls and each step's
+            arithmetic: "float32" (default), or "float16" as the official code keeps it (``--use_float_16``, README
+            "Differences from the official code"). The network runs in the backbone's own dtype either way.
         max_batch: split the one network call per step into chunks of at most this many rows (memory); None = one call.
         progress: show a progress bar over steps.
     """
@@ -69,10 +74,13 @@ class SyncTask(LightningModule):
         negative_prompt: str = "",
         sampler: Literal["ddim", "ddpm"] = "ddim",
         eta: NonNegativeFloat = 0.0,
+        sampler_dtype: Literal["float32", "float16"] = "float32",
         max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
         super().__init__()
+        if sampler_dtype not in SAMPLER_DTYPES:
+            raise InputError(f"sampler_dtype must be one of {', '.join(SAMPLER_DTYPES)}, got {sampler_dtype!r}")
         if backbone.tasks is not None and self.task_name not in backbone.tasks:
             raise InputError(
                 f"{backbone.name} ({type(backbone).__name__}) runs the tasks {', '.join(backbone.tasks)}; "
@@ -90,6 +98,7 @@ class SyncTask(LightningModule):
         self.negative_prompt = negative_prompt
         self.sampler = sampler
         self.eta = eta
+        self.sampler_dtype = sampler_dtype
         self.max_batch = max_batch
         self.progress = progress
 
@@ -124,6 +133,7 @@ class SyncTask(LightningModule):
             "steps": self.num_inference_steps,
             "sampler": self.sampler,
             "eta": self.eta,
+            "sampler_dtype": self.sampler_dtype,
             "guidance_scale": self.guidance_scale,
             "negative_prompt": self.negative_prompt,
             "backbone": self.backbone.name,
@@ -139,6 +149,11 @@ class SyncTask(LightningModule):
     def native_size(self) -> int:
         """The backbone's native output size in pixels (512 for SD-2-base, 64 for IF stage I)."""
         return self.backbone.sample_size * self.backbone.scale_factor
+
+    @property
+    def state_dtype(self) -> torch.dtype:
+        """The dtype of the sampler state (``sampler_dtype``)."""
+        return SAMPLER_DTYPES[self.sampler_dtype]
 
     def schedule(self, shape: Sequence[int] | None = None) -> Schedule:
         """The inference schedule for trajectories of working-space ``shape`` (C, h, w)."""
@@ -166,15 +181,15 @@ class SyncTask(LightningModule):
 
     @torch.no_grad()
     def trajectories(self, batch: Sequence[dict], x_T: Tensor | None = None) -> Tensor:
-        """Synchronized sampling of all trajectories of a batch: x_T (B, N, ...) → x_0. ``x_T`` overrides the
-        initial noise seeded from (seed, sample_id)."""
+        """Synchronized sampling of all trajectories of a batch: x_T (B, N, ...) → x_0 (float32, whatever the sampler
+        state's dtype). ``x_T`` overrides the initial noise seeded from (seed, sample_id)."""
         return self._sample(self.prepare(batch), x_T)
 
     def _sample(self, batch: Sequence[dict], x_T: Tensor | None) -> Tensor:
         generators = [sample_generator(s["seed"], s["sample_id"]) for s in batch]
         if x_T is None:
             x_T = self.initial_noise(batch, generators)
-        x_T = x_T.to(self.device, torch.float32)
+        x_T = x_T.to(self.device, self.state_dtype)
         cond, uncond = self.conditioning(batch)
         problem = self.problem(batch)
         self.backbone.return_variance = getattr(self.strategy, "needs_variance", False) and getattr(
@@ -185,7 +200,8 @@ class SyncTask(LightningModule):
             eps = guided_eps(self.backbone, x.flatten(0, 1), step, cond, uncond, self.guidance_scale, self.max_batch)
             return eps.view(*x.shape[:2], *eps.shape[1:])
 
-        return sample(denoise, x_T, self.schedule(x_T.shape[2:]), self.strategy, problem, generators, self.progress)
+        schedule = self.schedule(x_T.shape[2:])
+        return sample(denoise, x_T, schedule, self.strategy, problem, generators, self.progress).float()
 
     @torch.no_grad()
     def run(self, batch: Sequence[dict], x_T: Tensor | None = None) -> list[SampleOutput]:

@@ -28,9 +28,14 @@ A sample's prompts are ``prompt``/``prompt2`` or a list ``prompts``; its views a
 record has its own ``views`` (one per prompt). Difference from the official code: stage II is run on the output
 trajectory only (the official code upscales both images and keeps x^2's), which gives the same kept output for half
 the cost.
+
+Stage II samples with DDIM built from IF-II's own scheduler config; ``stage2_scheduler: stage1`` reuses stage I's
+(the official script hands stage I's DDIM object to stage II; README "Differences from the official code").
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from jsonargparse import lazy_instance
@@ -102,6 +107,8 @@ class AmbiguousImage(SyncTask):
         rotate_180, flip, negate, skew, patch_permute, pixel_permute, inner_circle, square_hinge, jigsaw, or the
         path of a ``.npy`` permutation (:class:`~syncsde.views.FilePermutation`). A record's own ``views`` win.
     upscaler: optional :class:`~syncsde.backbones.upscaler.IFUpscaler` (IF stage II, unsynchronized).
+    stage2_scheduler: the DDIM of stage II from IF-II's own scheduler config (``own``) or from stage I's (``stage1``,
+        the official code's).
     size: side in pixels of the square images (views need square images); default the backbone's native size.
     animation_frames: frames of each reading-to-reading transition of the animation (0 = no animation).
     init_from_canonical: x_T^i = V_i(z_T) (the views of one noise) instead of independent noises.
@@ -115,12 +122,14 @@ class AmbiguousImage(SyncTask):
         strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
         view: str | list[str] = "rotate_cw",
         upscaler: IFUpscaler | None = None,
+        stage2_scheduler: Literal["own", "stage1"] = "own",
         size: PositiveInt | None = None,
         animation_frames: NonNegativeInt = 24,
         init_from_canonical: bool = False,
         num_inference_steps: PositiveInt = 30,
         guidance_scale: float = 10.0,
         negative_prompt: str = "",
+        sampler_dtype: Literal["float32", "float16"] = "float32",
         max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
@@ -130,6 +139,7 @@ class AmbiguousImage(SyncTask):
             num_inference_steps,
             guidance_scale,
             negative_prompt,
+            sampler_dtype=sampler_dtype,
             max_batch=max_batch,
             progress=progress,
         )
@@ -138,9 +148,18 @@ class AmbiguousImage(SyncTask):
         if len(self.view_names) < 2:
             raise InputError(f"view: give one view, or a list of at least two (one per prompt), got {view}")
         self.views = [get_view(v) for v in self.view_names]
-        self.upscaler = upscaler
+        if stage2_scheduler not in ("own", "stage1"):
+            raise InputError(f"stage2_scheduler must be 'own' or 'stage1', got {stage2_scheduler!r}")
+        self.upscaler, self.stage2_scheduler = upscaler, stage2_scheduler
+        if upscaler is not None and stage2_scheduler == "stage1":
+            upscaler.set_scheduler(backbone.scheduler_config())
         self.size = (size or self.native_size) // backbone.scale_factor
         self.animation_frames, self.init_from_canonical = animation_frames, init_from_canonical
+
+    def on_predict_start(self) -> None:
+        super().on_predict_start()
+        if self.upscaler is not None:
+            self.upscaler.adapt_dtype(self.device)
 
     def sample_views(self, batch) -> list[list[View]]:
         """Each sample's views (its record's ``views``, else the task's), one per prompt; one count per batch."""
@@ -216,4 +235,5 @@ class AmbiguousImage(SyncTask):
             "view": self.view_name,
             "size": self.size * self.backbone.scale_factor,
             "upscaler": getattr(self.upscaler, "name", None),
+            **({"stage2_scheduler": self.stage2_scheduler} if self.upscaler is not None else {}),
         }

@@ -1,7 +1,8 @@
 """Text-driven real-image editing with SyncSDE (SYNCSDE.md §6.2; CSG-based, BASELINES.md §5).
 
 1. The image is resized to the backbone's native size (Lanczos), encoded, and DDIM-inverted with the source
-   prompt (guidance 1) along the exact reverse of the sampling schedule → x_T.
+   prompt (guidance 1) along the exact reverse of the sampling schedule → x_T (``inversion: official``: the official
+   code's inversion, BASELINES.md §5.1).
 2. Mask: x_T is reconstructed with the source prompt (guidance 1 — the official negative = source prompt makes
    CFG a no-op) while the source word's cross-attention and the last up-block's self-attention are averaged as
    running means; M = 1[A·M_c > threshold] marks the region to edit.
@@ -10,10 +11,15 @@
    x^2 init fresh noise, target prompt, negative "" (free target);
    x^3 init x_T, target prompt, negative = source prompt (the edit):
    x^2 <- x^1 with W = 1 − M;  x^3 <- x^1 with W = 1 − M and x^3 <- x^2 with W = M.
-The target prompt replaces the source word by the target word in the source prompt.
+The target prompt replaces the source word by the target word in the source prompt; a source word the prompt does
+not contain is looked up by CLIP text similarity among the prompt's words, as the official code does
+(``missing_word``). The source word's tokens are all its sub-tokens (``source_tokens: word_index``: the official word
+index + 1). Differences from the official code: README "Differences from the official code".
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,13 +28,20 @@ from jsonargparse import lazy_instance
 from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from PIL import Image
 
-from syncsde.attention import AttentionRecorder, edit_mask, replace_word, word_token_columns
+from syncsde.attention import (
+    AttentionRecorder,
+    edit_mask,
+    find_word,
+    missing_word_error,
+    replace_word,
+    word_token_columns,
+)
 from syncsde.backbones.base import Backbone, guided_eps
-from syncsde.backbones.captioner import Captioner
+from syncsde.backbones.captioner import Captioner, ClipWords
 from syncsde.coupling import Coupling, SyncProblem
 from syncsde.errors import InputError
 from syncsde.masks import load_image
-from syncsde.sampler import invert, sample
+from syncsde.sampler import invert, invert_official, sample, sample_generator
 from syncsde.strategies import Independent, Strategy, SyncSDE
 from syncsde.task import SampleOutput, SyncTask
 
@@ -38,6 +51,16 @@ class ImageEdit(SyncTask):
     mask_threshold: binarisation threshold of the smoothed mask (0.3).
     mask_res: cross-attention layers with at most mask_res² queries make the mask (16 for SD at 512 px).
     captioner: writes the source prompt of records that have none (BLIP through transformers).
+    missing_word: a source word absent from the prompt: ``clip`` (the official code's fallback: edit the prompt word
+        with the highest CLIP text cosine similarity to it; the sidecar's ``source_word_used`` names it) or ``error``.
+    clip_model: the CLIP for that fallback (ViT-B/32 as the official code; a hub id, a folder, or
+        ``syncsde:tiny-clip``), loaded only when a word is missing.
+    source_tokens: the token columns of the source word's cross-attention: ``subtokens`` (every sub-token of the
+        word) or ``word_index`` (the official code's: the word's index + 1, right only if every earlier word is one
+        token).
+    inversion: ``exact`` (DDIM inversion along the exact reverse of the sampling schedule, from the VAE posterior
+        mean) or ``official`` (the official code's, BASELINES.md §5.1: 48 steps for 50, ᾱ one index off, from a
+        posterior sample drawn from the sample's own generator).
     """
 
     task_name = "edit"
@@ -49,23 +72,82 @@ class ImageEdit(SyncTask):
         mask_threshold: ClosedUnitInterval = 0.3,
         mask_res: PositiveInt = 16,
         captioner: Captioner | None = None,
+        missing_word: Literal["clip", "error"] = "clip",
+        clip_model: str = "openai/clip-vit-base-patch32",
+        source_tokens: Literal["subtokens", "word_index"] = "subtokens",
+        inversion: Literal["exact", "official"] = "exact",
         num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 5.0,
+        sampler_dtype: Literal["float32", "float16"] = "float32",
         max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
         super().__init__(
-            backbone, strategy, num_inference_steps, guidance_scale, "", max_batch=max_batch, progress=progress
+            backbone,
+            strategy,
+            num_inference_steps,
+            guidance_scale,
+            "",
+            sampler_dtype=sampler_dtype,
+            max_batch=max_batch,
+            progress=progress,
         )
         if not hasattr(backbone, "unet"):
             raise InputError(
                 "editing records attention inside a diffusers UNet: use a DiffusersBackbone/StableDiffusion"
             )
+        for name, value, allowed in (
+            ("missing_word", missing_word, ("clip", "error")),
+            ("source_tokens", source_tokens, ("subtokens", "word_index")),
+            ("inversion", inversion, ("exact", "official")),
+        ):
+            if value not in allowed:
+                raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         self.mask_threshold, self.mask_res, self.captioner = mask_threshold, mask_res, captioner
+        self.missing_word, self.clip_model, self.source_tokens = missing_word, clip_model, source_tokens
+        self.inversion = inversion
+        self._clip_words: ClipWords | None = None  # loaded on the first missing word
 
     def load(self, path: str) -> torch.Tensor:
         img = load_image(path).resize((self.native_size, self.native_size), Image.LANCZOS)
         return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)
+
+    def source_word(self, prompt: str, word: str) -> tuple[int, str]:
+        """(index of the prompt word to edit, how it was found: "exact" or "clip")."""
+        index = find_word(prompt, word)
+        if index is not None:
+            return index, "exact"
+        if self.missing_word == "error":
+            raise missing_word_error(prompt, word)
+        if self._clip_words is None:
+            self._clip_words = ClipWords(self.clip_model, self.device)
+        return self._clip_words.nearest(word, prompt.split()), "clip"
+
+    def token_columns(self, prompt: str, index: int) -> list[int]:
+        """The source word's token positions in the prompt (BOS = 0), by ``source_tokens``."""
+        tokenizer = self.backbone.tokenizer
+        columns = word_token_columns(tokenizer, prompt, index) if self.source_tokens == "subtokens" else [index + 1]
+        if max(columns) >= tokenizer.model_max_length:
+            raise InputError(
+                f"the word to edit in '{prompt}' lies past the text encoder's {tokenizer.model_max_length} tokens; "
+                "shorten the prompt"
+            )
+        return columns
+
+    def invert(self, images: torch.Tensor, batch, denoise) -> torch.Tensor:
+        """x_T (B, 1, C, h, w) in the sampler's dtype, by ``inversion``: the exact reverse of the schedule from the
+        VAE posterior mean, or the official code's from a posterior sample (noise from each sample's generator)."""
+        schedule = self.schedule()
+        if self.inversion == "exact":
+            return invert(denoise, self.backbone.encode(images).to(self.state_dtype)[:, None], schedule, self.progress)
+        from diffusers import DDIMScheduler
+
+        shape = (self.backbone.channels, self.backbone.sample_size, self.backbone.sample_size)
+        gens = [sample_generator(s["seed"], s["sample_id"], stream=1) for s in batch]
+        noise = torch.stack([torch.randn(shape, generator=g) for g in gens])
+        z0 = self.backbone.encode(images, noise=noise).to(self.state_dtype)[:, None]
+        alphas = DDIMScheduler.from_config(self.backbone.scheduler_config()).alphas_cumprod
+        return invert_official(denoise, z0, schedule, alphas, self.progress)
 
     def prepare(self, batch):
         images = torch.stack([self.load(s["image"]) for s in batch]).to(self.device)
@@ -78,23 +160,25 @@ class ImageEdit(SyncTask):
                         f"record for '{s['image']}' has no prompt; add \"prompt\" or set model.init_args.captioner"
                     )
                 prompt = self.captioner([img])[0]
+            index, match = self.source_word(prompt, s["source_word"])
             records.append(
                 {
                     **s,
                     "prompt": prompt,
-                    "target_prompt": replace_word(prompt, s["source_word"], s["target_word"]),
-                    "columns": word_token_columns(self.backbone.tokenizer, prompt, s["source_word"]),
+                    "target_prompt": replace_word(prompt, index, s["source_word"], s["target_word"]),
+                    "source_word_used": prompt.split()[index],
+                    "source_word_match": match,
+                    "columns": self.token_columns(prompt, index),
                     "source": img,
                 }
             )
-        z0 = self.backbone.encode(images)[:, None]  # (B, 1, C, h, w)
         cond = self.backbone.encode_prompts([r["prompt"] for r in records])
-        schedule = self.schedule()
 
         def denoise(x, step):
             return guided_eps(self.backbone, x.flatten(0, 1), step, cond, None, 1.0, self.max_batch).view_as(x)
 
-        x_T = invert(denoise, z0, schedule, self.progress)
+        x_T = self.invert(images, batch, denoise)
+        schedule = self.schedule()
         with AttentionRecorder(self.backbone.unet, self.mask_res) as rec:
 
             def recording(x, step):
@@ -104,7 +188,7 @@ class ImageEdit(SyncTask):
                 return eps
 
             sample(recording, x_T, schedule, Independent(), SyncProblem(1), None, self.progress)
-        masks = F.interpolate(edit_mask(*rec.means(), self.mask_threshold), size=z0.shape[-2:], mode="nearest")
+        masks = F.interpolate(edit_mask(*rec.means(), self.mask_threshold), size=x_T.shape[-2:], mode="nearest")
         return [{**r, "x_T": x_T[b, 0], "mask": masks[b]} for b, r in enumerate(records)]
 
     def trajectory_prompts(self, batch):
@@ -140,4 +224,12 @@ class ImageEdit(SyncTask):
         return outs
 
     def describe(self):
-        return {"mask_threshold": self.mask_threshold, "mask_res": self.mask_res, "size": self.native_size}
+        return {
+            "mask_threshold": self.mask_threshold,
+            "mask_res": self.mask_res,
+            "size": self.native_size,
+            "inversion": self.inversion,
+            "source_tokens": self.source_tokens,
+            "missing_word": self.missing_word,
+            "clip_model": self.clip_model,
+        }

@@ -9,6 +9,8 @@ The output is x^3. Trajectory indices here are 0-based: 0 background, 1 object, 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from jsonargparse import lazy_instance
@@ -51,6 +53,7 @@ class MaskTextToImage(SyncTask):
         num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
+        sampler_dtype: Literal["float32", "float16"] = "float32",
         max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
@@ -60,6 +63,7 @@ class MaskTextToImage(SyncTask):
             num_inference_steps,
             guidance_scale,
             negative_prompt,
+            sampler_dtype=sampler_dtype,
             max_batch=max_batch,
             progress=progress,
         )

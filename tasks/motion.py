@@ -62,11 +62,19 @@ class LongMotion(SyncTask):
         filmstrip_every: PositiveInt = 15,
         num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 2.5,
+        sampler_dtype: Literal["float32", "float16"] = "float32",
         max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
         super().__init__(
-            backbone, strategy, num_inference_steps, guidance_scale, "", max_batch=max_batch, progress=progress
+            backbone,
+            strategy,
+            num_inference_steps,
+            guidance_scale,
+            "",
+            sampler_dtype=sampler_dtype,
+            max_batch=max_batch,
+            progress=progress,
         )
         if not 0 < overlap < segment_frames:
             raise InputError(f"overlap {overlap} must be between 1 and segment_frames − 1 ({segment_frames - 1})")

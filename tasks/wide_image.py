@@ -56,6 +56,7 @@ class WideImage(SyncTask):
         num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
+        sampler_dtype: Literal["float32", "float16"] = "float32",
         max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
@@ -65,6 +66,7 @@ class WideImage(SyncTask):
             num_inference_steps,
             guidance_scale,
             negative_prompt,
+            sampler_dtype=sampler_dtype,
             max_batch=max_batch,
             progress=progress,
         )

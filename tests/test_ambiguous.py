@@ -185,3 +185,30 @@ def test_prompt_pair_data_takes_n_prompts_with_views(tmp_path):
     ):
         with pytest.raises(InputError, match=msg):
             PromptPairDataModule(records=[bad]).records()
+
+
+# -- the official code's settings (README "Differences from the official code") ----------------------------------
+
+
+def test_if_prompts_are_lowercased_and_stripped_as_in_ifs_pipeline(tiny_if):
+    """The official code encodes prompts with IFPipeline.encode_prompt (clean_caption off: lower(), strip())."""
+    from diffusers import IFPipeline
+
+    b = DeepFloydIF(tiny_if[0])
+    pipe = IFPipeline(
+        tokenizer=b.tokenizer, text_encoder=b.text_encoder, unet=b.unet, scheduler=None, safety_checker=None,
+        feature_extractor=None, watermarker=None, requires_safety_checker=False,
+    )  # fmt: skip
+    with torch.no_grad():
+        reference = pipe.encode_prompt("An Oil Painting of a Horse ", do_classifier_free_guidance=False)[0]
+    torch.testing.assert_close(b.encode_prompts(["An Oil Painting of a Horse "]), reference)
+
+
+def test_stage2_scheduler_option_and_sidecar(tiny_if):
+    up = IFUpscaler(tiny_if[1], num_inference_steps=2)
+    with pytest.raises(InputError, match="stage2_scheduler"):
+        AmbiguousImage(DeepFloydIF(tiny_if[0]), upscaler=up, stage2_scheduler="stage2", progress=False)
+    task = AmbiguousImage(
+        DeepFloydIF(tiny_if[0]), upscaler=up, stage2_scheduler="stage1", num_inference_steps=2, progress=False
+    )
+    assert task.describe()["stage2_scheduler"] == "stage1"

@@ -7,7 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from syncsde.attention import AttentionRecorder, edit_mask, replace_word, word_token_columns
+from syncsde.attention import (
+    AttentionRecorder,
+    edit_mask,
+    find_word,
+    missing_word_error,
+    replace_word,
+    word_token_columns,
+)
 from syncsde.backbones import GaussianBackbone, StableDiffusion
 from syncsde.backbones.base import guided_eps
 from syncsde.coupling import SyncProblem
@@ -40,11 +47,15 @@ def test_edit_mask_on_constructed_attention():
 
 def test_word_columns_and_target_prompt():
     tok = byte_level_clip_tokenizer()  # no merges: one token per character
-    assert word_token_columns(tok, "a cat on grass.", "cat") == [2, 3, 4]
-    assert word_token_columns(tok, "A Cat, sitting", "cat") == [2, 3, 4, 5]  # "cat," has 4 characters
-    assert replace_word("a photo of a cat.", "cat", "dog") == "a photo of a dog."
+    assert find_word("a cat on grass.", "cat") == 1 and find_word("A Cat, sitting", "cat") == 1
+    assert find_word("a dog on grass", "cat") is None
+    assert word_token_columns(tok, "a cat on grass.", 1) == [2, 3, 4]
+    assert word_token_columns(tok, "A Cat, sitting", 1) == [2, 3, 4, 5]  # "cat," has 4 characters
+    assert replace_word("a photo of a cat.", 4, "cat", "dog") == "a photo of a dog."
+    assert replace_word("two cats on grass", 1, "cat", "dog") == "two dogs on grass"  # the official substring rule
+    assert replace_word("a kitten on grass", 1, "cat", "dog") == "a dog on grass"  # a CLIP-found word: replaced
     with pytest.raises(InputError, match="its words are: a, dog, on, grass"):
-        word_token_columns(tok, "a dog on grass", "cat")
+        raise missing_word_error("a dog on grass", "cat")
 
 
 def test_inversion_reconstructs_gaussian():
@@ -120,6 +131,24 @@ def test_attention_running_means_constant_memory(tiny_sd_dir):
     assert all(type(p).__name__ != "_Recording" for p in sd.unet.attn_processors.values())  # restored
 
 
+def test_attention_recorder_takes_a_steps_rows_in_several_calls(tiny_sd_dir):
+    sd = StableDiffusion(str(tiny_sd_dir))
+    sch = Schedule.from_config(sd.scheduler_config(), 3)
+    cond = sd.encode_prompts(["a cat on grass", "a dog in the snow"])
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def means(max_batch):
+        with AttentionRecorder(sd.unet, mask_res=8) as rec:
+            for step in sch:
+                rec.begin_step([[2], [3, 4]])
+                guided_eps(sd, x, step, cond, None, 1.0, max_batch)
+                rec.end_step()
+        return rec.means()
+
+    for split, whole in zip(means(1), means(None)):  # two calls of one row, or one of two
+        torch.testing.assert_close(split, whole)
+
+
 def test_edit_records_and_errors(tmp_path, image):
     (tmp_path / "edits.jsonl").write_text(
         json.dumps({"image": "cat.png", "source_word": "cat", "target_word": "dog"}) + "\n"
@@ -135,11 +164,13 @@ def test_captioner_writes_missing_source_prompts(tiny_sd_dir, image, tmp_path):
     from syncsde.errors import ModelNotFoundError
     from syncsde.testing import save_tiny_blip
 
-    captioner = Captioner(str(save_tiny_blip(tmp_path / "blip")), max_new_tokens=6)
+    captioner = Captioner(str(save_tiny_blip(tmp_path / "blip")), max_length=10)
     caption = captioner([torch.rand(3, 40, 50)])[0]
     assert isinstance(caption, str) and caption
     rec = {"image": str(image), "source_word": "zebra", "target_word": "dog", "sample_id": 0, "seed": 0}
-    task = ImageEdit(StableDiffusion(str(tiny_sd_dir)), mask_res=4, num_inference_steps=2, progress=False)
+    task = ImageEdit(
+        StableDiffusion(str(tiny_sd_dir)), mask_res=4, num_inference_steps=2, missing_word="error", progress=False
+    )
     with pytest.raises(InputError, match="no prompt"):
         task.prepare([rec])
     task.captioner = captioner
@@ -149,3 +180,21 @@ def test_captioner_writes_missing_source_prompts(tiny_sd_dir, image, tmp_path):
         task.prepare([rec])
     with pytest.raises(ModelNotFoundError, match="cannot load captioner"):
         Captioner(str(tmp_path / "missing"))
+
+
+def test_captioner_generates_as_lavis_blip_caption(tmp_path):
+    """The official captioner (salesforce-lavis blip_caption base_coco): decoder prompt "a picture of ", 3 beams,
+    10 to 30 tokens counting the prompt, the prompt's characters cut from the decoded caption."""
+    from syncsde.backbones.captioner import Captioner
+    from syncsde.testing import save_tiny_blip
+
+    captioner = Captioner(str(save_tiny_blip(tmp_path / "blip")))  # the defaults are LAVIS' settings
+    img = torch.rand(3, 40, 50, generator=torch.Generator().manual_seed(0))
+    proc, model = captioner.processor, captioner.model
+    inputs = proc(images=[(img * 255).byte()], text=["a picture of "], return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(
+            pixel_values=inputs.pixel_values, input_ids=inputs.input_ids, num_beams=3, min_length=10, max_length=30
+        )
+    assert 10 <= out.shape[1] <= 30
+    assert captioner([img]) == [proc.batch_decode(out, skip_special_tokens=True)[0][len("a picture of ") :].strip()]

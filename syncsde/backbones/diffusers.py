@@ -197,13 +197,16 @@ class DiffusersModel(Backbone):
         return (img.float() / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
-    def encode(self, images: Tensor) -> Tensor:
-        """Images in [0, 1] → latents: the VAE posterior mean, (mean − shift_factor) · scaling_factor."""
+    def encode(self, images: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Images in [0, 1] → latents: (z − shift_factor) · scaling_factor with z the VAE posterior mean, or with
+        ``noise`` (standard normal, shaped like the latents) the posterior sample z = mean + std · noise (the official
+        editing inversion's, BASELINES.md §5.1)."""
         if self.vae is None:
             return super().encode(images)
         cfg = self.vae.config
         dist = self.vae.encode((images * 2 - 1).to(self.vae.dtype)).latent_dist
-        return (dist.mean.float() - (cfg.get("shift_factor") or 0.0)) * cfg.scaling_factor
+        z = dist.mean if noise is None else dist.mean + dist.std * noise.to(dist.mean)
+        return (z.float() - (cfg.get("shift_factor") or 0.0)) * cfg.scaling_factor
 
 
 class DiffusersBackbone(DiffusersModel):
@@ -270,6 +273,12 @@ class DeepFloydIF(DiffusersBackbone):
             raise ModelNotFoundError(
                 f"'{model}' has a VAE: it is a latent model, not DeepFloyd IF (use StableDiffusion)"
             )
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
+        """T5 embeddings of the prompts lowercased and stripped, as IF's pipelines prepare them (``clean_caption``
+        off, as the official code calls them)."""
+        return super().encode_prompts([p.lower().strip() for p in prompts])
 
 
 def resolve_single(model: str, what: str) -> Path:

@@ -6,15 +6,17 @@ import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import nn
 
-from syncsde.backbones.diffusers import resolve_model
+from syncsde.backbones.diffusers import DTYPES, resolve_model
 
 
 class IFUpscaler(nn.Module):
-    """``IFSuperResolutionPipeline`` with its scheduler replaced by DDIM from its own config (SYNCSDE.md §6.4):
-    64² → 256², conditioned on the stage-I text embeddings (both stages share IF's T5), noise level 250.
+    """``IFSuperResolutionPipeline`` with its scheduler replaced by DDIM (SYNCSDE.md §6.4): 64² → 256², conditioned
+    on the stage-I text embeddings (both stages share IF's T5), noise level 250. The DDIM is built from IF-II's own
+    scheduler config, or from another one given to :meth:`set_scheduler` (the official code reuses stage I's).
 
     Args: model (hub id or folder, default ``DeepFloyd/IF-II-M-v1.0``), num_inference_steps, guidance_scale,
-    noise_level.
+    noise_level, dtype ("auto": float16 on CUDA — as the official code loads both IF stages — float32 on CPU; or
+    "float32" / "float16" / "bfloat16"). Stage II's state has the network's dtype (it is diffusers' loop).
     """
 
     def __init__(
@@ -23,10 +25,13 @@ class IFUpscaler(nn.Module):
         num_inference_steps: PositiveInt = 30,
         guidance_scale: float = 10.0,
         noise_level: NonNegativeInt = 250,
+        dtype: str = "auto",
     ):
         super().__init__()
-        from diffusers import DDIMScheduler, IFSuperResolutionPipeline
+        from diffusers import IFSuperResolutionPipeline
 
+        if dtype != "auto" and dtype not in DTYPES:
+            raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
         folder = resolve_model(model, "--model.init_args.upscaler.init_args.model")
         self.pipe = IFSuperResolutionPipeline.from_pretrained(
             folder,
@@ -37,8 +42,7 @@ class IFUpscaler(nn.Module):
             requires_safety_checker=False,
             local_files_only=True,
         )
-        # DDIM has no learned variance: mark it so that the pipeline drops the variance channels before stepping
-        self.pipe.scheduler = DDIMScheduler.from_config({**self.pipe.scheduler.config, "variance_type": "fixed_small"})
+        self.set_scheduler(self.pipe.scheduler.config)
         self.pipe.set_progress_bar_config(disable=True)
         self.unet = self.pipe.unet  # registered, so Lightning moves it with the task
         self.name, self.steps, self.guidance_scale, self.noise_level = (
@@ -47,6 +51,19 @@ class IFUpscaler(nn.Module):
             guidance_scale,
             noise_level,
         )
+        self.requested_dtype = dtype
+
+    def set_scheduler(self, config: dict) -> None:
+        """Sample stage II with DDIM built from ``config`` (a diffusers scheduler config)."""
+        from diffusers import DDIMScheduler
+
+        # DDIM has no learned variance: mark it so that the pipeline drops the variance channels before stepping
+        self.pipe.scheduler = DDIMScheduler.from_config({**config, "variance_type": "fixed_small"})
+
+    def adapt_dtype(self, device: torch.device) -> None:
+        """Apply the requested dtype once the device is known ("auto": float16 on CUDA only)."""
+        auto = torch.float16 if device.type == "cuda" else torch.float32
+        self.unet.to(auto if self.requested_dtype == "auto" else DTYPES[self.requested_dtype])
 
     @torch.no_grad()
     def forward(

@@ -1,0 +1,1 @@
+"""Documentation kept as data: the README's table of differences from the official code (:mod:`.differences`)."""
