@@ -1,9 +1,9 @@
 """Synchronization benchmark: every method on the same prompts and seeds on the embedded models, one table.
 
     python -m syncsde.benchmarks.sync [--tasks wide_image,motion,mask_t2i,ambiguous] [--samples 32,32,16,16]
-                                      [--output_dir outputs/sync_benchmark] [--readme]
+                                      [--configs configs/tiny] [--output_dir outputs/sync_benchmark] [--readme]
 
-Each (task, method) runs ``syncsde predict`` on the task's embedded config (``configs/tiny/<config>.yaml``) with that
+Each (task, method) runs ``syncsde predict`` on the task's embedded config (``<configs>/<task config>.yaml``) with that
 method's overrides (:data:`syncsde.compare.METHODS`, plus the faithful and the seamless SyncSDE) into
 ``OUTPUT_DIR/<task>/<method>``; finished samples are skipped on a re-run. The figures, per folder:
 
@@ -41,13 +41,8 @@ from syncsde.errors import InputError
 from syncsde.windows import Windows
 
 STRATEGY = "--model.init_args.strategy"
-CONFIGS = {
-    "wide_image": "configs/tiny/wide.yaml",
-    "motion": "configs/tiny/motion.yaml",
-    "mask_t2i": "configs/tiny/mask_t2i.yaml",
-    "ambiguous": "configs/tiny/ambiguous.yaml",
-}
-REFERENCE = {"wide_image": "configs/tiny/reference_wide.yaml"}
+CONFIGS = {"wide_image": "wide.yaml", "motion": "motion.yaml", "mask_t2i": "mask_t2i.yaml", "ambiguous": "ambiguous.yaml"}
+REFERENCE = {"wide_image": "reference_wide.yaml"}
 DEFAULT_SAMPLES = {"wide_image": 32, "motion": 32, "mask_t2i": 16, "ambiguous": 16}
 
 
@@ -247,8 +242,8 @@ def ambiguous_figures(folder: Path, clip_model: str) -> dict:
     worst = []
     for s in samples(folder):
         scores = []
-        for key, prompt in (("reading1", s["prompt"]), ("reading2", s["prompt2"])):
-            image = load_image(folder / s["files"][key])[None]
+        for i, prompt in enumerate(s.get("prompts") or [s["prompt"], s["prompt2"]]):
+            image = load_image(folder / s["files"][f"reading{i + 1}"])[None]
             scores.append(float(100 * (clip.encode_images(image) @ clip.encode_texts([prompt]).T).clamp_min(0)))
         worst.append(min(scores))
     return {"worst_reading_clip": float(np.mean(worst))}
@@ -305,7 +300,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--tasks", default=",".join(CONFIGS))
     ap.add_argument("--samples", default=None, help="per task, comma-separated (default 32,32,16,16)")
     ap.add_argument("--methods", default=None, help="comma-separated subset (default: every applicable method)")
+    ap.add_argument("--configs", default="configs/tiny", help="folder of the task configs (wide.yaml, motion.yaml, ...)")
     ap.add_argument("--output_dir", default="outputs/sync_benchmark")
+    ap.add_argument("--name", default=None, help="results name (default sync_benchmark, or sync_ablation)")
     ap.add_argument("--ablation", action="store_true", help="SyncSDE variants one option at a time (wide, motion)")
     ap.add_argument("--readme", action="store_true", help="write the table into the README")
     args, rest = ap.parse_known_args(argv)
@@ -316,21 +313,23 @@ def main(argv=None) -> dict:
     counts = dict(zip(tasks, map(int, args.samples.split(",")))) if args.samples else DEFAULT_SAMPLES
     out = Path(args.output_dir)
     results: dict[str, dict] = {}
+    configs = {t: str(Path(args.configs) / CONFIGS[t]) for t in tasks}
     for task in tasks:
-        config = yaml.safe_load(Path(CONFIGS[task]).read_text())
+        config = yaml.safe_load(Path(configs[task]).read_text())
         n = counts.get(task, DEFAULT_SAMPLES[task])
         reference = None
         if task in REFERENCE:
-            ref_config = yaml.safe_load(Path(REFERENCE[task]).read_text())
+            ref_path = str(Path(args.configs) / REFERENCE[task])
+            ref_config = yaml.safe_load(Path(ref_path).read_text())
             reference = Path(ref_config["output_dir"])
-            predict(["predict", "--config", REFERENCE[task], *sample_overrides(ref_config, n), *rest])
+            predict(["predict", "--config", ref_path, *sample_overrides(ref_config, n), *rest])
         chosen = methods(task, config, args.ablation)
         if args.methods:
             chosen = {m: v for m, v in chosen.items() if m in args.methods.split(",")}
         results[task] = {}
         for method, switch in chosen.items():
             folder = out / task / re.sub(r"[^A-Za-z0-9.=-]+", "_", method).strip("_")
-            predict(["predict", "--config", CONFIGS[task], *switch, *sample_overrides(config, n)]
+            predict(["predict", "--config", configs[task], *switch, *sample_overrides(config, n)]
                     + ["--output_dir", str(folder), *rest])
             recs = samples(folder)
             row = {"num_samples": len(recs), "seconds": float(np.mean([s["seconds"] for s in recs]))}
@@ -350,11 +349,12 @@ def main(argv=None) -> dict:
     print(markdown)
     from syncsde.io import save_json
 
-    save_json(out / ("sync_ablation.json" if args.ablation else "sync_benchmark.json"), results)
+    name = args.name or ("sync_ablation" if args.ablation else "sync_benchmark")
+    save_json(out / f"{name}.json", results)
     if args.readme:
         from syncsde.benchmarks.readme import write_result
 
-        write_result("sync_ablation" if args.ablation else "sync_benchmark", markdown, results)
+        write_result(name, markdown, results)
     return results
 
 
