@@ -35,7 +35,7 @@ from PIL import Image
 
 from evaluation.features import CLIPEmbedder
 from syncsde.io import atomic_write, save_json
-from syncsde.writer import SampleWriter
+from syncsde.writer import SampleWriter, read_sample, sidecars
 
 
 def load_folder(folder: str | Path, limit: int | None = None) -> torch.Tensor:
@@ -184,7 +184,21 @@ class Metrics(Callback):
                     keep = 1 - out.extras["mask"].to(image)[None]
                     self.metrics["background_lpips"].update(image[None] * keep, src * keep)
 
+    def add_earlier_samples(self, trainer, pl_module) -> None:
+        """The folder's samples made before this run (a resumed run), read back from disk: each process adds its
+        share, so that metrics.json covers every sample of the manifest, not only this run's."""
+        writer = next((c for c in trainer.callbacks if isinstance(c, SampleWriter)), None)
+        pending = getattr(trainer.datamodule, "pending", None)
+        if writer is None or pending is None:
+            return
+        made = {s["sample_id"] for s in pending()}
+        earlier = [p for p in sidecars(writer.output_dir) if int(p.stem) not in made]
+        for path in earlier[trainer.global_rank :: trainer.world_size]:
+            sample = read_sample(writer.output_dir, json.loads(path.read_text()))
+            self.on_predict_batch_end(trainer, pl_module, [sample], None, 0)
+
     def on_predict_end(self, trainer, pl_module):
+        self.add_earlier_samples(trainer, pl_module)
         results = dict(self.status)
         kid = self.metrics.get("kid")
         if kid is not None:

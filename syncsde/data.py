@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
@@ -24,13 +25,14 @@ def sample_name(sample_id: int) -> str:
 class SampleDataModule(LightningDataModule):
     """Base: subclasses implement :meth:`records` (one dict per distinct input)."""
 
-    def __init__(self, samples_per_record: int = 1, seed: int = 0, batch_size: int = 1):
+    def __init__(self, samples_per_record: PositiveInt = 1, seed: NonNegativeInt = 0, batch_size: PositiveInt = 1):
         super().__init__()
-        if samples_per_record < 1 or batch_size < 1:
-            raise InputError("samples per prompt/record and batch_size must be at least 1")
+        if samples_per_record < 1 or batch_size < 1 or seed < 0:
+            raise InputError("samples per prompt/record and batch_size must be at least 1, and seed at least 0")
         self.samples_per_record, self.seed, self.batch_size = samples_per_record, seed, batch_size
         self.output_dir: Path | None = None
         self.overwrite = False
+        self.foreign: list[dict] = []
         self._todo: list[dict] | None = None
 
     def records(self) -> list[dict]:
@@ -43,32 +45,63 @@ class SampleDataModule(LightningDataModule):
                 out.append({**rec, "sample_id": len(out), "seed": self.seed})
         return out
 
-    def attach_output(self, output_dir: str | Path, overwrite: bool = False) -> None:
+    def attach_output(self, output_dir: str | Path, overwrite: bool = False, settings: dict | None = None) -> None:
         """Set the output folder and freeze the list of samples to generate. The CLI calls this on every process
-        before the processes meet, so no process can see another's first outputs and split the work differently."""
+        before the processes meet, so no process can see another's first outputs and split the work differently.
+
+        ``settings`` are the task's settings that change a sample (:meth:`SyncTask.settings`). The folder's samples
+        must have been made with the same settings and, sample by sample, from the same record and seed; otherwise
+        this stops with one line naming the differences (resume never mixes settings). With ``overwrite`` every
+        sample is regenerated, and samples of the folder outside this run's list that were made with other settings
+        are listed in :attr:`foreign` (the CLI removes them, so the folder describes one set of settings).
+        """
         self.output_dir, self.overwrite = Path(output_dir), overwrite
+        self.foreign: list[dict] = []
         self._todo = None
-        self._todo = self.pending()
+        self._todo = self._plan(_normalized(settings or {}))
 
     def pending(self) -> list[dict]:
         """Samples still to generate: all of them, minus those with a sidecar in the output folder (resume)."""
         if self._todo is not None:
             return self._todo
+        return self._plan({})
+
+    def _plan(self, settings: dict) -> list[dict]:
         samples = self.samples()
-        if self.output_dir is None or self.overwrite:
+        if self.output_dir is None or not self.output_dir.is_dir():
             return samples
-        todo = []
-        for s in samples:
-            sidecar = self.output_dir / f"{sample_name(s['sample_id'])}.json"
-            if not sidecar.exists():
-                todo.append(s)
-                continue
-            old = json.loads(sidecar.read_text())
-            if ("prompt" in s and old.get("prompt") != s["prompt"]) or old.get("seed") != s["seed"]:
-                raise InputError(
-                    f"{sidecar} was made from another prompt or seed; use a new --output_dir or --overwrite true"
-                )
-        return todo
+        by_id = {s["sample_id"]: s for s in samples}
+        done, differing, clashes = set(), {}, 0
+        for sidecar in sorted(p for p in self.output_dir.glob("[0-9]*.json") if p.stem.isdigit()):
+            try:
+                old = json.loads(sidecar.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue  # not a sidecar of ours
+            diff = _differences(old, settings)
+            s = by_id.get(int(sidecar.stem))
+            if s is not None:
+                diff.update(_differences(old, _normalized({k: v for k, v in s.items() if k != "sample_id"})))
+            if diff:
+                clashes += 1
+                differing.update(diff)
+                if self.overwrite and s is None:
+                    self.foreign.append(old)
+            elif s is not None:
+                done.add(s["sample_id"])
+        if differing and not self.overwrite:
+            what = "; ".join(f"{k}: {_short(a)} there, {_short(b)} now" for k, (a, b) in differing.items())
+            raise InputError(
+                f"{self.output_dir} holds {clashes} sample(s) made with other settings ({what}); rerun with the "
+                "folder's settings, add --overwrite true to replace them, or choose another --output_dir"
+            )
+        return samples if self.overwrite else [s for s in samples if s["sample_id"] not in done]
+
+    def discard_foreign(self) -> None:
+        """Delete the files of the samples listed in :attr:`foreign` (made with other settings; ``overwrite``)."""
+        for meta in self.foreign:
+            for f in meta.get("files", {}).values():
+                (self.output_dir / f).unlink(missing_ok=True)
+            (self.output_dir / f"{sample_name(meta['sample_id'])}.json").unlink(missing_ok=True)
 
     def predict_dataloader(self):
         todo = self.pending()
@@ -80,12 +113,55 @@ class SampleDataModule(LightningDataModule):
         return DataLoader(todo, batch_size=self.batch_size, shuffle=False, collate_fn=list)
 
 
+def _normalized(values: dict) -> dict:
+    """Values as a sidecar stores them (JSON), so that old and new compare equal when they are."""
+    return json.loads(json.dumps(values, default=str))
+
+
+def _differences(old: dict, new: dict) -> dict[str, tuple]:
+    """Keys of ``new`` that ``old`` records with another value: {key: (old value, new value)}."""
+    return {k: (old[k], v) for k, v in new.items() if k in old and old[k] != v}
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def read_lines(path: str | Path, what: str) -> list[str]:
+    """The non-empty, non-comment lines of a text file; ``what`` names the option in errors."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} '{path}' does not exist; give a text file with one entry per line")
-    lines = [line.strip() for line in p.read_text().splitlines()]
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise InputError(f"cannot read {what} '{path}' ({reason}); give a readable UTF-8 text file") from None
+    lines = [line.strip() for line in text.splitlines()]
     return [line for line in lines if line and not line.startswith("#")]
+
+
+def check_image(path: str, what: str) -> None:
+    """A readable image file, or one line naming it (PIL reads the header and checks the data)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as e:  # noqa: BLE001 (PIL raises many types for bad files)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "not a readable image"
+        raise InputError(f"{what} '{path}': {reason}; give a PNG or JPEG file") from None
+
+
+def check_mesh(path: str, what: str) -> None:
+    """A readable triangle mesh, or one line naming it."""
+    from syncsde.mesh.io import load_mesh
+
+    try:
+        load_mesh(path)
+    except InputError as e:
+        raise InputError(f"{what}: {e}") from None
 
 
 class PromptDataModule(SampleDataModule):
@@ -103,21 +179,24 @@ class PromptDataModule(SampleDataModule):
         self,
         prompts: Sequence[str] = (),
         prompt_file: str | None = None,
-        samples_per_prompt: int = 1,
-        seed: int = 0,
-        batch_size: int = 1,
+        samples_per_prompt: PositiveInt = 1,
+        seed: NonNegativeInt = 0,
+        batch_size: PositiveInt = 1,
     ):
         super().__init__(samples_per_prompt, seed, batch_size)
         self.prompts = list(prompts)
         self.prompt_file = prompt_file
         if not self.prompts and prompt_file is None:
-            raise InputError("no prompts: set data.init_args.prompts or data.init_args.prompt_file")
+            raise InputError("no prompts: set --data.init_args.prompts or --data.init_args.prompt_file")
+        self.records()  # a missing or unreadable prompt file stops here, before any model weights are read
 
     def records(self):
-        prompts = self.prompts + (read_lines(self.prompt_file, "prompt_file") if self.prompt_file else [])
-        if not prompts:
-            raise InputError(f"prompt_file '{self.prompt_file}' holds no prompts")
-        return [{"prompt": p} for p in prompts]
+        lines = read_lines(self.prompt_file, "--data.init_args.prompt_file") if self.prompt_file else []
+        if self.prompt_file and not lines:
+            raise InputError(
+                f"--data.init_args.prompt_file '{self.prompt_file}' holds no prompts; give one prompt a line"
+            )
+        return [{"prompt": p} for p in self.prompts + lines]
 
 
 class RecordDataModule(SampleDataModule):
@@ -129,26 +208,37 @@ class RecordDataModule(SampleDataModule):
 
     required: tuple[str, ...] = ()
     path_keys: tuple[str, ...] = ()
+    file_checks = {"image": check_image, "mask": check_image, "mesh": check_mesh}  # path key -> content check
 
     def __init__(
         self,
         records: Sequence[dict] = (),
         records_file: str | None = None,
-        samples_per_record: int = 1,
-        seed: int = 0,
-        batch_size: int = 1,
+        samples_per_record: PositiveInt = 1,
+        seed: NonNegativeInt = 0,
+        batch_size: PositiveInt = 1,
         base_dir: str | None = None,
     ):
         super().__init__(samples_per_record, seed, batch_size)
         self.inline, self.records_file, self.base_dir = [dict(r) for r in records], records_file, base_dir
         if not self.inline and records_file is None:
-            raise InputError("no records: set data.init_args.records or data.init_args.records_file")
+            raise InputError("no records: set --data.init_args.records or --data.init_args.records_file")
+        if base_dir is not None and not Path(base_dir).is_dir():
+            raise InputError(f"--data.init_args.base_dir '{base_dir}' is not a folder; give the folder of the files")
+        # every record and the files it names are checked now, before any model weights are read
+        where = "--data.init_args.records_file" if records_file else "--data.init_args.records"
+        for n, rec in enumerate(self.records()):
+            for key in self.path_keys:
+                what = f"record {n}'s {key} ({where})"
+                if not isinstance(rec[key], str) or not Path(rec[key]).is_file():
+                    raise InputError(f"{what} '{rec[key]}' does not exist; give an existing file")
+                self.file_checks.get(key, lambda path, what: None)(rec[key], what)
 
     def records(self):
         out = [self._resolve(dict(r), self.base_dir) for r in self.inline]
         if self.records_file:
             base = self.base_dir or Path(self.records_file).parent
-            for n, line in enumerate(read_lines(self.records_file, "records_file"), 1):
+            for n, line in enumerate(read_lines(self.records_file, "--data.init_args.records_file"), 1):
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:

@@ -1,7 +1,10 @@
-"""Atomic file output: write to a temporary name in the same folder, then rename (nothing half-written)."""
+"""Atomic file output: write to a temporary name in the same folder, then rename (nothing half-written); the lock
+that keeps a second run out of an output folder."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import importlib.util
 import json
 import math
@@ -13,22 +16,40 @@ import numpy as np
 import torch
 from PIL import Image
 
+TMP_SUFFIX = ".tmp"
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Write ``path`` through ``write(tmp)`` and a rename: the final name only ever holds a complete file. A process
+    killed meanwhile leaves at most ``.<name>.<pid>.tmp`` (see :func:`remove_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:  # name the file (a failed write, e.g. a full disk, often carries no name)
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """An image in [0, 1] as the 8-bit values a PNG stores."""
+    return image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def quantized(image: torch.Tensor) -> torch.Tensor:
+    """An image in [0, 1] rounded to its 8-bit values (what reading its PNG back gives)."""
+    return to_uint8(image).float() / 255
+
+
 def to_pil(image: torch.Tensor) -> Image.Image:
     """(3, H, W) or (1, H, W) or (H, W) in [0, 1] → PIL image."""
-    a = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+    a = to_uint8(image).cpu()
     if a.ndim == 3:
         a = a.permute(1, 2, 0)
         if a.shape[-1] == 1:
@@ -102,3 +123,38 @@ def save_npy(path: str | Path, array) -> Path:
             np.save(f, a)
 
     return atomic_write(path, write)
+
+
+def remove_temporaries(folder: str | Path) -> int:
+    """Delete the temporary files that killed writers left in ``folder`` and its sample subfolders; only safe while
+    holding the folder's lock. Returns how many were removed."""
+    stale = [p for pattern in (f".*{TMP_SUFFIX}", f"*/.*{TMP_SUFFIX}") for p in Path(folder).glob(pattern)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+class FolderBusy(Exception):
+    """Another process holds the folder's lock."""
+
+
+def lock_folder(folder: str | Path):
+    """Take the exclusive lock of an output folder (``.syncsde.lock``), held until the returned file is closed or
+    the process ends (killed included: the operating system releases it). Raises :class:`FolderBusy` naming the
+    holder when another process has it."""
+    path = Path(folder) / ".syncsde.lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            raise FolderBusy(holder) from None
+        raise
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}")
+    f.flush()
+    return f

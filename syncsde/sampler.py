@@ -6,9 +6,9 @@ from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from syncsde.coupling import SyncProblem
+from syncsde.progress import steps as progress_steps
 from syncsde.schedule import Schedule, Step, ddim_step, tweedie_x0
 from syncsde.strategies.base import Strategy
 
@@ -37,7 +37,7 @@ def sample(
 
     x = x_T
     noise_fn = noise if generators is not None else None
-    for step in tqdm(schedule.steps, desc="steps", leave=False, disable=not progress):
+    for step in progress_steps(schedule.steps, "steps", progress):
         x = strategy.before_denoise(x, step, problem, noise_fn)
         eps = denoise(x, step)
         x = strategy.step(x, eps, step, problem, noise_fn)
@@ -49,7 +49,7 @@ def invert(denoise: Denoiser, x0: Tensor, schedule: Schedule, progress: bool = F
     of BASELINES.md §5.1): for each sampling step t → t' taken backwards, ε = ε(x_{t'}, t) and
     x_t = √ᾱ_t x̂₀ + √(1−ᾱ_t) ε with x̂₀ = (x_{t'} − √(1−ᾱ_{t'}) ε)/√ᾱ_{t'}. ``x0`` is the clean latent (B, N, ...)."""
     x = x0
-    for step in tqdm(schedule.steps[::-1], desc="inversion", leave=False, disable=not progress):
+    for step in progress_steps(schedule.steps[::-1], "inversion", progress):
         eps = denoise(x, step)
         x = ddim_step(tweedie_x0(x, eps, step.abar_prev), eps, step.abar_t)
     return x

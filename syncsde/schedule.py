@@ -299,7 +299,7 @@ class Schedule:
         flow scheduler's ``set_timesteps``. Scheduler classes and prediction types syncsde cannot sample exactly are
         refused with an :class:`~syncsde.errors.InputError`."""
         if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+            raise InputError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
         name = config.get("_class_name")
         config = {k: v for k, v in dict(config).items() if not k.startswith("_")}
         if name in FLOW_SCHEDULERS:

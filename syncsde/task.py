@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 import torch
+from jsonargparse.typing import NonNegativeFloat, PositiveInt
 from lightning import LightningModule
 from torch import Tensor
 
@@ -63,12 +64,12 @@ class SyncTask(LightningModule):
         self,
         backbone: Backbone,
         strategy: Strategy,
-        num_inference_steps: int = 50,
+        num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
         sampler: Literal["ddim", "ddpm"] = "ddim",
-        eta: float = 0.0,
-        max_batch: int | None = None,
+        eta: NonNegativeFloat = 0.0,
+        max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
         super().__init__()
@@ -113,6 +114,21 @@ class SyncTask(LightningModule):
     def describe(self) -> dict:
         """Task parameters for the sidecars."""
         return {}
+
+    def settings(self) -> dict:
+        """Everything that changes a sample besides its record and seed, as written into its sidecar (a resumed
+        run must match the folder's samples on these)."""
+        return {
+            "task": self.task_name,
+            **self.strategy.describe(),
+            "steps": self.num_inference_steps,
+            "sampler": self.sampler,
+            "eta": self.eta,
+            "guidance_scale": self.guidance_scale,
+            "negative_prompt": self.negative_prompt,
+            "backbone": self.backbone.name,
+            **self.describe(),
+        }
 
     def prepare(self, batch: Sequence[dict]) -> list[dict]:
         """Per-batch work before sampling (e.g. inversion); returns the records, possibly with more keys."""
@@ -178,16 +194,7 @@ class SyncTask(LightningModule):
         batch = self.prepare(batch)
         outputs = self.assemble(self._sample(batch, x_T), batch)
         seconds = (time.perf_counter() - start) / len(batch)
-        common = {
-            "task": self.task_name,
-            **self.strategy.describe(),
-            "steps": self.num_inference_steps,
-            "sampler": self.sampler,
-            "guidance_scale": self.guidance_scale,
-            "negative_prompt": self.negative_prompt,
-            "backbone": self.backbone.name,
-            **self.describe(),
-        }
+        common = self.settings()
         for out, s in zip(outputs, batch):
             record = {k: v for k, v in s.items() if isinstance(v, (str, int, float, list))}
             out.meta = {**record, **common, **out.meta, "seconds": round(seconds, 3)}

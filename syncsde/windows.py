@@ -46,7 +46,8 @@ class CropCanonical(Canonical):
     def __init__(self, columns: Tensor, length: int, shape: tuple[int, ...]):
         self.columns, self.length, self.shape = columns, length, shape  # columns: (n, w) axis position of each
         self.count = torch.bincount(columns.flatten(), minlength=length).float()
-        assert (self.count > 0).all(), "windows leave positions uncovered"
+        if not (self.count > 0).all():
+            raise InputError("the windows leave positions uncovered; choose a length the windows tile")
 
     def forward(self, z: Tensor) -> Tensor:
         return z[..., self.columns.to(z.device)].movedim(-2, 1)
@@ -60,11 +61,15 @@ class Windows:
 
     def __init__(self, length: int, window: int, stride: int, circular: bool = False):
         self.L, self.w, self.s, self.circular = length, window, stride, circular
+        if not 0 < stride <= window:
+            raise InputError(f"stride {stride} must be between 1 and the window {window}")
         if circular:
-            assert length % stride == 0 and length >= window
+            if length % stride or length < window:
+                raise InputError(f"circular length {length} must be a multiple of the stride {stride} and >= {window}")
             self.n = length // stride
         else:
-            assert length >= window and (length - window) % stride == 0
+            if length < window or (length - window) % stride:
+                raise InputError(f"length {length} does not fit windows of {window} at stride {stride}")
             self.n = (length - window) // stride + 1
         self.columns = torch.stack([(stride * j + torch.arange(window)) % length for j in range(self.n)])
 
@@ -113,7 +118,9 @@ class Windows:
             0, self.columns.flatten(), distance.flatten(), "amin"
         )
         winner = torch.full((self.L,), -1).scatter_reduce(
-            0, self.columns.flatten(), torch.where(distance == best[self.columns], torch.arange(self.n)[:, None], -1)
-            .flatten(), "amax"
+            0,
+            self.columns.flatten(),
+            torch.where(distance == best[self.columns], torch.arange(self.n)[:, None], -1).flatten(),
+            "amax",
         )
         return (winner[self.columns] == torch.arange(self.n)[:, None]).float()

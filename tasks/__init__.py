@@ -1,11 +1,24 @@
-"""One LightningModule per synchronization task (ARCHITECTURE.md): predict_step = couplings -> sample -> assemble."""
+"""One LightningModule per synchronization task (ARCHITECTURE.md): predict_step = couplings -> sample -> assemble.
 
-from tasks.ambiguous import AmbiguousImage
-from tasks.edit import ImageEdit
-from tasks.mask_t2i import MaskTextToImage
-from tasks.mesh import MeshTexturing
-from tasks.motion import LongMotion
-from tasks.text_to_image import TextToImage
-from tasks.wide_image import WideImage
+Each task is imported on first use (``tasks.WideImage`` imports only ``tasks.wide_image``), so a run pays only for
+the task it runs.
+"""
 
-__all__ = ["AmbiguousImage", "ImageEdit", "LongMotion", "MaskTextToImage", "MeshTexturing", "TextToImage", "WideImage"]
+import importlib
+
+_MODULES = {
+    "AmbiguousImage": "tasks.ambiguous",
+    "ImageEdit": "tasks.edit",
+    "LongMotion": "tasks.motion",
+    "MaskTextToImage": "tasks.mask_t2i",
+    "MeshTexturing": "tasks.mesh",
+    "TextToImage": "tasks.text_to_image",
+    "WideImage": "tasks.wide_image",
+}
+__all__ = list(_MODULES)
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        return getattr(importlib.import_module(_MODULES[name]), name)
+    raise AttributeError(f"module 'tasks' has no attribute {name!r}")

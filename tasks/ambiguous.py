@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import torch
 from jsonargparse import lazy_instance
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from syncsde.animation import readings_animation
 from syncsde.backbones.base import Backbone
@@ -114,13 +115,13 @@ class AmbiguousImage(SyncTask):
         strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
         view: str | list[str] = "rotate_cw",
         upscaler: IFUpscaler | None = None,
-        size: int | None = None,
-        animation_frames: int = 24,
+        size: PositiveInt | None = None,
+        animation_frames: NonNegativeInt = 24,
         init_from_canonical: bool = False,
-        num_inference_steps: int = 30,
+        num_inference_steps: PositiveInt = 30,
         guidance_scale: float = 10.0,
         negative_prompt: str = "",
-        max_batch: int | None = None,
+        max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
         super().__init__(

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from jsonargparse import lazy_instance
+from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from PIL import Image
 
 from syncsde.attention import AttentionRecorder, edit_mask, replace_word, word_token_columns
@@ -45,12 +46,12 @@ class ImageEdit(SyncTask):
         self,
         backbone: Backbone,
         strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
-        mask_threshold: float = 0.3,
-        mask_res: int = 16,
+        mask_threshold: ClosedUnitInterval = 0.3,
+        mask_res: PositiveInt = 16,
         captioner: Captioner | None = None,
-        num_inference_steps: int = 50,
+        num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 5.0,
-        max_batch: int | None = None,
+        max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
         super().__init__(

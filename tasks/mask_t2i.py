@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from jsonargparse import lazy_instance
+from jsonargparse.typing import PositiveInt
 
 from syncsde.backbones.base import Backbone
 from syncsde.coupling import Canonical, Coupling, SyncProblem
@@ -44,13 +45,13 @@ class MaskTextToImage(SyncTask):
         self,
         backbone: Backbone,
         strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
-        height: int | None = None,
-        width: int | None = None,
+        height: PositiveInt | None = None,
+        width: PositiveInt | None = None,
         save_trajectories: bool = False,
-        num_inference_steps: int = 50,
+        num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
-        max_batch: int | None = None,
+        max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
         super().__init__(

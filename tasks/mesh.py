@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from jsonargparse import lazy_instance
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor
 
 from syncsde.backbones.base import Backbone
@@ -246,28 +247,28 @@ class MeshTexturing(SyncTask):
         self,
         backbone: Backbone,
         strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0, sync_t_min=200),
-        view_size: int = 768,
-        latent_texture_size: int = 1536,
-        rgb_texture_size: int = 1024,
+        view_size: PositiveInt = 768,
+        latent_texture_size: PositiveInt = 1536,
+        rgb_texture_size: PositiveInt = 1024,
         views: list[tuple[float, float]] | None = None,
-        distance: float = 2.0,
-        fov: float = 60.0,
+        distance: PositiveFloat = 2.0,
+        fov: PositiveFloat = 60.0,
         prompt_prefix: str = "Best quality, extremely detailed ",
         view_suffix: bool = True,
-        final_exponent: float = 6.0,
+        final_exponent: NonNegativeFloat = 6.0,
         keep_uv: bool = True,
         up_axis: UpAxis = "y",
         flip_uv: bool = False,
         merge_parts: bool = True,
-        T: int | None = 1000,
-        gamma_steps: int | None = None,
+        T: PositiveInt | None = 1000,
+        gamma_steps: PositiveInt | None = None,
         bake: Bake = "projection",
         coupling_mask: CouplingMask = "coverage",
-        turntable_frames: int = 24,
+        turntable_frames: NonNegativeInt = 24,
         multiview_attention: bool = True,
-        num_inference_steps: int = 30,
+        num_inference_steps: PositiveInt = 30,
         guidance_scale: float = 15.5,
-        sampler: str = "ddpm",
+        sampler: Literal["ddim", "ddpm"] = "ddpm",
         negative_prompt: str = "oversmoothed, blurry, depth of field, out of focus, low quality, bloom, "
         "glowing effect.",
         progress: bool = True,
@@ -286,6 +287,10 @@ class MeshTexturing(SyncTask):
             latent_texture_size,
             rgb_texture_size,
         )
+        if views is not None and not views:
+            raise InputError("--model.init_args.views is empty; give (elevation, azimuth) pairs, or unset it")
+        if fov >= 180:
+            raise InputError(f"--model.init_args.fov {fov}: give a field of view below 180 degrees (the paper: 60)")
         self.views, self.distance, self.fov = [tuple(v) for v in (views or PAPER_VIEWS)], distance, fov
         self.prompt_prefix, self.use_suffix, self.final_exponent = prompt_prefix, view_suffix, final_exponent
         self.keep_uv, self.T, self.gamma_steps, self.turntable_frames = keep_uv, T, gamma_steps, turntable_frames

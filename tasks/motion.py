@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 from jsonargparse import lazy_instance
+from jsonargparse.typing import PositiveInt
 
 from syncsde.backbones.base import Backbone
 from syncsde.coupling import SyncProblem
@@ -52,16 +53,16 @@ class LongMotion(SyncTask):
         self,
         backbone: Backbone,
         strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
-        segment_frames: int = 120,
-        overlap: int = 30,
+        segment_frames: PositiveInt = 120,
+        overlap: PositiveInt = 30,
         init_from_canonical: bool = True,
         smpl_model: str | None = None,
         smpl_model_type: Literal["smpl", "smplh", "smplx"] = "smpl",
-        render_size: int = 160,
-        filmstrip_every: int = 15,
-        num_inference_steps: int = 50,
+        render_size: PositiveInt = 160,
+        filmstrip_every: PositiveInt = 15,
+        num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 2.5,
-        max_batch: int | None = None,
+        max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
         super().__init__(

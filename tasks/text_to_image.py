@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from jsonargparse import lazy_instance
+from jsonargparse.typing import PositiveInt
 
 from syncsde.backbones.base import Backbone
 from syncsde.coupling import SyncProblem
@@ -25,12 +26,12 @@ class TextToImage(SyncTask):
         self,
         backbone: Backbone,
         strategy: Strategy = lazy_instance(Independent),
-        height: int | None = None,
-        width: int | None = None,
-        num_inference_steps: int = 50,
+        height: PositiveInt | None = None,
+        width: PositiveInt | None = None,
+        num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
-        max_batch: int | None = None,
+        max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
         super().__init__(

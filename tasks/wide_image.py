@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 from jsonargparse import lazy_instance
+from jsonargparse.typing import PositiveInt
 from torch import Tensor
 
 from syncsde.backbones.base import Backbone
@@ -46,16 +47,16 @@ class WideImage(SyncTask):
         self,
         backbone: Backbone,
         strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
-        height: int = 512,
-        width: int = 2048,
-        stride: int = 128,
+        height: PositiveInt = 512,
+        width: PositiveInt = 2048,
+        stride: PositiveInt = 128,
         circular: bool = False,
         init_from_canonical: bool = True,
         assembly: Literal["overwrite", "nearest", "feather"] = "overwrite",
-        num_inference_steps: int = 50,
+        num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
-        max_batch: int | None = None,
+        max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
         super().__init__(

@@ -152,3 +152,126 @@ def test_pending_list_is_frozen_when_output_is_attached(tmp_path):
     assert [s["sample_id"] for s in dm.pending()] == [0, 1, 2]  # the split of the work does not change
     dm.attach_output(tmp_path)
     assert [s["sample_id"] for s in dm.pending()] == [1, 2]  # a new run resumes
+
+
+def run_in_process(args, capsys) -> tuple[int, list[str]]:
+    from syncsde.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, [line for line in (captured.err + captured.out).splitlines() if line.strip()]
+
+
+def test_resume_refuses_other_settings_then_overwrite_replaces_them(config, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["predict", "--config", str(config), "--output_dir", str(out), "--trainer.enable_progress_bar", "false"]
+    assert run_in_process(base, capsys)[0] == 0
+    (out / "00002.json").unlink()  # as if killed before the last sample was finished
+    before = sorted(p.name for p in out.iterdir())
+    other = ["--model.init_args.strategy.init_args.inv_lambda", "0", "--model.init_args.num_inference_steps", "2"]
+    code, lines = run_in_process([*base, *other], capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert all(word in lines[0] for word in ("other settings", "inv_lambda", "steps", "--overwrite")), lines
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing written, config.yaml not replaced
+    code, lines = run_in_process([*base, *other, "--overwrite", "true"], capsys)
+    assert code == 0, lines
+    samples = json.loads((out / "manifest.json").read_text())["samples"]
+    assert len(samples) == 3 and {(s["inv_lambda"], s["steps"]) for s in samples} == {(0.0, 2)}
+    assert "inv_lambda: 0.0" in (out / "config.yaml").read_text()
+
+
+def test_metrics_cover_every_sample_and_evaluate_recomputes_them(config, tmp_path, capsys):
+    cfg = yaml.safe_load(config.read_text())
+    metrics = {"class_path": "evaluation.Metrics", "init_args": {"clip_model": "syncsde:tiny-clip"}}
+    cfg["trainer"]["callbacks"] = [metrics]
+    config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    base = ["predict", "--config", str(config), "--output_dir", str(out), "--trainer.enable_progress_bar", "false"]
+    assert run_in_process(base, capsys)[0] == 0
+    whole = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert whole["num_samples"] == 3
+    (out / "00001.json").unlink()  # killed before sample 1 was finished: the rerun makes only that one
+    (out / "metrics.json").unlink()
+    assert run_in_process(base, capsys)[0] == 0
+    resumed = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert resumed["num_samples"] == 3  # every sample of the manifest, not only the rerun's
+    assert resumed["clip_score"]["value"] == pytest.approx(whole["clip_score"]["value"], abs=1e-4)
+    code, lines = run_in_process(["evaluate", str(out)], capsys)
+    assert code == 0, lines
+    evaluated = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert evaluated["num_samples"] == 3
+    assert evaluated["clip_score"]["value"] == pytest.approx(whole["clip_score"]["value"], abs=1e-4)
+    code, lines = run_in_process(["evaluate", str(tmp_path / "nothing")], capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("syncsde: error:")
+
+
+def test_too_many_processes_refused_before_they_start(config, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["predict", "--config", str(config), "--output_dir", str(out)]
+    start = time.time()
+    code, lines = run_in_process([*args, "--trainer.devices", "8", "--trainer.strategy", "ddp"], capsys)
+    assert code == 2 and len(lines) == 1 and "3 sample(s) to generate on 8 processes" in lines[0], lines
+    assert time.time() - start < 60 and not out.exists()
+
+
+def test_output_folder_that_cannot_be_written_is_one_line(config, tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for out in (a_file, a_file / "below", Path("/proc/syncsde-out")):
+        code, lines = run_in_process(["predict", "--config", str(config), "--output_dir", str(out)], capsys)
+        assert code == 2 and len(lines) == 1 and "--output_dir" in lines[0], lines
+
+
+def test_read_only_output_folder_is_one_line(config, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=16k", "tmpfs", str(ro)], capture_output=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {r.stderr.decode().strip()}")
+    try:
+        for out in (ro, ro / "out"):
+            code, lines = run_in_process(["predict", "--config", str(config), "--output_dir", str(out)], capsys)
+            assert code == 2 and len(lines) == 1 and "Read-only file system" in lines[0], lines
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_predict_on_a_training_config_and_fit_on_a_task_are_one_line(capsys):
+    code, lines = run_in_process(["predict", "--config", "configs/tiny/train_t2i.yaml"], capsys)
+    assert code == 2 and len(lines) == 1 and "syncsde fit --config configs/tiny/train_t2i.yaml" in lines[0], lines
+    code, lines = run_in_process(["fit", "--config", "configs/tiny/wide.yaml"], capsys)
+    assert code == 2 and len(lines) == 1 and "syncsde predict --config configs/tiny/wide.yaml" in lines[0], lines
+
+
+def test_quiet_by_default_with_one_progress_line_in_a_log(config, tmp_path):
+    cfg = yaml.safe_load(config.read_text())
+    cfg["model"]["init_args"]["strategy"]["init_args"]["inv_lambda"] = 0.1  # stable at 3 steps: no warning
+    cfg["trainer"].pop("enable_progress_bar")
+    config.write_text(yaml.safe_dump(cfg))
+    r = syncsde("predict", "--config", str(config), "--output_dir", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("syncsde: 3/3 samples, 100%"), lines  # output to a file: lines
+    r = syncsde("predict", "--config", str(config), "--output_dir", str(tmp_path / "v"), "--verbose", "true")
+    assert "GPU available" in r.stderr  # the libraries speak again
+
+
+def test_help_does_not_import_lightning():
+    code = "import sys; from syncsde.cli import main; main(['--help']); print('lightning' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip().endswith("False"), r.stdout + r.stderr
+    assert "predict" in r.stdout and "evaluate" in r.stdout
+
+
+def test_threads_default_and_option(monkeypatch):
+    from syncsde.lightning_cli import default_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads(2) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    cores = len(os.sched_getaffinity(0))
+    assert default_threads(1) == cores and default_threads(2) == max(1, cores // 2)

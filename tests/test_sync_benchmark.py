@@ -62,12 +62,23 @@ def test_mask_figures(tmp_path):
 
 
 def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
-    """Two wide-image methods, at least 2 samples (one per prompt of the config), 2 steps, through `syncsde predict` on the embedded config."""
+    """Two wide-image methods, at least 2 samples (one per prompt of the config), 2 steps, through `syncsde predict`
+    on the embedded config."""
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     monkeypatch.chdir(tmp_path)
     results = sync.main(
-        ["--tasks", "wide_image", "--samples", "2", "--methods", "syncsde (paper),independent",
-         "--output_dir", "bench", "--model.init_args.num_inference_steps", "2"]
+        [
+            "--tasks",
+            "wide_image",
+            "--samples",
+            "2",
+            "--methods",
+            "syncsde (paper),independent",
+            "--output_dir",
+            "bench",
+            "--model.init_args.num_inference_steps",
+            "2",
+        ]
     )
     rows = results["wide_image"]
     assert set(rows) == {"syncsde (paper)", "independent"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from jsonargparse.typing import PositiveInt
 from torch import nn
 
 from syncsde.errors import ModelNotFoundError
@@ -12,7 +13,7 @@ class Captioner(nn.Module):
     """BLIP (``BlipForConditionalGeneration``) from a hub id or local folder; default
     ``Salesforce/blip-image-captioning-base`` (the reference used BLIP base_coco through salesforce-lavis)."""
 
-    def __init__(self, model: str = "Salesforce/blip-image-captioning-base", max_new_tokens: int = 30):
+    def __init__(self, model: str = "Salesforce/blip-image-captioning-base", max_new_tokens: PositiveInt = 30):
         super().__init__()
         from transformers import AutoProcessor, BlipForConditionalGeneration
 

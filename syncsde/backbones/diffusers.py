@@ -59,11 +59,21 @@ def resolve_model(model: str, what: str = "--model.init_args.backbone.init_args.
 
         return Path(DiffusionPipeline.download(model, etag_timeout=10))
     except Exception as e:  # offline, unknown id, gated repository, ...
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        reason = short_reason(e)
         raise ModelNotFoundError(
             f"cannot load model '{model}' ({reason}); download it where the hub is reachable "
             f"(hf download {model} --local-dir DIR) and pass {what} DIR"
         ) from None
+
+
+def short_reason(e: BaseException, limit: int = 120) -> str:
+    """The gist of a library's error for a one-line message: its first line, shortened at a word boundary."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if text.lower().startswith("cannot load model") and ": " in text:
+        text = text.split(": ", 1)[1]  # the caller names the model already
+    if len(text) > limit:
+        text = text[: text.rfind(" ", 0, limit)].rstrip(" ,;:(") + " ..."
+    return text
 
 
 def embedded_path(name: str) -> Path:
@@ -73,7 +83,14 @@ def embedded_path(name: str) -> Path:
 
 def load_component(folder: Path, name: str):
     """Load one pipeline component by the class ``model_index.json`` names for it, as diffusers itself does."""
-    index = json.loads((folder / "model_index.json").read_text())
+    option = "--model.init_args.backbone.init_args.model"
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(
+            f"'{folder / 'model_index.json'}' is unreadable ({short_reason(e)}); point {option} at a complete "
+            "diffusers folder"
+        ) from None
     entry = index.get(name)
     if not entry or entry[0] is None:
         return None
@@ -81,7 +98,13 @@ def load_component(folder: Path, name: str):
     cls = getattr(importlib.import_module(library), cls_name)
     if name == "scheduler":
         return dict(cls.load_config(folder, subfolder=name, local_files_only=True))
-    obj = cls.from_pretrained(folder, subfolder=name, local_files_only=True)
+    try:
+        obj = cls.from_pretrained(folder, subfolder=name, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 (missing or corrupt files raise many types)
+        raise ModelNotFoundError(
+            f"cannot load the {name} of '{folder}' ({short_reason(e)}); the folder is incomplete or corrupt: "
+            f"download it again and pass it with {option}"
+        ) from None
     if name.startswith("tokenizer") and len(obj) <= 2:
         raise ModelNotFoundError(f"the tokenizer in '{folder}' loaded with {len(obj)} tokens; the folder is incomplete")
     return obj
@@ -112,7 +135,10 @@ class DiffusersModel(Backbone):
     def __init__(self, model: str, dtype: str = "auto"):
         super().__init__()
         if dtype != "auto" and dtype not in DTYPES:
-            raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
+            raise InputError(
+                f"--model.init_args.backbone.init_args.dtype {dtype!r}: give 'auto' or one of "
+                f"{', '.join(sorted(DTYPES))}"
+            )
         self.name = model
         self.requested_dtype = dtype
         folder = resolve_model(model)
@@ -260,7 +286,7 @@ def resolve_single(model: str, what: str) -> Path:
             )
         )
     except Exception as e:  # noqa: BLE001
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        reason = short_reason(e)
         raise ModelNotFoundError(
             f"cannot load model '{model}' ({reason}); download it where the hub is reachable "
             f"(hf download {model} --local-dir DIR) and pass {what} DIR"
@@ -285,10 +311,25 @@ class ControlNet:
         scale_end: float = 0.9,
         guidance_end: float = 0.99,
     ):
+        # both models are looked for before either is loaded, so that one line names all that is missing
+        option = "--model.init_args.backbone.init_args.controlnet"
+        missing = []
+        for name, find in ((model, resolve_model), (controlnet, lambda m: resolve_single(m, option))):
+            try:
+                find(name)
+            except ModelNotFoundError:
+                missing.append(name)
+        if missing:
+            raise ModelNotFoundError(
+                f"cannot load {' nor '.join(repr(m) for m in missing)}: the mesh backbone needs Stable Diffusion "
+                f"('{model}') and its depth ControlNet ('{controlnet}'); download what is missing where the hub is "
+                "reachable (hf download ID --local-dir DIR) and pass --model.init_args.backbone.init_args.model DIR "
+                f"and {option} DIR"
+            )
         super().__init__(model, dtype)
         from diffusers import ControlNetModel
 
-        folder = resolve_single(controlnet, "--model.init_args.backbone.init_args.controlnet")
+        folder = resolve_single(controlnet, option)
         self.controlnet = ControlNetModel.from_pretrained(folder, local_files_only=True).requires_grad_(False).eval()
         for key in ("addition_embed_type", "cross_attention_dim"):
             if self.controlnet.config.get(key) != self.unet.config.get(key):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import nn
 
 from syncsde.backbones.diffusers import resolve_model
@@ -19,9 +20,9 @@ class IFUpscaler(nn.Module):
     def __init__(
         self,
         model: str = "DeepFloyd/IF-II-M-v1.0",
-        num_inference_steps: int = 30,
+        num_inference_steps: PositiveInt = 30,
         guidance_scale: float = 10.0,
-        noise_level: int = 250,
+        noise_level: NonNegativeInt = 250,
     ):
         super().__init__()
         from diffusers import DDIMScheduler, IFSuperResolutionPipeline

@@ -118,8 +118,8 @@ def main(argv=None) -> None:
     threads = torch.get_num_threads()
     lines = [
         f"One synchronized step at the paper geometry (ball mesh, {VIEWS} views of {LATENT}² latents, {TEXTURE}² "
-        f"latent texture), CPU time, {threads} thread(s), medians of {args.repeats} interleaved rounds; denoiser: one call "
-        f"of a random-weight SD-1.5-size UNet on {ROWS} rows of {LATENT}² latents"
+        f"latent texture), CPU time, {threads} thread(s), medians of {args.repeats} interleaved rounds; denoiser: "
+        f"one call of a random-weight SD-1.5-size UNet on {ROWS} rows of {LATENT}² latents"
         + (f" (timed on {rows} rows, scaled)" if rows < ROWS else "")
         + f". Built once per mesh: {build:.1f} s.",
         "",

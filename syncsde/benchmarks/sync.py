@@ -41,7 +41,12 @@ from syncsde.errors import InputError
 from syncsde.windows import Windows
 
 STRATEGY = "--model.init_args.strategy"
-CONFIGS = {"wide_image": "wide.yaml", "motion": "motion.yaml", "mask_t2i": "mask_t2i.yaml", "ambiguous": "ambiguous.yaml"}
+CONFIGS = {
+    "wide_image": "wide.yaml",
+    "motion": "motion.yaml",
+    "mask_t2i": "mask_t2i.yaml",
+    "ambiguous": "ambiguous.yaml",
+}
 REFERENCE = {"wide_image": "reference_wide.yaml"}
 DEFAULT_SAMPLES = {"wide_image": 32, "motion": 32, "mask_t2i": 16, "ambiguous": 16}
 
@@ -300,7 +305,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--tasks", default=",".join(CONFIGS))
     ap.add_argument("--samples", default=None, help="per task, comma-separated (default 32,32,16,16)")
     ap.add_argument("--methods", default=None, help="comma-separated subset (default: every applicable method)")
-    ap.add_argument("--configs", default="configs/tiny", help="folder of the task configs (wide.yaml, motion.yaml, ...)")
+    ap.add_argument(
+        "--configs", default="configs/tiny", help="folder of the task configs (wide.yaml, motion.yaml, ...)"
+    )
     ap.add_argument("--output_dir", default="outputs/sync_benchmark")
     ap.add_argument("--name", default=None, help="results name (default sync_benchmark, or sync_ablation)")
     ap.add_argument("--ablation", action="store_true", help="SyncSDE variants one option at a time (wide, motion)")
@@ -329,8 +336,10 @@ def main(argv=None) -> dict:
         results[task] = {}
         for method, switch in chosen.items():
             folder = out / task / re.sub(r"[^A-Za-z0-9.=-]+", "_", method).strip("_")
-            predict(["predict", "--config", configs[task], *switch, *sample_overrides(config, n)]
-                    + ["--output_dir", str(folder), *rest])
+            predict(
+                ["predict", "--config", configs[task], *switch, *sample_overrides(config, n)]
+                + ["--output_dir", str(folder), *rest]
+            )
             recs = samples(folder)
             row = {"num_samples": len(recs), "seconds": float(np.mean([s["seconds"] for s in recs]))}
             if task == "wide_image":

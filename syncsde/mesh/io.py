@@ -57,7 +57,7 @@ def load_mesh(
     parts = loaded.dump(concatenate=False) if isinstance(loaded, trimesh.Scene) else [loaded]
     parts = [p for p in parts if isinstance(p, trimesh.Trimesh) and len(p.faces)]
     if not parts:
-        raise InputError(f"mesh '{path}' has no faces; texturing needs a triangle mesh")
+        raise InputError(f"mesh '{path}' has no faces; give a triangle mesh (OBJ, GLB/GLTF or PLY)")
     if len(parts) > 1 and not merge_parts:
         raise InputError(
             f"mesh '{path}' has {len(parts)} materials or geometries; set merge_parts true (they are merged with one "

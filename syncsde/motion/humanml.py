@@ -112,9 +112,15 @@ class Normalizer:
 
 def _load(value, what):
     if isinstance(value, (str, Path)):
+        option = f"--model.init_args.backbone.init_args.{what}"
         if not Path(value).is_file():
             raise InputError(
-                f"{what} file '{value}' not found; give the HumanML3D {what.capitalize()}.npy of the checkpoint"
+                f"{option} '{value}' not found; give the HumanML3D {what.capitalize()}.npy of the checkpoint"
             )
-        return np.load(value)
+        try:
+            return np.load(value)
+        except (OSError, ValueError) as e:
+            raise InputError(
+                f"{option} '{value}' is not a .npy array ({e}); give HumanML3D's {what.capitalize()}.npy"
+            ) from None
     return value

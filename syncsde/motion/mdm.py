@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 import torch
+from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
 
 from syncsde.backbones.base import Backbone
@@ -102,7 +103,13 @@ def load_checkpoint(path: str | Path) -> dict:
             f"MDM checkpoint '{path}' not found; download humanml_trans_enc_512 and pass its "
             "model000XXXXXX.pt with --model.init_args.backbone.init_args.checkpoint"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (torch raises many types for a file that is not a checkpoint)
+        raise InputError(
+            f"--model.init_args.backbone.init_args.checkpoint '{path}' is not a readable checkpoint "
+            f"({type(e).__name__}); give the official model000XXXXXX.pt"
+        ) from None
     for key in ("ema", "model", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -130,14 +137,15 @@ class MDM(Backbone):
         mean: str | None = None,
         std: str | None = None,
         clip: str = "openai/clip-vit-base-patch32",
-        text_tokens: int = 20,
-        latent_dim: int = 512,
-        ff_size: int = 1024,
-        num_layers: int = 8,
-        num_heads: int = 4,
-        clip_dim: int = 512,
+        text_tokens: PositiveInt = 20,
+        latent_dim: PositiveInt = 512,
+        ff_size: PositiveInt = 1024,
+        num_layers: PositiveInt = 8,
+        num_heads: PositiveInt = 4,
+        clip_dim: PositiveInt = 512,
     ):
         super().__init__()
+        normalizer = Normalizer(mean, std) if mean is not None and std is not None else None  # before the weights
         self.net = MDMNet(
             latent_dim=latent_dim, ff_size=ff_size, num_layers=num_layers, num_heads=num_heads, clip_dim=clip_dim
         ).eval()
@@ -149,7 +157,7 @@ class MDM(Backbone):
                     f"{missing[:3]}, unexpected {unexpected[:3]}"
                 )
         self.name = str(checkpoint or "mdm(random)")
-        self.normalizer = Normalizer(mean, std) if mean is not None and std is not None else None
+        self.normalizer = normalizer
         self.text_tokens = text_tokens
         self.clip_name = clip
         self._clip = None

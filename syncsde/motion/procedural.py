@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor
 
 from syncsde.backbones.base import Backbone
@@ -170,7 +171,14 @@ class ProceduralMotion(Backbone):
     prediction_type = "sample"
     scale_factor = 1
 
-    def __init__(self, frames: int = 120, clips: int = 192, rank: int = 48, tau2: float = 1e-3, seed: int = 0):
+    def __init__(
+        self,
+        frames: PositiveInt = 120,
+        clips: PositiveInt = 192,
+        rank: PositiveInt = 48,
+        tau2: PositiveFloat = 1e-3,
+        seed: NonNegativeInt = 0,
+    ):
         super().__init__()
         self.channels, self.sample_size, self.name = PREFIX, frames, "syncsde:procedural-motion"
         self.tau2 = tau2

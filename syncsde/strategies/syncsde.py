@@ -73,12 +73,16 @@ class SyncSDE(Strategy):
         correction: Literal["explicit", "exact"] | None = None,
         target: Literal["pre_step", "post_step"] | None = None,
     ):
+        option = "--model.init_args.strategy.init_args."
         if not 0 <= inv_lambda < float("inf"):
             raise InputError(
-                f"inv_lambda must be a finite number >= 0 (it is 1/lambda; 0 = independent), got {inv_lambda}"
+                f"{option}inv_lambda {inv_lambda}: 1/lambda is a precision and must be a finite number >= 0 "
+                "(0 = independent trajectories); the paper uses 5"
             )
+        if sync_t_min < 0:
+            raise InputError(f"{option}sync_t_min {sync_t_min}: give a timestep >= 0 (0 = every step)")
         if preset not in PRESETS:
-            raise InputError(f"unknown SyncSDE preset '{preset}'; choose one of {', '.join(PRESETS)}")
+            raise InputError(f"{option}preset '{preset}' is unknown; choose one of {', '.join(PRESETS)}")
         given = dict(correlation=correlation, schedule_floor=schedule_floor, correction=correction, target=target)
         options = {k: PRESETS[preset][k] if v is None else v for k, v in given.items()}
         for name, allowed in (
@@ -87,9 +91,11 @@ class SyncSDE(Strategy):
             ("target", ("pre_step", "post_step")),
         ):
             if options[name] not in allowed:
-                raise InputError(f"{name} must be one of {', '.join(allowed)}; got {options[name]!r}")
+                raise InputError(f"{option}{name} {options[name]!r}: choose one of {', '.join(allowed)}")
         if not 0 <= options["schedule_floor"] <= 1:
-            raise InputError(f"schedule_floor must be in [0, 1] (0 = the paper's linear fade), got {schedule_floor}")
+            raise InputError(
+                f"{option}schedule_floor {options['schedule_floor']}: give a number in [0, 1] (0 = the paper's fade)"
+            )
         self.inv_lambda, self.sync_t_min, self.preset = float(inv_lambda), int(sync_t_min), preset
         self.correlation, self.schedule_floor = options["correlation"], float(options["schedule_floor"])
         self.correction, self.target = options["correction"], options["target"]
@@ -125,7 +131,9 @@ class SyncSDE(Strategy):
         if self.correlation == "canonical":
             canon = problem.canonical
             if canon is None:
-                raise InputError("correlation: canonical needs a task with a canonical space (wide image, motion, mesh)")
+                raise InputError(
+                    "correlation: canonical needs a task with a canonical space (wide image, motion, mesh, ambiguous)"
+                )
             return out - self.gain(c, 1.0) * (source - canon.forward_onto(canon.aggregate(source), source))
         new = out.clone()
         for i, couplings in by_target(problem.couplings).items():

@@ -20,6 +20,7 @@ While t ≤ ``sync_t_min`` (the "last 20%" rule, ``mvd_end``), every instance ta
 from __future__ import annotations
 
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from syncsde.errors import InputError
 from syncsde.schedule import eps_from_x0
@@ -34,7 +35,7 @@ class SyncTweedies(Strategy):
 
     name = "synctweedies"
 
-    def __init__(self, case: int = 2, sync_t_min: int = 0):
+    def __init__(self, case: NonNegativeInt = 2, sync_t_min: NonNegativeInt = 0):
         if case not in range(7):
             raise InputError(f"SyncTweedies case must be 0..6, got {case}")
         self.case, self.sync_t_min = case, int(sync_t_min)
@@ -85,7 +86,7 @@ class MultiDiffusion(SyncTweedies):
 
     name = "multidiffusion"
 
-    def __init__(self, bootstrap_steps: int = 0, num_colours: int = 20):
+    def __init__(self, bootstrap_steps: NonNegativeInt = 0, num_colours: PositiveInt = 20):
         super().__init__(case=3)
         self.bootstrap_steps, self.num_colours = bootstrap_steps, num_colours
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloat, PositiveInt
 from lightning import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -41,7 +42,7 @@ class SceneStream(IterableDataset):
 class SceneData(LightningDataModule):
     """Procedural training scenes. Args: batch_size, seed."""
 
-    def __init__(self, batch_size: int = 32, seed: int = 0):
+    def __init__(self, batch_size: PositiveInt = 32, seed: NonNegativeInt = 0):
         super().__init__()
         self.batch_size, self.seed = batch_size, seed
 
@@ -80,9 +81,9 @@ class TinyT2ITraining(_Recipe):
 
     def __init__(
         self,
-        lr: float = 1e-3,
-        warmup_steps: int = 200,
-        caption_dropout: float = 0.1,
+        lr: PositiveFloat = 1e-3,
+        warmup_steps: NonNegativeInt = 200,
+        caption_dropout: ClosedUnitInterval = 0.1,
         export_dir: str | None = str(EMBEDDED / "tiny-t2i"),
     ):
         super().__init__(lr, warmup_steps, export_dir)
@@ -115,7 +116,12 @@ class TinyT2ITraining(_Recipe):
 class TinyCLIPTraining(_Recipe):
     """Contrastive (CLIP) training of the tiny image-text model. Args: lr, warmup_steps, export_dir."""
 
-    def __init__(self, lr: float = 1e-3, warmup_steps: int = 200, export_dir: str | None = str(EMBEDDED / "tiny-clip")):
+    def __init__(
+        self,
+        lr: PositiveFloat = 1e-3,
+        warmup_steps: NonNegativeInt = 200,
+        export_dir: str | None = str(EMBEDDED / "tiny-clip"),
+    ):
         super().__init__(lr, warmup_steps, export_dir)
         self.clip = M.clip_model()
 

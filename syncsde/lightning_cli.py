@@ -1,0 +1,251 @@
+"""``syncsde predict`` and ``syncsde fit``: LightningCLI with the checks that keep an output folder truthful.
+
+Imported only when one of these subcommands runs (``syncsde --help`` does not pay for Lightning's import).
+
+Before any process is launched, ``predict`` locks the output folder (a second run on the same folder is refused
+while the first holds it; the operating system releases the lock of a killed run), removes the temporary files a
+killed run left, checks the folder's samples against this run's settings (resume never mixes settings), plans the
+samples still to make, and checks the process count against them. ``config.yaml`` is written only when the first
+sample is about to be generated. Results go to the writer and are released (predictions are not returned).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+from jsonargparse import Namespace
+from lightning import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.cli import LightningCLI
+
+from syncsde.cli import THREADS_HELP, VERBOSE_HELP, quiet, top_parser
+from syncsde.errors import InputError, SyncSDEError
+from syncsde.io import FolderBusy, lock_folder, remove_temporaries
+from syncsde.progress import SampleProgress
+from syncsde.strategies.base import Strategy
+from syncsde.task import SyncTask
+from syncsde.writer import SampleWriter
+
+_locks: list = []  # output-folder locks held by this process's run
+
+
+def run(argv: list[str] | None) -> None:
+    """LightningCLI on ``argv`` (None: the command line)."""
+    SyncSDEError.last = None
+    try:
+        SyncCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=None,
+            seed_everything_default=False,
+            trainer_defaults={"logger": False, "enable_model_summary": False},
+            parser_kwargs={"exit_on_error": False, "description": top_parser().description},
+            args=argv,
+        )
+    finally:
+        while _locks:
+            _locks.pop().close()
+
+
+class SyncCLI(LightningCLI):
+    @staticmethod
+    def subcommands():
+        return {k: v for k, v in LightningCLI.subcommands().items() if k in ("fit", "predict")}
+
+    def add_arguments_to_parser(self, parser):
+        parser.add_argument(
+            "--output_dir",
+            type=str | None,
+            default=None,
+            help="predict: folder for images, sidecars and manifest (default outputs/<task>)",
+        )
+        parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="predict: regenerate samples already in output_dir instead of skipping them",
+        )
+        parser.add_argument("--threads", type=int | None, default=None, help=THREADS_HELP)
+        parser.add_argument("--verbose", type=bool, default=False, help=VERBOSE_HELP)
+
+    def before_instantiate_classes(self):
+        cfg = self.config[self.subcommand]
+        quiet(not cfg.verbose)
+        if cfg.threads is not None and cfg.threads < 1:
+            raise InputError(f"--threads {cfg.threads}: give a positive number of threads, e.g. 1")
+        check_kind(self.subcommand, cfg)
+        check_finite(cfg)
+
+    def instantiate_classes(self):
+        # the light components first (the data module reads the records and checks the files they name; strategies
+        # check their parameters), so that a bad input stops before any model weights are read
+        for spec in light_specs(self.config[self.subcommand]):
+            build(spec)
+        super().instantiate_classes()
+
+    def before_fit(self):
+        set_threads(self.config["fit"].threads, self.trainer)
+
+    def before_predict(self):
+        cfg = self.config["predict"]
+        set_threads(cfg.threads, self.trainer)
+        out = Path(cfg.output_dir or f"outputs/{self.model.task_name}")
+        text = self._parser("predict").dump(cfg, skip_none=False)
+        prepare_output(self.trainer, self.model, self.datamodule, out, cfg.overwrite, text)
+        self.config_init["predict"]["return_predictions"] = False  # results go to the writer and are released
+
+
+def light_specs(cfg) -> list:
+    """The config's data module and strategies: components that load no weights."""
+    found = [cfg.data] if isinstance(cfg.get("data"), Namespace) else []
+
+    def walk(node):
+        if isinstance(node, Namespace):
+            if "class_path" in node and issubclass(load_class(node.class_path), Strategy):
+                found.append(node)
+            for value in vars(node).values():
+                walk(value)
+
+    walk(cfg.get("model"))
+    return found
+
+
+def load_class(class_path: str):
+    module, name = class_path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def build(spec):
+    """An object from its config (``class_path`` + ``init_args``), as jsonargparse would make it."""
+    init = spec.get("init_args")
+    return load_class(spec.class_path)(**(init.as_dict() if init is not None else {}))
+
+
+def config_name(cfg) -> str:
+    paths = cfg.get("config") or []
+    return str(paths[-1]) if paths else "this config"
+
+
+def check_kind(subcommand: str, cfg) -> None:
+    """``predict`` needs a sampling task, ``fit`` a training recipe: say which command the config is for."""
+    spec = cfg.get("model")
+    if spec is None:
+        return
+    cls = load_class(spec.class_path)
+    sampling = issubclass(cls, SyncTask)
+    trains = cls.training_step is not LightningModule.training_step
+    if subcommand == "predict" and not sampling:
+        raise InputError(
+            f"{config_name(cfg)} is a training recipe ({spec.class_path}), not a task; train with "
+            f"`syncsde fit --config {config_name(cfg)}`"
+        )
+    if subcommand == "fit" and not trains:
+        raise InputError(
+            f"{config_name(cfg)} describes sampling ({spec.class_path}), not training; run it with "
+            f"`syncsde predict --config {config_name(cfg)}`"
+        )
+
+
+def check_finite(cfg) -> None:
+    """Every number in the model's and data's settings is finite (NaN and infinity are never meaningful here)."""
+    for top in ("model", "data"):
+        spec = cfg.get(top)
+        for key, value in spec.items() if isinstance(spec, Namespace) else ():
+            numbers = _flatten(value) if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise InputError(f"--{top}.{key} {value}: give a finite number")
+
+
+def _flatten(values):
+    for v in values:
+        if isinstance(v, (list, tuple)):
+            yield from _flatten(v)
+        else:
+            yield v
+
+
+# -- the output folder -------------------------------------------------------------------------------------------
+def is_leader() -> bool:
+    """The process that starts the run: global rank 0 before any process is launched (torchrun, SLURM and
+    Lightning's own launcher name the others by these variables)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def prepare_output(trainer, model, datamodule, out: Path, overwrite: bool, config_text: str) -> None:
+    """Before any process is launched: lock the folder, check it against this run's settings, plan the samples,
+    check the process count, and install the writer (which writes ``config.yaml`` once the first sample starts)."""
+    if not hasattr(datamodule, "attach_output"):
+        name = type(datamodule).__name__
+        raise InputError(f"data module {name} has no samples to generate; use a syncsde.data class")
+    leader = is_leader()
+    lock = None
+    if leader and out.exists():
+        if not out.is_dir():
+            raise InputError(f"--output_dir {out} is a file; give a folder")
+        lock = take_lock(out)
+    datamodule.attach_output(out, overwrite, model.settings())
+    todo = datamodule.pending()
+    if not todo:
+        total = len(datamodule.samples())
+        print(
+            f"syncsde: all {total} samples are already in {out}; nothing to do (`syncsde evaluate {out}` recomputes "
+            "its metrics; --overwrite true regenerates the samples)",
+            file=sys.stderr,
+        )
+        sys.exit(0)
+    processes = trainer.num_devices * trainer.num_nodes
+    if len(todo) < processes:
+        raise InputError(
+            f"{len(todo)} sample(s) to generate on {processes} processes; use --trainer.devices {len(todo)} or fewer"
+        )
+    if leader:
+        if lock is None:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise InputError(f"cannot create --output_dir {out} ({e.strerror}); choose a writable folder") from None
+            take_lock(out)
+        remove_temporaries(out)  # left by a killed run; we hold the lock, so nobody is writing them
+        datamodule.discard_foreign()
+    trainer.callbacks.insert(0, SampleWriter(out, config_text))  # first: the metrics then read what it wrote
+    # one bar over samples and steps (also when disabled: it keeps the sampler's own per-loop bars off)
+    bar = SampleProgress()
+    if trainer.progress_bar_callback is None:
+        bar.disable()
+    trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, ProgressBar)] + [bar]
+
+
+def take_lock(out: Path):
+    """The output folder's lock, held until the run ends, or one line saying who holds it."""
+    try:
+        lock = lock_folder(out)
+    except FolderBusy as e:
+        raise InputError(
+            f"another syncsde run ({e}) is writing into {out}; wait for it to finish or choose another --output_dir"
+        ) from None
+    except OSError as e:
+        raise InputError(f"cannot write into --output_dir {out} ({e.strerror}); choose a writable folder") from None
+    _locks.append(lock)
+    return lock
+
+
+def default_threads(processes: int) -> int:
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(processes, 1))
+
+
+def set_threads(threads: int | None, trainer) -> None:
+    """Torch's thread count for this process (and, through OMP_NUM_THREADS, for the processes it launches)."""
+    cpu = trainer.accelerator.__class__.__name__ == "CPUAccelerator"
+    n = threads or default_threads(trainer.num_devices if cpu else 1)
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)

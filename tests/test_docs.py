@@ -1,0 +1,63 @@
+"""The method reference the code cites ships inside the package, and every citation resolves to one of its headings."""
+
+import fnmatch
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "syncsde" / "docs"
+CITED = [*(ROOT / d for d in ("syncsde", "tasks", "evaluation")), ROOT / "README.md"]
+# "SYNCSDE.md §6.3", "SYNCSDE.md §6.3, §6.6", "BASELINES.md §4.2–4.3", "SYNCSDE.md §2–§4 and BASELINES.md §1"
+CITATION = re.compile(r"(SYNCSDE|BASELINES)\.md((?:\s*(?:,|and|–|-)?\s*§?\d+(?:\.\d+)*)+)")
+
+
+def sources():
+    for place in CITED:
+        files = [place] if place.is_file() else [*place.rglob("*.py"), *place.rglob("*.md")]
+        yield from (f for f in files if DOCS not in f.parents)
+
+
+def headings(name: str) -> set[str]:
+    text = (DOCS / name).read_text()
+    return {m[1] for m in re.finditer(r"^#{2,4} (\d+(?:\.\d+)*)\.? ", text, re.M)}
+
+
+def test_every_citation_resolves_to_a_heading_of_the_shipped_docs():
+    known = {doc: headings(f"{doc}.md") for doc in ("SYNCSDE", "BASELINES")}
+    assert {"3", "3.1", "6.3", "6.6", "9"} <= known["SYNCSDE"] and {"0", "1.2", "2.1", "4.3", "7"} <= known["BASELINES"]
+    count, unresolved = 0, []
+    for f in sources():
+        for m in CITATION.finditer(f.read_text()):
+            for section in re.findall(r"\d+(?:\.\d+)*", m[2]):
+                count += 1
+                if section not in known[m[1]]:
+                    unresolved.append(f"{f.relative_to(ROOT)}: {m[1]}.md §{section}")
+    assert count > 40, "the citations were not found"
+    assert not unresolved, unresolved
+
+
+def test_no_citation_of_files_outside_the_repository():
+    for f in sources():
+        text = f.read_text()
+        assert "shared/spec" not in text and "shared/ARCHITECTURE" not in text, f
+        if "ARCHITECTURE.md" in text:
+            assert (DOCS / "ARCHITECTURE.md").is_file()
+
+
+def test_docs_are_package_data():
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["syncsde"]
+    for doc in ("SYNCSDE.md", "BASELINES.md", "ARCHITECTURE.md"):
+        assert any(fnmatch.fnmatch(f"docs/{doc}", p) for p in patterns), doc
+
+
+def test_docs_keep_the_reference_numbers():
+    text = (DOCS / "SYNCSDE.md").read_text()
+    for needle in ("c_t = γ_t · (1/λ) · (t/T)", "T = 981", "1/λ = 5", "16j", "min(k, 12)", "t > 200", "120 + 90(K−1)"):
+        assert needle in text, needle
+    text = (DOCS / "BASELINES.md").read_text()
+    for needle in ("| **2** |", "n_W = (W/8−64)//8+1", "r = 3H/8", "e = 6·i/S", "c_i = max(cos(π·i/(1.5(S−1))), 0)"):
+        assert needle in text, needle
