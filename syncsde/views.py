@@ -29,7 +29,7 @@ class View:
 
     def inverse_variance(self, v: Tensor) -> Tensor:
         """The inverse view of a learned-variance output (DeepFloyd IF's channels 3–5): positions move as the image
-        does; values are variances, so a sign change does not apply (BASELINES.md §3.1, §7.1)."""
+        does; values are variances, so a sign change does not apply (BASELINES.md §3.1, §7)."""
         return self.inverse_view(v)
 
     @staticmethod
