@@ -1,0 +1,88 @@
+"""The synchronization benchmark's figures (syncsde.benchmarks.sync) on constructed inputs, and one small run."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from syncsde.benchmarks import sync
+from syncsde.windows import Windows
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_switch_positions_follow_the_assembly():
+    w = Windows(32, 8, 4)  # windows start at 0, 4, ..., 24
+    assert sync.switch_positions(sync.assembly_weights(w, "overwrite")) == list(range(4, 28, 4))
+    # feathered windows switch where any window starts or ends
+    assert sync.switch_positions(sync.assembly_weights(w, "feather")) == list(range(4, 32, 4))
+
+
+def test_seam_ratio_sees_steps_at_the_seams_only():
+    x = torch.linspace(0, 1, 64).expand(1, 3, 16, 64).clone()  # a smooth ramp: every neighbouring jump is equal
+    jumps = lambda im: (im[..., 1:] - im[..., :-1]).pow(2).mean(dim=(0, 1, 2))  # noqa: E731
+    assert abs(sync.seam_ratio(jumps(x), [16, 32, 48]) - 1) < 1e-4
+    banded = x.clone()
+    banded[..., 16:32] += 0.1
+    assert sync.seam_ratio(jumps(banded), [16, 32, 48]) > 10
+
+
+def test_block_spread_is_larger_for_bands():
+    g = torch.Generator().manual_seed(0)
+    plain = 0.5 + 0.01 * torch.randn(8, 3, 16, 16, generator=g)
+    banded = plain.clone()
+    banded[..., 4:8] += 0.2
+    assert sync.block_spread(banded, 4) > 10 * sync.block_spread(plain, 4)
+
+
+def test_acceleration_ratio():
+    t = np.linspace(0, 4 * np.pi, 300)
+    joints = np.stack([np.sin(t), np.cos(t), t], -1)[:, None, :].repeat(22, 1)  # smooth motion
+    assert 0.5 < sync.acceleration_ratio(joints, [90, 180]) < 2
+    jumped = joints.copy()
+    jumped[90:] += 0.5  # a jump at the first seam
+    assert sync.acceleration_ratio(jumped, [90, 180]) > 50
+
+
+def test_mask_figures(tmp_path):
+    from syncsde.io import save_json, save_png
+
+    image = torch.full((3, 16, 16), 0.5)
+    mask = torch.zeros(3, 16, 16)
+    mask[:, 4:12, 4:12] = 1
+    image[:, 5:11, 5:11] = torch.tensor([0.85, 0.1, 0.1])[:, None, None]  # a red object inside the mask
+    save_png(tmp_path / "00000.png", image)
+    save_png(tmp_path / "00000_mask.png", mask)
+    files = {"image": "00000.png", "mask": "00000_mask.png"}
+    save_json(tmp_path / "manifest.json", {"samples": [{"object": "a red boat", "files": files}]})
+    figures = sync.mask_figures(tmp_path)
+    assert figures["object_in_mask"] == 1.0
+    assert figures["seam_ratio"] == 0  # the mask boundary runs through flat grey: no jump there
+
+
+def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
+    """Two wide-image methods, at least 2 samples (one per prompt of the config), 2 steps, through `syncsde predict`
+    on the embedded config."""
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    monkeypatch.chdir(tmp_path)
+    results = sync.main(
+        [
+            "--tasks",
+            "wide_image",
+            "--samples",
+            "2",
+            "--methods",
+            "syncsde (paper),independent",
+            "--output_dir",
+            "bench",
+            "--model.init_args.num_inference_steps",
+            "2",
+        ]
+    )
+    rows = results["wide_image"]
+    assert set(rows) == {"syncsde (paper)", "independent"}
+    for row in rows.values():
+        assert row["num_samples"] >= 2 and row["seam_ratio"] > 0 and row["coherence"] > 0
+    saved = json.loads((tmp_path / "bench" / "sync_benchmark.json").read_text())
+    assert saved["wide_image"]["independent"] == rows["independent"]
