@@ -181,6 +181,35 @@ class MaskPromptDataModule(RecordDataModule):
     path_keys = ("mask",)
 
 
+class RegionPromptDataModule(RecordDataModule):
+    """Region-prompt records: ``{"prompt" (the whole image), "background", "regions": [{"prompt", "mask"}, ...]}``,
+    at least one region, masks as image paths (white = the region) resolved like ``mask`` in
+    :class:`MaskPromptDataModule`.
+
+    Args: records, records_file (JSONL; relative mask paths are relative to it), samples_per_record, seed, batch_size,
+    base_dir.
+    """
+
+    required = ("prompt", "background", "regions")
+
+    def records(self):
+        out = super().records()
+        base = self.base_dir or (Path(self.records_file).parent if self.records_file else None)
+        for n, rec in enumerate(out):
+            regions = rec["regions"]
+            if not isinstance(regions, list) or not regions:
+                raise InputError(f"record {n}: regions must be a non-empty list of {{prompt, mask}} objects")
+            for k, region in enumerate(regions):
+                if not isinstance(region, dict) or not {"prompt", "mask"} <= set(region):
+                    raise InputError(f"record {n}, region {k}: give both a prompt and a mask (an image path)")
+            rec["regions"] = [
+                {**r, "mask": str(Path(base) / r["mask"]) if base is not None and not Path(r["mask"]).is_absolute()
+                 else r["mask"]}
+                for r in regions
+            ]  # fmt: skip
+        return out
+
+
 class PromptPairDataModule(RecordDataModule):
     """Prompts of ambiguous images, one per view: ``{"prompt", "prompt2"}`` (the image reads as ``prompt``, and as
     ``prompt2`` once transformed by the task's view), or ``{"prompts": [p1, p2, ...], "views": [v1, v2, ...]}``
