@@ -6,6 +6,7 @@ from tasks.mask_t2i import MaskTextToImage
 from tasks.mesh import MeshTexturing
 from tasks.motion import LongMotion
 from tasks.regions import RegionTextToImage
+from tasks.sphere import SpherePanorama
 from tasks.text_to_image import TextToImage
 from tasks.wide_image import WideImage
 
@@ -16,6 +17,7 @@ __all__ = [
     "MaskTextToImage",
     "MeshTexturing",
     "RegionTextToImage",
+    "SpherePanorama",
     "TextToImage",
     "WideImage",
 ]
