@@ -54,22 +54,23 @@ def cell_directions(height: int, width: int) -> Tensor:
     return torch.stack([lat.cos() * lon.sin(), lat.sin(), lat.cos() * lon.cos()], -1).reshape(-1, 3)
 
 
-def forward_index(views: Sequence[tuple[float, float]], fov: float, size: int, height: int) -> Tensor:
-    """(N, size·size) canvas cell read by each view pixel: pyequilib's ``equi2pers`` (nearest) of an image of cell
-    indices. A view at (elevation, azimuth) is pyequilib's (pitch, yaw) = (−elevation, −azimuth)."""
-    from equilib import equi2pers
-
-    cells = torch.arange(height * 2 * height, dtype=torch.float64).view(1, 1, height, 2 * height)
+def perspective(equi: Tensor, views: Sequence[tuple[float, float]], fov: float, size: int, mode: str) -> Tensor:
+    """Square perspective views (N, C, size, size) of an equirectangular image (C, H, 2H) by pyequilib's
+    ``equi2pers``; a view at (elevation, azimuth) degrees is pyequilib's (pitch, yaw) = (−elevation, −azimuth)."""
+    try:
+        from equilib import equi2pers
+    except ImportError:
+        raise InputError("360° panoramas need pyequilib: pip install 'syncsde[sphere]'") from None
     rots = [{"roll": 0.0, "pitch": -math.radians(e), "yaw": -math.radians(a)} for e, a in views]
-    out = equi2pers(
-        cells.expand(len(views), -1, -1, -1).contiguous(),
-        rots=rots,
-        height=size,
-        width=size,
-        fov_x=float(fov),
-        mode="nearest",
-    )
-    return out.round().long().view(len(views), size * size)
+    batch = equi[None].expand(len(views), *equi.shape).contiguous()
+    return equi2pers(batch, rots=rots, height=size, width=size, fov_x=float(fov), mode=mode)
+
+
+def forward_index(views: Sequence[tuple[float, float]], fov: float, size: int, height: int) -> Tensor:
+    """(N, size·size) canvas cell read by each view pixel: the nearest-neighbour :func:`perspective` of an image of
+    cell indices."""
+    cells = torch.arange(height * 2 * height, dtype=torch.float64).view(1, height, 2 * height)
+    return perspective(cells, views, fov, size, "nearest").round().long().view(len(views), size * size)
 
 
 class Sphere:
@@ -104,7 +105,9 @@ class Sphere:
             self.inverse_index[i, near[inside]] = torch.from_numpy(pixel_of).long()[inside]
         self.uncovered = 1 - float(self.footprint.any(0).float().mean())  # share of the sphere no view sees
 
-    def bake(self, x: Tensor, views: Sequence[int] | None = None, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def bake(
+        self, x: Tensor, views: Sequence[int] | None = None, weights: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Views (B, k, *D, s, s) (the ``views`` listed, default all) → canvas (B, *D, H, 2H) and the summed weight
         (H·2H,): the weighted mean over the views covering each cell (0 where none does). ``weights`` (k, s, s)
         weighs each view pixel (None: 1, the count average)."""

@@ -127,8 +127,10 @@ class Windows:
             0, self.columns.flatten(), distance.flatten(), "amin"
         )
         winner = torch.full((self.L,), -1).scatter_reduce(
-            0, self.columns.flatten(), torch.where(distance == best[self.columns], torch.arange(self.n)[:, None], -1)
-            .flatten(), "amax"
+            0,
+            self.columns.flatten(),
+            torch.where(distance == best[self.columns], torch.arange(self.n)[:, None], -1).flatten(),
+            "amax",
         )
         return (winner[self.columns] == torch.arange(self.n)[:, None]).float()
 
@@ -215,5 +217,7 @@ class Grid:
         """(B, n, *D, h, w) → (B, *D, H, W), the blend of the windows with :meth:`assembly_weights`."""
         weights = self.assembly_weights(mode).to(x)
         length = self.size[0] * self.size[1]
-        total = scatter_sum((x * weights.view(self.n, *[1] * (x.ndim - 4), *self.window)).flatten(-2), self.index, length)
+        total = scatter_sum(
+            (x * weights.view(self.n, *[1] * (x.ndim - 4), *self.window)).flatten(-2), self.index, length
+        )
         return (total / scatter_sum(weights.flatten(-2)[None], self.index, length)).unflatten(-1, self.size)

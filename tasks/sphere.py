@@ -11,7 +11,6 @@ views into an equirectangular image of ``height`` × 2·``height`` pixels, with 
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from typing import Literal
 
@@ -22,7 +21,7 @@ from torch import Tensor
 from syncsde.backbones.base import Backbone
 from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError
-from syncsde.sphere import VIEW_SETS, Sphere, feather
+from syncsde.sphere import VIEW_SETS, Sphere, feather, perspective
 from syncsde.strategies import Strategy, SyncSDE
 from syncsde.task import SampleOutput, SyncTask
 
@@ -111,15 +110,8 @@ class SpherePanorama(SyncTask):
         return out.bake(views, weights=weights)[0].clamp(0, 1)
 
     def viewer(self, panorama: Tensor) -> Tensor:
-        """Perspective crops (90°) of one panorama (3, H, 2H), horizon views on top, up and down below."""
-        from equilib import equi2pers
-
-        rots = [{"roll": 0.0, "pitch": -math.radians(e), "yaw": -math.radians(a)} for e, a in VIEWER]
-        s = self.viewer_size
-        crops = equi2pers(
-            panorama[None].expand(len(rots), -1, -1, -1).contiguous().cpu(), rots=rots, height=s, width=s,
-            fov_x=90.0, mode="bilinear",
-        )  # fmt: skip
+        """Perspective crops (90°) of one panorama (3, H, 2H): four horizon views on top, up and down below."""
+        crops = perspective(panorama.cpu(), VIEWER, 90.0, self.viewer_size, "bilinear")
         top = torch.cat(list(crops[:4]), -1)
         bottom = torch.cat([crops[4], crops[5], torch.ones_like(crops[4]), torch.ones_like(crops[4])], -1)
         return torch.cat([top, bottom], -2).clamp(0, 1)

@@ -67,7 +67,9 @@ def test_crops_of_one_canvas_are_a_fixed_point(kw):
     torch.testing.assert_close(canon.aggregate(x), z)
     y = x.clone()
     y[:, -1] += 1  # a disagreeing window is pulled, unless no earlier window overlaps it
-    assert bool(torch.count_nonzero(coupling_residuals(y, grid.couplings()))) == bool(covered_by_earlier(grid)[-1].any())
+    assert bool(torch.count_nonzero(coupling_residuals(y, grid.couplings()))) == bool(
+        covered_by_earlier(grid)[-1].any()
+    )
 
 
 @pytest.mark.parametrize("circular", [False, True])
@@ -181,7 +183,9 @@ def test_circular_tiled_decode_has_no_wrap_seam(sd):
     z = torch.randn(1, 4, 8, 32, generator=torch.Generator().manual_seed(1))
     errors = {}
     for circular in (True, False):
-        task = canvas(sd, SyncSDE(5.0), height=64, width=256, circular=circular, vae_tiling=VaeTiling("on", tile_size=64))
+        task = canvas(
+            sd, SyncSDE(5.0), height=64, width=256, circular=circular, vae_tiling=VaeTiling("on", tile_size=64)
+        )
         direct = task.decode_canvas(z)
         rolled = task.decode_canvas(z.roll(16, -1)).roll(-128, -1)
         d = (direct - rolled).abs().mean((0, 1, 2))

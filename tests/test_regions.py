@@ -86,7 +86,14 @@ def test_canonical_is_region_multidiffusion(masks):
 @pytest.mark.parametrize("strategy", [SyncSDE(5.0), MultiDiffusion(bootstrap_steps=2)], ids=["syncsde", "md"])
 def test_one_region_is_the_mask_task_exactly(sd, masks, strategy):
     one = record(masks[:1])
-    two = {"prompt": one["prompt"], "background": "a beach", "object": "a sun", "mask": masks[0], "sample_id": 0, "seed": 0}
+    two = {
+        "prompt": one["prompt"],
+        "background": "a beach",
+        "object": "a sun",
+        "mask": masks[0],
+        "sample_id": 0,
+        "seed": 0,
+    }
     a = RegionTextToImage(sd, strategy, num_inference_steps=4, progress=False).run([one])[0].image
     b = MaskTextToImage(sd, strategy, num_inference_steps=4, progress=False).run([two])[0].image
     assert torch.equal(a, b)
@@ -129,7 +136,11 @@ def test_empty_or_full_masks_and_bad_batches_are_one_line_errors(tmp_path, masks
 
 
 def test_records_from_jsonl_with_relative_masks(tmp_path, masks):
-    rec = {"prompt": "w", "background": "b", "regions": [{"prompt": "o", "mask": "a.png"}, {"prompt": "p", "mask": "b.png"}]}
+    rec = {
+        "prompt": "w",
+        "background": "b",
+        "regions": [{"prompt": "o", "mask": "a.png"}, {"prompt": "p", "mask": "b.png"}],
+    }
     (tmp_path / "recs.jsonl").write_text(json.dumps(rec) + "\n")
     samples = RegionPromptDataModule(records_file=str(tmp_path / "recs.jsonl"), samples_per_record=2).samples()
     assert [s["sample_id"] for s in samples] == [0, 1]

@@ -266,7 +266,9 @@ class VaeTiling:
         if self.mode not in ("auto", "on", "off"):
             raise InputError(f"vae_tiling mode must be auto, on or off, got {self.mode!r}")
         if not 0 <= self.overlap < 1 or (self.tile_size is not None and self.tile_size < 8):
-            raise InputError(f"vae_tiling needs 0 <= overlap < 1 and tile_size >= 8, got {self.overlap}, {self.tile_size}")
+            raise InputError(
+                f"vae_tiling needs 0 <= overlap < 1 and tile_size >= 8, got {self.overlap}, {self.tile_size}"
+            )
 
     def tiles(self, backbone, height: int, width: int) -> bool:
         """Whether an image of height × width pixels goes through this backbone's VAE in tiles."""

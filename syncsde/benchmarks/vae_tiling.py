@@ -1,6 +1,6 @@
 """Tiled VAE decoding: peak memory with and without tiling, and how far the tiled image is from the untiled one.
 
-    python -m syncsde.benchmarks.vae_tiling [--sizes 512x2048 2048x2048] [--tile 512] [--no-readme]
+    python -m syncsde.benchmarks.vae_tiling [--sizes 2048x2048 512x2048] [--tile 512] [--no-readme]
 
 A random-weight ``AutoencoderKL`` of Stable Diffusion's real size (block channels 128/256/512/512, two resnets per
 block, 83.7 M parameters, scale factor 8) decodes one random latent per canvas size, untiled and through
@@ -81,7 +81,7 @@ def measure(height: int, width: int, tiled: bool, tile: int, out: Path) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", nargs="+", default=["512x2048", "2048x2048"], help="canvas sizes HxW in pixels")
+    ap.add_argument("--sizes", nargs="+", default=["2048x2048", "512x2048"], help="canvas sizes HxW in pixels")
     ap.add_argument("--tile", type=int, default=512, help="tile side in pixels")
     ap.add_argument("--no-readme", action="store_true", help="print only; do not write the README block")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
@@ -93,7 +93,8 @@ def main(argv=None) -> None:
     rows, data = [], []
     threads = torch.get_num_threads()
     print(f"SD-size random-weight VAE decode on {threads} CPU thread(s); peak = RSS above model + latent")
-    print(f"{'size':>10} {'untiled MiB':>12} {'tiled MiB':>10} {'ratio':>6} {'untiled s':>10} {'tiled s':>8} {'max |diff|':>10}")
+    heads = ("size", "untiled MiB", "tiled MiB", "ratio", "untiled s", "tiled s", "max |diff|")
+    print(" ".join(f"{h:>12}" for h in heads))
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             h, w = map(int, size.split("x"))
@@ -102,21 +103,25 @@ def main(argv=None) -> None:
             diff = float((torch.load(Path(tmp) / "plain.pt") - torch.load(Path(tmp) / "tiled.pt")).abs().max())
             ratio = plain["peak_mib"] / tiled["peak_mib"]
             print(
-                f"{size:>10} {plain['peak_mib']:12.0f} {tiled['peak_mib']:10.0f} {ratio:6.1f} "
-                f"{plain['seconds']:10.1f} {tiled['seconds']:8.1f} {diff:10.3f}"
+                f"{size:>12} {plain['peak_mib']:12.0f} {tiled['peak_mib']:12.0f} {ratio:12.1f} "
+                f"{plain['seconds']:12.1f} {tiled['seconds']:12.1f} {diff:12.3f}",
+                flush=True,
             )
             rows.append(
                 f"| {h}×{w} | {plain['peak_mib']:.0f} | {tiled['peak_mib']:.0f} | {ratio:.1f}× | "
                 f"{plain['seconds']:.0f} | {tiled['seconds']:.0f} | {diff:.3f} |"
             )
             data.append({"height": h, "width": w, "untiled": plain, "tiled": tiled, "max_abs_diff": diff})
-    if args.no_readme:
-        return
+            if not args.no_readme:  # after every size, so a long run keeps what it measured
+                write(rows, data, args.tile, threads)
+
+
+def write(rows: list[str], data: list[dict], tile: int, threads: int) -> None:
     from syncsde.benchmarks.readme import write_result
 
     table = "\n".join(
         [
-            f"Measured by `python -m syncsde.benchmarks.vae_tiling` ({args.tile}-px tiles, overlap 0.25; random-weight "
+            f"Measured by `python -m syncsde.benchmarks.vae_tiling` ({tile}-px tiles, overlap 0.25; random-weight "
             f"VAE of SD's size, float32, {threads} CPU thread(s) on a shared machine: times are indicative only).",
             "",
             "| canvas (px) | peak MiB, untiled | peak MiB, tiled | memory saved | untiled s | tiled s | max abs diff |",
@@ -124,7 +129,7 @@ def main(argv=None) -> None:
             *rows,
         ]
     )
-    write_result("vae_tiling", table, {"tile": args.tile, "threads": threads, "sizes": data})
+    write_result("vae_tiling", table, {"tile": tile, "threads": threads, "sizes": data})
 
 
 if __name__ == "__main__":
