@@ -19,8 +19,9 @@ whose cell lies in an earlier view's footprint (the coverage mask). View 0 is fr
 
 **Canonical variable**: the canvas (f_i, g above; :class:`SphereCanonical`).
 
-**Assembly**: the same bake at the output resolution on the decoded RGB views (:meth:`Sphere.bake`), by ``mean``
-(SyncTweedies' count average) or ``feather`` (each view pixel weighted by its distance to the view's edge).
+**Assembly** (:meth:`Sphere.assemble`): the same bake, weighted: ``mean`` (SyncTweedies' count average) or
+``feather`` (each view pixel weighted by its distance to the view's edge). The task assembles the decoded RGB views
+on a sphere at the output resolution.
 """
 
 from __future__ import annotations
@@ -146,6 +147,13 @@ class Sphere:
     def canonical(self, leading: tuple[int, ...]) -> SphereCanonical:
         return SphereCanonical(self, (*leading, *self.canvas))
 
+    def assemble(self, x: Tensor, mode: Literal["feather", "mean"] = "feather") -> Tensor:
+        """Views (B, N, *D, s, s) → canvas (B, *D, H, 2H): the bake with ``feather`` or ``mean`` weights."""
+        if mode not in ("feather", "mean"):
+            raise InputError(f"assembly must be 'feather' or 'mean', got {mode!r}")
+        weights = feather(self.size).expand(self.n, -1, -1) if mode == "feather" else None
+        return self.bake(x, weights=weights)[0]
+
 
 class JointBakeRender:
     """f for view i: the render into view i of the joint bake of the earlier views ``sources`` (B, k, C, s, s), read
@@ -186,6 +194,3 @@ def feather(size: int) -> Tensor:
     c = torch.arange(size, dtype=torch.float32)
     edge = torch.minimum(c + 1, size - c)
     return edge[:, None] * edge[None, :]
-
-
-AssemblyMode = Literal["mean", "feather"]

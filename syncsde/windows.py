@@ -136,12 +136,12 @@ class Windows:
 
 
 class GridCanonical(CropCanonical):
-    """The whole 2-D canvas as the canonical variable: :class:`CropCanonical` over the flattened (H·W) positions.
-    Instances (B, n, *D, h, w) ↔ canonical (B, *D, H, W); ``index`` (n, h·w) holds each window's flat positions."""
+    """The whole 2-D canvas as the canonical variable: :class:`CropCanonical` over the flattened (H·W) positions
+    (``columns`` (n, h·w): each window's flat positions). Instances (B, n, *D, h, w) ↔ canonical (B, *D, H, W)."""
 
     def __init__(self, index: Tensor, size: tuple[int, int], window: tuple[int, int], shape: tuple[int, ...]):
         super().__init__(index, size[0] * size[1], shape)
-        self.index, self.size, self.window = index, size, window
+        self.size, self.window = size, window
 
     def forward(self, z: Tensor) -> Tensor:
         return super().forward(z.flatten(-2)).unflatten(-1, self.window)

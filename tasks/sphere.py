@@ -21,7 +21,7 @@ from torch import Tensor
 from syncsde.backbones.base import Backbone
 from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError
-from syncsde.sphere import VIEW_SETS, Sphere, feather, perspective
+from syncsde.sphere import VIEW_SETS, Sphere, perspective
 from syncsde.strategies import Strategy, SyncSDE
 from syncsde.task import SampleOutput, SyncTask
 
@@ -79,8 +79,6 @@ class SpherePanorama(SyncTask):
             views = VIEW_SETS[views]
         if not views or any(len(v) != 2 or not -90 <= v[0] <= 90 for v in views):
             raise InputError("views must be (elevation, azimuth) pairs in degrees with -90 <= elevation <= 90")
-        if assembly not in ("feather", "mean"):
-            raise InputError(f"assembly must be 'feather' or 'mean', got {assembly!r}")
         self.views = tuple((float(e), float(a)) for e, a in views)
         self.fov, self.height, self.assembly = float(fov), height, assembly
         self.canonical_height = canonical_height or 8 * backbone.sample_size
@@ -104,10 +102,7 @@ class SpherePanorama(SyncTask):
 
     def equirectangular(self, views: Tensor) -> Tensor:
         """Decoded views (B, N, 3, S, S) → equirectangular images (B, 3, height, 2·height) by the task's assembly."""
-        size = views.shape[-1]
-        out = sphere(self.views, self.fov, size, self.height)
-        weights = feather(size).expand(len(self.views), -1, -1) if self.assembly == "feather" else None
-        return out.bake(views, weights=weights)[0].clamp(0, 1)
+        return sphere(self.views, self.fov, views.shape[-1], self.height).assemble(views, self.assembly).clamp(0, 1)
 
     def viewer(self, panorama: Tensor) -> Tensor:
         """Perspective crops (90°) of one panorama (3, H, 2H): four horizon views on top, up and down below."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +45,9 @@ def main(argv=None) -> None:
     common = dict(num_inference_steps=args.steps, guidance_scale=3.0, progress=False)
     prompt = "a sunny day over grass with mountains"
 
+    geometry = dict(height=64, width=96, stride=16, vertical_stride=16)
     canvases = [
-        WideImage(backbone, strategy, height=64, width=96, stride=16, vertical_stride=16, **common).generate([prompt])[0]
+        WideImage(backbone, strategy, **geometry, **common).generate([prompt])[0]
         for strategy in (SyncSDE(5.0), SyncSDE(5.0, preset="canonical"), Independent())
     ]
     canvas = save("canvas_2d", side_by_side([o.image for o in canvases]), 3)
