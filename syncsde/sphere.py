@@ -8,7 +8,7 @@ column). The projection comes from ``pyequilib`` (``equi2pers``, nearest): view 
 
 The way back (the bake) is SyncTweedies' inverse mapping with its Voronoi fill (BASELINES.md §1.4): every canvas cell
 inside view i's footprint takes the value of the view pixel whose cell is nearest to it on the sphere (a k-d tree
-over the cells' directions), so g(x)[c] is the mean of x^i[inverse_index[i][c]] over the views whose footprint holds
+over the cells' directions), so g(x)[c] is the mean of x^i[inverse(i)[c]] over the views whose footprint holds
 c. The footprint of a view is the set of cells within one pixel's angle of a cell the view reads. On a canvas finer
 than the views, the cell a pixel reads is read by that pixel alone, so the bake of one view gives back that view:
 f_i ∘ g is the identity on view i where no other view overlaps.
@@ -78,7 +78,7 @@ class Sphere:
     """N square views of ``size`` pixels and ``fov`` degrees on an ``height`` × 2·``height`` equirectangular canvas.
 
     Attributes: ``forward_index`` (N, size²) the cell each view pixel reads; ``footprint`` (N, H·2H) bool, the cells
-    each view covers; ``inverse_index`` (N, H·2H) the view pixel each covered cell reads (0 elsewhere).
+    each view covers; ``cells[i]``, ``pixels[i]``: the cells of view i's footprint and the view pixel each reads.
     """
 
     def __init__(self, views: Sequence[tuple[float, float]], fov: float, size: int, height: int):
@@ -95,15 +95,16 @@ class Sphere:
         reach = math.atan(math.sqrt(2) * math.tan(math.radians(fov) / 2)) + 2 * pixel  # half-diagonal + margin
         cells = directions.shape[0]
         self.footprint = torch.zeros(self.n, cells, dtype=torch.bool)
-        self.inverse_index = torch.zeros(self.n, cells, dtype=torch.long)
+        self.cells, self.pixels = [], []
         for i in range(self.n):
             seen = directions[self.forward_index[i]]  # (size², 3): each pixel's direction, to half a cell
             axis = seen[(size // 2) * size + size // 2]
             near = (directions @ axis > math.cos(reach)).nonzero()[:, 0]  # the cells that can be in this view
             distance, pixel_of = cKDTree(seen.numpy()).query(directions[near].numpy())
             inside = torch.from_numpy(distance) <= 2 * math.sin(pixel / 2)  # chord of one pixel's angle
-            self.footprint[i, near[inside]] = True
-            self.inverse_index[i, near[inside]] = torch.from_numpy(pixel_of).long()[inside]
+            self.cells.append(near[inside])
+            self.pixels.append(torch.from_numpy(pixel_of).long()[inside])
+            self.footprint[i, self.cells[i]] = True
         self.uncovered = 1 - float(self.footprint.any(0).float().mean())  # share of the sphere no view sees
 
     def bake(
@@ -117,13 +118,18 @@ class Sphere:
         total = flat.new_zeros(*x.shape[:1], *x.shape[2:-2], self.footprint.shape[1])
         count = flat.new_zeros(self.footprint.shape[1])
         for k, i in enumerate(views):
-            cover = self.footprint[i].to(x.device)
-            read = self.inverse_index[i].to(x.device)
-            w = cover.to(x.dtype) if weights is None else weights[k].flatten().to(x)[read] * cover
-            total += flat[:, k][..., read] * w
-            count += w
+            cells, read = self.cells[i].to(x.device), self.pixels[i].to(x.device)
+            w = torch.ones(len(read)).to(x) if weights is None else weights[k].flatten().to(x)[read]
+            total.index_add_(-1, cells, flat[:, k][..., read] * w)
+            count.index_add_(0, cells, w)
         canvas = total / count.clamp_min(1e-12)
         return canvas.unflatten(-1, self.canvas), count
+
+    def inverse(self, i: int) -> Tensor:
+        """(H·2H,) the pixel of view i each cell reads (−1 outside its footprint)."""
+        out = torch.full((self.footprint.shape[1],), -1, dtype=torch.long)
+        out[self.cells[i]] = self.pixels[i]
+        return out
 
     def coverage(self, i: int, earlier: Sequence[int]) -> Tensor:
         """(s·s,) bool: view i's pixels whose cell lies in the footprint of one of the ``earlier`` views."""
@@ -161,8 +167,8 @@ class JointBakeRender:
 
     def __init__(self, sphere: Sphere, i: int, sources: Sequence[int]):
         cells = sphere.forward_index[i]
-        self.cover = sphere.footprint[list(sources)][:, cells]  # (k, s²)
-        self.read = sphere.inverse_index[list(sources)][:, cells]  # (k, s²)
+        read = torch.stack([sphere.inverse(j)[cells] for j in sources])  # (k, s²), −1 where j does not cover
+        self.cover, self.read = read >= 0, read.clamp_min(0)
         self.count = self.cover.sum(0).clamp_min(1)
         self.size = sphere.size
 

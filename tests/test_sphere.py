@@ -49,7 +49,7 @@ def test_coverage_and_round_trip(sphere):
     assert sphere.uncovered == 0  # the sphere views see the whole 360×180 sphere
     assert Sphere(SYNCTWEEDIES_VIEWS, 72.0, SIZE, H).uncovered > 0.4  # SyncTweedies' horizon ring leaves the caps
     for i in range(sphere.n):  # each pixel's cell is read back from that pixel: the bake of one view gives it back
-        assert torch.equal(sphere.inverse_index[i][sphere.forward_index[i]], torch.arange(SIZE * SIZE))
+        assert torch.equal(sphere.inverse(i)[sphere.forward_index[i]], torch.arange(SIZE * SIZE))
         assert sphere.footprint[i][sphere.forward_index[i]].all()
 
 
