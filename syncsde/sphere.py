@@ -9,9 +9,9 @@ column). The projection comes from ``pyequilib`` (``equi2pers``, nearest): view 
 The way back (the bake) is SyncTweedies' inverse mapping with its Voronoi fill (BASELINES.md §1.4): every canvas cell
 inside view i's footprint takes the value of the view pixel whose cell is nearest to it on the sphere (a k-d tree
 over the cells' directions), so g(x)[c] is the mean of x^i[inverse(i)[c]] over the views whose footprint holds
-c. The footprint of a view is the set of cells within one pixel's angle of a cell the view reads. On a canvas finer
-than the views, the cell a pixel reads is read by that pixel alone, so the bake of one view gives back that view:
-f_i ∘ g is the identity on view i where no other view overlaps.
+c. The footprint of a view is the set of cells within one pixel's and one cell's angle of a cell the view reads. On a
+canvas finer than the views, the cell a pixel reads is read by that pixel alone, so the bake of one view gives back
+that view: f_i ∘ g is the identity on view i where no other view overlaps.
 
 **Couplings** (as the mesh's): view i ≥ 1 is pulled toward the render of the joint bake of the earlier views that
 overlap it, r_i = f_i(g(x^{<i})) — one term whose sources are those views only — with W = M_i, the pixels of view i
@@ -92,7 +92,8 @@ class Sphere:
         self.forward_index = forward_index(self.views, fov, size, height)
         directions = cell_directions(*self.canvas)
         pixel = 2 * math.tan(math.radians(fov) / 2) / size  # a pixel's angle at the view centre (the largest)
-        reach = math.atan(math.sqrt(2) * math.tan(math.radians(fov) / 2)) + 2 * pixel  # half-diagonal + margin
+        gap = pixel + math.sqrt(2) * math.pi / height  # the farthest a footprint cell can be from a cell a pixel reads
+        reach = math.atan(math.sqrt(2) * math.tan(math.radians(fov) / 2)) + 2 * gap  # half-diagonal + margin
         cells = directions.shape[0]
         self.footprint = torch.zeros(self.n, cells, dtype=torch.bool)
         self.cells, self.pixels = [], []
@@ -101,7 +102,7 @@ class Sphere:
             axis = seen[(size // 2) * size + size // 2]
             near = (directions @ axis > math.cos(reach)).nonzero()[:, 0]  # the cells that can be in this view
             distance, pixel_of = cKDTree(seen.numpy()).query(directions[near].numpy())
-            inside = torch.from_numpy(distance) <= 2 * math.sin(pixel / 2)  # chord of one pixel's angle
+            inside = torch.from_numpy(distance) <= 2 * math.sin(gap / 2)
             self.cells.append(near[inside])
             self.pixels.append(torch.from_numpy(pixel_of).long()[inside])
             self.footprint[i, self.cells[i]] = True
