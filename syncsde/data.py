@@ -194,7 +194,6 @@ class RegionPromptDataModule(RecordDataModule):
 
     def records(self):
         out = super().records()
-        base = self.base_dir or (Path(self.records_file).parent if self.records_file else None)
         for n, rec in enumerate(out):
             regions = rec["regions"]
             if not isinstance(regions, list) or not regions:
@@ -202,12 +201,18 @@ class RegionPromptDataModule(RecordDataModule):
             for k, region in enumerate(regions):
                 if not isinstance(region, dict) or not {"prompt", "mask"} <= set(region):
                     raise InputError(f"record {n}, region {k}: give both a prompt and a mask (an image path)")
-            rec["regions"] = [
-                {**r, "mask": str(Path(base) / r["mask"]) if base is not None and not Path(r["mask"]).is_absolute()
-                 else r["mask"]}
-                for r in regions
-            ]  # fmt: skip
         return out
+
+    def _resolve(self, rec: dict, base) -> dict:
+        regions = rec.get("regions")
+        if base is not None and isinstance(regions, list):
+            rec["regions"] = [
+                {**r, "mask": str(Path(base) / r["mask"])}
+                if isinstance(r, dict) and isinstance(r.get("mask"), str) and not Path(r["mask"]).is_absolute()
+                else r
+                for r in regions
+            ]
+        return rec
 
 
 class PromptPairDataModule(RecordDataModule):
