@@ -215,6 +215,17 @@ class RegionPromptDataModule(RecordDataModule):
         return rec
 
 
+class PanoramaDataModule(RecordDataModule):
+    """360° panorama records: ``{"prompt"}``, and ``"depth"`` (an equirectangular depth picture, grayscale, near =
+    white) when the backbone has a ControlNet; relative paths are resolved against ``base_dir`` or the JSONL file.
+
+    Args: records, records_file (JSONL), base_dir, samples_per_record, seed, batch_size.
+    """
+
+    required = ("prompt",)
+    path_keys = ("depth",)
+
+
 class PromptPairDataModule(RecordDataModule):
     """Prompts of ambiguous images, one per view: ``{"prompt", "prompt2"}`` (the image reads as ``prompt``, and as
     ``prompt2`` once transformed by the task's view), or ``{"prompts": [p1, p2, ...], "views": [v1, v2, ...]}``

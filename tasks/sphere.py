@@ -14,6 +14,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
+import numpy as np
 import torch
 from jsonargparse import lazy_instance
 from torch import Tensor
@@ -21,6 +22,7 @@ from torch import Tensor
 from syncsde.backbones.base import Backbone
 from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError
+from syncsde.masks import load_image
 from syncsde.sphere import VIEW_SETS, Sphere, perspective
 from syncsde.strategies import Strategy, SyncSDE
 from syncsde.task import SampleOutput, SyncTask
@@ -86,6 +88,35 @@ class SpherePanorama(SyncTask):
         self.geometry = sphere(self.views, self.fov, backbone.sample_size, self.canonical_height)
         self._couplings = self.geometry.couplings()
         self._canonical = self.geometry.canonical((backbone.channels,))
+
+    def prepare(self, batch):
+        """The views' control images from each record's equirectangular ``depth`` picture (ControlNet backbones)."""
+        control = hasattr(self.backbone, "set_control")
+        if any("depth" in s for s in batch) and not control:
+            raise InputError(
+                "records give depth pictures, but the backbone has no ControlNet; use "
+                "syncsde.backbones.StableDiffusionControlNet (or drop 'depth')"
+            )
+        if control:
+            missing = [s["sample_id"] for s in batch if "depth" not in s]
+            if missing:
+                raise InputError(
+                    f"sample(s) {missing} have no 'depth': a ControlNet backbone needs an equirectangular depth "
+                    "picture per record (grayscale, near = white)"
+                )
+            size = self.native_size
+            views = [perspective(self.depth_picture(s["depth"]), self.views, self.fov, size, "bilinear") for s in batch]
+            self.backbone.set_control(torch.cat(views).clamp(0, 1).to(self.device))
+        return list(batch)
+
+    @staticmethod
+    def depth_picture(path: str) -> Tensor:
+        """(3, H, W) in [0, 1] from a grayscale equirectangular picture (a 2:1 image)."""
+        image = load_image(path, "L")
+        if image.width != 2 * image.height:
+            raise InputError(f"depth picture '{path}' is {image.width}x{image.height}; give a 2:1 equirectangular one")
+        gray = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+        return gray[None].expand(3, -1, -1)
 
     def trajectory_prompts(self, batch):
         return [[f"{self.prompt_prefix}{s['prompt']}"] * len(self.views) for s in batch]

@@ -9,7 +9,7 @@ import torch
 from syncsde.backbones import DiffusersBackbone, GaussianBackbone
 from syncsde.coupling import coupling_residuals
 from syncsde.errors import InputError
-from syncsde.sphere import SPHERE_VIEWS, SYNCTWEEDIES_VIEWS, Sphere, cell_directions, forward_index
+from syncsde.sphere import SPHERE_VIEWS, SYNCTWEEDIES_VIEWS, Sphere, cell_directions, forward_index, perspective
 from syncsde.strategies import Independent, MultiDiffusion, SyncSDE, SyncTweedies
 from tasks import SpherePanorama
 
@@ -128,6 +128,40 @@ def test_syncsde_pulls_views_together(tiny):
     assert gaps["sync"] < 0.5 * gaps["free"]
     x_T = SpherePanorama(tiny, Independent(), init_from_canonical=True, **kw).initial_noise(batch, [torch.Generator()])
     assert x_T.shape == (1, 8, 3, 32, 32) and abs(float(x_T.std()) - 1) < 0.05
+
+
+def test_depth_controlnet_sees_each_views_crop(tiny_sd_dir, tmp_path_factory):
+    """SyncTweedies' setting: a depth ControlNet conditioned on each view's perspective crop of the depth picture."""
+    from PIL import Image
+
+    from syncsde.backbones import StableDiffusionControlNet
+    from syncsde.testing import save_tiny_controlnet
+
+    folder = tmp_path_factory.mktemp("sphere_cn")
+    cn = StableDiffusionControlNet(str(tiny_sd_dir), str(save_tiny_controlnet(folder / "cn", tiny_sd_dir)))
+    gen = torch.Generator().manual_seed(0)
+    for p in cn.controlnet.parameters():  # a fresh ControlNet's zero convolutions would hide its input
+        p.data += 0.05 * torch.randn(p.shape, generator=gen)
+    pictures = {}
+    for name, fn in {"ramp": lambda y, x: x * 4, "rings": lambda y, x: (y * 8) % 256}.items():
+        y, x = np.mgrid[0:32, 0:64]
+        pictures[name] = str(folder / f"{name}.png")
+        Image.fromarray(fn(y, x).astype(np.uint8)).save(pictures[name])
+    task = SpherePanorama(cn, SyncSDE(5.0), views="synctweedies", height=32, num_inference_steps=2, progress=False)
+    outs = {}
+    for name, path in pictures.items():
+        batch = [{"prompt": "a room", "depth": path, "sample_id": 0, "seed": 0}]
+        task.prepare(batch)
+        assert cn.control.shape == (8, 3, 64, 64)
+        crops = perspective(task.depth_picture(path), task.views, 72.0, 64, "bilinear")
+        torch.testing.assert_close(cn.control, crops.clamp(0, 1))
+        outs[name] = task.trajectories(batch)
+    assert not torch.allclose(outs["ramp"], outs["rings"])  # the ControlNet sees the depth
+    with pytest.raises(InputError, match="no 'depth'"):
+        task.prepare([{"prompt": "a room", "sample_id": 0, "seed": 0}])
+    plain = SpherePanorama(GaussianBackbone(sample_size=8), views="synctweedies", height=32)
+    with pytest.raises(InputError, match="no ControlNet"):
+        plain.prepare([{"prompt": "a room", "depth": pictures["ramp"], "sample_id": 0, "seed": 0}])
 
 
 def test_bad_views_are_one_line_errors():
