@@ -76,14 +76,14 @@ class RegionTextToImage(MaskTextToImage):
         super().__init__(
             backbone,
             strategy,
-            height,
-            width,
-            save_trajectories,
-            num_inference_steps,
-            guidance_scale,
-            negative_prompt,
-            max_batch,
-            progress,
+            height=height,
+            width=width,
+            save_trajectories=save_trajectories,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt,
+            max_batch=max_batch,
+            progress=progress,
         )
         region_weights(torch.ones(1, 1, 1, 1, 1), overlap)  # validates the rule
         self.overlap = overlap
