@@ -96,7 +96,9 @@ class WideImage(SyncTask):
             if not f <= v <= native:
                 raise InputError(f"{name} {v} px must be between {f} and the window size {native} px")
         if height < native:
-            raise InputError(f"height {height} px is below the backbone's native size {native} px (the window size)")
+            raise InputError(
+                f"height {height} px is below the backbone's native size {native} px (the window size); use at least {native} px"
+            )
         if (height - native) % self.vertical_stride:
             ok = native + self.vertical_stride * max(round((height - native) / self.vertical_stride), 0)
             raise InputError(
