@@ -11,6 +11,8 @@ x^2's), which gives the same kept output for half the cost.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from jsonargparse import lazy_instance
 
@@ -61,6 +63,7 @@ class AmbiguousImage(SyncTask):
         num_inference_steps: int = 30,
         guidance_scale: float = 10.0,
         negative_prompt: str = "",
+        sampler: Literal["ddim", "ddpm"] = "ddim",
         max_batch: int | None = None,
         progress: bool = True,
     ):
@@ -70,6 +73,7 @@ class AmbiguousImage(SyncTask):
             num_inference_steps,
             guidance_scale,
             negative_prompt,
+            sampler=sampler,
             max_batch=max_batch,
             progress=progress,
         )
