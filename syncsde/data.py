@@ -271,6 +271,51 @@ class MaskPromptDataModule(RecordDataModule):
     path_keys = ("mask",)
 
 
+class RegionPromptDataModule(RecordDataModule):
+    """Region-prompt records: ``{"prompt" (the whole image), "background", "regions": [{"prompt", "mask"}, ...]}``,
+    at least one region, masks as image paths (white = the region) resolved like ``mask`` in
+    :class:`MaskPromptDataModule`.
+
+    Args: records, records_file (JSONL; relative mask paths are relative to it), samples_per_record, seed, batch_size,
+    base_dir.
+    """
+
+    required = ("prompt", "background", "regions")
+
+    def records(self):
+        out = super().records()
+        for n, rec in enumerate(out):
+            regions = rec["regions"]
+            if not isinstance(regions, list) or not regions:
+                raise InputError(f"record {n}: regions must be a non-empty list of {{prompt, mask}} objects")
+            for k, region in enumerate(regions):
+                if not isinstance(region, dict) or not {"prompt", "mask"} <= set(region):
+                    raise InputError(f"record {n}, region {k}: give both a prompt and a mask (an image path)")
+        return out
+
+    def _resolve(self, rec: dict, base) -> dict:
+        regions = rec.get("regions")
+        if base is not None and isinstance(regions, list):
+            rec["regions"] = [
+                {**r, "mask": str(Path(base) / r["mask"])}
+                if isinstance(r, dict) and isinstance(r.get("mask"), str) and not Path(r["mask"]).is_absolute()
+                else r
+                for r in regions
+            ]
+        return rec
+
+
+class PanoramaDataModule(RecordDataModule):
+    """360° panorama records: ``{"prompt"}``, and ``"depth"`` (an equirectangular depth picture, grayscale, near =
+    white) when the backbone has a ControlNet; relative paths are resolved against ``base_dir`` or the JSONL file.
+
+    Args: records, records_file (JSONL), base_dir, samples_per_record, seed, batch_size.
+    """
+
+    required = ("prompt",)
+    path_keys = ("depth",)
+
+
 class PromptPairDataModule(RecordDataModule):
     """Prompts of ambiguous images, one per view: ``{"prompt", "prompt2"}`` (the image reads as ``prompt``, and as
     ``prompt2`` once transformed by the task's view), or ``{"prompts": [p1, p2, ...], "views": [v1, v2, ...]}``

@@ -10,6 +10,10 @@ The canonical variable of the baselines is the whole axis (f_i = crop, g = per-p
 circularly, takes each window's first s positions; ``nearest`` takes each position from the window whose centre is
 nearest; ``feather`` blends the windows covering a position with weights that fall linearly from the window centre
 to its edges.
+
+:class:`Grid` is the 2-D sibling (canvases taller than a window): the product of a row axis and a column axis, each a
+:class:`Windows`; its couplings, canonical variable and assembly are stated on the class. Both give a task the same
+three things (:class:`syncsde.geometry.Geometry`): ``couplings()``, ``canonical(leading)`` and ``assemble(x, mode)``.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from syncsde.errors import InputError
 
 
 class ShiftMap:
-    """f(x)[..., c] = x[..., src[c]] where ``valid[c]``, else 0: a shift between overlapping windows."""
+    """f(x)[..., c] = x[..., src[c]] where ``valid[c]``, else 0, along the last axis (``axis`` −2: along the rows,
+    f(x)[..., c, :] = x[..., src[c], :]): a shift between overlapping windows."""
 
-    def __init__(self, src: Tensor, valid: Tensor):
-        self.src, self.valid = src, valid
+    def __init__(self, src: Tensor, valid: Tensor, axis: int = -1):
+        self.src, self.valid, self.axis = src, valid, axis
 
     def __call__(self, x: Tensor) -> Tensor:
-        return x[..., self.src.to(x.device)] * self.valid.to(x)
+        valid = self.valid.view(-1, *[1] * (-1 - self.axis)).to(x)
+        return x.index_select(self.axis, self.src.to(x.device)) * valid
 
 
 def scatter_sum(x: Tensor, columns: Tensor, length: int) -> Tensor:
@@ -104,13 +110,21 @@ class Windows:
         total = scatter_sum(x * weights.view(self.n, *[1] * (x.ndim - 3), self.w), self.columns, self.L)
         return total / scatter_sum(weights[None], self.columns, self.L)
 
-    def assembly_weights(self, mode: Literal["nearest", "feather"]) -> Tensor:
+    def assembly_weights(self, mode: Literal["overwrite", "nearest", "feather"]) -> Tensor:
         """(n, w) weights of each window's positions in the assembly. ``feather``: min(c + 1, w − c), linear from the
         edges to the centre. ``nearest``: 1 where the window's centre is the nearest among the windows covering the
-        position (ties go to the later window, as overwrite does), else 0."""
+        position (ties go to the later window, as overwrite does), else 0. ``overwrite``: 1 where the window is the last
+        to write the position in :meth:`assemble` (circular: its first s positions), else 0."""
         c = torch.arange(self.w, dtype=torch.float64)
         if mode == "feather":
             return torch.minimum(c + 1, self.w - c).expand(self.n, -1).float()
+        if mode == "overwrite":
+            if self.circular:
+                return (c < self.s).float().expand(self.n, -1).clone()
+            last = torch.full((self.L,), -1).scatter_reduce(
+                0, self.columns.flatten(), torch.arange(self.n).repeat_interleave(self.w), "amax"
+            )
+            return (last[self.columns] == torch.arange(self.n)[:, None]).float()
         if mode != "nearest":
             raise InputError(f"assembly must be 'overwrite', 'nearest' or 'feather', got {mode!r}")
         distance = (c - (self.w - 1) / 2).abs().expand(self.n, -1)  # of each window position to its window's centre
@@ -124,3 +138,91 @@ class Windows:
             "amax",
         )
         return (winner[self.columns] == torch.arange(self.n)[:, None]).float()
+
+
+class GridCanonical(CropCanonical):
+    """The whole 2-D canvas as the canonical variable: :class:`CropCanonical` over the flattened (H·W) positions
+    (``columns`` (n, h·w): each window's flat positions). Instances (B, n, *D, h, w) ↔ canonical (B, *D, H, W)."""
+
+    def __init__(self, index: Tensor, size: tuple[int, int], window: tuple[int, int], shape: tuple[int, ...]):
+        super().__init__(index, size[0] * size[1], shape)
+        self.size, self.window = size, window
+
+    def forward(self, z: Tensor) -> Tensor:
+        return super().forward(z.flatten(-2)).unflatten(-1, self.window)
+
+    def aggregate(self, x: Tensor) -> Tensor:
+        return super().aggregate(x.flatten(-2)).unflatten(-1, self.size)
+
+
+class Grid:
+    """Windows of h × w on an H × W canvas at strides (s_y, s_x): the product of ``rows`` = Windows(H, h, s_y) and
+    ``cols`` = Windows(W, w, s_x, circular); window k = r·n_x + c (row-major, MultiDiffusion's order) covers rows
+    [s_y·r, s_y·r + h) and columns [s_x·c, s_x·c + w) (mod W when circular). A grid of one row is the 1-D
+    :class:`Windows` exactly (same couplings, canonical values and assembly).
+
+    **Couplings** (SYNCSDE.md §2, §6.3 in 2-D). The factorisation is autoregressive in window order. In 1-D the chain
+    follows from the geometry: the positions of window j that earlier windows cover are all covered by window j − 1,
+    so p(x^j | x^0..x^{j−1}) = p(x^j | x^{j−1}) under the crop model. In 2-D the positions of window (r, c) that
+    earlier windows cover are the left band (columns [0, w − s_x), covered by (r, c − 1)) and the top band (rows
+    [0, h − s_y), covered by (r − 1, c), the window above, which spans the same columns). So window (r, c) is coupled
+    to two windows: to its left neighbour as in the 1-D chain of its row (across the seam to the row's window 0 when
+    circular), and to the window above on the rest of the top band. The top-left corner, which both cover, goes to
+    the left neighbour: a row is then exactly the 1-D chain, and the weights of a window sum to 1 on every position
+    an earlier window covers and 0 elsewhere (one unit of precision per position, as in the chain). Every coupling
+    reads only a neighbour's state, so windows can be split over processes with neighbour exchanges only.
+
+    **Canonical variable**: the canvas (:class:`GridCanonical`; f_i = crop, g = per-position mean).
+
+    **Assembly**: the product of the rows' and the columns' 1-D assembly weights (``overwrite``: the last window in
+    raster order wins, as writing the windows in order does; ``nearest``; ``feather``); an axis with one window
+    weighs 1.
+    """
+
+    def __init__(self, size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int], circular: bool = False):
+        (H, W), (h, w), (sy, sx) = size, window, stride
+        self.rows, self.cols = Windows(H, h, sy), Windows(W, w, sx, circular)
+        self.size, self.window, self.circular = (H, W), (h, w), circular
+        self.shape = (self.rows.n, self.cols.n)
+        self.n = self.rows.n * self.cols.n
+        flat = self.rows.columns[:, None, :, None] * W + self.cols.columns[None, :, None, :]  # (n_y, n_x, h, w)
+        self.index = flat.reshape(self.n, h * w)
+
+    def couplings(self) -> list[Coupling]:
+        h, w = self.window
+        n_x = self.cols.n
+        in_row: dict[int, list[Coupling]] = {}
+        for link in self.cols.couplings():
+            in_row.setdefault(link.target, []).append(link)
+        above = {link.target: link for link in self.rows.couplings()}  # row r <- row r − 1
+        out = []
+        for r in range(self.rows.n):
+            for c in range(n_x):
+                k, tied = r * n_x + c, torch.zeros(w)
+                for link in in_row.get(c, []):
+                    out.append(Coupling(k, r * n_x + link.source, link.map, link.weight))
+                    tied += link.weight
+                if r > 0:
+                    up = above[r]
+                    weight = up.weight[:, None] * (1 - tied)[None, :]
+                    if weight.any():
+                        out.append(Coupling(k, k - n_x, ShiftMap(up.map.src, up.map.valid, axis=-2), weight))
+        return out
+
+    def canonical(self, leading: tuple[int, ...]) -> GridCanonical:
+        """The canonical geometry for instances of shape (*leading, h, w)."""
+        return GridCanonical(self.index, self.size, self.window, (*leading, *self.size))
+
+    def assembly_weights(self, mode: Literal["overwrite", "nearest", "feather"]) -> Tensor:
+        """(n, h, w) weights of each window's positions in the assembly (see the class docstring)."""
+        wy, wx = (a.assembly_weights(mode) if a.n > 1 else torch.ones(1, a.w) for a in (self.rows, self.cols))
+        return (wy[:, None, :, None] * wx[None, :, None, :]).flatten(0, 1)
+
+    def assemble(self, x: Tensor, mode: Literal["overwrite", "nearest", "feather"] = "overwrite") -> Tensor:
+        """(B, n, *D, h, w) → (B, *D, H, W), the blend of the windows with :meth:`assembly_weights`."""
+        weights = self.assembly_weights(mode).to(x)
+        length = self.size[0] * self.size[1]
+        total = scatter_sum(
+            (x * weights.view(self.n, *[1] * (x.ndim - 4), *self.window)).flatten(-2), self.index, length
+        )
+        return (total / scatter_sum(weights.flatten(-2)[None], self.index, length)).unflatten(-1, self.size)

@@ -12,6 +12,8 @@ _MODULES = {
     "LongMotion": "tasks.motion",
     "MaskTextToImage": "tasks.mask_t2i",
     "MeshTexturing": "tasks.mesh",
+    "RegionTextToImage": "tasks.regions",
+    "SpherePanorama": "tasks.sphere",
     "TextToImage": "tasks.text_to_image",
     "WideImage": "tasks.wide_image",
 }

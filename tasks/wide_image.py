@@ -7,10 +7,17 @@ the two patches share. Patch 0 is free. Assembly overwrites in patch order, so l
 min(k, n−1); the canvas is decoded once. At the paper's settings (512 px, stride 128 px, width 2048 px on SD)
 w = 64, s = 16, n = 13 and the canvas is 64×256.
 
+Canvases taller than the native size (our extension) use a 2-D grid of windows (:class:`syncsde.windows.Grid`):
+rows at ``vertical_stride``, window (r, c) coupled to its left neighbour as in the chain and to the window above on
+the rest of the band that earlier windows cover. A canvas of native height is the 1-D chain above exactly.
+Canvases larger than ``vae_tiling`` allows are decoded in tiles (:class:`syncsde.backbones.diffusers.VaeTiling`).
+
 ``circular=True`` (360° panorama, our extension): the canvas wraps, there are W/s patches and each contributes
 its leftmost s columns. Where a patch's window runs past the right edge onto patch 0's columns, it is coupled to
 patch 0 there instead of to its left neighbour, so the wrap seam is synchronized like any other; decoding pads
-the latent circularly (8 columns each side, as diffusers' circular MultiDiffusion) and crops.
+the latent circularly (8 columns each side, as diffusers' circular MultiDiffusion) and crops; a tiled decode then
+cross-fades the first 8 columns with their decode past the right edge, so the wrap is an interior seam of the
+tiling (:meth:`WideImage.decode_canvas`).
 """
 
 from __future__ import annotations
@@ -23,22 +30,25 @@ from jsonargparse.typing import PositiveInt
 from torch import Tensor
 
 from syncsde.backbones.base import Backbone
+from syncsde.backbones.diffusers import VaeTiling
 from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError
 from syncsde.strategies import Strategy, SyncSDE
 from syncsde.task import SampleOutput, SyncTask
-from syncsde.windows import Windows
+from syncsde.windows import Grid
 
 
 class WideImage(SyncTask):
     """Args (besides :class:`~syncsde.task.SyncTask`'s):
-    height, width: output size in pixels (height = the backbone's native size, e.g. 512 for SD-2-base).
+    height, width: output size in pixels (the native size, e.g. 512 for SD-2-base, or taller: a 2-D grid).
     stride: patch stride in pixels (a multiple of the backbone's scale factor).
+    vertical_stride: row stride in pixels of a canvas taller than the native size (None: ``stride``).
     circular: 360° seamless panorama.
     init_from_canonical: draw one noise on the whole canvas and crop it (official ``init_xt_from_zt``);
         otherwise independent noise per patch.
     assembly: ``overwrite`` (paper), ``nearest`` (each column from the patch whose centre is nearest) or ``feather``
-        (linear blend of the patches covering a column).
+        (linear blend of the patches covering a column); on a 2-D grid, the product of both axes' weights.
+    vae_tiling: when and how the canvas is decoded in tiles (default: automatically above 4 native-size images).
     """
 
     task_name = "wide_image"
@@ -50,9 +60,11 @@ class WideImage(SyncTask):
         height: PositiveInt = 512,
         width: PositiveInt = 2048,
         stride: PositiveInt = 128,
+        vertical_stride: PositiveInt | None = None,
         circular: bool = False,
         init_from_canonical: bool = True,
         assembly: Literal["overwrite", "nearest", "feather"] = "overwrite",
+        vae_tiling: VaeTiling = VaeTiling(),
         num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
@@ -71,36 +83,42 @@ class WideImage(SyncTask):
             progress=progress,
         )
         self.height, self.width, self.stride = height, width, stride
+        self.vertical_stride = vertical_stride or stride
         self.circular, self.init_from_canonical = circular, init_from_canonical
-        self.assembly = assembly
+        self.assembly, self.vae_tiling = assembly, vae_tiling
         f, w = backbone.scale_factor, backbone.sample_size
         native = w * f
-        if height != native:
-            raise InputError(
-                f"height {height} px must equal the backbone's native size {native} px (patches tile horizontally only)"
-            )
-        for name, v in (("width", width), ("stride", stride)):
-            if v % f:
+        for name, v in (("height", height), ("width", width), ("stride", stride), ("vertical_stride", vertical_stride)):
+            if v is not None and v % f:
                 raise InputError(f"{name} {v} px is not a multiple of the backbone's scale factor {f}")
-        self.w, self.s, self.W = w, stride // f, width // f
-        if not 0 < self.s <= self.w:
-            raise InputError(f"stride {stride} px must be between {f} and the window size {native} px")
+        self.w, self.s, self.W, self.H = w, stride // f, width // f, height // f
+        for name, v in (("stride", stride), ("vertical_stride", self.vertical_stride)):
+            if not f <= v <= native:
+                raise InputError(f"{name} {v} px must be between {f} and the window size {native} px")
+        if height < native:
+            raise InputError(
+                f"height {height} px is below the backbone's native size {native} px (the window size); use at least {native} px"
+            )
+        if (height - native) % self.vertical_stride:
+            ok = native + self.vertical_stride * max(round((height - native) / self.vertical_stride), 0)
+            raise InputError(
+                f"height {height} px does not fit patches of {native} px at vertical stride "
+                f"{self.vertical_stride} px; use e.g. {ok} px"
+            )
         if circular:
             if self.W % self.s or self.W < self.w:
                 raise InputError(
                     f"circular width {width} px must be a multiple of the stride {stride} px and at least {native} px"
                 )
-            self.n = self.W // self.s
-        else:
-            if self.W < self.w or (self.W - self.w) % self.s:
-                ok = native + stride * max(round((width - native) / stride), 0)
-                raise InputError(
-                    f"width {width} px does not fit patches of {native} px at stride {stride} px; use e.g. {ok} px"
-                )
-            self.n = (self.W - self.w) // self.s + 1
-        self.windows = Windows(self.W, self.w, self.s, circular)
-        self._couplings = self.windows.couplings()
-        self._canonical = self.windows.canonical((backbone.channels, self.w))
+        elif self.W < self.w or (self.W - self.w) % self.s:
+            ok = native + stride * max(round((width - native) / stride), 0)
+            raise InputError(
+                f"width {width} px does not fit patches of {native} px at stride {stride} px; use e.g. {ok} px"
+            )
+        self.grid = Grid((self.H, self.W), (w, w), (self.vertical_stride // f, self.s), circular)
+        self.n = self.grid.n
+        self._couplings = self.grid.couplings()
+        self._canonical = self.grid.canonical((backbone.channels,))
 
     def problem(self, batch):
         return SyncProblem(self.n, self._couplings, canonical=self._canonical)
@@ -110,26 +128,34 @@ class WideImage(SyncTask):
         return [[s["prompt"]] * self.n for s in batch]
 
     def crops(self, canvas: Tensor) -> Tensor:
-        """(B, C, H, W) canvas → (B, n, C, H, w) patches."""
+        """(B, C, H, W) canvas → (B, n, C, h, w) patches."""
         return self._canonical.forward(canvas)
 
     def initial_noise(self, batch, generators):
-        C, H = self.backbone.channels, self.w
+        C, w = self.backbone.channels, self.w
         if self.init_from_canonical:
-            return self.crops(torch.stack([torch.randn(C, H, self.W, generator=g) for g in generators]))
-        return torch.stack([torch.randn(self.n, C, H, self.w, generator=g) for g in generators])
+            return self.crops(torch.stack([torch.randn(C, self.H, self.W, generator=g) for g in generators]))
+        return torch.stack([torch.randn(self.n, C, w, w, generator=g) for g in generators])
 
     def assemble_latent(self, x: Tensor) -> Tensor:
-        """(B, n, C, H, w) → (B, C, H, W), by the task's ``assembly`` (:meth:`syncsde.windows.Windows.assemble`)."""
-        return self.windows.assemble(x, self.assembly)
+        """(B, n, C, h, w) → (B, C, H, W), by the task's ``assembly`` (:meth:`syncsde.windows.Grid.assemble`)."""
+        return self.grid.assemble(x, self.assembly)
 
     def decode_canvas(self, canvas: Tensor) -> Tensor:
+        """The canvas latent → image; circular: decoded with 8 wrapped columns on each side, then cropped. When the
+        decode is tiled, the first 8 columns are cross-faded (linearly, from the copy past the right edge to their
+        own) with their second decode, so the image's last and first columns are neighbours of one tiled decode."""
+        tiling, f = self.vae_tiling, self.backbone.scale_factor
         if not self.circular:
-            return self.backbone.decode(canvas)
-        p = min(8, self.W)
-        img = self.backbone.decode(torch.cat([canvas[..., -p:], canvas, canvas[..., :p]], dim=-1))
-        f = self.backbone.scale_factor
-        return img[..., p * f : img.shape[-1] - p * f]
+            return tiling.decode(self.backbone, canvas)
+        p, size = min(8, self.W), (self.height, self.width)
+        img = tiling.decode(self.backbone, torch.cat([canvas[..., -p:], canvas, canvas[..., :p]], dim=-1), size)
+        out = img[..., p * f : img.shape[-1] - p * f]
+        if tiling.tiles(self.backbone, *size):
+            fade = (torch.arange(p * f, device=img.device) + 0.5) / (p * f)  # 0 at the seam -> 1
+            out = out.clone()
+            out[..., : p * f] = fade * out[..., : p * f] + (1 - fade) * img[..., img.shape[-1] - p * f :]
+        return out
 
     def assemble(self, x0, batch):
         images = self.decode_canvas(self.assemble_latent(x0))
@@ -140,7 +166,9 @@ class WideImage(SyncTask):
             "height": self.height,
             "width": self.width,
             "stride": self.stride,
+            "vertical_stride": self.vertical_stride,
             "num_patches": self.n,
+            "grid": list(self.grid.shape),
             "circular": self.circular,
             "init_from_canonical": self.init_from_canonical,
             "assembly": self.assembly,

@@ -231,7 +231,8 @@ SIZES = [
     ("tiny/wide.yaml", "--model.init_args.width", "100", "width"),
     ("tiny/wide.yaml", "--model.init_args.stride", "7", "stride"),
     ("tiny/wide.yaml", "--model.init_args.stride", "4096", "stride"),
-    ("tiny/wide.yaml", "--model.init_args.height", "48", "height"),
+    ("tiny/wide.yaml", "--model.init_args.height", "44", "height"),  # 32 + 8k only
+    ("tiny/wide.yaml", "--model.init_args.height", "16", "height"),  # below the window
     ("tiny/motion.yaml", "--model.init_args.overlap", "120", "overlap"),
     ("tiny/mesh.yaml", "--model.init_args.fov", "180", "fov"),
 ]

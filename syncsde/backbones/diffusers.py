@@ -12,8 +12,10 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor
@@ -279,6 +281,72 @@ class DeepFloydIF(DiffusersBackbone):
         """T5 embeddings of the prompts lowercased and stripped, as IF's pipelines prepare them (``clean_caption``
         off, as the official code calls them)."""
         return super().encode_prompts([p.lower().strip() for p in prompts])
+
+
+@dataclass
+class VaeTiling:
+    """When and how a large canvas goes through the VAE in tiles (diffusers' ``AutoencoderKL`` tiling: tiles of
+    ``tile_size`` pixels overlapping by ``overlap``, blended linearly), so memory stays that of one tile.
+
+    Args:
+        mode: ``auto`` tiles images of more than ``above`` native-size images of pixels (SD-2: more than 512×2048, so
+            the paper's panorama is decoded in one pass); ``on`` always; ``off`` never.
+        above: the ``auto`` threshold, in native-size images.
+        tile_size: tile side in pixels (None: the VAE's own ``sample_size``).
+        overlap: the share of a tile blended with its neighbour (diffusers' default 0.25).
+    """
+
+    mode: Literal["auto", "on", "off"] = "auto"
+    above: float = 4.0
+    tile_size: int | None = None
+    overlap: float = 0.25
+
+    def __post_init__(self):
+        if self.mode not in ("auto", "on", "off"):
+            raise InputError(f"vae_tiling mode must be auto, on or off, got {self.mode!r}")
+        if not 0 <= self.overlap < 1 or (self.tile_size is not None and self.tile_size < 8):
+            raise InputError(
+                f"vae_tiling needs 0 <= overlap < 1 and tile_size >= 8, got {self.overlap}, {self.tile_size}"
+            )
+
+    def tiles(self, backbone, height: int, width: int) -> bool:
+        """Whether an image of height × width pixels goes through this backbone's VAE in tiles."""
+        vae = getattr(backbone, "vae", None)
+        if vae is None or not hasattr(vae, "use_tiling") or self.mode == "off":
+            return False
+        native = backbone.sample_size * backbone.scale_factor
+        return self.mode == "on" or height * width > self.above * native * native
+
+    @contextmanager
+    def active(self, backbone, height: int, width: int):
+        """Tiling on the backbone's VAE while the block runs, if an image of this size calls for it."""
+        if not self.tiles(backbone, height, width):
+            yield
+            return
+        vae = backbone.vae
+        names = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size", "tile_overlap_factor")
+        saved = {k: getattr(vae, k) for k in names}
+        size = self.tile_size or saved["tile_sample_min_size"]
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        vae.use_tiling, vae.tile_overlap_factor = True, self.overlap
+        vae.tile_sample_min_size, vae.tile_latent_min_size = size, size // backbone.vae_scale_factor
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                setattr(vae, k, v)
+
+    def decode(self, backbone, z: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """``backbone.decode(z)``, tiled if the canvas calls for it (``size``: the canvas size in pixels that decides,
+        default z's)."""
+        f = backbone.scale_factor
+        with self.active(backbone, *(size or (z.shape[-2] * f, z.shape[-1] * f))):
+            return backbone.decode(z)
+
+    def encode(self, backbone, images: Tensor) -> Tensor:
+        """``backbone.encode(images)``, tiled if the canvas calls for it."""
+        with self.active(backbone, images.shape[-2], images.shape[-1]):
+            return backbone.encode(images)
 
 
 def resolve_single(model: str, what: str) -> Path:

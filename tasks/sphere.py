@@ -1,0 +1,182 @@
+"""360×180 panoramas: perspective views on the sphere synchronized through an equirectangular canvas (SyncTweedies'
+360° panorama setting, BASELINES.md §1.4; the geometry, its couplings and canonical variable: :mod:`syncsde.sphere`).
+
+Each view is a native-size image (512 px on SD: a 64² latent) of ``fov`` degrees (72) at an (elevation, azimuth).
+``views: synctweedies`` is SyncTweedies' own set (8 views on the horizon every 45°; it leaves the caps above and
+below about ±45° unseen, as theirs does); ``sphere`` (default) adds rings at ±45° and the poles so that the whole
+sphere is seen. SyncSDE pulls view i toward the render of the joint bake of the earlier views on the cells they cover
+(as the mesh task does); the averaging baselines average through the canvas. The output is the bake of the decoded
+views into an equirectangular image of ``height`` × 2·``height`` pixels, with a viewer picture of perspective crops.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+import torch
+from jsonargparse import lazy_instance
+from jsonargparse.typing import PositiveFloat, PositiveInt
+from torch import Tensor
+
+from syncsde.backbones.base import Backbone
+from syncsde.coupling import SyncProblem
+from syncsde.errors import InputError
+from syncsde.masks import load_image
+from syncsde.sphere import VIEW_SETS, Sphere, perspective
+from syncsde.strategies import Strategy, SyncSDE
+from syncsde.task import SampleOutput, SyncTask
+
+# the viewer picture: perspective crops (elevation, azimuth) of the finished panorama
+VIEWER = [(0.0, 0.0), (0.0, 90.0), (0.0, 180.0), (0.0, -90.0), (90.0, 0.0), (-90.0, 0.0)]
+
+
+@lru_cache(maxsize=8)
+def sphere(views: tuple, fov: float, size: int, height: int) -> Sphere:
+    return Sphere(views, fov, size, height)
+
+
+class SpherePanorama(SyncTask):
+    """Args (besides :class:`~syncsde.task.SyncTask`'s):
+    views: ``sphere`` (20 views covering the sphere), ``synctweedies`` (their 8 horizon views) or a list of
+        (elevation, azimuth) pairs in degrees, in the order of the autoregressive couplings.
+    fov: field of view of every view in degrees (72, SyncTweedies').
+    height: output equirectangular height in pixels (width = 2·height; SyncTweedies' RGB canvas is 1024×2048).
+    canonical_height: rows of the working-space canvas (None: 8 × the view's working size, so that each view pixel
+        reads its own cell).
+    init_from_canonical: views start as crops of one canvas noise (else independent noise per view, as SyncTweedies'
+        panorama run).
+    assembly: ``feather`` (view pixels weighted by their distance to the view's edge) or ``mean`` (SyncTweedies).
+    prompt_prefix: prepended to every prompt (SyncTweedies' "Best quality, extremely detailed ").
+    viewer_size: side in pixels of each crop of the viewer picture (90° field of view).
+    """
+
+    task_name = "sphere"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
+        views: str | list[tuple[float, float]] = "sphere",
+        fov: PositiveFloat = 72.0,
+        height: PositiveInt = 1024,
+        canonical_height: PositiveInt | None = None,
+        init_from_canonical: bool = False,
+        assembly: Literal["feather", "mean"] = "feather",
+        prompt_prefix: str = "Best quality, extremely detailed ",
+        viewer_size: PositiveInt = 256,
+        num_inference_steps: PositiveInt = 30,
+        guidance_scale: float = 7.5,
+        negative_prompt: str = "",
+        sampler_dtype: Literal["float32", "float16"] = "float32",
+        max_batch: PositiveInt | None = None,
+        progress: bool = True,
+    ):
+        super().__init__(
+            backbone,
+            strategy,
+            num_inference_steps,
+            guidance_scale,
+            negative_prompt,
+            sampler_dtype=sampler_dtype,
+            max_batch=max_batch,
+            progress=progress,
+        )
+        if isinstance(views, str):
+            if views not in VIEW_SETS:
+                raise InputError(f"views must be one of {', '.join(VIEW_SETS)} or a list of (elevation, azimuth)")
+            views = VIEW_SETS[views]
+        if not views or any(len(v) != 2 or not -90 <= v[0] <= 90 for v in views):
+            raise InputError("views must be (elevation, azimuth) pairs in degrees with -90 <= elevation <= 90")
+        self.views = tuple((float(e), float(a)) for e, a in views)
+        self.fov, self.height, self.assembly = float(fov), height, assembly
+        self.canonical_height = canonical_height or 8 * backbone.sample_size
+        self.init_from_canonical, self.prompt_prefix, self.viewer_size = init_from_canonical, prompt_prefix, viewer_size
+        self.geometry = sphere(self.views, self.fov, backbone.sample_size, self.canonical_height)
+        self._couplings = self.geometry.couplings()
+        self._canonical = self.geometry.canonical((backbone.channels,))
+
+    def prepare(self, batch):
+        """The views' control images from each record's equirectangular ``depth`` picture (ControlNet backbones)."""
+        control = hasattr(self.backbone, "set_control")
+        if any("depth" in s for s in batch) and not control:
+            raise InputError(
+                "records give depth pictures, but the backbone has no ControlNet; use "
+                "syncsde.backbones.StableDiffusionControlNet (or drop 'depth')"
+            )
+        if control:
+            missing = [s["sample_id"] for s in batch if "depth" not in s]
+            if missing:
+                raise InputError(
+                    f"sample(s) {missing} have no 'depth': a ControlNet backbone needs an equirectangular depth "
+                    "picture per record (grayscale, near = white)"
+                )
+            size = self.native_size
+            views = [perspective(self.depth_picture(s["depth"]), self.views, self.fov, size, "bilinear") for s in batch]
+            self.backbone.set_control(torch.cat(views).clamp(0, 1).to(self.device))
+        return list(batch)
+
+    @staticmethod
+    def depth_picture(path: str) -> Tensor:
+        """(3, H, W) in [0, 1] from a grayscale equirectangular picture (a 2:1 image)."""
+        image = load_image(path, "L")
+        if image.width != 2 * image.height:
+            raise InputError(f"depth picture '{path}' is {image.width}x{image.height}; give a 2:1 equirectangular one")
+        gray = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+        return gray[None].expand(3, -1, -1)
+
+    def trajectory_prompts(self, batch):
+        return [[f"{self.prompt_prefix}{s['prompt']}"] * len(self.views) for s in batch]
+
+    def initial_noise(self, batch, generators):
+        C, h = self.backbone.channels, self.backbone.sample_size
+        if self.init_from_canonical:
+            H = self.canonical_height
+            return self._canonical.forward(torch.stack([torch.randn(C, H, 2 * H, generator=g) for g in generators]))
+        return torch.stack([torch.randn(len(self.views), C, h, h, generator=g) for g in generators])
+
+    def problem(self, batch):
+        return SyncProblem(len(self.views), self._couplings, canonical=self._canonical)
+
+    def equirectangular(self, views: Tensor) -> Tensor:
+        """Decoded views (B, N, 3, S, S) → equirectangular images (B, 3, height, 2·height) by the task's assembly."""
+        return sphere(self.views, self.fov, views.shape[-1], self.height).assemble(views, self.assembly).clamp(0, 1)
+
+    def viewer(self, panorama: Tensor) -> Tensor:
+        """Perspective crops (90°) of one panorama (3, H, 2H): four horizon views on top, up and down below."""
+        crops = perspective(panorama.cpu(), VIEWER, 90.0, self.viewer_size, "bilinear")
+        top = torch.cat(list(crops[:4]), -1)
+        bottom = torch.cat([crops[4], crops[5], torch.ones_like(crops[4]), torch.ones_like(crops[4])], -1)
+        return torch.cat([top, bottom], -2).clamp(0, 1)
+
+    def assemble(self, x0, batch):
+        B, N = x0.shape[:2]
+        views = self.backbone.decode(x0.flatten(0, 1)).unflatten(0, (B, N))
+        panoramas = self.equirectangular(views)
+        outs = []
+        for b, s in enumerate(batch):
+            viewer = self.viewer(panoramas[b])
+            horizon = viewer[:, : self.viewer_size]
+            crops = [horizon[..., k * self.viewer_size : (k + 1) * self.viewer_size] for k in range(4)]
+            outs.append(
+                SampleOutput(
+                    s["sample_id"],
+                    panoramas[b],
+                    {"views": [list(v) for v in self.views], "uncovered": round(self.geometry.uncovered, 4)},
+                    {"viewer": viewer, "views": torch.cat(list(views[b]), -1)},
+                    scored=[(c, s["prompt"]) for c in crops],
+                )
+            )
+        return outs
+
+    def describe(self):
+        return {
+            "height": self.height,
+            "width": 2 * self.height,
+            "fov": self.fov,
+            "num_views": len(self.views),
+            "canonical_height": self.canonical_height,
+            "init_from_canonical": self.init_from_canonical,
+            "assembly": self.assembly,
+        }
