@@ -336,7 +336,7 @@ class MeshTexturing(SyncTask):
         records = [{**s, "geometry": self.geometry(s)} for s in batch]
         if hasattr(self.backbone, "set_control"):
             depth = [depth_image(g) for s in records for g in s["geometry"].pixel]
-            self.backbone.set_control(torch.stack(depth).to(self.device))
+            self.backbone.set_control(torch.stack(depth).to(self.device), [step.t for step in self.schedule().steps])
         return records
 
     def trajectory_prompts(self, batch):
