@@ -109,7 +109,7 @@ def tiny_sd_pipeline(seed: int = 0, sample_size: int = 8):
     torch.manual_seed(seed)
     return StableDiffusionPipeline(
         unet=tiny_unet(sample_size=sample_size),
-        vae=tiny_vae(**_vae_size(sample_size)),
+        vae=tiny_vae(mid_block_add_attention=_vae_size(sample_size)["mid_block_add_attention"]),  # SD: the UNet's size
         text_encoder=tiny_text_encoder(),
         tokenizer=byte_level_clip_tokenizer(),
         scheduler=DDIMScheduler(**SD_SCHEDULER),
@@ -383,7 +383,9 @@ def save_tiny_flux(path: Path, seed: int = 0, size: int = 64) -> Path:
 # -- the real models' network sizes, random weights (benchmarks) ----------------------------------------------------
 # UNet2DConditionModel and AutoencoderKL arguments of the released checkpoints (their config.json; everything else at
 # diffusers' defaults, which are SD's)
-SD15_UNET = dict(sample_size=64, cross_attention_dim=768, block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8)
+SD15_UNET = dict(
+    sample_size=64, cross_attention_dim=768, block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8
+)
 SD2_UNET = dict(
     sample_size=64,
     cross_attention_dim=1024,
