@@ -17,3 +17,15 @@ def test_panorama_counts_each_methods_network_work(monkeypatch):
     rows = {name: m["unet_rows"] for name, m in data["medians"].items()}
     assert list(rows.values()) == [13 * 2, 25 * 2]
     assert all(m["cpu_s"] >= m["unet_cpu_s"] > 0 for m in data["medians"].values())
+
+
+def test_overhead_pairs_each_strategy_step_with_its_denoiser_call():
+    """One (strategy, denoiser) pair per sampling step and run, the strategy timed apart from the network."""
+    from syncsde.benchmarks import overhead
+
+    data = overhead.main(["--steps", "2", "--repeats", "2", "--width", "640", "--no-readme"])
+    assert data["windows"] == 2
+    for row in data["rows"].values():
+        assert row["pairs"] == 2 * 2
+        assert 0 < row["strategy_ms"] < row["denoiser_ms"]
+        assert row["ratio"] == pytest.approx(row["strategy_ms"] / row["denoiser_ms"], rel=1)
