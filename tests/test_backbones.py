@@ -1,8 +1,7 @@
 """SDXL, SD3 and Flux backbones on tiny random-weight pipelines saved to disk: diffusers' own pipelines as the
 reference, every strategy on every family, SyncSDE in flow-matching coordinates on an exact Gaussian model, the
-tasks each family serves and the ones it refuses, and the configs through the CLI."""
+tasks each family serves and the ones it refuses (the real-weight configs through the CLI: test_tiny_native.py)."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -447,39 +446,3 @@ def test_flow_backbone_on_unsupported_task_through_the_cli(folders, capsys, monk
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("syncsde: error: ")
     assert "Flux) runs the tasks wide_image, mask_t2i, text_to_image; the ambiguous task is not supported" in errors[0]
-
-
-# -- the configs, end to end through the CLI -------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "config, family, stride",
-    [("wide_sdxl", "sdxl", 16), ("wide_sd3", "sd3", 16), ("wide_flux", "flux", 32)],
-)
-def test_wide_configs_run_end_to_end(folders, config, family, stride, tmp_path, monkeypatch):
-    """The real-weight configs with the tiny folder: sizes and steps scaled down, everything else as shipped."""
-    monkeypatch.chdir(ROOT)
-    out = tmp_path / config
-    main(
-        [
-            "predict",
-            "--config",
-            f"configs/{config}.yaml",
-            "--model.init_args.backbone.init_args.model",
-            str(folders[family]),
-            *(["--model.init_args.backbone.init_args.max_sequence_length", str(FLUX_T5)] if family == "flux" else []),
-            "--model.init_args.height=64",
-            "--model.init_args.width=128",
-            f"--model.init_args.stride={stride}",
-            "--model.init_args.num_inference_steps=2",
-            "--data.init_args.prompts=[a red sky]",
-            "--trainer.accelerator=cpu",
-            "--trainer.callbacks=[]",
-            "--trainer.enable_progress_bar=false",
-            "--output_dir",
-            str(out),
-        ]
-    )
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["num_samples"] == 1
-    side = json.loads((out / "00000.json").read_text())
-    assert side["backbone"] == str(folders[family]) and side["width"] == 128
-    assert Image.open(out / "00000.png").size == (128, 64)

@@ -119,8 +119,8 @@ def main(argv=None) -> dict:
     sync, multi = (med[name] for name in runs)
     threads = torch.get_num_threads()
     lines = [
-        f"One {HEIGHT}×{WIDTH} panorama, {args.steps} DDIM steps, CFG {GUIDANCE}, on a random-weight Stable Diffusion 2 "
-        "at its real size (SD-2-base's UNet, SD's VAE), the UNet called on 2 rows at a time, one VAE decode of the "
+        f"One {HEIGHT}×{WIDTH} panorama, {args.steps} DDIM steps, CFG {GUIDANCE}, on a random-weight Stable Diffusion "
+        "2 at its real size (SD-2-base's UNet, SD's VAE), the UNet called on 2 rows at a time, one VAE decode of the "
         f"whole latent; CPU time, {threads} thread(s), medians of {args.repeats} alternating runs each, on a shared "
         "machine (`python -m syncsde.benchmarks.panorama`):",
         "",
