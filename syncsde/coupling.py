@@ -6,7 +6,7 @@ A task declares its couplings; a strategy applies them. Trajectory states are st
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
@@ -45,7 +45,21 @@ class Coupling:
     def residual(self, x: Tensor) -> Tensor:
         """W_ij ⊙ (x^i − f_ij(x^j)), the term of SYNCSDE.md §3 (zero at the fixed point x^i = f_ij(x^j))."""
         r = x[:, self.target] - self.pulled_toward(x)
-        return r if self.weight is None else self.weight.to(r) * r
+        return r if self.weight is None else self.weight * r
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> Coupling:
+        """This coupling with W_ij in ``dtype`` on ``device``, and f_ij too where it has a ``to(device, dtype)``."""
+        return replace(
+            self,
+            map=placed(self.map, device, dtype),
+            weight=None if self.weight is None else self.weight.to(device, dtype),
+        )
+
+
+def placed(obj, device: torch.device | str, dtype: torch.dtype):
+    """``obj.to(device, dtype)`` for maps and canonical variables that hold tensors (they say so by having ``to``);
+    others as they are."""
+    return obj.to(device, dtype) if hasattr(obj, "to") else obj
 
 
 class Canonical:
@@ -92,6 +106,12 @@ class SyncProblem:
                     f"coupling {c.target} <- {c.source} names a trajectory beyond N = {self.num_trajectories}"
                 )
 
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> SyncProblem:
+        """The problem with its couplings' weights and maps and its canonical variable on ``device``, floating-point
+        data in ``dtype`` (the sampler state's): a task places it once per batch, so that nothing is moved per step."""
+        couplings = [c.to(device, dtype) for c in self.couplings]
+        return replace(self, couplings=couplings, canonical=placed(self.canonical, device, dtype))
+
 
 def coupling_residuals(x: Tensor, couplings: Sequence[Coupling]) -> Tensor:
     """Σ_{j<i} W_ij ⊙ (x_t^i − f_ij(x_t^j)) for every trajectory i, stacked like ``x`` (zero for free trajectories).
@@ -119,7 +139,7 @@ def pull(state: Tensor, sources: Tensor, couplings: Sequence[Coupling]) -> tuple
     the targets: the precision-weighted mean of the Gaussian likelihoods of SYNCSDE.md §4."""
     residual, weight = torch.zeros_like(state), torch.zeros_like(state)
     for c in couplings:
-        w = torch.ones_like(state) if c.weight is None else c.weight.to(state).expand_as(state)
+        w = torch.ones_like(state) if c.weight is None else c.weight.expand_as(state)
         residual += w * (state - c.pulled_toward(sources))
         weight += w
     return residual, weight

@@ -84,19 +84,26 @@ def _sqrt(a: Tensor | float) -> Tensor:
     return torch.as_tensor(a, dtype=torch.float64).sqrt()
 
 
+def _in(c: Tensor, like: Tensor) -> Tensor | float:
+    """A float64 coefficient in ``like``'s dtype: one value as a Python number (a kernel argument, so nothing is copied
+    to the device each step; the same arithmetic as a 0-dim tensor of that dtype), several as a tensor on ``like``'s
+    device."""
+    return float(c.to(like.dtype)) if c.ndim == 0 else c.to(like)
+
+
 def tweedie_x0(x_t: Tensor, eps: Tensor, abar_t: float | Tensor) -> Tensor:
     """Tweedie's estimate x̂₀ = (x_t − σ_t ε)/α_t (SYNCSDE.md §2)."""
-    return (x_t - _sqrt(1 - abar_t).to(x_t) * eps) / _sqrt(abar_t).to(x_t)
+    return (x_t - _in(_sqrt(1 - abar_t), x_t) * eps) / _in(_sqrt(abar_t), x_t)
 
 
 def eps_from_x0(x_t: Tensor, x0: Tensor, abar_t: float | Tensor) -> Tensor:
     """ε = (x_t − α_t x̂₀)/σ_t, the inverse of :func:`tweedie_x0` (for x₀-predicting models such as MDM)."""
-    return (x_t - _sqrt(abar_t).to(x_t) * x0) / _sqrt(1 - abar_t).to(x_t)
+    return (x_t - _in(_sqrt(abar_t), x_t) * x0) / _in(_sqrt(1 - abar_t), x_t)
 
 
 def eps_from_v(x_t: Tensor, v: Tensor, abar_t: float | Tensor) -> Tensor:
     """ε = α_t v + σ_t x_t for v-prediction models."""
-    return _sqrt(abar_t).to(x_t) * v + _sqrt(1 - abar_t).to(x_t) * x_t
+    return _in(_sqrt(abar_t), x_t) * v + _in(_sqrt(1 - abar_t), x_t) * x_t
 
 
 def to_epsilon(output: Tensor, x_t: Tensor, abar_t: float | Tensor, prediction: Prediction) -> Tensor:
@@ -142,13 +149,13 @@ def ddim_step(
     """DDIM update written from (x̂₀, ε): √ᾱ_prev x̂₀ + √(1−ᾱ_prev−σ²) ε + σ n (η = 0: σ = 0, SYNCSDE.md §3 step 1)."""
     sigma = torch.as_tensor(sigma, dtype=torch.float64)
     out = (
-        _sqrt(abar_prev).to(x0) * x0
-        + (1 - torch.as_tensor(abar_prev, dtype=torch.float64) - sigma**2).sqrt().to(x0) * eps
+        _in(_sqrt(abar_prev), x0) * x0
+        + _in((1 - torch.as_tensor(abar_prev, dtype=torch.float64) - sigma**2).sqrt(), x0) * eps
     )
     if float(sigma) > 0:
         if noise is None:
             raise ValueError("a DDIM step with eta > 0 needs noise")
-        out = out + sigma.to(x0) * noise
+        out = out + _in(sigma, x0) * noise
     return out
 
 
@@ -160,9 +167,10 @@ def ddpm_posterior(x_t: Tensor, x0: Tensor, abar_t: float | Tensor, abar_prev: f
     abar_prev = torch.as_tensor(abar_prev, dtype=torch.float64)
     a_t = abar_t / abar_prev
     beta_t = 1 - a_t
-    mean = (abar_prev.sqrt() * beta_t / (1 - abar_t)).to(x0) * x0 + (a_t.sqrt() * (1 - abar_prev) / (1 - abar_t)).to(
-        x0
-    ) * x_t
+    mean = (
+        _in(abar_prev.sqrt() * beta_t / (1 - abar_t), x0) * x0
+        + _in(a_t.sqrt() * (1 - abar_prev) / (1 - abar_t), x0) * x_t
+    )
     return mean, beta_t * (1 - abar_prev) / (1 - abar_t)
 
 
@@ -238,7 +246,7 @@ class Step:
         Flow steps: x̂₀ = x_σ − σ·v with x_σ = r·x_t, ``eps`` being the velocity v."""
         if self.kind == "flow":
             sigma, r = flow_sigma(self.abar_t)
-            return r.to(x_t) * x_t - sigma.to(x_t) * eps
+            return _in(r, x_t) * x_t - _in(sigma, x_t) * eps
         x0 = tweedie_x0(x_t, eps, self.abar_t)
         if self.threshold is not None:
             return dynamic_threshold(x0, *self.threshold)
@@ -260,7 +268,7 @@ class Step:
             if noise is None:
                 raise ValueError("a DDPM step with t > 0 needs noise")
             std = (
-                var.sqrt().to(mean)
+                _in(var.sqrt(), mean)
                 if variance is None
                 else (0.5 * learned_range_log_variance(variance, self.abar_t, self.abar_prev)).exp()
             )

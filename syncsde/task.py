@@ -191,7 +191,7 @@ class SyncTask(LightningModule):
             x_T = self.initial_noise(batch, generators)
         x_T = x_T.to(self.device, self.state_dtype)
         cond, uncond = self.conditioning(batch)
-        problem = self.problem(batch)
+        problem = self.problem(batch).to(self.device, self.state_dtype)  # placed once: nothing moves per step
         self.backbone.return_variance = getattr(self.strategy, "needs_variance", False) and getattr(
             self.backbone, "learned_variance", False
         )

@@ -1,9 +1,18 @@
 """Tiny random-weight pipelines for tests and benchmarks, saved to disk and loaded back through syncsde's real
 loading code: Stable Diffusion, DeepFloyd IF, SDXL (+ ControlNet), SD3 and Flux, each built from diffusers' and
-transformers' own classes with the real models' structure at toy widths (64 px native size)."""
+transformers' own classes with the real models' structure at toy widths (64 px native size by default; SDXL, SD3
+and Flux also at the real models' native 1024 px, cheap on a CPU); and Stable Diffusion at its real network size
+with random weights, for benchmarks that time the network.
+
+    python -m syncsde.testing --save-tiny DIR     # DIR/sdxl, DIR/sd3, DIR/flux at 1024 px, for the real configs:
+    syncsde predict --config configs/wide_sdxl.yaml --model.init_args.backbone.init_args.model DIR/sdxl
+"""
 
 from __future__ import annotations
 
+import argparse
+import math
+import tempfile
 from pathlib import Path
 
 import torch
@@ -43,9 +52,19 @@ def tiny_text_encoder(vocab_size: int = 514, hidden: int = 32, max_pos: int = 77
     return (CLIPTextModel if projection_dim is None else CLIPTextModelWithProjection)(cfg).eval()
 
 
+# the largest latent size (a side) at which the tiny models keep self-attention: 128² latents (1024 px) cost a few
+# milliseconds per convolution at these widths, but an attention over their 16384 positions would dominate
+ATTENTION_MAX = 32
+
+
 def tiny_unet(in_channels: int = 4, sample_size: int = 8, cross: int = 32, out_channels: int | None = None, **extra):
+    """A tiny two-level text-conditioned UNet: attention at the first level, or at the second (half the size) when
+    the first is larger than :data:`ATTENTION_MAX` latents a side."""
     from diffusers import UNet2DConditionModel
 
+    down = ("CrossAttnDownBlock2D", "DownBlock2D")
+    if sample_size > ATTENTION_MAX:
+        down = down[::-1]
     return UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=in_channels,
@@ -55,8 +74,8 @@ def tiny_unet(in_channels: int = 4, sample_size: int = 8, cross: int = 32, out_c
         norm_num_groups=4,
         cross_attention_dim=cross,
         attention_head_dim=2,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        down_block_types=down,
+        up_block_types=tuple(b.replace("Down", "Up") for b in down[::-1]),
         **extra,
     ).eval()
 
@@ -78,13 +97,19 @@ def tiny_vae(latent_channels: int = 4, **config):
     ).eval()
 
 
+def _vae_size(latent_size: int) -> dict:
+    """The tiny VAE's native size in pixels, and its mid-block self-attention (which runs on the whole decoded canvas)
+    only for latents of at most :data:`ATTENTION_MAX` a side."""
+    return dict(sample_size=8 * latent_size, mid_block_add_attention=latent_size <= ATTENTION_MAX)
+
+
 def tiny_sd_pipeline(seed: int = 0, sample_size: int = 8):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     torch.manual_seed(seed)
     return StableDiffusionPipeline(
         unet=tiny_unet(sample_size=sample_size),
-        vae=tiny_vae(),
+        vae=tiny_vae(mid_block_add_attention=_vae_size(sample_size)["mid_block_add_attention"]),  # SD: the UNet's size
         text_encoder=tiny_text_encoder(),
         tokenizer=byte_level_clip_tokenizer(),
         scheduler=DDIMScheduler(**SD_SCHEDULER),
@@ -232,22 +257,25 @@ def save_tiny_controlnet(path: Path, sd_folder: Path) -> Path:
 
 def save_tiny_sdxl(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
     """A tiny SDXL base: two CLIP encoders (the second with projection), a "text_time" UNet whose last up-block has
-    no attention (as SDXL's), the fp16-unsafe VAE flag, EulerDiscreteScheduler on SD's β schedule."""
+    no attention (as SDXL's), the fp16-unsafe VAE flag, EulerDiscreteScheduler on SD's β schedule. ``sample_size``
+    is the native latent size (8: 64 px; 128: SDXL's 1024 px); self-attention runs only at the UNet's coarsest
+    level, which has down-sampling levels added until it is at most :data:`ATTENTION_MAX` latents a side."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)
+    plain = max(1, math.ceil(math.log2(sample_size / ATTENTION_MAX)))  # levels without attention
     unet = UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(8, 16),
+        block_out_channels=(8,) * plain + (16,),
         layers_per_block=1,
         norm_num_groups=4,
-        attention_head_dim=(2, 4),
-        transformer_layers_per_block=(1, 2),
+        attention_head_dim=(2,) * plain + (4,),
+        transformer_layers_per_block=(1,) * plain + (2,),
         use_linear_projection=True,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        down_block_types=("DownBlock2D",) * plain + ("CrossAttnDownBlock2D",),
+        up_block_types=("CrossAttnUpBlock2D",) + ("UpBlock2D",) * plain,
         cross_attention_dim=64,  # the two encoders' hidden states, concatenated
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
@@ -256,7 +284,7 @@ def save_tiny_sdxl(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
     sd = {k: SD_SCHEDULER[k] for k in ("beta_start", "beta_end", "beta_schedule", "steps_offset", "prediction_type")}
     StableDiffusionXLPipeline(
         unet=unet,
-        vae=tiny_vae(scaling_factor=0.13025, force_upcast=True),
+        vae=tiny_vae(scaling_factor=0.13025, force_upcast=True, **_vae_size(sample_size)),
         text_encoder=tiny_text_encoder(),
         tokenizer=byte_level_clip_tokenizer(),
         text_encoder_2=tiny_text_encoder(projection_dim=32),
@@ -269,7 +297,8 @@ def save_tiny_sdxl(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
 
 def save_tiny_sd3(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
     """A tiny SD3: CLIP-L- and CLIP-G-like encoders with projection, a T5 encoder, an MMDiT with 2×2 patches on a
-    16-channel VAE (SD3's scaling and shift factors), FlowMatchEulerDiscreteScheduler with shift 3."""
+    16-channel VAE (SD3's scaling and shift factors), FlowMatchEulerDiscreteScheduler with shift 3. ``sample_size``
+    is the native latent size (8: 64 px; 128: SD3's 1024 px)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     torch.manual_seed(seed)
@@ -285,12 +314,19 @@ def save_tiny_sd3(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
         joint_attention_dim=64,
         caption_projection_dim=32,
         pooled_projection_dim=64,
-        pos_embed_max_size=16,
+        pos_embed_max_size=max(16, sample_size // 2),  # patches a side
     ).eval()
     StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=tiny_vae(16, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False),
+        vae=tiny_vae(
+            16,
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            **_vae_size(sample_size),
+        ),
         text_encoder=tiny_text_encoder(projection_dim=32),
         tokenizer=byte_level_clip_tokenizer(),
         text_encoder_2=tiny_text_encoder(projection_dim=32),
@@ -303,8 +339,8 @@ def save_tiny_sd3(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
 
 def save_tiny_flux(path: Path, seed: int = 0, size: int = 64) -> Path:
     """A tiny Flux.1-dev: CLIP (pooled) and T5 encoders, a guidance-embedding transformer on 2×2-packed tokens of a
-    16-channel VAE (Flux's factors; native size ``size`` px as its ``sample_size``), FlowMatchEulerDiscreteScheduler
-    with dynamic shifting."""
+    16-channel VAE (Flux's factors; native size ``size`` px as its ``sample_size``: 64, or Flux.1's 1024),
+    FlowMatchEulerDiscreteScheduler with dynamic shifting."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     torch.manual_seed(seed)
@@ -330,7 +366,7 @@ def save_tiny_flux(path: Path, seed: int = 0, size: int = 64) -> Path:
         shift_factor=0.1159,
         use_quant_conv=False,
         use_post_quant_conv=False,
-        sample_size=size,
+        **_vae_size(size // 8),
     )
     FluxPipeline(
         scheduler=scheduler,
@@ -342,3 +378,83 @@ def save_tiny_flux(path: Path, seed: int = 0, size: int = 64) -> Path:
         transformer=transformer,
     ).save_pretrained(path)
     return path
+
+
+# -- the real models' network sizes, random weights (benchmarks) ----------------------------------------------------
+# UNet2DConditionModel and AutoencoderKL arguments of the released checkpoints (their config.json; everything else at
+# diffusers' defaults, which are SD's)
+SD15_UNET = dict(
+    sample_size=64, cross_attention_dim=768, block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8
+)
+SD2_UNET = dict(
+    sample_size=64,
+    cross_attention_dim=1024,
+    block_out_channels=(320, 640, 1280, 1280),
+    attention_head_dim=(5, 10, 20, 20),
+    use_linear_projection=True,
+)
+SD_VAE = dict(
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
+
+
+def random_unet(config: dict):
+    """A random-weight UNet of a real model's configuration (:data:`SD15_UNET`, :data:`SD2_UNET`): 860M parameters."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(**config).eval()
+
+
+def save_random_sd2(path: Path, seed: int = 0) -> Path:
+    """Stable Diffusion 2 base at its real network size with random weights: SD-2-base's UNet, SD's VAE (84M
+    parameters), a small text encoder of SD-2's width 1024 (prompts are encoded once per run), SD's DDIM scheduler;
+    3.8 GB on disk."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+
+    torch.manual_seed(seed)
+    StableDiffusionPipeline(
+        unet=random_unet(SD2_UNET),
+        vae=AutoencoderKL(**SD_VAE).eval(),
+        text_encoder=tiny_text_encoder(hidden=1024),
+        tokenizer=byte_level_clip_tokenizer(),
+        scheduler=DDIMScheduler(**SD_SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(path)
+    return path
+
+
+# -- the command ----------------------------------------------------------------------------------------------------
+NATIVE = {  # tiny pipelines at the real models' native 1024 px
+    "sdxl": lambda path: save_tiny_sdxl(path, sample_size=128),
+    "sd3": lambda path: save_tiny_sd3(path, sample_size=128),
+    "flux": lambda path: save_tiny_flux(path, size=1024),
+}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(
+        description="Save tiny random-weight SDXL, SD3 and Flux pipelines at the real models' native 1024 px, to run "
+        "the real-weight configs end to end on a CPU (configs/wide_sdxl.yaml, wide_sd3.yaml, wide_flux.yaml)."
+    )
+    ap.add_argument("--save-tiny", metavar="DIR", type=Path, required=True, help="writes DIR/sdxl, DIR/sd3, DIR/flux")
+    args = ap.parse_args(argv)
+    taken = [str(args.save_tiny / name) for name in NATIVE if (args.save_tiny / name).exists()]
+    if taken:
+        ap.error(f"{', '.join(taken)} already exist(s); remove them or choose another DIR")
+    args.save_tiny.mkdir(parents=True, exist_ok=True)
+    for name, save in NATIVE.items():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=args.save_tiny))
+        save(tmp)
+        tmp.rename(args.save_tiny / name)  # complete folders only, under their final names
+        print(f"{name}: {args.save_tiny / name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,7 @@ three things (:class:`syncsde.geometry.Geometry`): ``couplings()``, ``canonical(
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
@@ -35,8 +36,11 @@ class ShiftMap:
         self.src, self.valid, self.axis = src, valid, axis
 
     def __call__(self, x: Tensor) -> Tensor:
-        valid = self.valid.view(-1, *[1] * (-1 - self.axis)).to(x)
-        return x.index_select(self.axis, self.src.to(x.device)) * valid
+        return x.index_select(self.axis, self.src) * self.valid.view(-1, *[1] * (-1 - self.axis))
+
+    def to(self, device, dtype) -> ShiftMap:
+        """On ``device`` (indices and mask as they are: a boolean mask multiplies in x's dtype)."""
+        return ShiftMap(self.src.to(device), self.valid.to(device), self.axis)
 
 
 def scatter_sum(x: Tensor, columns: Tensor, length: int) -> Tensor:
@@ -60,6 +64,12 @@ class CropCanonical(Canonical):
 
     def aggregate(self, x: Tensor) -> Tensor:
         return scatter_sum(x, self.columns, self.length) / self.count.to(x)
+
+    def to(self, device, dtype) -> CropCanonical:
+        """On ``device``, the coverage counts in ``dtype``."""
+        moved = copy.copy(self)
+        moved.columns, moved.count = self.columns.to(device), self.count.to(device, dtype)
+        return moved
 
 
 class Windows:

@@ -271,11 +271,13 @@ class MeshTexturing(SyncTask):
         sampler: Literal["ddim", "ddpm"] = "ddpm",
         negative_prompt: str = "oversmoothed, blurry, depth of field, out of focus, low quality, bloom, "
         "glowing effect.",
+        sampler_dtype: Literal["float32", "float16"] = "float32",
         progress: bool = True,
     ):
         super().__init__(
-            backbone, strategy, num_inference_steps, guidance_scale, negative_prompt, sampler=sampler, progress=progress
-        )
+            backbone, strategy, num_inference_steps, guidance_scale, negative_prompt, sampler=sampler,
+            sampler_dtype=sampler_dtype, progress=progress,
+        )  # fmt: skip
         if bake not in ("projection", "splat"):
             raise InputError(f"bake must be 'projection' (official) or 'splat', got {bake!r}")
         if coupling_mask not in ("coverage", "value_test"):
@@ -336,7 +338,7 @@ class MeshTexturing(SyncTask):
         records = [{**s, "geometry": self.geometry(s)} for s in batch]
         if hasattr(self.backbone, "set_control"):
             depth = [depth_image(g) for s in records for g in s["geometry"].pixel]
-            self.backbone.set_control(torch.stack(depth).to(self.device))
+            self.backbone.set_control(torch.stack(depth).to(self.device), [step.t for step in self.schedule().steps])
         return records
 
     def trajectory_prompts(self, batch):

@@ -114,7 +114,8 @@ class SpherePanorama(SyncTask):
                 )
             size = self.native_size
             views = [perspective(self.depth_picture(s["depth"]), self.views, self.fov, size, "bilinear") for s in batch]
-            self.backbone.set_control(torch.cat(views).clamp(0, 1).to(self.device))
+            steps = [step.t for step in self.schedule().steps]
+            self.backbone.set_control(torch.cat(views).clamp(0, 1).to(self.device), steps)
         return list(batch)
 
     @staticmethod

@@ -1,8 +1,7 @@
 """SDXL, SD3 and Flux backbones on tiny random-weight pipelines saved to disk: diffusers' own pipelines as the
 reference, every strategy on every family, SyncSDE in flow-matching coordinates on an exact Gaussian model, the
-tasks each family serves and the ones it refuses, and the configs through the CLI."""
+tasks each family serves and the ones it refuses (the real-weight configs through the CLI: test_tiny_native.py)."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -293,6 +292,118 @@ def test_sdxl_mesh_with_depth_controlnet(folders, tmp_path, monkeypatch):
     assert mv.run([rec])[0].image.shape == (3, 64, 64)
 
 
+# -- the ControlNet conditioning scale: the official code's arithmetic, re-derived -----------------------------------
+def official_loop_scales(timesteps, frozen, start=0.7, end=0.9, guidance_start=0.0, guidance_end=0.99):
+    """The scale each step's ControlNet call receives, written as the official loops compute it:
+    hjl1013/SyncSDE's pipeline_mesh_texturing.py (``frozen``: the network reads ``func_params``, a dict built before
+    the loop with the initial scale, while the loop anneals a local variable) and LIU-Yuxin/SyncMVD's pipeline.py (the
+    annealed variable itself). ``timesteps`` is the scheduler's int64 tensor, as there; ``cond_scale =
+    scale * controlnet_keep[i]`` as their ``compute_noise_preds``."""
+    num_timesteps = 1000  # scheduler.config.num_train_timesteps
+    n = len(timesteps)
+    controlnet_keep = [1.0 - float(i / n < guidance_start or (i + 1) / n > guidance_end) for i in range(n)]
+    controlnet_conditioning_scale = start
+    func_params = {"controlnet_conditioning_scale": controlnet_conditioning_scale}
+    seen = []
+    for i, t in enumerate(timesteps):
+        scale = func_params["controlnet_conditioning_scale"] if frozen else controlnet_conditioning_scale
+        seen.append(float(scale * controlnet_keep[i]))
+        if (1 - t / num_timesteps) < guidance_start:
+            controlnet_conditioning_scale = start
+        elif (1 - t / num_timesteps) > guidance_end:
+            controlnet_conditioning_scale = end
+        else:
+            alpha = ((1 - t / num_timesteps) - guidance_start) / (guidance_end - guidance_start)
+            controlnet_conditioning_scale = alpha * start + (1 - alpha) * end
+    return seen
+
+
+@pytest.fixture(scope="module")
+def tiny_sd_controlnet(tiny_sd_dir, tmp_path_factory):
+    return tiny_sd_dir, save_tiny_controlnet(tmp_path_factory.mktemp("sd_cn") / "cn", tiny_sd_dir)
+
+
+def received_scales(backbone, timesteps):
+    """The conditioning scale the ControlNet receives at each timestep of a backbone call (0 where it is not run)."""
+    seen = []
+    forward = backbone.controlnet.forward
+
+    def spy(*args, conditioning_scale, **kwargs):
+        seen[-1] = conditioning_scale
+        return forward(*args, conditioning_scale=conditioning_scale, **kwargs)
+
+    backbone.controlnet.forward = spy
+    x, ctx = torch.randn(2, 4, 8, 8), backbone.encode_prompts(["a ball", ""])
+    for t in timesteps:
+        seen.append(0.0)
+        backbone(x, torch.full((2,), int(t)), ctx)
+    del backbone.controlnet.forward
+    return seen
+
+
+@pytest.mark.parametrize("steps", [30, 7])
+def test_controlnet_scale_official_schedules(tiny_sd_controlnet, steps):
+    """``scale_schedule: official`` gives exactly what the official SyncSDE code feeds its ControlNet (0.7 throughout,
+    off at the last step); ``syncmvd`` what SyncMVD's code feeds it (0.7, then from about 0.89 down to
+    0.7; its float32 tensors aside)."""
+    from diffusers import DDPMScheduler
+
+    from syncsde.backbones import StableDiffusionControlNet
+
+    sd, cn = map(str, tiny_sd_controlnet)
+    scheduler = DDPMScheduler.from_pretrained(sd, subfolder="scheduler")
+    scheduler.set_timesteps(steps)
+    timesteps = scheduler.timesteps  # int64, as the official loops iterate them
+    for schedule, frozen in (("official", True), ("syncmvd", False)):
+        backbone = StableDiffusionControlNet(sd, cn, scale_schedule=schedule)
+        backbone.set_control(torch.rand(1, 3, 64, 64), timesteps.tolist())
+        ours, official = received_scales(backbone, timesteps), official_loop_scales(timesteps, frozen)
+        if frozen:
+            assert ours == official  # exactly
+            assert set(ours[:-1]) == {0.7} and ours[-1] == 0.0
+        else:
+            np.testing.assert_allclose(ours, official, rtol=1e-6)
+            assert ours[0] == 0.7 and ours[1] > 0.85 and np.all(np.diff(ours[1:-1]) < 0)
+    linear = StableDiffusionControlNet(sd, cn)  # the clean default: increasing in 1 - t/1000, off at the last step
+    linear.set_control(torch.rand(1, 3, 64, 64), timesteps.tolist())
+    ours = received_scales(linear, timesteps)
+    np.testing.assert_allclose(ours[:-1], [0.7 + 0.2 * (1 - int(t) / 1000) for t in timesteps[:-1]], rtol=1e-12)
+    assert ours[-1] == 0.0
+
+
+def test_mesh_task_feeds_the_controlnet_its_timesteps(tiny_sd_controlnet, monkeypatch):
+    """The mesh task hands the sampling timesteps to the backbone, so the official schedule counts steps as the official
+    loop does: 3 DDPM steps give 0.7, 0.7, and no ControlNet at the last step ((i + 1)/3 > 0.99)."""
+    from syncsde.backbones import StableDiffusionControlNet
+
+    monkeypatch.chdir(ROOT)
+    backbone = StableDiffusionControlNet(*map(str, tiny_sd_controlnet), scale_schedule="official")
+    seen = []
+    forward = backbone.controlnet.forward
+    monkeypatch.setattr(
+        backbone.controlnet, "forward", lambda *a, conditioning_scale, **k: seen.append(conditioning_scale) or forward(
+            *a, conditioning_scale=conditioning_scale, **k)
+    )  # fmt: skip
+    task = MeshTexturing(
+        backbone, SyncSDE(5.0), view_size=64, latent_texture_size=32, rgb_texture_size=64, num_inference_steps=3,
+        sampler="ddpm", multiview_attention=False, progress=False,
+    )  # fmt: skip
+    task.trajectories([{"mesh": "configs/assets/ball.obj", "prompt": "a ball", "sample_id": 0, "seed": 0}])
+    assert seen == [0.7, 0.7]
+    assert backbone.timesteps == [s.t for s in task.schedule().steps]
+
+
+def test_paper_mesh_preset_uses_the_official_controlnet_schedule():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs/paper/mesh.yaml").read_text())
+    assert config["model"]["init_args"]["backbone"]["init_args"]["scale_schedule"] == "official"
+    with pytest.raises(InputError, match="scale_schedule 'decreasing': choose one of linear, official, syncmvd"):
+        from syncsde.backbones import StableDiffusionControlNet
+
+        StableDiffusionControlNet("unused", "unused", scale_schedule="decreasing")
+
+
 # -- refusals --------------------------------------------------------------------------------------------------------
 def test_checkpoint_of_another_family_is_refused(folders, tiny_sd_dir, tmp_path):
     with pytest.raises(InputError, match="StableDiffusionXLPipeline checkpoint.*syncsde.backbones.StableDiffusionXL"):
@@ -335,39 +446,3 @@ def test_flow_backbone_on_unsupported_task_through_the_cli(folders, capsys, monk
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("syncsde: error: ")
     assert "Flux) runs the tasks wide_image, mask_t2i, text_to_image; the ambiguous task is not supported" in errors[0]
-
-
-# -- the configs, end to end through the CLI -------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "config, family, stride",
-    [("wide_sdxl", "sdxl", 16), ("wide_sd3", "sd3", 16), ("wide_flux", "flux", 32)],
-)
-def test_wide_configs_run_end_to_end(folders, config, family, stride, tmp_path, monkeypatch):
-    """The real-weight configs with the tiny folder: sizes and steps scaled down, everything else as shipped."""
-    monkeypatch.chdir(ROOT)
-    out = tmp_path / config
-    main(
-        [
-            "predict",
-            "--config",
-            f"configs/{config}.yaml",
-            "--model.init_args.backbone.init_args.model",
-            str(folders[family]),
-            *(["--model.init_args.backbone.init_args.max_sequence_length", str(FLUX_T5)] if family == "flux" else []),
-            "--model.init_args.height=64",
-            "--model.init_args.width=128",
-            f"--model.init_args.stride={stride}",
-            "--model.init_args.num_inference_steps=2",
-            "--data.init_args.prompts=[a red sky]",
-            "--trainer.accelerator=cpu",
-            "--trainer.callbacks=[]",
-            "--trainer.enable_progress_bar=false",
-            "--output_dir",
-            str(out),
-        ]
-    )
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["num_samples"] == 1
-    side = json.loads((out / "00000.json").read_text())
-    assert side["backbone"] == str(folders[family]) and side["width"] == 128
-    assert Image.open(out / "00000.png").size == (128, 64)

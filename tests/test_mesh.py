@@ -538,6 +538,7 @@ def test_paper_preset_runs_on_the_embedded_model(tmp_path, monkeypatch):
     sidecar = json.loads(next(out.glob("00000*.json")).read_text())
     assert (sidecar["coupling_mask"], sidecar["gamma_steps"], sidecar["T"]) == ("value_test", 30, 1000)
     assert sidecar["bake"] == "projection" and sidecar["multiview_attention"] is True
+    assert sidecar["sampler_dtype"] == "float16"
     assert (out / "00000.png").exists() and (out / "00000" / "mesh.glb").exists()
 
 

@@ -374,14 +374,30 @@ def resolve_single(model: str, what: str) -> Path:
         ) from None
 
 
+SCALE_SCHEDULES = ("linear", "official", "syncmvd")
+
+
 class ControlNet:
     """A ControlNet on a UNet backbone (SYNCSDE.md §6.5), mixed in before the backbone class: SD-1.5 with
     ``lllyasviel/control_v11f1p_sd15_depth`` (:class:`StableDiffusionControlNet`), SDXL with
     ``diffusers/controlnet-depth-sdxl-1.0`` (:class:`~syncsde.backbones.sdxl.StableDiffusionXLControlNet`). The
     ControlNet takes the same conditioning as the UNet (``unet_inputs``). The task sets the control images
-    (``set_control``, one per row, in [0, 1]); the conditioning scale follows the clean schedule of SYNCSDE.md §8 —
-    linear from ``scale_start`` at t = 1000 to ``scale_end`` at t = 0 — and the ControlNet is off once the sampling
-    progress 1 − t/1000 passes ``guidance_end`` (the official ``control_guidance_end`` 0.99)."""
+    (``set_control``, one per row, in [0, 1]) and the sampling timesteps.
+
+    The conditioning scale at step i of S (timesteps t_0 > … > t_{S−1}), by ``scale_schedule``:
+
+    - ``linear`` (default): the clean schedule of SYNCSDE.md §8, linear from ``scale_start`` at t = 1000 to
+      ``scale_end`` at t = 0, and off once the sampling progress 1 − t/1000 passes ``guidance_end`` (the official
+      ``control_guidance_end`` 0.99).
+    - ``official``: what the official SyncSDE code (hjl1013/SyncSDE, the SyncTweedies mesh code it vendors) passes to
+      the ControlNet: ``scale_start`` at every step, times SyncMVD's ``controlnet_keep`` — 0 where (i + 1)/S >
+      ``guidance_end`` (the last step, for S < 100). Its loop anneals the scale after each step, but the network reads
+      the scale from a keyword dictionary built once before the loop, so the annealed value never arrives.
+    - ``syncmvd``: SyncMVD's own code (LIU-Yuxin/SyncMVD, BASELINES.md §4.1), where the annealed value does arrive:
+      ``scale_start`` at the first step, then α·``scale_start`` + (1 − α)·``scale_end`` with α = p/``guidance_end``
+      from the previous step's progress p = 1 − t_{i−1}/1000 (``scale_end`` once p > ``guidance_end``): from about
+      0.9 down to 0.7 with the defaults, though documented as increasing; times the same ``controlnet_keep``.
+    """
 
     def __init__(
         self,
@@ -391,7 +407,13 @@ class ControlNet:
         scale_start: float = 0.7,
         scale_end: float = 0.9,
         guidance_end: float = 0.99,
+        scale_schedule: Literal["linear", "official", "syncmvd"] = "linear",
     ):
+        if scale_schedule not in SCALE_SCHEDULES:
+            raise InputError(
+                f"--model.init_args.backbone.init_args.scale_schedule {scale_schedule!r}: choose one of "
+                f"{', '.join(SCALE_SCHEDULES)}"
+            )
         # both models are looked for before either is loaded, so that one line names all that is missing
         option = "--model.init_args.backbone.init_args.controlnet"
         missing = []
@@ -419,20 +441,40 @@ class ControlNet:
                     f"vs {self.unet.config.get(key)}): use a ControlNet trained for this base model"
                 )
         self.scale_start, self.scale_end, self.guidance_end = scale_start, scale_end, guidance_end
+        self.scale_schedule = scale_schedule
         self.control: Tensor | None = None
+        self.timesteps: list[int] | None = None
 
-    def set_control(self, images: Tensor | None) -> None:
+    def set_control(self, images: Tensor | None, timesteps: Sequence[int]) -> None:
+        """The control images (one per row; ``None``: no ControlNet) and the sampling timesteps t_0 > … > t_{S−1}
+        (which the ``official`` and ``syncmvd`` schedules count steps by)."""
         self.control = images
+        self.timesteps = [int(t) for t in timesteps]
 
     def control_scale(self, t: int) -> float:
-        progress = 1 - t / 1000
-        return (
-            0.0 if progress > self.guidance_end else self.scale_start + (self.scale_end - self.scale_start) * progress
-        )
+        if self.scale_schedule == "linear":
+            progress = 1 - t / 1000
+            if progress > self.guidance_end:
+                return 0.0
+            return self.scale_start + (self.scale_end - self.scale_start) * progress
+        if t not in self.timesteps:
+            raise ValueError(f"timestep {t} is not among the sampling timesteps given to set_control")
+        i, steps = self.timesteps.index(t), len(self.timesteps)
+        if (i + 1) / steps > self.guidance_end:  # SyncMVD's controlnet_keep
+            return 0.0
+        if self.scale_schedule == "official" or i == 0:
+            return self.scale_start
+        progress = 1 - self.timesteps[i - 1] / 1000
+        if progress > self.guidance_end:
+            return self.scale_end
+        alpha = progress / self.guidance_end
+        return alpha * self.scale_start + (1 - alpha) * self.scale_end
 
     def forward(self, x: Tensor, t: Tensor, context: Conditioning) -> Tensor:
+        if self.control is None:
+            return super().forward(x, t, context)
         scale = self.control_scale(int(t[0]))
-        if self.control is None or scale == 0:
+        if scale == 0:
             return super().forward(x, t, context)
         cond = self.control
         if x.shape[0] == 2 * cond.shape[0]:  # both CFG branches see the same control
@@ -461,5 +503,6 @@ class StableDiffusionControlNet(ControlNet, StableDiffusion):
         scale_start: float = 0.7,
         scale_end: float = 0.9,
         guidance_end: float = 0.99,
+        scale_schedule: Literal["linear", "official", "syncmvd"] = "linear",
     ):
-        super().__init__(model, controlnet, dtype, scale_start, scale_end, guidance_end)
+        super().__init__(model, controlnet, dtype, scale_start, scale_end, guidance_end, scale_schedule)

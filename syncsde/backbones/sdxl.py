@@ -19,7 +19,7 @@ The VAE stays in float32 when the UNet runs in float16 (SDXL's VAE overflows in 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor
@@ -83,5 +83,6 @@ class StableDiffusionXLControlNet(ControlNet, StableDiffusionXL):
         scale_start: float = 0.7,
         scale_end: float = 0.9,
         guidance_end: float = 0.99,
+        scale_schedule: Literal["linear", "official", "syncmvd"] = "linear",
     ):
-        super().__init__(model, controlnet, dtype, scale_start, scale_end, guidance_end)
+        super().__init__(model, controlnet, dtype, scale_start, scale_end, guidance_end, scale_schedule)

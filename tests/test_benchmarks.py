@@ -1,0 +1,31 @@
+"""The benchmarks' measuring code on tiny models: what they count and compare (their figures come from the real-size
+runs in the README, never from these tests)."""
+
+import pytest
+
+from syncsde.testing import save_tiny_sd
+
+
+def test_panorama_counts_each_methods_network_work(monkeypatch):
+    """At equal output size (512×2048), SyncSDE's 13 windows at stride 16 against the diffusers pipeline's 25 at
+    stride 8: the UNet rows counted by the hook are the windows × 2 CFG branches × steps."""
+    import syncsde.testing
+    from syncsde.benchmarks import panorama
+
+    monkeypatch.setattr(syncsde.testing, "save_random_sd2", lambda path: save_tiny_sd(path, sample_size=64))
+    data = panorama.main(["--repeats", "1", "--steps", "1"])
+    rows = {name: m["unet_rows"] for name, m in data["medians"].items()}
+    assert list(rows.values()) == [13 * 2, 25 * 2]
+    assert all(m["cpu_s"] >= m["unet_cpu_s"] > 0 for m in data["medians"].values())
+
+
+def test_overhead_pairs_each_strategy_step_with_its_denoiser_call():
+    """One (strategy, denoiser) pair per sampling step and run, the strategy timed apart from the network."""
+    from syncsde.benchmarks import overhead
+
+    data = overhead.main(["--steps", "2", "--repeats", "2", "--width", "640", "--no-readme"])
+    assert data["windows"] == 2
+    for row in data["rows"].values():
+        assert row["pairs"] == 2 * 2
+        assert 0 < row["strategy_ms"] < row["denoiser_ms"]
+        assert row["ratio"] == pytest.approx(row["strategy_ms"] / row["denoiser_ms"], rel=1)
