@@ -73,7 +73,7 @@ def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
             "--samples",
             "2",
             "--methods",
-            "syncsde (paper),independent",
+            "syncsde_paper,independent",  # folder names (method names may hold commas)
             "--output_dir",
             "bench",
             "--model.init_args.num_inference_steps",

@@ -103,6 +103,12 @@ def methods(task: str, config: dict, ablation: bool = False) -> dict[str, list[s
     return out
 
 
+def slug(method: str) -> str:
+    """The method's folder name, also its name for ``--methods``: ``syncsde (canonical, 1/λ = 20)`` →
+    ``syncsde_canonical_inv_lambda_20``."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", method.replace("1/λ =", "inv_lambda")).strip("_")
+
+
 def sample_overrides(config: dict, samples: int) -> list[str]:
     """Data overrides giving at least ``samples`` samples (each record repeated)."""
     init = config["data"]["init_args"]
@@ -304,7 +310,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default=",".join(CONFIGS))
     ap.add_argument("--samples", default=None, help="per task, comma-separated (default 32,32,16,16)")
-    ap.add_argument("--methods", default=None, help="comma-separated subset (default: every applicable method)")
+    ap.add_argument("--methods", default=None, help="comma-separated folder names (default: every applicable method)")
     ap.add_argument(
         "--configs", default="configs/tiny", help="folder of the task configs (wide.yaml, motion.yaml, ...)"
     )
@@ -332,10 +338,10 @@ def main(argv=None) -> dict:
             predict(["predict", "--config", ref_path, *sample_overrides(ref_config, n), *rest])
         chosen = methods(task, config, args.ablation)
         if args.methods:
-            chosen = {m: v for m, v in chosen.items() if m in args.methods.split(",")}
+            chosen = {m: v for m, v in chosen.items() if slug(m) in args.methods.split(",")}
         results[task] = {}
         for method, switch in chosen.items():
-            folder = out / task / re.sub(r"[^A-Za-z0-9.=-]+", "_", method).strip("_")
+            folder = out / task / slug(method)
             predict(
                 ["predict", "--config", configs[task], *switch, *sample_overrides(config, n)]
                 + ["--output_dir", str(folder), *rest]
