@@ -15,9 +15,15 @@ At the end, rank 0 writes ``metrics.json`` into the output folder and appends on
 are torchmetrics metrics, so each process adds only its own samples and ``compute`` gathers them. A metric whose
 network is unavailable is reported as ``{"available": false, "reason": ...}``, never silently dropped.
 
-- FID / KID (torchmetrics) between the generated images (or crops) and the reference set.
-- CLIP score: 100·max(cos(image, text), 0) averaged over the scored (image, text) pairs — torchmetrics' definition —
-  computed with the given CLIP model (the embedded tiny CLIP offline).
+- FID / KID (torchmetrics) between the generated images (or crops) and the reference set; KID is reported as the
+  mean and standard deviation over its subsets (``value`` ± ``std``).
+- CLIP score: 100·max(cos(image, text), 0) — torchmetrics' definition — computed with the given CLIP model (the
+  embedded tiny CLIP offline), judged fairly per task:
+  - a sample with several readings (ambiguous images: each reading against its own prompt) scores its worst
+    reading, the headline ``clip_score``; each reading's mean is reported too (``clip_score_reading1``, ...);
+  - with ``crop`` (wide images), an image wider or taller than the crop is scored on native-size crops instead of
+    being squeezed into the CLIP's input: ``clip_score`` is the mean over the same random crops as FID/KID, and
+    ``clip_score_center`` the centre crop.
 - LPIPS to the source image and background LPIPS (the source and the edit with the edit mask blanked) for editing;
   torchmetrics' LPIPS needs torchvision.
 """
@@ -69,6 +75,13 @@ def random_crops(image: torch.Tensor, size: int, count: int, seed: int) -> torch
     return torch.stack([image[:, y : y + size, x : x + size] for y, x in zip(ys.tolist(), xs.tolist())])
 
 
+def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The centred square crop of ``size`` from (3, H, W)."""
+    H, W = image.shape[-2:]
+    y, x = (H - size) // 2, (W - size) // 2
+    return image[:, y : y + size, x : x + size]
+
+
 def unavailable(reason: str) -> dict:
     return {"available": False, "reason": reason}
 
@@ -78,8 +91,9 @@ class Metrics(Callback):
     reference: folder of reference images for FID/KID (None: FID/KID are reported unavailable).
     feature_network: "syncsde:tiny-clip" / a CLIP hub id or folder (its image embeddings), or "inception".
     clip_model: CLIP model for the CLIP score.
-    crop: square random-crop size for FID/KID (wide images); None = whole images, resized by the network.
-    crops_per_image: crops per generated image.
+    crop: square crop size (wide images: the native size): FID/KID on random crops, the CLIP score on the same
+        random crops and on the centre crop; None = whole images, resized by the networks.
+    crops_per_image: random crops per generated image.
     kid_subset_size: KID subset size (capped by the number of images).
     lpips: compute LPIPS and background LPIPS (editing; needs torchvision).
     output_dir: where metrics.json goes (default: the CLI's --output_dir, else the working directory).
@@ -169,14 +183,12 @@ class Metrics(Callback):
         for out in outputs:
             self.metrics["num_samples"].update(1.0)
             image = out.image.to(pl_module.device)
+            crops = random_crops(image, self.crop, self.crops_per_image, out.sample_id) if self.crop else image[None]
             if "clip_score" in self.metrics:
-                for img, text in out.clip_pairs():
-                    cos = self.clip.encode_images(img[None].to(pl_module.device)) @ self.clip.encode_texts([text]).T
-                    self.metrics["clip_score"].update(100 * cos.clamp_min(0).squeeze())
+                self._clip_scores(out, pl_module.device)
             if "fid" in self.metrics:
-                fake = random_crops(image, self.crop, self.crops_per_image, out.sample_id) if self.crop else image[None]
-                self.metrics["fid"].update(fake, real=False)
-                self.metrics["kid"].update(fake, real=False)
+                self.metrics["fid"].update(crops, real=False)
+                self.metrics["kid"].update(crops, real=False)
             if "lpips" in self.metrics and "source" in out.extras:
                 src = out.extras["source"].to(image)[None]
                 self.metrics["lpips"].update(image[None], src)
@@ -196,6 +208,35 @@ class Metrics(Callback):
         for path in earlier[trainer.global_rank :: trainer.world_size]:
             sample = read_sample(writer.output_dir, json.loads(path.read_text()))
             self.on_predict_batch_end(trainer, pl_module, [sample], None, 0)
+
+    def clip_score(self, images: torch.Tensor, text: str) -> torch.Tensor:
+        """Mean of 100·max(cos, 0) of each image with the text."""
+        cos = self.clip.encode_images(images) @ self.clip.encode_texts([text]).T
+        return 100 * cos.clamp_min(0).mean()
+
+    def _clip_scores(self, out, device) -> None:
+        readings = []
+        for img, text in out.clip_pairs():
+            img = img.to(device)
+            if self.crop and max(img.shape[-2:]) > self.crop:
+                readings.append(
+                    self.clip_score(random_crops(img, self.crop, self.crops_per_image, out.sample_id), text)
+                )
+                self._update("clip_score_center", self.clip_score(center_crop(img, self.crop)[None], text))
+            else:
+                readings.append(self.clip_score(img[None], text))
+        self.metrics["clip_score"].update(torch.stack(readings).min())
+        if len(readings) > 1:
+            for i, score in enumerate(readings):
+                self._update(f"clip_score_reading{i + 1}", score)
+
+    def _update(self, name: str, value: torch.Tensor) -> None:
+        """A mean metric created when a sample first reports it (every process reports the same names)."""
+        from torchmetrics import MeanMetric
+
+        if name not in self.metrics:
+            self.metrics[name] = MeanMetric().to(value.device)
+        self.metrics[name].update(value)
 
     def on_predict_end(self, trainer, pl_module):
         self.add_earlier_samples(trainer, pl_module)
@@ -247,6 +288,8 @@ def flat_row(record: dict) -> dict:
     row = {"task": record["task"], **{f"strategy.{k}": v for k, v in record["strategy"].items()}}
     for name, r in record["metrics"].items():
         row[name] = r if not isinstance(r, dict) else (r["value"] if r.get("available") else "")
+        if isinstance(r, dict) and "std" in r:
+            row[f"{name}_std"] = r["std"]
     return row
 
 

@@ -3,7 +3,8 @@
     python -m evaluation.table outputs/sweep/* [--csv table.csv]
 
 One row per folder: task, method and its parameters (from the sidecars), number of samples, mean seconds per
-sample, and every metric of the folder's ``metrics.json`` (written by ``evaluation.Metrics``).
+sample, and every metric of the folder's ``metrics.json`` (written by ``evaluation.Metrics``); a metric with a spread
+(KID: mean and standard deviation over its subsets) is shown as "mean ± std".
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def folder_row(folder: str | Path) -> dict:
     if metrics.exists():
         for name, r in json.loads(metrics.read_text())["metrics"].items():
             if isinstance(r, dict) and r.get("available"):
-                row[name] = round(r["value"], 6)
+                row[name] = f"{r['value']:.3g} ± {r['std']:.2g}" if "std" in r else round(r["value"], 6)
     return row
 
 

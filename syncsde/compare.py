@@ -5,8 +5,9 @@
 
 Each method runs `syncsde predict` with the config plus that method's switch (``METHODS`` below, also listed in
 the README) into ``DIR/<method>``; finished samples are skipped on a re-run. Then ``DIR/grid.png`` shows one row per
-sample and one column per method, ``DIR/comparison.json`` lists every method's folder, sidecar averages and metrics
-(from ``metrics.json`` when the config has the ``evaluation.Metrics`` callback), and the table is printed.
+sample and one column per method (upscaled, method names in their own row), ``DIR/comparison.json`` lists every
+method's folder, sidecar averages and metrics (from ``metrics.json`` when the config has the ``evaluation.Metrics``
+callback), and the table is printed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from syncsde.errors import InputError
 from syncsde.io import save_json, save_png
@@ -36,6 +37,7 @@ METHODS: dict[str, dict[str, list[str]]] = {
     "mask_t2i": {
         "syncsde": [],
         "independent": [STRATEGY, "syncsde.strategies.Independent"],
+        "synctweedies": [STRATEGY, "syncsde.strategies.SyncTweedies"],
         "multidiffusion": [
             STRATEGY,
             "syncsde.strategies.MultiDiffusion",
@@ -75,6 +77,7 @@ METHODS: dict[str, dict[str, list[str]]] = {
     "motion": {
         "syncsde": [],
         "independent": [STRATEGY, "syncsde.strategies.Independent"],
+        "synctweedies": [STRATEGY, "syncsde.strategies.SyncTweedies"],
         "averaging": [STRATEGY, "syncsde.strategies.MultiDiffusion"],
     },
 }
@@ -102,8 +105,10 @@ def overrides(task: str, method: str, config: dict) -> list[str]:
     return [a.replace("{window_8}", window_8) for a in METHODS[task][method]]
 
 
-def grid(folders: dict[str, Path], out: Path, label_height: int = 14) -> Path:
-    """One row per sample, one column per method (the main image of each), method names on top."""
+def grid(folders: dict[str, Path], out: Path, min_height: int = 192) -> Path:
+    """One row per sample, one column per method (the main image of each), upscaled by an integer factor (nearest
+    neighbour, so pixels stay visible) until a row is at least ``min_height`` px tall; method names in a row of
+    their own above the images, each column at least as wide as its name."""
     manifests = {m: json.loads((f / "manifest.json").read_text())["samples"] for m, f in folders.items()}
     ids = sorted(set.intersection(*({s["sample_id"] for s in v} for v in manifests.values())))
     images = {
@@ -112,12 +117,19 @@ def grid(folders: dict[str, Path], out: Path, label_height: int = 14) -> Path:
     }
     w = max(im.width for v in images.values() for im in v.values())
     h = max(im.height for v in images.values() for im in v.values())
-    canvas = Image.new("RGB", (w * len(folders), label_height + h * len(ids)), "white")
+    scale = max(1, -(-min_height // h))
+    font = ImageFont.load_default(size=16)
+    text_w = {m: int(font.getlength(m)) + 12 for m in folders}
+    col_w = max(w * scale, *text_w.values())
+    label_h = 26
+    canvas = Image.new("RGB", (col_w * len(folders), label_h + h * scale * len(ids)), "white")
     draw = ImageDraw.Draw(canvas)
     for c, m in enumerate(folders):
-        draw.text((c * w + 2, 1), m, fill="black")
+        draw.text((c * col_w + (col_w - text_w[m]) // 2 + 6, 4), m, fill="black", font=font)
         for r, i in enumerate(ids):
-            canvas.paste(images[m][i], (c * w, label_height + r * h))
+            im = images[m][i]
+            im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+            canvas.paste(im, (c * col_w + (col_w - im.width) // 2, label_h + r * h * scale))
     return save_png(out, canvas)
 
 

@@ -112,6 +112,7 @@ class AmbiguousImage(SyncTask):
     size: side in pixels of the square images (views need square images); default the backbone's native size.
     animation_frames: frames of each reading-to-reading transition of the animation (0 = no animation).
     init_from_canonical: x_T^i = V_i(z_T) (the views of one noise) instead of independent noises.
+    sampler: ``ddim`` or ``ddpm`` (Visual Anagrams samples with DDPM; BASELINES.md §3.2).
     """
 
     task_name = "ambiguous"
@@ -130,6 +131,7 @@ class AmbiguousImage(SyncTask):
         guidance_scale: float = 10.0,
         negative_prompt: str = "",
         sampler_dtype: Literal["float32", "float16"] = "float32",
+        sampler: Literal["ddim", "ddpm"] = "ddim",
         max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
@@ -140,6 +142,7 @@ class AmbiguousImage(SyncTask):
             guidance_scale,
             negative_prompt,
             sampler_dtype=sampler_dtype,
+            sampler=sampler,
             max_batch=max_batch,
             progress=progress,
         )

@@ -1,6 +1,7 @@
-"""The comparison command on the tiny pipeline."""
+"""The comparison command: every method of the README's methods table on every task it lists, on the tiny configs."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,8 @@ def test_compare_wide_methods(tmp_path, tiny_sd_dir):
     md = json.loads((out / "multidiffusion" / "00000.json").read_text())
     assert md["method"] == "multidiffusion" and md["stride"] == 8  # window/8 for this 64 px backbone
     grid = Image.open(out / "grid.png")
-    assert grid.size == (4 * 128, 14 + 2 * 64)
+    assert grid.size == (4 * 128 * 3, 26 + 2 * 64 * 3)  # upscaled 3x to rows of at least 192 px, a label row on top
+    assert len(grid.crop((0, 0, grid.width, 26)).getcolors()) > 1  # the labels are drawn in their own row
     main(["--config", str(path), "--output_dir", str(out), "--methods", "syncsde"])  # re-run: samples skipped
     with pytest.raises(InputError, match="does not apply"):
         main(["--config", str(path), "--output_dir", str(out), "--methods", "visual_anagrams"])
@@ -38,3 +40,64 @@ def test_task_of_unknown_model():
     with pytest.raises(InputError, match="no comparison"):
         task_of({"model": {"class_path": "tasks.TextToImage"}})
     assert task_of({"model": {"class_path": "tasks.wide_image.WideImage"}}) == "wide_image"
+
+
+TINY_CONFIG = {
+    "wide_image": "wide",
+    "mask_t2i": "mask_t2i",
+    "ambiguous": "ambiguous",
+    "edit": "edit",
+    "mesh": "mesh",
+    "motion": "motion",
+}
+# what each method's folder records as its strategy (sidecar "method")
+STRATEGY_NAME = {"syncmvd": "synctweedies", "averaging": "multidiffusion"}
+
+
+@pytest.mark.parametrize("task", list(METHODS))
+def test_compare_runs_every_method_on_the_tiny_config(task, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / task
+    args = ["--model.init_args.num_inference_steps", "2", "--trainer.enable_progress_bar", "false"]
+    summary = main(["--config", f"configs/tiny/{TINY_CONFIG[task]}.yaml", "--output_dir", str(out), *args])
+    assert list(summary["methods"]) == list(METHODS[task])
+    for method, r in summary["methods"].items():
+        assert r["num_samples"] >= 2
+        assert json.loads((out / method / "00000.json").read_text())["method"] == STRATEGY_NAME.get(method, method)
+    assert Image.open(out / "grid.png").height >= 26 + 2 * 192
+
+
+# README method label -> METHODS key; README task words -> task names
+README_METHODS = [
+    ("MultiDiffusion region-based", "multidiffusion"),
+    ("MultiDiffusion", "multidiffusion"),
+    ("SyncSDE", "syncsde"),
+    ("independent", "independent"),
+    ("SyncTweedies", "synctweedies"),
+    ("Visual Anagrams", "visual_anagrams"),
+    ("averaging on the overlaps", "averaging"),
+    ("SyncMVD", "syncmvd"),
+]
+README_TASKS = {
+    "wide": "wide_image",
+    "mask": "mask_t2i",
+    "ambiguous": "ambiguous",
+    "edit": "edit",
+    "mesh": "mesh",
+    "motion": "motion",
+}
+
+
+def test_readme_methods_table_matches_the_comparison():
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Methods") :].split("\n\n")[2]
+    listed = set()
+    for row in table.splitlines()[2:]:
+        label, _, tasks = (c.strip() for c in row.strip("|").split("|"))
+        method = next(key for prefix, key in README_METHODS if label.startswith(prefix))
+        words = re.findall(r"[a-z]+", tasks)
+        names = list(METHODS) if tasks == "all" else [README_TASKS[w] for w in words if w in README_TASKS]
+        assert names, f"no task in README row {row!r}"
+        listed |= {(task, method) for task in names}
+    in_compare = {(task, method) for task, methods in METHODS.items() for method in methods}
+    assert listed == in_compare, f"README only: {listed - in_compare}; compare only: {in_compare - listed}"

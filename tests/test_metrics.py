@@ -13,7 +13,8 @@ import yaml
 from PIL import Image
 
 from evaluation.features import CLIPEmbedder
-from evaluation.metrics import load_folder, random_crops
+from evaluation.metrics import Metrics, center_crop, load_folder, random_crops
+from syncsde.task import SampleOutput
 from syncsde.tiny import scenes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,63 @@ def test_crops_and_reference_folder(tmp_path):
     assert load_folder(out).shape == (2, 3, 8, 8)  # an output folder: the main images of its manifest
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_folder(tmp_path / "nope")
+
+
+class _Module:  # what the callback reads of a task when it scores outputs in one process
+    device = torch.device("cpu")
+
+
+def scored(callback: Metrics, outputs: list[SampleOutput]) -> dict[str, float]:
+    """The callback's CLIP-score metrics for these outputs (no trainer, no reference set)."""
+    callback.on_predict_start(None, _Module())
+    callback.on_predict_batch_end(None, _Module(), outputs, None, 0)
+    return {k: float(m.compute()) for k, m in callback.metrics.items() if k.startswith("clip_score")}
+
+
+def render(caption_scene, width=64, seed=0):
+    img = scenes.render(caption_scene, np.random.default_rng(seed), 64, width)
+    return torch.from_numpy(img).permute(2, 0, 1)
+
+
+def test_ambiguous_clip_score_is_the_worst_reading():
+    """A single-reading image (the second reading is the first one upside down, as independent sampling gives) gets a
+    low score; an image whose readings each match their own prompt gets a high one. Averaging the readings hid it."""
+    first = scenes.Scene("night", "snow", True, "moon", None, "left")
+    second = scenes.Scene("day", "sea", False, "boat", "red", "middle")
+    a, b = render(first), render(second)
+    single = SampleOutput(0, a, {}, scored=[(b.flip(-2), first.caption), (b, second.caption)])
+    both = SampleOutput(0, a, {}, scored=[(a, first.caption), (b, second.caption)])
+    s_single, s_both = scored(Metrics(), [single]), scored(Metrics(), [both])
+    readings = [s_single["clip_score_reading1"], s_single["clip_score_reading2"]]
+    assert s_single["clip_score"] == pytest.approx(min(readings))
+    assert readings[1] == pytest.approx(s_both["clip_score_reading2"])  # the same image and prompt
+    assert s_single["clip_score"] < s_both["clip_score"] - 5
+    assert s_single["clip_score"] < sum(readings) / 2 - 2  # the worst reading is the headline, not the mean
+
+
+def test_wide_clip_score_on_native_size_crops():
+    scene = scenes.Scene("sunset", "sea", True, "boat", "white", "left")
+    pano = render(scene, width=256)
+    out = SampleOutput(7, pano, {"prompt": scene.caption})
+    callback = Metrics(crop=64, crops_per_image=3)
+    callback.on_predict_start(None, _Module())
+    seen = []
+    encode = callback.clip.encode_images
+    callback.clip.encode_images = lambda x: seen.append(tuple(x.shape[-2:])) or encode(x)
+    callback.on_predict_batch_end(None, _Module(), [out], None, 0)
+    assert set(seen) == {(64, 64)}  # the CLIP only ever sees native-size crops, never the squeezed panorama
+    text = callback.clip.encode_texts([scene.caption])
+
+    def score(images):
+        return float((100 * (encode(images) @ text.T).clamp_min(0)).mean())
+
+    crops = random_crops(pano, 64, 3, seed=7)  # the FID/KID crops of this sample
+    assert float(callback.metrics["clip_score"].compute()) == pytest.approx(score(crops), rel=1e-5)
+    assert float(callback.metrics["clip_score_center"].compute()) == pytest.approx(
+        score(center_crop(pano, 64)[None]), rel=1e-5
+    )
+    assert torch.equal(center_crop(pano, 64), pano[:, :, 96:160])
+    assert score(pano[None]) != pytest.approx(score(crops), rel=1e-3)
 
 
 def run(args, tmp_path):
@@ -150,6 +208,7 @@ def test_table_collects_folders(tmp_path):
                 {
                     "metrics": {
                         "fid": {"available": True, "value": 10.0 - lam},
+                        "kid": {"available": True, "value": -0.00123, "std": 0.0031},
                         "lpips": {"available": False, "reason": "x"},
                     }
                 }
@@ -157,7 +216,7 @@ def test_table_collects_folders(tmp_path):
         )
     rows = table_main([str(tmp_path / "l0"), str(tmp_path / "l5"), "--csv", str(tmp_path / "t.csv")])
     assert [r["inv_lambda"] for r in rows] == [0.0, 5.0] and [r["fid"] for r in rows] == [10.0, 5.0]
-    assert "lpips" not in rows[0]
+    assert "lpips" not in rows[0] and rows[0]["kid"] == "-0.00123 ± 0.0031"  # KID with its spread
     assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("folder,task,method,inv_lambda")
 
 
