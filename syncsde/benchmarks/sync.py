@@ -2,10 +2,12 @@
 
     python -m syncsde.benchmarks.sync [--tasks wide_image,motion,mask_t2i,ambiguous] [--samples 32,32,16,16]
                                       [--configs configs/tiny] [--output_dir outputs/sync_benchmark] [--readme]
+                                      [--figure notebooks/figures/tiny_wide_methods.png]
 
 Each (task, method) runs ``syncsde predict`` on the task's embedded config (``<configs>/<task config>.yaml``) with that
 method's overrides (:data:`syncsde.compare.METHODS`, plus the faithful and the seamless SyncSDE) into
-``OUTPUT_DIR/<task>/<method>``; finished samples are skipped on a re-run. The figures, per folder:
+``OUTPUT_DIR/<task>/<method>``; finished samples are skipped on a re-run. Wide images are compared with plain
+single-window samples of the same prompts and seeds (``reference_wide.yaml`` into ``OUTPUT_DIR/wide_image/reference``). The figures, per folder:
 
 - **seam ratio**: the mean squared jump across the columns (wide images), frames (motion) or pixel pairs (mask T2I:
   across the mask boundary) where the output switches from one trajectory to another, over the same across all other
@@ -20,7 +22,8 @@ method's overrides (:data:`syncsde.compare.METHODS`, plus the faithful and the s
 - FID, KID and CLIP score from the folder's ``metrics.json`` (the config's ``evaluation.Metrics`` callback), seconds
   per sample from the sidecars.
 
-``--readme`` writes the table into the README (``notebooks/results/sync_benchmark.md``).
+``--readme`` writes the table into the README (``notebooks/results/sync_benchmark.md``); ``--figure`` saves the first
+four panoramas of every wide-image method side by side (:func:`syncsde.compare.grid`), the README's figure.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ ABLATIONS = {
         "canonical, linear fade": option("preset", "canonical") + option("schedule_floor", 0.0),
         "canonical, 1/λ = 5": option("preset", "canonical") + option("inv_lambda", 5.0),
         "canonical, 1/λ = 100": option("preset", "canonical") + option("inv_lambda", 100.0),
+        "canonical, feathered precision": option("preset", "canonical")
+        + ["--model.init_args.canonical_blend", "feather", "--model.init_args.assembly", "feather"],
     },
     "motion": {
         "paper + exact correction": option("preset", "paper") + option("correction", "exact"),
@@ -122,7 +127,8 @@ def sample_overrides(config: dict, samples: int) -> list[str]:
     return [f"--data.init_args.{key}", str(math.ceil(samples / len(records)))]
 
 
-def predict(args: list[str]) -> None:
+def run(args: list[str]) -> None:
+    """``syncsde ARGS`` in this process."""
     from syncsde.cli import main as syncsde_main
 
     print("syncsde.benchmarks.sync: syncsde " + " ".join(args), file=sys.stderr)
@@ -318,34 +324,43 @@ def main(argv=None) -> dict:
     ap.add_argument("--name", default=None, help="results name (default sync_benchmark, or sync_ablation)")
     ap.add_argument("--ablation", action="store_true", help="SyncSDE variants one option at a time (wide, motion)")
     ap.add_argument("--readme", action="store_true", help="write the table into the README")
+    ap.add_argument("--figure", default=None, help="save a grid of the first 4 wide images of every method to this PNG")
     args, rest = ap.parse_known_args(argv)
     tasks = args.tasks.split(",")
     unknown = [t for t in tasks if t not in CONFIGS]
     if unknown:
         raise SystemExit(f"syncsde.benchmarks.sync: unknown task(s) {unknown}; choose from {', '.join(CONFIGS)}")
     counts = dict(zip(tasks, map(int, args.samples.split(",")))) if args.samples else DEFAULT_SAMPLES
+    from syncsde.evaluate import evaluate_folder
+
     out = Path(args.output_dir)
     results: dict[str, dict] = {}
     configs = {t: str(Path(args.configs) / CONFIGS[t]) for t in tasks}
     for task in tasks:
         config = yaml.safe_load(Path(configs[task]).read_text())
         n = counts.get(task, DEFAULT_SAMPLES[task])
-        reference = None
-        if task in REFERENCE:
+        reference, metrics_reference = None, []
+        if task in REFERENCE:  # the benchmark's own reference run: the same sample ids as the methods' runs
             ref_path = str(Path(args.configs) / REFERENCE[task])
             ref_config = yaml.safe_load(Path(ref_path).read_text())
-            reference = Path(ref_config["output_dir"])
-            predict(["predict", "--config", ref_path, *sample_overrides(ref_config, n), *rest])
+            reference = out / task / "reference"
+            run(
+                ["predict", "--config", ref_path, *sample_overrides(ref_config, n)]
+                + ["--output_dir", str(reference), *rest]
+            )
+            metrics_reference = ["--trainer.callbacks.init_args.reference", str(reference)]
         chosen = methods(task, config, args.ablation)
         if args.methods:
             chosen = {m: v for m, v in chosen.items() if slug(m) in args.methods.split(",")}
-        results[task] = {}
+        results[task], folders = {}, {}
         for method, switch in chosen.items():
-            folder = out / task / slug(method)
-            predict(
-                ["predict", "--config", configs[task], *switch, *sample_overrides(config, n)]
+            folder = folders[method] = out / task / slug(method)
+            run(
+                ["predict", "--config", configs[task], *switch, *sample_overrides(config, n), *metrics_reference]
                 + ["--output_dir", str(folder), *rest]
             )
+            # the metrics of every sample in the folder (those of an earlier run too), by today's metrics code
+            evaluate_folder(folder, reference=None if reference is None else str(reference))
             recs = samples(folder)
             row = {"num_samples": len(recs), "seconds": float(np.mean([s["seconds"] for s in recs]))}
             if task == "wide_image":
@@ -360,6 +375,11 @@ def main(argv=None) -> dict:
             row.update(metrics_of(folder))
             results[task][method] = row
             print(f"{task} {method}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()), file=sys.stderr)
+        if args.figure and task == "wide_image":
+            from syncsde.compare import grid
+            from syncsde.io import save_png
+
+            save_png(Path(args.figure), grid(folders, rows=4))
     markdown = to_markdown(results)
     print(markdown)
     from syncsde.io import save_json
