@@ -102,7 +102,8 @@ class WideImage(SyncTask):
                 raise InputError(f"{name} {v} px must be between {f} and the window size {native} px")
         if height < native:
             raise InputError(
-                f"height {height} px is below the backbone's native size {native} px (the window size); use at least {native} px"
+                f"height {height} px is below the backbone's native size {native} px (the window size); "
+                f"use at least {native} px"
             )
         if (height - native) % self.vertical_stride:
             ok = native + self.vertical_stride * max(round((height - native) / self.vertical_stride), 0)

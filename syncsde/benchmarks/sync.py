@@ -7,7 +7,8 @@
 Each (task, method) runs ``syncsde predict`` on the task's embedded config (``<configs>/<task config>.yaml``) with that
 method's overrides (:data:`syncsde.compare.METHODS`, plus the faithful and the seamless SyncSDE) into
 ``OUTPUT_DIR/<task>/<method>``; finished samples are skipped on a re-run. Wide images are compared with plain
-single-window samples of the same prompts and seeds (``reference_wide.yaml`` into ``OUTPUT_DIR/wide_image/reference``). The figures, per folder:
+single-window samples of the same prompts and seeds (``reference_wide.yaml`` into ``OUTPUT_DIR/wide_image/reference``).
+The figures, per folder:
 
 - **seam ratio**: the mean squared jump across the columns (wide images), frames (motion) or pixel pairs (mask T2I:
   across the mask boundary) where the output switches from one trajectory to another, over the same across all other
