@@ -74,10 +74,13 @@ def option(name: str, value) -> list[str]:
     return [f"{STRATEGY}.init_args.{name}", str(value)]
 
 
-# SyncSDE variants measured on the way to the presets (``--ablation``): one option changed at a time
+# SyncSDE variants measured on the way to the presets (``--ablation``): one option changed at a time, at the config's
+# 1/λ unless the name says otherwise (the paper's explicit update diverges at the configs' 1/λ = 20, c_t > 2)
 ABLATIONS = {
     "wide_image": {
-        "paper + feather assembly": option("preset", "paper") + ["--model.init_args.assembly", "feather"],
+        "paper + feather assembly (1/λ = 5)": option("preset", "paper")
+        + option("inv_lambda", 5.0)
+        + ["--model.init_args.assembly", "feather"],
         "paper + exact correction": option("preset", "paper") + option("correction", "exact"),
         "paper + constant precision, exact": option("preset", "paper")
         + option("correction", "exact")
@@ -267,6 +270,13 @@ def ambiguous_figures(folder: Path, clip_model: str) -> dict:
     return {"worst_reading_clip": float(np.mean(worst))}
 
 
+def has_metrics(config: dict) -> bool:
+    """Whether the config measures its outputs (an ``evaluation.Metrics`` callback)."""
+    from syncsde.evaluate import METRICS_CLASSES
+
+    return any(c.get("class_path") in METRICS_CLASSES for c in config.get("trainer", {}).get("callbacks") or [])
+
+
 def metrics_of(folder: Path) -> dict:
     path = folder / "metrics.json"
     if not path.is_file():
@@ -360,8 +370,8 @@ def main(argv=None) -> dict:
                 ["predict", "--config", configs[task], *switch, *sample_overrides(config, n), *metrics_reference]
                 + ["--output_dir", str(folder), *rest]
             )
-            # the metrics of every sample in the folder (those of an earlier run too), by today's metrics code
-            evaluate_folder(folder, reference=None if reference is None else str(reference))
+            if has_metrics(config):  # every sample in the folder (an earlier run's too), by today's metrics code
+                evaluate_folder(folder, reference=None if reference is None else str(reference))
             recs = samples(folder)
             row = {"num_samples": len(recs), "seconds": float(np.mean([s["seconds"] for s in recs]))}
             if task == "wide_image":
