@@ -105,12 +105,13 @@ def overrides(task: str, method: str, config: dict) -> list[str]:
     return [a.replace("{window_8}", window_8) for a in METHODS[task][method]]
 
 
-def grid(folders: dict[str, Path], out: Path, min_height: int = 192) -> Path:
-    """One row per sample, one column per method (the main image of each), upscaled by an integer factor (nearest
-    neighbour, so pixels stay visible) until a row is at least ``min_height`` px tall; method names in a row of
-    their own above the images, each column at least as wide as its name."""
+def grid(folders: dict[str, Path], min_height: int = 192, rows: int | None = None) -> Image.Image:
+    """One row per sample (the first ``rows`` samples common to all folders, default all), one column per method (the
+    main image of each), upscaled by an integer factor (nearest neighbour, so pixels stay visible) until a row is at
+    least ``min_height`` px tall; method names in a row of their own above the images, each column at least as wide
+    as its name."""
     manifests = {m: json.loads((f / "manifest.json").read_text())["samples"] for m, f in folders.items()}
-    ids = sorted(set.intersection(*({s["sample_id"] for s in v} for v in manifests.values())))
+    ids = sorted(set.intersection(*({s["sample_id"] for s in v} for v in manifests.values())))[:rows]
     images = {
         m: {s["sample_id"]: Image.open(folders[m] / s["files"]["image"]).convert("RGB") for s in v}
         for m, v in manifests.items()
@@ -130,7 +131,7 @@ def grid(folders: dict[str, Path], out: Path, min_height: int = 192) -> Path:
             im = images[m][i]
             im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
             canvas.paste(im, (c * col_w + (col_w - im.width) // 2, label_h + r * h * scale))
-    return save_png(out, canvas)
+    return canvas
 
 
 def main(argv=None) -> dict:
@@ -177,7 +178,7 @@ def main(argv=None) -> dict:
         metrics = folder / "metrics.json"
         if metrics.exists():
             summary["methods"][method]["metrics"] = json.loads(metrics.read_text())
-    grid(folders, out / "grid.png")
+    save_png(out / "grid.png", grid(folders))
     save_json(out / "comparison.json", summary)
     from evaluation.table import table, to_markdown
 

@@ -83,6 +83,11 @@ class Canonical:
         values as well as positions (the negate view, BASELINES.md §3.1)."""
         return self.aggregate(v)
 
+    def precision(self, x: Tensor) -> Tensor | None:
+        """The relative precision of each element of the instances ``x`` as an observation of z (broadcastable against
+        ``x``), if g weighs them unequally; None: every element counts once (the plain mean)."""
+        return None
+
     def forward_onto(self, z: Tensor, x: Tensor) -> Tensor:
         """f_i(z) where it covers instance i, x^i's own values elsewhere ("bg" compositing); = forward for maps that
         cover every instance element (crops, views)."""

@@ -43,32 +43,62 @@ class ShiftMap:
         return ShiftMap(self.src.to(device), self.valid.to(device), self.axis)
 
 
+def at_like(t: Tensor, like: Tensor, dtype: bool = False) -> Tensor:
+    """``t`` on ``like``'s device (and in its dtype): itself when it is there already (placed once per batch, so
+    nothing is copied per step), else a copy."""
+    if t.device == like.device and (not dtype or t.dtype == like.dtype):
+        return t
+    return t.to(like) if dtype else t.to(like.device)
+
+
 def scatter_sum(x: Tensor, columns: Tensor, length: int) -> Tensor:
     """(B, n, *D, w) window values → (B, *D, L): the sum over windows at each axis position (``columns`` (n, w))."""
     flat = x.movedim(1, -2).flatten(-2)
-    return x.new_zeros(*flat.shape[:-1], length).index_add_(-1, columns.flatten().to(x.device), flat)
+    return x.new_zeros(*flat.shape[:-1], length).index_add_(-1, at_like(columns, x).flatten(), flat)
 
 
 class CropCanonical(Canonical):
     """The whole axis as SyncTweedies' canonical variable (BASELINES.md §1.4, §2.1): f_i = crop of window i,
-    g = per-position mean over the windows covering it. Instances (B, n, *D, w) ↔ canonical (B, *D, L)."""
+    g = per-position mean over the windows covering it. Instances (B, n, *D, w) ↔ canonical (B, *D, L).
 
-    def __init__(self, columns: Tensor, length: int, shape: tuple[int, ...]):
+    ``weights`` (n, w), optional: each window position's precision as an observation of the canvas; g is then the
+    precision-weighted mean, and :attr:`precision` (the weights over their maximum, shaped to broadcast against the
+    instances) tells SyncSDE's canonical model how strongly each position is pulled (SYNCSDE.md §4.1)."""
+
+    def __init__(self, columns: Tensor, length: int, shape: tuple[int, ...], weights: Tensor | None = None):
         self.columns, self.length, self.shape = columns, length, shape  # columns: (n, w) axis position of each
-        self.count = torch.bincount(columns.flatten(), minlength=length).float()
+        self.weights = None if weights is None else (weights / weights.max()).float()
+        ones = torch.ones(columns.shape) if weights is None else self.weights
+        self.count = torch.zeros(length).index_add_(0, columns.flatten(), ones.flatten())
         if not (self.count > 0).all():
             raise InputError("the windows leave positions uncovered; choose a length the windows tile")
 
+    def precision(self, x: Tensor) -> Tensor | None:
+        """The relative precision of each position of the instances ``x`` (B, n, *D, w), broadcastable against them
+        (1 at the most precise), or None for the plain mean."""
+        return self._precision(x)
+
+    def _precision(self, x: Tensor) -> Tensor | None:
+        return (
+            None
+            if self.weights is None
+            else at_like(self.weights, x, dtype=True).view(len(self.columns), *[1] * (x.ndim - 3), -1)
+        )
+
     def forward(self, z: Tensor) -> Tensor:
-        return z[..., self.columns.to(z.device)].movedim(-2, 1)
+        return z[..., at_like(self.columns, z)].movedim(-2, 1)
 
     def aggregate(self, x: Tensor) -> Tensor:
-        return scatter_sum(x, self.columns, self.length) / self.count.to(x)
+        rho = self._precision(x)
+        total = scatter_sum(x if rho is None else x * rho, self.columns, self.length)
+        return total / at_like(self.count, x, dtype=True)
 
     def to(self, device, dtype) -> CropCanonical:
-        """On ``device``, the coverage counts in ``dtype``."""
+        """On ``device``, the coverage counts (and precision weights) in ``dtype``."""
         moved = copy.copy(self)
         moved.columns, moved.count = self.columns.to(device), self.count.to(device, dtype)
+        if self.weights is not None:
+            moved.weights = self.weights.to(device, dtype)
         return moved
 
 
@@ -103,9 +133,11 @@ class Windows:
             out.append(Coupling(j, j - 1, ShiftMap((c + s).clamp(max=w - 1), chain), chain.float()))
         return out
 
-    def canonical(self, leading: tuple[int, ...]) -> CropCanonical:
-        """The canonical geometry for instances of shape (*leading, w)."""
-        return CropCanonical(self.columns, self.L, (*leading, self.L))
+    def canonical(self, leading: tuple[int, ...], blend: Literal["mean", "feather"] = "mean") -> CropCanonical:
+        """The canonical geometry for instances of shape (*leading, w): g the plain mean (``mean``) or the mean
+        weighted by the ``feather`` assembly weights."""
+        weights = None if blend == "mean" else self.assembly_weights(blend)
+        return CropCanonical(self.columns, self.L, (*leading, self.L), weights)
 
     def assemble(self, x: Tensor, mode: Literal["overwrite", "nearest", "feather"] = "overwrite") -> Tensor:
         """(B, n, *D, w) → (B, *D, L): ``overwrite`` in window order, or (circular) window k's first s positions;
@@ -154,9 +186,20 @@ class GridCanonical(CropCanonical):
     """The whole 2-D canvas as the canonical variable: :class:`CropCanonical` over the flattened (H·W) positions
     (``columns`` (n, h·w): each window's flat positions). Instances (B, n, *D, h, w) ↔ canonical (B, *D, H, W)."""
 
-    def __init__(self, index: Tensor, size: tuple[int, int], window: tuple[int, int], shape: tuple[int, ...]):
-        super().__init__(index, size[0] * size[1], shape)
+    def __init__(
+        self,
+        index: Tensor,
+        size: tuple[int, int],
+        window: tuple[int, int],
+        shape: tuple[int, ...],
+        weights: Tensor | None = None,
+    ):
+        super().__init__(index, size[0] * size[1], shape, weights)
         self.size, self.window = size, window
+
+    def precision(self, x: Tensor) -> Tensor | None:
+        rho = self._precision(x.flatten(-2))
+        return None if rho is None else rho.unflatten(-1, self.window)
 
     def forward(self, z: Tensor) -> Tensor:
         return super().forward(z.flatten(-2)).unflatten(-1, self.window)
@@ -219,9 +262,10 @@ class Grid:
                         out.append(Coupling(k, k - n_x, ShiftMap(up.map.src, up.map.valid, axis=-2), weight))
         return out
 
-    def canonical(self, leading: tuple[int, ...]) -> GridCanonical:
-        """The canonical geometry for instances of shape (*leading, h, w)."""
-        return GridCanonical(self.index, self.size, self.window, (*leading, *self.size))
+    def canonical(self, leading: tuple[int, ...], blend: Literal["mean", "feather"] = "mean") -> GridCanonical:
+        """The canonical geometry for instances of shape (*leading, h, w) (``blend`` as :meth:`Windows.canonical`)."""
+        weights = None if blend == "mean" else self.assembly_weights(blend).flatten(1)
+        return GridCanonical(self.index, self.size, self.window, (*leading, *self.size), weights)
 
     def assembly_weights(self, mode: Literal["overwrite", "nearest", "feather"]) -> Tensor:
         """(n, h, w) weights of each window's positions in the assembly (see the class docstring)."""

@@ -12,7 +12,8 @@ The output is x^{K+1}. With one region this is the mask-based T2I task exactly (
 noise and output). **Overlapping masks** (``overlap``): ``share`` (default) splits an overlap of m masks equally,
 P_k = M_k / Σ_j M_j, so the whole image is pulled toward the mean of the overlapping regions — MultiDiffusion's
 region averaging; ``last`` gives it to the later region (records list regions bottom to top, like layers). Either way
-1 − U + Σ_k P_k = 1: one unit of precision at every position, as W_31 + W_32 = 1 in the mask task (SYNCSDE.md §9 item 8).
+1 − U + Σ_k P_k = 1: one unit of precision at every position, as W_31 + W_32 = 1 in the mask
+task (SYNCSDE.md §9 item 8).
 
 The canonical image of the baselines is J = Σ_k P_k x^k + (1 − U) x^0 (region-based MultiDiffusion's J with
 m_0 = 1 − U; the whole-image trajectory carries no weight and always equals J); MultiDiffusion bootstraps every region

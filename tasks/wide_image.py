@@ -48,6 +48,10 @@ class WideImage(SyncTask):
         otherwise independent noise per patch.
     assembly: ``overwrite`` (paper), ``nearest`` (each column from the patch whose centre is nearest) or ``feather``
         (linear blend of the patches covering a column); on a 2-D grid, the product of both axes' weights.
+    canonical_blend: how the patches combine into the canvas z = g(x) that the canonical methods use (SyncSDE's
+        ``canonical`` correlation, SyncTweedies, MultiDiffusion): ``mean`` (the plain mean, BASELINES.md §2.1) or
+        ``feather`` (each patch a less precise view of the canvas toward its edges, SYNCSDE.md §4.1: the mean
+        weighted by the feather weights, and SyncSDE's pull scaled by the same precision).
     vae_tiling: when and how the canvas is decoded in tiles (default: automatically above 4 native-size images).
     """
 
@@ -64,6 +68,7 @@ class WideImage(SyncTask):
         circular: bool = False,
         init_from_canonical: bool = True,
         assembly: Literal["overwrite", "nearest", "feather"] = "overwrite",
+        canonical_blend: Literal["mean", "feather"] = "mean",
         vae_tiling: VaeTiling = VaeTiling(),
         num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 7.5,
@@ -85,7 +90,7 @@ class WideImage(SyncTask):
         self.height, self.width, self.stride = height, width, stride
         self.vertical_stride = vertical_stride or stride
         self.circular, self.init_from_canonical = circular, init_from_canonical
-        self.assembly, self.vae_tiling = assembly, vae_tiling
+        self.assembly, self.canonical_blend, self.vae_tiling = assembly, canonical_blend, vae_tiling
         f, w = backbone.scale_factor, backbone.sample_size
         native = w * f
         for name, v in (("height", height), ("width", width), ("stride", stride), ("vertical_stride", vertical_stride)):
@@ -97,7 +102,8 @@ class WideImage(SyncTask):
                 raise InputError(f"{name} {v} px must be between {f} and the window size {native} px")
         if height < native:
             raise InputError(
-                f"height {height} px is below the backbone's native size {native} px (the window size); use at least {native} px"
+                f"height {height} px is below the backbone's native size {native} px (the window size); "
+                f"use at least {native} px"
             )
         if (height - native) % self.vertical_stride:
             ok = native + self.vertical_stride * max(round((height - native) / self.vertical_stride), 0)
@@ -118,7 +124,7 @@ class WideImage(SyncTask):
         self.grid = Grid((self.H, self.W), (w, w), (self.vertical_stride // f, self.s), circular)
         self.n = self.grid.n
         self._couplings = self.grid.couplings()
-        self._canonical = self.grid.canonical((backbone.channels,))
+        self._canonical = self.grid.canonical((backbone.channels,), canonical_blend)
 
     def problem(self, batch):
         return SyncProblem(self.n, self._couplings, canonical=self._canonical)
@@ -172,4 +178,5 @@ class WideImage(SyncTask):
             "circular": self.circular,
             "init_from_canonical": self.init_from_canonical,
             "assembly": self.assembly,
+            "canonical_blend": self.canonical_blend,
         }

@@ -85,11 +85,14 @@ def mask_png(tmp_path):
     return str(tmp_path / "m.png")
 
 
-@pytest.mark.parametrize("sampler_dtype", ["float32", "float16"])
-def test_wide_image_moves_nothing_per_step(backbone, sampler_dtype):
+@pytest.mark.parametrize(
+    "sampler_dtype, preset, blend",
+    [("float32", "paper", "mean"), ("float16", "paper", "mean"), ("float32", "canonical", "feather")],
+)
+def test_wide_image_moves_nothing_per_step(backbone, sampler_dtype, preset, blend):
     task = WideImage(
-        backbone, SyncSDE(5.0), height=32, width=128, stride=8, num_inference_steps=4, sampler_dtype=sampler_dtype,
-        progress=False,
+        backbone, SyncSDE(5.0, preset=preset), height=32, width=128, stride=8, num_inference_steps=4,
+        sampler_dtype=sampler_dtype, canonical_blend=blend, progress=False,
     )  # fmt: skip
     assert task.n == 13
     assert moves_after_first_step(task, [{"prompt": "a sunny day", "sample_id": 0, "seed": 0}]) == Counter()

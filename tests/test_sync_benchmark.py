@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from syncsde.benchmarks import sync
 from syncsde.windows import Windows
@@ -73,11 +74,13 @@ def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
             "--samples",
             "2",
             "--methods",
-            "syncsde (paper),independent",
+            "syncsde_paper,independent",  # folder names (method names may hold commas)
             "--output_dir",
             "bench",
             "--model.init_args.num_inference_steps",
             "2",
+            "--figure",
+            "grid.png",
         ]
     )
     rows = results["wide_image"]
@@ -86,3 +89,5 @@ def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
         assert row["num_samples"] >= 2 and row["seam_ratio"] > 0 and row["coherence"] > 0
     saved = json.loads((tmp_path / "bench" / "sync_benchmark.json").read_text())
     assert saved["wide_image"]["independent"] == rows["independent"]
+    figure = Image.open(tmp_path / "grid.png")  # 2 methods side by side, 2 samples (4 at most), upscaled
+    assert figure.width >= 2 * 128 * 6 and figure.height > 2 * 32 * 6

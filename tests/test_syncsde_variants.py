@@ -7,7 +7,7 @@ from test_syncsde import COUPLINGS, EPS, PROBLEM, STEPS, X
 from syncsde.coupling import SyncProblem, coupling_residuals
 from syncsde.errors import InputError
 from syncsde.strategies import Independent, MultiDiffusion, SyncSDE
-from syncsde.windows import Windows
+from syncsde.windows import Grid, Windows
 
 VARIANTS = [
     dict(preset="chain"),
@@ -140,3 +140,38 @@ def test_bad_options_are_one_line_errors(kwargs, match):
 def test_canonical_model_needs_a_canonical_space():
     with pytest.raises(InputError, match="canonical"):
         SyncSDE(5.0, preset="canonical").step(X, EPS, STEPS[0], PROBLEM)
+
+
+# -- the precision-weighted canonical model (``canonical_blend: feather``) ------------------------------------------
+FEATHER = WINDOWS.canonical((4, 8), "feather")
+WIDE_FEATHER = SyncProblem(WINDOWS.n, WINDOWS.couplings(), canonical=FEATHER)
+
+
+def test_feather_canonical_is_the_feather_assembly_and_keeps_consistent_windows():
+    x = torch.randn(2, WINDOWS.n, 4, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(FEATHER.aggregate(x), WINDOWS.assemble(x, "feather"))
+    z = torch.randn(2, 4, 8, 24, dtype=torch.float64)
+    torch.testing.assert_close(FEATHER.aggregate(FEATHER.forward(z)), z)  # g(f(z)) = z for any weights
+    assert CANONICAL.precision(x) is None  # the plain mean: every position counts once
+    rho = FEATHER.precision(x)
+    assert rho.shape == (WINDOWS.n, 1, 1, 8) and rho.max() == 1 and rho.min() == 1 / 4  # 1/4 at the edges (w = 8)
+    grid = Grid((16, 24), (8, 8), (4, 4))  # the 2-D canvas: the same, with the product of both axes' weights
+    canvas = grid.canonical((3,), "feather")
+    xg = torch.randn(2, grid.n, 3, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(canvas.aggregate(xg), grid.assemble(xg, "feather"))
+    assert canvas.precision(xg).shape == (grid.n, 1, 8, 8)
+
+
+def test_feather_canonical_pull_scales_with_the_precision():
+    """Post-step, exact: each position's residual to the canvas estimate shrinks by e^{−c ρ}, ρ its precision: the
+    centre of a window is pulled harder than its edges. λ → 0 gives the feathered canvas in every window."""
+    step = STEPS[40]
+    s = SyncSDE(5.0, preset="canonical")
+    c = s.coefficient(step)
+    plain = Independent().step(XW, EW, step, WIDE_FEATHER)
+    out = s.step(XW, EW, step, WIDE_FEATHER)
+    target = FEATHER.forward(FEATHER.aggregate(plain))
+    torch.testing.assert_close(out - target, (plain - target) * torch.exp(-c * FEATHER.precision(XW)))
+    hard = SyncSDE(1e6, preset="canonical").step(XW, EW, step, WIDE_FEATHER)
+    torch.testing.assert_close(hard, target)
+    assert SyncSDE(0.0, preset="canonical").step(XW, EW, step, WIDE_FEATHER).equal(plain)

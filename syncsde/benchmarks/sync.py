@@ -2,10 +2,13 @@
 
     python -m syncsde.benchmarks.sync [--tasks wide_image,motion,mask_t2i,ambiguous] [--samples 32,32,16,16]
                                       [--configs configs/tiny] [--output_dir outputs/sync_benchmark] [--readme]
+                                      [--figure notebooks/figures/tiny_wide_methods.png]
 
 Each (task, method) runs ``syncsde predict`` on the task's embedded config (``<configs>/<task config>.yaml``) with that
 method's overrides (:data:`syncsde.compare.METHODS`, plus the faithful and the seamless SyncSDE) into
-``OUTPUT_DIR/<task>/<method>``; finished samples are skipped on a re-run. The figures, per folder:
+``OUTPUT_DIR/<task>/<method>``; finished samples are skipped on a re-run. Wide images are compared with plain
+single-window samples of the same prompts and seeds (``reference_wide.yaml`` into ``OUTPUT_DIR/wide_image/reference``).
+The figures, per folder:
 
 - **seam ratio**: the mean squared jump across the columns (wide images), frames (motion) or pixel pairs (mask T2I:
   across the mask boundary) where the output switches from one trajectory to another, over the same across all other
@@ -20,7 +23,8 @@ method's overrides (:data:`syncsde.compare.METHODS`, plus the faithful and the s
 - FID, KID and CLIP score from the folder's ``metrics.json`` (the config's ``evaluation.Metrics`` callback), seconds
   per sample from the sidecars.
 
-``--readme`` writes the table into the README (``notebooks/results/sync_benchmark.md``).
+``--readme`` writes the table into the README (``notebooks/results/sync_benchmark.md``); ``--figure`` saves the first
+four panoramas of every wide-image method side by side (:func:`syncsde.compare.grid`), the README's figure.
 """
 
 from __future__ import annotations
@@ -70,10 +74,13 @@ def option(name: str, value) -> list[str]:
     return [f"{STRATEGY}.init_args.{name}", str(value)]
 
 
-# SyncSDE variants measured on the way to the presets (``--ablation``): one option changed at a time
+# SyncSDE variants measured on the way to the presets (``--ablation``): one option changed at a time, at the config's
+# 1/λ unless the name says otherwise (the paper's explicit update diverges at the configs' 1/λ = 20, c_t > 2)
 ABLATIONS = {
     "wide_image": {
-        "paper + feather assembly": option("preset", "paper") + ["--model.init_args.assembly", "feather"],
+        "paper + feather assembly (1/λ = 5)": option("preset", "paper")
+        + option("inv_lambda", 5.0)
+        + ["--model.init_args.assembly", "feather"],
         "paper + exact correction": option("preset", "paper") + option("correction", "exact"),
         "paper + constant precision, exact": option("preset", "paper")
         + option("correction", "exact")
@@ -83,6 +90,8 @@ ABLATIONS = {
         "canonical, linear fade": option("preset", "canonical") + option("schedule_floor", 0.0),
         "canonical, 1/λ = 5": option("preset", "canonical") + option("inv_lambda", 5.0),
         "canonical, 1/λ = 100": option("preset", "canonical") + option("inv_lambda", 100.0),
+        "canonical, feathered precision": option("preset", "canonical")
+        + ["--model.init_args.canonical_blend", "feather", "--model.init_args.assembly", "feather"],
     },
     "motion": {
         "paper + exact correction": option("preset", "paper") + option("correction", "exact"),
@@ -103,6 +112,12 @@ def methods(task: str, config: dict, ablation: bool = False) -> dict[str, list[s
     return out
 
 
+def slug(method: str) -> str:
+    """The method's folder name, also its name for ``--methods``: ``syncsde (canonical, 1/λ = 20)`` →
+    ``syncsde_canonical_inv_lambda_20``."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", method.replace("1/λ =", "inv_lambda")).strip("_")
+
+
 def sample_overrides(config: dict, samples: int) -> list[str]:
     """Data overrides giving at least ``samples`` samples (each record repeated)."""
     init = config["data"]["init_args"]
@@ -116,7 +131,8 @@ def sample_overrides(config: dict, samples: int) -> list[str]:
     return [f"--data.init_args.{key}", str(math.ceil(samples / len(records)))]
 
 
-def predict(args: list[str]) -> None:
+def run(args: list[str]) -> None:
+    """``syncsde ARGS`` in this process."""
     from syncsde.cli import main as syncsde_main
 
     print("syncsde.benchmarks.sync: syncsde " + " ".join(args), file=sys.stderr)
@@ -254,6 +270,13 @@ def ambiguous_figures(folder: Path, clip_model: str) -> dict:
     return {"worst_reading_clip": float(np.mean(worst))}
 
 
+def has_metrics(config: dict) -> bool:
+    """Whether the config measures its outputs (an ``evaluation.Metrics`` callback)."""
+    from syncsde.evaluate import METRICS_CLASSES
+
+    return any(c.get("class_path") in METRICS_CLASSES for c in config.get("trainer", {}).get("callbacks") or [])
+
+
 def metrics_of(folder: Path) -> dict:
     path = folder / "metrics.json"
     if not path.is_file():
@@ -304,7 +327,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default=",".join(CONFIGS))
     ap.add_argument("--samples", default=None, help="per task, comma-separated (default 32,32,16,16)")
-    ap.add_argument("--methods", default=None, help="comma-separated subset (default: every applicable method)")
+    ap.add_argument("--methods", default=None, help="comma-separated folder names (default: every applicable method)")
     ap.add_argument(
         "--configs", default="configs/tiny", help="folder of the task configs (wide.yaml, motion.yaml, ...)"
     )
@@ -312,34 +335,43 @@ def main(argv=None) -> dict:
     ap.add_argument("--name", default=None, help="results name (default sync_benchmark, or sync_ablation)")
     ap.add_argument("--ablation", action="store_true", help="SyncSDE variants one option at a time (wide, motion)")
     ap.add_argument("--readme", action="store_true", help="write the table into the README")
+    ap.add_argument("--figure", default=None, help="save a grid of the first 4 wide images of every method to this PNG")
     args, rest = ap.parse_known_args(argv)
     tasks = args.tasks.split(",")
     unknown = [t for t in tasks if t not in CONFIGS]
     if unknown:
         raise SystemExit(f"syncsde.benchmarks.sync: unknown task(s) {unknown}; choose from {', '.join(CONFIGS)}")
     counts = dict(zip(tasks, map(int, args.samples.split(",")))) if args.samples else DEFAULT_SAMPLES
+    from syncsde.evaluate import evaluate_folder
+
     out = Path(args.output_dir)
     results: dict[str, dict] = {}
     configs = {t: str(Path(args.configs) / CONFIGS[t]) for t in tasks}
     for task in tasks:
         config = yaml.safe_load(Path(configs[task]).read_text())
         n = counts.get(task, DEFAULT_SAMPLES[task])
-        reference = None
-        if task in REFERENCE:
+        reference, metrics_reference = None, []
+        if task in REFERENCE:  # the benchmark's own reference run: the same sample ids as the methods' runs
             ref_path = str(Path(args.configs) / REFERENCE[task])
             ref_config = yaml.safe_load(Path(ref_path).read_text())
-            reference = Path(ref_config["output_dir"])
-            predict(["predict", "--config", ref_path, *sample_overrides(ref_config, n), *rest])
+            reference = out / task / "reference"
+            run(
+                ["predict", "--config", ref_path, *sample_overrides(ref_config, n)]
+                + ["--output_dir", str(reference), *rest]
+            )
+            metrics_reference = ["--trainer.callbacks.init_args.reference", str(reference)]
         chosen = methods(task, config, args.ablation)
         if args.methods:
-            chosen = {m: v for m, v in chosen.items() if m in args.methods.split(",")}
-        results[task] = {}
+            chosen = {m: v for m, v in chosen.items() if slug(m) in args.methods.split(",")}
+        results[task], folders = {}, {}
         for method, switch in chosen.items():
-            folder = out / task / re.sub(r"[^A-Za-z0-9.=-]+", "_", method).strip("_")
-            predict(
-                ["predict", "--config", configs[task], *switch, *sample_overrides(config, n)]
+            folder = folders[method] = out / task / slug(method)
+            run(
+                ["predict", "--config", configs[task], *switch, *sample_overrides(config, n), *metrics_reference]
                 + ["--output_dir", str(folder), *rest]
             )
+            if has_metrics(config):  # every sample in the folder (an earlier run's too), by today's metrics code
+                evaluate_folder(folder, reference=None if reference is None else str(reference))
             recs = samples(folder)
             row = {"num_samples": len(recs), "seconds": float(np.mean([s["seconds"] for s in recs]))}
             if task == "wide_image":
@@ -354,6 +386,11 @@ def main(argv=None) -> dict:
             row.update(metrics_of(folder))
             results[task][method] = row
             print(f"{task} {method}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()), file=sys.stderr)
+        if args.figure and task == "wide_image":
+            from syncsde.compare import grid
+            from syncsde.io import save_png
+
+            save_png(Path(args.figure), grid(folders, rows=4))
     markdown = to_markdown(results)
     print(markdown)
     from syncsde.io import save_json

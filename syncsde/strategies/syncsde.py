@@ -134,7 +134,9 @@ class SyncSDE(Strategy):
                 raise InputError(
                     "correlation: canonical needs a task with a canonical space (wide image, motion, mesh, ambiguous)"
                 )
-            return out - self.gain(c, 1.0) * (source - canon.forward_onto(canon.aggregate(source), source))
+            rho = canon.precision(source)
+            residual = source - canon.forward_onto(canon.aggregate(source), source)
+            return out - (self.gain(c, 1.0) if rho is None else self.gain(c, rho) * rho) * residual
         new = out.clone()
         for i, couplings in by_target(problem.couplings).items():
             residual, weight = pull(source[:, i], new if self.target == "post_step" else x, couplings)
