@@ -18,7 +18,8 @@ three things (:class:`syncsde.geometry.Geometry`): ``couplings()``, ``canonical(
 
 from __future__ import annotations
 
-from typing import Literal
+import copy
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor
@@ -60,6 +61,14 @@ class CropCanonical(Canonical):
 
     def aggregate(self, x: Tensor) -> Tensor:
         return scatter_sum(x, self.columns, self.length) / self.count.to(x)
+
+    def subset(self, index: Sequence[int]) -> CropCanonical:
+        """The same canonical variable seen by the windows ``index`` only (window-parallel sampling,
+        :mod:`syncsde.parallel`): ``aggregate`` is exact wherever all the windows covering a position are among them
+        (the same sum, in the same order, divided by the whole count), ``forward`` crops only those windows."""
+        sub = copy.copy(self)
+        sub.columns = self.columns[list(index)]
+        return sub
 
 
 class Windows:
