@@ -23,6 +23,7 @@ set up (gloo on CPU, NCCL on GPU). A process that stops mid-sample makes the oth
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -57,7 +58,7 @@ class WindowSplit:
         groups = self.check(n, window_batch, world)
         bounds = [min(n, (r * groups // world) * window_batch) for r in range(world + 1)]
         self.owned = [range(bounds[r], bounds[r + 1]) for r in range(world)]
-        self.rank, self.world, self.n = rank, world, n
+        self.rank, self.world, self.n, self.reads = rank, world, n, reads
         self.needs = [halo(problem, reads, own) for own in self.owned]  # per process: {trajectory: positions}
         self.own = self.owned[rank]
         self.local = sorted({*self.own, *self.needs[rank]})
@@ -91,6 +92,15 @@ class WindowSplit:
         return replace(problem, num_trajectories=len(self.local), couplings=couplings, canonical=canonical)
 
     # -- messages ----------------------------------------------------------------------------------------------
+    def complete(self, x: Tensor, own_eps: Tensor, what: str) -> tuple[Tensor, Tensor]:
+        """One step's exchange: the local states ``x`` and the local ε (the own ones ``own_eps``), with the halo's
+        states — and ε, where the strategy reads them — from their owners (the halo's ε are 0 otherwise)."""
+        eps = own_eps.new_zeros(x.shape[0], x.shape[1], *own_eps.shape[2:])
+        eps[:, self.own_slice] = own_eps
+        if self.reads.eps or self.reads.everything:
+            return self.exchange(x, eps, what=what)
+        return self.exchange(x, what=what)[0], eps
+
     def exchange(self, *values: Tensor, what: str = "step") -> tuple[Tensor, ...]:
         """Fill the halo entries of local tensors (B, len(local), ...) with their owners' values, sending ours; the
         halo positions nobody sends are zero."""
@@ -110,7 +120,7 @@ class WindowSplit:
                 recvs[q] = (into, values[0].new_empty(size))
         self._talk(sends, {q: buf for q, (_, buf) in recvs.items()}, what)
         self.traffic.step_bytes.append(sum(t.numel() * t.element_size() for t in sends.values()))
-        for q, (into, buf) in recvs.items():
+        for into, buf in recvs.values():
             offset = 0
             for v in values:
                 for j, pos in into:
@@ -146,11 +156,11 @@ class WindowSplit:
             for work in dist.batch_isend_irecv(ops):
                 work.wait()
         except (RuntimeError, dist.DistError) as e:
-            peers = sorted({*sends, *recvs})
+            peers = ", ".join(map(str, sorted({*sends, *recvs})))
+            reason = re.sub(r"\[[^\]]*\]", "", str(e).splitlines()[0]).split(". ")[0].strip()
             raise ProcessLost(
-                f"parallel: windows: process {self.rank} lost contact with process(es) {peers} during {what} "
-                f"({str(e).splitlines()[0][:120]}); the run stops without writing this sample, and rerunning the same "
-                "command regenerates it whole"
+                f"parallel: windows: process {self.rank} lost contact with process {peers} during {what} ({reason}); "
+                "the run stops without writing this sample, and rerunning the same command regenerates it whole"
             ) from None
 
 

@@ -51,16 +51,14 @@ def sample(
     x = x_T[:, local]
     noise_fn = noise if generators is not None else None
     if split is not None:
-        problem, reads = split.restrict(problem), strategy.reads()
+        problem = split.restrict(problem)
     for step in progress_steps(schedule.steps, "steps", progress):
         x = strategy.before_denoise(x, step, problem, noise_fn)
         if split is None:
             eps = denoise(x, step).to(x_T.dtype)
         else:  # the own trajectories' ε; the halo's states (and ε, if the strategy reads them) from their owners
             own = denoise(x[:, split.own_slice], step).to(x_T.dtype)
-            eps = own.new_zeros(x.shape[0], x.shape[1], *own.shape[2:])
-            eps[:, split.own_slice] = own
-            x, eps = split.exchange(x, eps) if reads.eps or reads.everything else (split.exchange(x)[0], eps)
+            x, eps = split.complete(x, own, f"step {step.index + 1} of {len(schedule.steps)}")
         x = strategy.step(x, eps, step, problem, noise_fn).to(x_T.dtype)
     return x if split is None else split.gather(x)
 

@@ -157,6 +157,7 @@ class SyncTask(LightningModule):
             "guidance_scale": self.guidance_scale,
             "negative_prompt": self.negative_prompt,
             "backbone": self.backbone.name,
+            "window_batch": self.window_batch or (1 if self.parallel == "windows" else None),
             **self.describe(),
         }
 
