@@ -24,6 +24,7 @@ set up (gloo on CPU, NCCL on GPU). A process that stops mid-sample makes the oth
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -40,10 +41,12 @@ class ProcessLost(SyncSDEError):
 
 @dataclass
 class Traffic:
-    """Bytes this process sent, per step exchange and in the final gather."""
+    """What this process sent: bytes per step exchange and in the final gather, and the seconds it spent in
+    exchanges (waiting for its peers included)."""
 
     step_bytes: list[int] = field(default_factory=list)
     gather_bytes: int = 0
+    seconds: float = 0.0
 
 
 class WindowSplit:
@@ -152,9 +155,11 @@ class WindowSplit:
         ops += [dist.P2POp(dist.isend, t.contiguous(), q) for q, t in sends.items()]
         if not ops:
             return
+        start = time.perf_counter()
         try:
             for work in dist.batch_isend_irecv(ops):
                 work.wait()
+            self.traffic.seconds += time.perf_counter() - start
         except (RuntimeError, dist.DistError) as e:
             peers = ", ".join(map(str, sorted({*sends, *recvs})))
             reason = re.sub(r"\[[^\]]*\]", "", str(e).splitlines()[0]).split(". ")[0].strip()
