@@ -138,9 +138,9 @@ def main(argv=None) -> None:
             "|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
-            f"Embedded tiny model (32-px windows, stride 8 px), one sample, {args.steps} DDIM steps, one torch thread per "
-            "process, gloo. Measured on a machine with 2 CPU cores shared with other jobs: time ratios are indicative. "
-            "`python -m syncsde.benchmarks.parallel`",
+            f"Embedded tiny model (32-px windows, stride 8 px), one sample, {args.steps} DDIM steps, one torch thread "
+            "per process, gloo. Measured on a machine with 2 CPU cores shared with other jobs: time ratios are "
+            "indicative. `python -m syncsde.benchmarks.parallel`",
         ]
     )
     print(table)
