@@ -33,8 +33,8 @@ def sample(
     result depends only on its own generator, never on the batch it shares.
 
     The state keeps x_T's dtype: the network output is cast to it, and so is each step's result. float16 is the
-    official code's sampler state (``--use_float_16``, README "Differences from the official code"); the network
-    itself runs in the backbone's dtype either way.
+    official code's sampler state (``--use_float_16``: latents and the correction in half precision, README
+    "Differences from the official code"); the network itself runs in the backbone's dtype either way.
 
     With a :class:`~syncsde.parallel.WindowSplit` this process runs its share of the trajectories: ``denoise``
     receives only its own ones (B, len(own), ...), the halo it reads comes from the other processes once per step,

@@ -66,6 +66,9 @@ def worker(rank: int, world: int, port: int, plan: list, steps: int, out: str) -
 
     import torch.distributed as dist
 
+    from syncsde.cli import quiet
+
+    quiet()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -97,6 +100,9 @@ def main(argv=None) -> None:
     p.add_argument("--windows", nargs="+", default=["13", "49", "193", "7x7"], help="window counts (or 7x7)")
     p.add_argument("--no-readme", action="store_true", help="print only; do not write the results file and README")
     args = p.parse_args(argv)
+    from syncsde.cli import quiet
+
+    quiet()
     torch.set_num_threads(1)
     plan = [(w, s) for w in args.windows for s in STRATEGIES]
     single = {}
