@@ -7,9 +7,11 @@ The embedded tiny model (32-px pixel-space windows, stride 8 px), one sample, DD
 per process; the two processes talk through ``torch.distributed`` (gloo), as under ``--trainer.strategy ddp``. Per
 configuration, in one run: the unsplit run (``parallel: samples``, all windows in one network call per step), the
 same on one process in calls of one window (``window_batch: 1``, the grouping ``parallel: windows`` uses), and 2
-processes. Time per step = sampling time / steps (after a warm-up), on process 0. Bytes per step = what all processes
-sent in one step's exchange (states, and ε where the strategy reads them). The split result is checked to be
-bitwise that of one process with the same grouping.
+processes. Time per step = sampling time / steps after a one-step warm-up (wall on process 0; CPU of the busiest
+process). Bytes per step = what all processes sent in one step's exchange (states, and ε where the strategy reads
+them); "exchange alone" = the median time of those messages with both processes waiting for them (a barrier first),
+i.e. the cost of the exchange without the waiting for a slower peer. The split result is checked to be bitwise that
+of one process with the same grouping.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import socket
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,6 +31,9 @@ STRATEGIES = {
     "SyncSDE canonical (tiny config)": ("SyncSDE", dict(inv_lambda=20.0, preset="canonical")),
     "SyncTweedies (x̂₀ averaging)": ("SyncTweedies", dict(case=2)),
 }
+
+
+BATCH = [{"prompt": "a sunny day over grass with mountains", "sample_id": 0, "seed": 0}]
 
 
 def geometry(windows: int | str) -> dict:
@@ -50,20 +56,33 @@ def make_task(strategy: str, size: dict, **options):
     )  # fmt: skip
 
 
-def measure(task, steps: int) -> tuple[float, torch.Tensor]:
-    """Seconds per step of one sample (after a one-step warm-up), and its trajectories."""
-    batch = [{"prompt": "a sunny day over grass with mountains", "sample_id": 0, "seed": 0}]
+def measure(task, steps: int) -> tuple[float, float, torch.Tensor]:
+    """Wall and CPU seconds per step of one sample (after a one-step warm-up), and its trajectories."""
     task.num_inference_steps = 1
-    task.trajectories(batch)
+    task.trajectories(BATCH)
     task.num_inference_steps = steps
-    start = time.perf_counter()
-    x0 = task.trajectories(batch)
-    return (time.perf_counter() - start) / steps, x0
+    wall, cpu = time.perf_counter(), time.process_time()
+    x0 = task.trajectories(BATCH)
+    return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps, x0
+
+
+def exchange_alone(task, repeats: int = 20) -> float:
+    """Median seconds of one step's exchange with both processes at it (a barrier first): the messages alone."""
+    import torch.distributed as dist
+
+    split = task.window_split(task.problem(BATCH))
+    shape = (1, len(split.local), task.backbone.channels, task.w, task.w)
+    x, own = torch.zeros(shape), torch.zeros(1, len(split.own), *shape[2:])
+    times = []
+    for _ in range(repeats):
+        dist.barrier()
+        start = time.perf_counter()
+        split.complete(x, own, "the benchmark")
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def worker(rank: int, world: int, port: int, plan: list, steps: int, out: str) -> None:
-    import warnings
-
     import torch.distributed as dist
 
     from syncsde.cli import quiet
@@ -76,11 +95,13 @@ def worker(rank: int, world: int, port: int, plan: list, steps: int, out: str) -
     for key in plan:
         windows, strategy = key
         task = make_task(strategy, geometry(windows), parallel="windows")
-        seconds, x0 = measure(task, steps)
-        t = task.traffic
-        sent = torch.tensor([statistics.mean(t.step_bytes) if t.step_bytes else 0.0, t.seconds / steps])
-        dist.all_reduce(sent[:1])  # bytes per step, all processes together
-        results[key] = dict(seconds=seconds, bytes=float(sent[0]), exchange=float(sent[1]), x0=x0)
+        wall, cpu, x0 = measure(task, steps)
+        sent = torch.tensor([statistics.mean(task.traffic.step_bytes) if task.traffic.step_bytes else 0.0])
+        dist.all_reduce(sent)  # bytes per step, all processes together
+        busiest = torch.tensor([cpu])
+        dist.all_reduce(busiest, dist.ReduceOp.MAX)
+        alone = exchange_alone(task)
+        results[key] = dict(wall=wall, cpu=float(busiest), bytes=float(sent), exchange=alone, x0=x0)
     if rank == 0:
         torch.save(results, out)
     dist.destroy_process_group()
@@ -105,13 +126,14 @@ def main(argv=None) -> None:
     quiet()
     torch.set_num_threads(1)
     plan = [(w, s) for w in args.windows for s in STRATEGIES]
+    warnings.filterwarnings("ignore", message="SyncSDE coefficient")  # few steps: c_t > 2 (timing only)
     single = {}
     for key in plan:
         windows, strategy = key
-        unsplit = measure(make_task(strategy, geometry(windows)), args.steps)[0]
-        grouped, x0 = measure(make_task(strategy, geometry(windows), window_batch=1), args.steps)
-        single[key] = dict(unsplit=unsplit, grouped=grouped, x0=x0)
-        print(f"1 process: {windows} windows, {strategy}: {unsplit:.3f} s/step (one call), {grouped:.3f} (by window)")
+        wall, cpu, _ = measure(make_task(strategy, geometry(windows)), args.steps)
+        grouped, grouped_cpu, x0 = measure(make_task(strategy, geometry(windows), window_batch=1), args.steps)
+        single[key] = dict(wall=wall, cpu=cpu, grouped=grouped, grouped_cpu=grouped_cpu, x0=x0)
+        print(f"1 process: {windows} windows, {strategy}: {wall:.3f} s/step (one call), {grouped:.3f} (by window)")
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "split.pt")
         mp.spawn(worker, (2, free_port(), plan, args.steps, out), nprocs=2)
@@ -121,32 +143,39 @@ def main(argv=None) -> None:
         windows, strategy = key
         one, two = single[key], split[key]
         same = torch.equal(one["x0"], two["x0"])
-        per_window = one["unsplit"] / (49 if windows == "7x7" else int(windows))
+        n = 49 if windows == "7x7" else int(windows)
         label = "7 × 7 canvas" if windows == "7x7" else f"{windows} wide"
         rows.append(
-            f"| {label} | {strategy} | {two['bytes'] / 1024:.1f} KiB | {one['unsplit']:.3f} | {one['grouped']:.3f} "
-            f"| {two['seconds']:.3f} | {one['unsplit'] / two['seconds']:.2f}× | {two['exchange'] * 1000:.1f} ms "
-            f"| {per_window * 1000:.1f} ms | {'yes' if same else 'NO'} |"
+            f"| {label} | {strategy} | {two['bytes'] / 1024:.1f} KiB | {two['exchange'] * 1000:.2f} ms "
+            f"| {one['wall'] / n * 1000:.1f} ms | {one['wall']:.2f} / {one['grouped']:.2f} / {two['wall']:.2f} "
+            f"| {one['cpu']:.2f} / {one['grouped_cpu']:.2f} / {two['cpu']:.2f} "
+            f"({two['cpu'] / one['grouped_cpu']:.2f}×) | {'yes' if same else 'NO'} |"
         )
         data[f"{windows} {strategy}"] = {
+            "windows": n,
             "bytes_per_step": two["bytes"],
-            "unsplit_s_per_step": one["unsplit"],
-            "one_process_by_window_s_per_step": one["grouped"],
-            "two_processes_s_per_step": two["seconds"],
-            "exchange_s_per_step": two["exchange"],
+            "exchange_alone_s": two["exchange"],
+            "unsplit_s_per_step": one["wall"],
+            "one_process_window_batch_1_s_per_step": one["grouped"],
+            "one_process_window_batch_1_cpu_s_per_step": one["grouped_cpu"],
+            "two_processes_s_per_step": two["wall"],
+            "unsplit_cpu_s_per_step": one["cpu"],
+            "two_processes_busiest_cpu_s_per_step": two["cpu"],
             "bitwise_identical": same,
         }
     table = "\n".join(
         [
-            "| windows | strategy | exchanged per step | unsplit s/step (one call) | 1 process s/step (window_batch 1) "
-            "| 2 processes s/step | speed-up vs unsplit | exchange per step (process 0) | denoiser per window "
-            "| bitwise = 1 process |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| windows | strategy | exchanged per step (all processes) | exchange alone | unsplit time per window "
+            "| s/step: unsplit (one call) / 1 process, window_batch 1 / 2 processes "
+            "| CPU s/step: the same three (busiest process; × the window_batch 1 run) | bitwise = 1 process |",
+            "|---|---|---|---|---|---|---|---|",
             *rows,
             "",
-            f"Embedded tiny model (32-px windows, stride 8 px), one sample, {args.steps} DDIM steps, one torch thread "
-            "per process, gloo. Measured on a machine with 2 CPU cores shared with other jobs: time ratios are "
-            "indicative. `python -m syncsde.benchmarks.parallel`",
+            f"Embedded tiny model (32-px windows, stride 8 px, 3 channels), one sample, {args.steps} DDIM steps, one "
+            "torch thread per process, gloo on one machine. Exchange alone: the median of one step's messages with "
+            "both processes at it. Wall times were measured on a machine with 2 CPU cores shared with other jobs, so "
+            "the wall-time ratios are indicative only; CPU seconds show how the work divides. "
+            "`python -m syncsde.benchmarks.parallel`",
         ]
     )
     print(table)
