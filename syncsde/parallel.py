@@ -24,8 +24,7 @@ set up (gloo on CPU, NCCL on GPU). A process that stops mid-sample makes the oth
 from __future__ import annotations
 
 import re
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -37,16 +36,6 @@ from syncsde.strategies.base import Reads
 
 class ProcessLost(SyncSDEError):
     """A process of a window-parallel run stopped answering."""
-
-
-@dataclass
-class Traffic:
-    """What this process sent: bytes per step exchange and in the final gather, and the seconds it spent in
-    exchanges (waiting for its peers included)."""
-
-    step_bytes: list[int] = field(default_factory=list)
-    gather_bytes: int = 0
-    seconds: float = 0.0
 
 
 class WindowSplit:
@@ -68,7 +57,7 @@ class WindowSplit:
         self.where = {j: k for k, j in enumerate(self.local)}
         start = self.where[self.own.start]
         self.own_slice = slice(start, start + len(self.own))
-        self.traffic = Traffic()
+        self.step_bytes: list[int] = []  # what this process sent in each step's exchange
 
     @staticmethod
     def check(n: int, window_batch: int, world: int) -> int:
@@ -122,7 +111,7 @@ class WindowSplit:
                 size = sum(pick(v[:, self.where[j]], pos).numel() for v in values for j, pos in into)
                 recvs[q] = (into, values[0].new_empty(size))
         self._talk(sends, {q: buf for q, (_, buf) in recvs.items()}, what)
-        self.traffic.step_bytes.append(sum(t.numel() * t.element_size() for t in sends.values()))
+        self.step_bytes.append(sum(t.numel() * t.element_size() for t in sends.values()))
         for into, buf in recvs.values():
             offset = 0
             for v in values:
@@ -140,9 +129,7 @@ class WindowSplit:
         if self.world == 1:
             return own
         if self.rank != 0:
-            payload = own.contiguous().flatten()
-            self.traffic.gather_bytes += payload.numel() * payload.element_size()
-            self._talk({0: payload}, {}, "the final gather")
+            self._talk({0: own.contiguous().flatten()}, {}, "the final gather")
             return None
         bufs = {q: x.new_empty(x.shape[0], len(self.owned[q]), *x.shape[2:]) for q in range(1, self.world)}
         self._talk({}, {q: b.view(-1) for q, b in bufs.items()}, "the final gather")
@@ -155,11 +142,9 @@ class WindowSplit:
         ops += [dist.P2POp(dist.isend, t.contiguous(), q) for q, t in sends.items()]
         if not ops:
             return
-        start = time.perf_counter()
         try:
             for work in dist.batch_isend_irecv(ops):
                 work.wait()
-            self.traffic.seconds += time.perf_counter() - start
         except (RuntimeError, dist.DistError) as e:
             peers = ", ".join(map(str, sorted({*sends, *recvs})))
             reason = re.sub(r"\[[^\]]*\]", "", str(e).splitlines()[0]).split(". ")[0].strip()
@@ -215,10 +200,7 @@ def halo(problem: SyncProblem, reads: Reads, own: range) -> dict[int, Positions 
             needed |= {j for j in range(n) if j not in own and bool(covered[columns[j]].any())}
     elif reads.canonical:
         needed |= {j for j in range(n) if j not in own}
-    out: dict[int, Tensor | None] = {}
-    for j in sorted(needed):
-        if covered is None:
-            out[j] = None
-            continue
-        out[j] = Positions(covered[columns[j]].nonzero().flatten(), columns.shape[1])
-    return out
+    return {
+        j: None if covered is None else Positions(covered[columns[j]].nonzero().flatten(), columns.shape[1])
+        for j in sorted(needed)
+    }

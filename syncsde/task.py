@@ -20,7 +20,7 @@ from torch import Tensor
 from syncsde.backbones.base import Backbone, Conditioning, guided_eps, take_rows
 from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError
-from syncsde.parallel import Traffic, WindowSplit
+from syncsde.parallel import WindowSplit
 from syncsde.sampler import sample, sample_generator
 from syncsde.schedule import Schedule
 from syncsde.strategies.base import Strategy
@@ -121,7 +121,7 @@ class SyncTask(LightningModule):
         self.max_batch = max_batch
         self.progress = progress
         self.parallel, self.window_batch = parallel, window_batch
-        self.traffic: Traffic | None = None  # what this process sent in its last window-parallel sampling
+        self.split: WindowSplit | None = None  # the last sampling's share of the windows (parallel: windows)
 
     # -- what a task states -------------------------------------------------------------------------------
     def trajectory_prompts(self, batch: Sequence[dict]) -> list[list[str | tuple[str, str]]]:
@@ -236,7 +236,7 @@ class SyncTask(LightningModule):
             return torch.cat(parts, 1)
 
         schedule = self.schedule(x_T.shape[2:])
-        self.traffic = split.traffic if split is not None else None
+        self.split = split
         x0 = sample(denoise, x_T, schedule, self.strategy, problem, generators, self.progress, split)
         return None if x0 is None else x0.float()
 

@@ -70,7 +70,7 @@ def exchange_alone(task, repeats: int = 20) -> float:
     """Median seconds of one step's exchange with both processes at it (a barrier first): the messages alone."""
     import torch.distributed as dist
 
-    split = task.window_split(task.problem(BATCH))
+    split = task.split
     shape = (1, len(split.local), task.backbone.channels, task.w, task.w)
     x, own = torch.zeros(shape), torch.zeros(1, len(split.own), *shape[2:])
     times = []
@@ -96,7 +96,7 @@ def worker(rank: int, world: int, port: int, plan: list, steps: int, out: str) -
         windows, strategy = key
         task = make_task(strategy, geometry(windows), parallel="windows")
         wall, cpu, x0 = measure(task, steps)
-        sent = torch.tensor([statistics.mean(task.traffic.step_bytes) if task.traffic.step_bytes else 0.0])
+        sent = torch.tensor([statistics.mean(task.split.step_bytes) if task.split.step_bytes else 0.0])
         dist.all_reduce(sent)  # bytes per step, all processes together
         busiest = torch.tensor([cpu])
         dist.all_reduce(busiest, dist.ReduceOp.MAX)
