@@ -32,6 +32,8 @@ STRATEGIES = {
     "syncsde": lambda: SyncSDE(5.0),
     "syncsde-canonical": lambda: SyncSDE(20.0, preset="canonical"),
     "syncsde-chain": lambda: SyncSDE(5.0, preset="chain"),  # reads every trajectory (post-step, in order)
+    "syncsde-exact": lambda: SyncSDE(5.0, correction="exact", schedule_floor=1.0),  # couplings, pre-step, pull()
+    "syncsde-canonical-pre-step": lambda: SyncSDE(5.0, correlation="canonical", target="pre_step"),
     "synctweedies": lambda: SyncTweedies(2),
     "synctweedies-canonical-x0": lambda: SyncTweedies(5),
     "multidiffusion": lambda: MultiDiffusion(),
