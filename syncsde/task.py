@@ -158,7 +158,7 @@ class SyncTask(LightningModule):
             "guidance_scale": self.guidance_scale,
             "negative_prompt": self.negative_prompt,
             "backbone": self.backbone.name,
-            "window_batch": self.window_batch or (1 if self.parallel == "windows" else None),
+            "window_batch": self.call_group,
             **self.describe(),
         }
 
@@ -171,6 +171,11 @@ class SyncTask(LightningModule):
     def native_size(self) -> int:
         """The backbone's native output size in pixels (512 for SD-2-base, 64 for IF stage I)."""
         return self.backbone.sample_size * self.backbone.scale_factor
+
+    @property
+    def call_group(self) -> int | None:
+        """Trajectories per network call (``window_batch``; one under ``parallel: windows`` unless set; None: all)."""
+        return self.window_batch or (1 if self.parallel == "windows" else None)
 
     @property
     def state_dtype(self) -> torch.dtype:
@@ -202,7 +207,7 @@ class SyncTask(LightningModule):
         return cond, uncond
 
     @torch.no_grad()
-    def trajectories(self, batch: Sequence[dict], x_T: Tensor | None = None) -> Tensor:
+    def trajectories(self, batch: Sequence[dict], x_T: Tensor | None = None) -> Tensor | None:
         """Synchronized sampling of all trajectories of a batch: x_T (B, N, ...) → x_0 (float32, whatever the sampler
         state's dtype). ``x_T`` overrides the initial noise seeded from (seed, sample_id). With ``parallel: windows``
         on several processes, process 0 gets x_0 and the others None."""
@@ -221,7 +226,7 @@ class SyncTask(LightningModule):
         B, N = x_T.shape[:2]
         split = self.window_split(problem)
         rows = split.own if split is not None else range(N)  # the trajectories this process denoises
-        group = self.window_batch or (1 if self.parallel == "windows" else N)
+        group = self.call_group or N
 
         def denoise(x: Tensor, step) -> Tensor:  # x: (B, len(rows), ...), called in fixed groups of trajectories
             parts = []
@@ -249,12 +254,12 @@ class SyncTask(LightningModule):
             rank, world = trainer.global_rank, trainer.world_size
         else:  # plain Python: the default process group, if one is set up
             rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        return WindowSplit(problem, self.strategy.reads(), rank, world, self.window_batch or 1)
+        return WindowSplit(problem, self.strategy.reads(), rank, world, self.call_group)
 
     def check_processes(self, processes: int, todo: Sequence[dict]) -> None:
         """Before any process is launched: stop a run whose work cannot be shared by ``processes`` processes."""
         if self.parallel == "windows":
-            WindowSplit.check(self.problem(todo[:1]).num_trajectories, self.window_batch or 1, processes)
+            WindowSplit.check(self.problem(todo[:1]).num_trajectories, self.call_group, processes)
         elif len(todo) < processes:
             raise InputError(
                 f"{len(todo)} sample(s) to generate on {processes} processes; use --trainer.devices {len(todo)} or "
