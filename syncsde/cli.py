@@ -145,6 +145,13 @@ TYPE_WORDS = {
 }
 
 
+# options that only some classes take: where to find them
+OPTION_HINTS = {
+    key: "parallel: windows and window_batch are options of tasks.WideImage, whose trajectories are windows of one "
+    "canvas; other tasks split samples over processes"
+    for key in ("parallel", "window_batch")
+}
+
 NOISE = ("Given value", "Subtypes:", "Errors:", "Does not validate", "Expected a <class 'NoneType'>")
 
 
@@ -169,7 +176,8 @@ def parser_error(text: str) -> str:
         owner = classes[-1] if classes else "this class"
         top = keys[0] if keys else "model"
         name = f"{option}.init_args.{m[1]}" if option else f"--{m[1]}"
-        return f"{name} is not an option of {owner}; `syncsde predict --{top}.help {owner}` lists them"
+        hint = f" ({OPTION_HINTS[m[1]]})" if m[1] in OPTION_HINTS else ""
+        return f"{name} is not an option of {owner}{hint}; `syncsde predict --{top}.help {owner}` lists them"
     if m := re.match(r"Expected a typing\.Literal\[(.*)\]", reason):
         reason = f"got {given if given is not None else 'another value'}; choose one of {m[1]}"
     if m := re.match(r"(?:Expected a <class '(\w+)'>|Not of type (\w+))[.:]", reason):

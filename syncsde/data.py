@@ -106,7 +106,8 @@ class SampleDataModule(LightningDataModule):
     def predict_dataloader(self):
         todo = self.pending()
         world = self.trainer.world_size if self.trainer is not None else 1
-        if len(todo) < world:
+        shared = getattr(getattr(self.trainer, "lightning_module", None), "parallel", "samples") == "windows"
+        if len(todo) < world and not shared:  # parallel: windows: every process works on every sample
             raise InputError(
                 f"{len(todo)} sample(s) to generate on {world} processes; use --trainer.devices {max(len(todo), 1)}"
             )

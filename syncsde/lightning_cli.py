@@ -200,11 +200,7 @@ def prepare_output(trainer, model, datamodule, out: Path, overwrite: bool, confi
             file=sys.stderr,
         )
         sys.exit(0)
-    processes = trainer.num_devices * trainer.num_nodes
-    if len(todo) < processes:
-        raise InputError(
-            f"{len(todo)} sample(s) to generate on {processes} processes; use --trainer.devices {len(todo)} or fewer"
-        )
+    model.check_processes(trainer.num_devices * trainer.num_nodes, todo)
     if leader:
         if lock is None:
             try:

@@ -124,9 +124,11 @@ class SampleProgress(ProgressBar):
         self._enabled = True
 
     def on_predict_start(self, trainer, pl_module):
-        # Lightning's predict sampler gives process r the samples r, r + world, ... of the pending list
+        # Lightning's predict sampler gives process r the samples r, r + world, ... of the pending list (with
+        # parallel: windows, every process works on every sample)
         pending = len(trainer.datamodule.pending())
-        total = len(range(trainer.global_rank, pending, trainer.world_size))
+        shared = getattr(pl_module, "parallel", "samples") == "windows"
+        total = pending if shared else len(range(trainer.global_rank, pending, trainer.world_size))
         label = f"process 0 of {trainer.world_size}" if trainer.world_size > 1 else ""
         stream = sys.stderr if self._enabled and trainer.is_global_zero else _Null()
         self.reporter = Reporter(total, getattr(pl_module, "num_inference_steps", 1), label, stream, self.log_every)

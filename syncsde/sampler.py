@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from syncsde.coupling import SyncProblem
+from syncsde.parallel import WindowSplit
 from syncsde.progress import steps as progress_steps
 from syncsde.schedule import Schedule, Step, ddim_step, tweedie_x0
 from syncsde.strategies.base import Strategy
@@ -23,7 +24,8 @@ def sample(
     problem: SyncProblem,
     generators: Sequence[torch.Generator] | None = None,
     progress: bool = False,
-) -> Tensor:
+    split: WindowSplit | None = None,
+) -> Tensor | None:
     """Run all trajectories of all samples from x_T (B, N, ...) to x_0.
 
     ``denoise(x, step)`` returns the CFG-combined ε for the whole (B, N, ...) stack in one network call.
@@ -33,19 +35,32 @@ def sample(
     The state keeps x_T's dtype: the network output is cast to it, and so is each step's result. float16 is the
     official code's sampler state (``--use_float_16``: latents and the correction in half precision, README
     "Differences from the official code"); the network itself runs in the backbone's dtype either way.
+
+    With a :class:`~syncsde.parallel.WindowSplit` this process runs its share of the trajectories: ``denoise``
+    receives only its own ones (B, len(own), ...), the halo it reads comes from the other processes once per step,
+    the noise is drawn whole and sliced, and process 0 returns every trajectory's x_0 (the others None).
     """
+    local = slice(None) if split is None else split.local
 
     def noise(shape: Sequence[int] | None = None) -> Tensor:
         """Per-sample noise shaped like one sample's trajectories, or like ``shape`` (e.g. a canonical variable)."""
-        return per_sample_randn(x_T.shape[1:] if shape is None else shape, generators).to(x_T)
+        if shape is None:
+            return per_sample_randn(x_T.shape[1:], generators)[:, local].to(x_T)
+        return per_sample_randn(shape, generators).to(x_T)
 
-    x = x_T
+    x = x_T[:, local]
     noise_fn = noise if generators is not None else None
+    if split is not None:
+        problem = split.restrict(problem)
     for step in progress_steps(schedule.steps, "steps", progress):
         x = strategy.before_denoise(x, step, problem, noise_fn)
-        eps = denoise(x, step).to(x_T.dtype)
+        if split is None:
+            eps = denoise(x, step).to(x_T.dtype)
+        else:  # the own trajectories' ε; the halo's states (and ε, if the strategy reads them) from their owners
+            own = denoise(x[:, split.own_slice], step).to(x_T.dtype)
+            x, eps = split.complete(x, own, f"step {step.index + 1} of {len(schedule.steps)}")
         x = strategy.step(x, eps, step, problem, noise_fn).to(x_T.dtype)
-    return x
+    return x if split is None else split.gather(x)
 
 
 def invert(denoise: Denoiser, x0: Tensor, schedule: Schedule, progress: bool = False) -> Tensor:

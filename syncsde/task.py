@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 import torch
+import torch.distributed as dist
 from jsonargparse.typing import NonNegativeFloat, PositiveInt
 from lightning import LightningModule
 from torch import Tensor
@@ -19,6 +20,7 @@ from torch import Tensor
 from syncsde.backbones.base import Backbone, Conditioning, guided_eps, take_rows
 from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError
+from syncsde.parallel import WindowSplit
 from syncsde.sampler import sample, sample_generator
 from syncsde.schedule import Schedule
 from syncsde.strategies.base import Strategy
@@ -61,9 +63,17 @@ class SyncTask(LightningModule):
             "Differences from the official code"). The network runs in the backbone's own dtype either way.
         max_batch: split the one network call per step into chunks of at most this many rows (memory); None = one call.
         progress: show a progress bar over steps.
+        parallel: how a run's processes (``--trainer.devices N --trainer.strategy ddp``) share the work: ``samples``
+            (each sample on one process) or ``windows`` (every sample on all processes, each running a contiguous
+            share of its windows and exchanging overlaps every step: :mod:`syncsde.parallel`, README "One canvas on
+            many devices"); only tasks whose trajectories are windows of one canvas support ``windows``.
+        window_batch: trajectories per network call, in fixed groups of a sample's trajectories (each call holds
+            both guidance branches); None = all in one call, or one per call with ``parallel: windows``. The
+            network's float results depend on how many rows a call has, so bitwise equal runs need equal groups.
     """
 
     task_name = "task"
+    window_parallel = False  # whether parallel: windows applies (trajectories are windows of one canvas)
 
     def __init__(
         self,
@@ -77,8 +87,17 @@ class SyncTask(LightningModule):
         sampler_dtype: Literal["float32", "float16"] = "float32",
         max_batch: PositiveInt | None = None,
         progress: bool = True,
+        parallel: Literal["samples", "windows"] = "samples",
+        window_batch: PositiveInt | None = None,
     ):
         super().__init__()
+        if parallel not in ("samples", "windows"):
+            raise InputError(f"parallel must be samples or windows, got {parallel!r}")
+        if parallel == "windows" and not self.window_parallel:
+            raise InputError(
+                f"parallel: windows splits the windows of one canvas over processes; the {self.task_name} task has "
+                "none (the wide_image task has: wide images and 2-D canvases); use parallel: samples"
+            )
         if sampler_dtype not in SAMPLER_DTYPES:
             raise InputError(f"sampler_dtype must be one of {', '.join(SAMPLER_DTYPES)}, got {sampler_dtype!r}")
         if backbone.tasks is not None and self.task_name not in backbone.tasks:
@@ -101,6 +120,8 @@ class SyncTask(LightningModule):
         self.sampler_dtype = sampler_dtype
         self.max_batch = max_batch
         self.progress = progress
+        self.parallel, self.window_batch = parallel, window_batch
+        self.split: WindowSplit | None = None  # the last sampling's share of the windows (parallel: windows)
 
     # -- what a task states -------------------------------------------------------------------------------
     def trajectory_prompts(self, batch: Sequence[dict]) -> list[list[str | tuple[str, str]]]:
@@ -137,6 +158,7 @@ class SyncTask(LightningModule):
             "guidance_scale": self.guidance_scale,
             "negative_prompt": self.negative_prompt,
             "backbone": self.backbone.name,
+            "window_batch": self.call_group,
             **self.describe(),
         }
 
@@ -149,6 +171,11 @@ class SyncTask(LightningModule):
     def native_size(self) -> int:
         """The backbone's native output size in pixels (512 for SD-2-base, 64 for IF stage I)."""
         return self.backbone.sample_size * self.backbone.scale_factor
+
+    @property
+    def call_group(self) -> int | None:
+        """Trajectories per network call (``window_batch``; one under ``parallel: windows`` unless set; None: all)."""
+        return self.window_batch or (1 if self.parallel == "windows" else None)
 
     @property
     def state_dtype(self) -> torch.dtype:
@@ -180,12 +207,13 @@ class SyncTask(LightningModule):
         return cond, uncond
 
     @torch.no_grad()
-    def trajectories(self, batch: Sequence[dict], x_T: Tensor | None = None) -> Tensor:
+    def trajectories(self, batch: Sequence[dict], x_T: Tensor | None = None) -> Tensor | None:
         """Synchronized sampling of all trajectories of a batch: x_T (B, N, ...) → x_0 (float32, whatever the sampler
-        state's dtype). ``x_T`` overrides the initial noise seeded from (seed, sample_id)."""
+        state's dtype). ``x_T`` overrides the initial noise seeded from (seed, sample_id). With ``parallel: windows``
+        on several processes, process 0 gets x_0 and the others None."""
         return self._sample(self.prepare(batch), x_T)
 
-    def _sample(self, batch: Sequence[dict], x_T: Tensor | None) -> Tensor:
+    def _sample(self, batch: Sequence[dict], x_T: Tensor | None) -> Tensor | None:
         generators = [sample_generator(s["seed"], s["sample_id"]) for s in batch]
         if x_T is None:
             x_T = self.initial_noise(batch, generators)
@@ -195,20 +223,62 @@ class SyncTask(LightningModule):
         self.backbone.return_variance = getattr(self.strategy, "needs_variance", False) and getattr(
             self.backbone, "learned_variance", False
         )
+        B, N = x_T.shape[:2]
+        split = self.window_split(problem)
+        rows = split.own if split is not None else range(N)  # the trajectories this process denoises
+        group = self.call_group or N
 
-        def denoise(x: Tensor, step) -> Tensor:
-            eps = guided_eps(self.backbone, x.flatten(0, 1), step, cond, uncond, self.guidance_scale, self.max_batch)
-            return eps.view(*x.shape[:2], *eps.shape[1:])
+        def denoise(x: Tensor, step) -> Tensor:  # x: (B, len(rows), ...), called in fixed groups of trajectories
+            parts = []
+            for a in range(0, x.shape[1], group):
+                part = x[:, a : a + group]
+                index = [b * N + rows[a] + k for b in range(B) for k in range(part.shape[1])]
+                c, u = cond, uncond
+                if len(index) < B * N:
+                    c, u = take_rows(cond, index), None if uncond is None else take_rows(uncond, index)
+                eps = guided_eps(self.backbone, part.flatten(0, 1), step, c, u, self.guidance_scale, self.max_batch)
+                parts.append(eps.view(*part.shape[:2], *eps.shape[1:]))
+            return torch.cat(parts, 1)
 
         schedule = self.schedule(x_T.shape[2:])
-        return sample(denoise, x_T, schedule, self.strategy, problem, generators, self.progress).float()
+        self.split = split
+        x0 = sample(denoise, x_T, schedule, self.strategy, problem, generators, self.progress, split)
+        return None if x0 is None else x0.float()
+
+    def window_split(self, problem: SyncProblem) -> WindowSplit | None:
+        """This process's share of the trajectories under ``parallel: windows`` (None: all of them, no exchange)."""
+        if self.parallel != "windows":
+            return None
+        trainer = self._trainer
+        if trainer is not None:  # the processes of Lightning's strategy
+            rank, world = trainer.global_rank, trainer.world_size
+        else:  # plain Python: the default process group, if one is set up
+            rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        return WindowSplit(problem, self.strategy.reads(), rank, world, self.call_group)
+
+    def check_processes(self, processes: int, todo: Sequence[dict]) -> None:
+        """Before any process is launched: stop a run whose work cannot be shared by ``processes`` processes."""
+        if self.parallel == "windows":
+            WindowSplit.check(self.problem(todo[:1]).num_trajectories, self.call_group, processes)
+        elif len(todo) < processes:
+            raise InputError(
+                f"{len(todo)} sample(s) to generate on {processes} processes; use --trainer.devices {len(todo)} or "
+                "fewer"
+            )
+
+    def setup(self, stage: str) -> None:
+        if self.parallel == "windows":  # every process sees every sample (Trainer(use_distributed_sampler=False))
+            self.trainer._accelerator_connector.use_distributed_sampler = False
 
     @torch.no_grad()
     def run(self, batch: Sequence[dict], x_T: Tensor | None = None) -> list[SampleOutput]:
         """Sample and assemble one batch; every output carries its sidecar metadata."""
         start = time.perf_counter()
         batch = self.prepare(batch)
-        outputs = self.assemble(self._sample(batch, x_T), batch)
+        x0 = self._sample(batch, x_T)
+        if x0 is None:  # parallel: windows, a process other than 0: its share is with process 0, which writes
+            return []
+        outputs = self.assemble(x0, batch)
         seconds = (time.perf_counter() - start) / len(batch)
         common = self.settings()
         for out, s in zip(outputs, batch):

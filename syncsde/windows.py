@@ -19,7 +19,7 @@ three things (:class:`syncsde.geometry.Geometry`): ``couplings()``, ``canonical(
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor
@@ -100,6 +100,16 @@ class CropCanonical(Canonical):
         if self.weights is not None:
             moved.weights = self.weights.to(device, dtype)
         return moved
+
+    def subset(self, index: Sequence[int]) -> CropCanonical:
+        """The same canonical variable seen by the windows ``index`` only (window-parallel sampling,
+        :mod:`syncsde.parallel`): ``aggregate`` is exact wherever all the windows covering a position are among them
+        (the same sum, in the same order, divided by the whole count), ``forward`` crops only those windows."""
+        sub = copy.copy(self)
+        sub.columns = self.columns[list(index)]
+        if self.weights is not None:
+            sub.weights = self.weights[list(index)]
+        return sub
 
 
 class Windows:

@@ -56,6 +56,7 @@ class WideImage(SyncTask):
     """
 
     task_name = "wide_image"
+    window_parallel = True
 
     def __init__(
         self,
@@ -76,6 +77,8 @@ class WideImage(SyncTask):
         sampler_dtype: Literal["float32", "float16"] = "float32",
         max_batch: PositiveInt | None = None,
         progress: bool = True,
+        parallel: Literal["samples", "windows"] = "samples",
+        window_batch: PositiveInt | None = None,
     ):
         super().__init__(
             backbone,
@@ -86,6 +89,8 @@ class WideImage(SyncTask):
             sampler_dtype=sampler_dtype,
             max_batch=max_batch,
             progress=progress,
+            parallel=parallel,
+            window_batch=window_batch,
         )
         self.height, self.width, self.stride = height, width, stride
         self.vertical_stride = vertical_stride or stride

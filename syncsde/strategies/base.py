@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import Tensor
@@ -10,6 +11,19 @@ from syncsde.coupling import SyncProblem
 from syncsde.schedule import Step
 
 NoiseFn = Callable[..., Tensor]  # noise() like x, or noise(shape) per sample
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a trajectory's step reads of the other trajectories (for splitting one sample's trajectories over
+    processes, :mod:`syncsde.parallel`): the pre-step states of its ``couplings``' sources, of the trajectories that
+    share its ``canonical`` positions, and also their ε (``eps``); ``everything``: every trajectory's state and ε
+    (e.g. an update in trajectory order, where each one reads the corrected state of the one before)."""
+
+    couplings: bool = False
+    canonical: bool = False
+    eps: bool = False
+    everything: bool = False
 
 
 class Strategy:
@@ -31,6 +45,10 @@ class Strategy:
     def step(self, x: Tensor, eps: Tensor, step: Step, problem: SyncProblem, noise: NoiseFn | None = None) -> Tensor:
         raise NotImplementedError
 
+    def reads(self) -> Reads:
+        """What a step reads of other trajectories (default: everything, which is right for any strategy)."""
+        return Reads(everything=True)
+
     def describe(self) -> dict:
         """Parameters written into every sample's sidecar."""
         return {"method": self.name}
@@ -48,3 +66,6 @@ class Independent(Strategy):
 
     def step(self, x, eps, step, problem, noise=None):
         return self.plain_update(x, eps, step, noise)
+
+    def reads(self):
+        return Reads()

@@ -12,7 +12,7 @@ from torch import Tensor
 from syncsde.coupling import by_target, coupling_residuals, pull
 from syncsde.errors import InputError
 from syncsde.schedule import inv_lambda_schedule
-from syncsde.strategies.base import Strategy
+from syncsde.strategies.base import Reads, Strategy
 
 # the paper's update, and the combinations chosen by `python -m syncsde.benchmarks.sync` (README)
 PRESETS = {
@@ -142,6 +142,15 @@ class SyncSDE(Strategy):
             residual, weight = pull(source[:, i], new if self.target == "post_step" else x, couplings)
             new[:, i] = new[:, i] - self.gain(c, weight) * residual
         return new
+
+    def reads(self):
+        if self.inv_lambda == 0:
+            return Reads()
+        if self.correlation == "canonical":  # the consensus at its positions: of x_t (pre_step) or of x̃ (post_step)
+            return Reads(canonical=True, eps=self.target == "post_step")
+        if self.target == "post_step":  # in trajectory order, each reads the corrected states before it
+            return Reads(everything=True)
+        return Reads(couplings=True)
 
     def _warn_unstable(self, c: float, step) -> None:
         if c > 2 and not self._warned:  # the explicit correction then overshoots the target by more than it closes

@@ -24,7 +24,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from syncsde.errors import InputError
 from syncsde.schedule import eps_from_x0
-from syncsde.strategies.base import Strategy
+from syncsde.strategies.base import Reads, Strategy
 
 
 class SyncTweedies(Strategy):
@@ -68,6 +68,9 @@ class SyncTweedies(Strategy):
         if self.case == 5:
             return canon.forward_onto(self._update(z, g(step.x0(x, eps)), step, draw(canon.shape)), x)
         return sync(self._update(canon.forward_onto(z, x), step.x0(x, eps), step, draw()))  # case 6
+
+    def reads(self):  # every case averages a function of (x_t, ε) over the trajectories covering a position
+        return Reads() if self.case == 0 else Reads(canonical=True, eps=True)
 
     def describe(self):
         return {"method": self.name, "case": self.case, "sync_t_min": self.sync_t_min}
