@@ -106,12 +106,13 @@ def overrides(task: str, method: str, config: dict) -> list[str]:
 
 
 def grid(folders: dict[str, Path], min_height: int = 192, rows: int | None = None) -> Image.Image:
-    """One row per sample (the first ``rows`` samples common to all folders, default all), one column per method (the
-    main image of each), upscaled by an integer factor (nearest neighbour, so pixels stay visible) until a row is at
-    least ``min_height`` px tall; method names in a row of their own above the images, each column at least as wide
-    as its name."""
+    """One row per sample (``rows`` samples common to all folders, evenly spaced by id, default all), one column per
+    method (the main image of each), upscaled by an integer factor (nearest neighbour, so pixels stay visible) until
+    a row is at least ``min_height`` px tall; method names in a row of their own above the images, each column at
+    least as wide as its name."""
     manifests = {m: json.loads((f / "manifest.json").read_text())["samples"] for m, f in folders.items()}
-    ids = sorted(set.intersection(*({s["sample_id"] for s in v} for v in manifests.values())))[:rows]
+    ids = sorted(set.intersection(*({s["sample_id"] for s in v} for v in manifests.values())))
+    ids = ids[:: max(1, len(ids) // rows)][:rows] if rows else ids
     images = {
         m: {s["sample_id"]: Image.open(folders[m] / s["files"]["image"]).convert("RGB") for s in v}
         for m, v in manifests.items()

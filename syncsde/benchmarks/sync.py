@@ -23,8 +23,9 @@ The figures, per folder:
 - FID, KID and CLIP score from the folder's ``metrics.json`` (the config's ``evaluation.Metrics`` callback), seconds
   per sample from the sidecars.
 
-``--readme`` writes the table into the README (``notebooks/results/sync_benchmark.md``); ``--figure`` saves the first
-four panoramas of every wide-image method side by side (:func:`syncsde.compare.grid`), the README's figure.
+``--readme`` writes the table into the README (``notebooks/results/sync_benchmark.md``); ``--figure`` saves four
+panoramas (evenly spaced sample ids: one per prompt) of every wide-image method side by side
+(:func:`syncsde.compare.grid`), the README's figure.
 """
 
 from __future__ import annotations
@@ -335,7 +336,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--name", default=None, help="results name (default sync_benchmark, or sync_ablation)")
     ap.add_argument("--ablation", action="store_true", help="SyncSDE variants one option at a time (wide, motion)")
     ap.add_argument("--readme", action="store_true", help="write the table into the README")
-    ap.add_argument("--figure", default=None, help="save a grid of the first 4 wide images of every method to this PNG")
+    ap.add_argument(
+        "--figure", default=None, help="save a grid of 4 wide images (one per prompt) of every method to this PNG"
+    )
     args, rest = ap.parse_known_args(argv)
     tasks = args.tasks.split(",")
     unknown = [t for t in tasks if t not in CONFIGS]
@@ -390,7 +393,7 @@ def main(argv=None) -> dict:
             from syncsde.compare import grid
             from syncsde.io import save_png
 
-            save_png(Path(args.figure), grid(folders, rows=4))
+            save_png(Path(args.figure), grid(folders, min_height=96, rows=4))
     markdown = to_markdown(results)
     print(markdown)
     from syncsde.io import save_json
