@@ -79,6 +79,7 @@ def option(name: str, value) -> list[str]:
 # 1/λ unless the name says otherwise (the paper's explicit update diverges at the configs' 1/λ = 20, c_t > 2)
 ABLATIONS = {
     "wide_image": {
+        "paper (1/λ = 5)": option("preset", "paper") + option("inv_lambda", 5.0),
         "paper + feather assembly (1/λ = 5)": option("preset", "paper")
         + option("inv_lambda", 5.0)
         + ["--model.init_args.assembly", "feather"],
@@ -87,6 +88,7 @@ ABLATIONS = {
         + option("correction", "exact")
         + option("schedule_floor", 1.0),
         "chain": option("preset", "chain"),
+        "canonical (the preset)": option("preset", "canonical"),
         "canonical, pre-step targets": option("preset", "canonical") + option("target", "pre_step"),
         "canonical, linear fade": option("preset", "canonical") + option("schedule_floor", 0.0),
         "canonical, 1/λ = 5": option("preset", "canonical") + option("inv_lambda", 5.0),
@@ -95,7 +97,9 @@ ABLATIONS = {
         + ["--model.init_args.canonical_blend", "feather", "--model.init_args.assembly", "feather"],
     },
     "motion": {
+        "paper": option("preset", "paper"),
         "paper + exact correction": option("preset", "paper") + option("correction", "exact"),
+        "chain (the preset)": option("preset", "chain"),
         "chain, pre-step targets": option("preset", "chain") + option("target", "pre_step"),
         "canonical": option("preset", "canonical"),
     },
@@ -308,6 +312,8 @@ def to_markdown(results: dict) -> str:
     lines = []
     for task, rows in results.items():
         keys = [k for k in COLUMNS if any(k in r for r in rows.values())]
+        if "worst_reading_clip" in keys:  # the CLIP score of ambiguous images is the worst reading already
+            keys.remove("clip_score")
         lines.append(f"**{task}** ({next(iter(rows.values()))['num_samples']} samples per method)\n")
         lines.append("| method | " + " | ".join(COLUMNS[k] for k in keys) + " |")
         lines.append("|---" * (len(keys) + 1) + "|")
@@ -315,9 +321,9 @@ def to_markdown(results: dict) -> str:
             cells = []
             for k in keys:
                 v = r.get(k)
-                cell = "–" if v is None else f"{v:.3g}"
+                cell = "–" if v is None else f"{v:.4g}"
                 if k == "kid" and v is not None and "kid_std" in r:
-                    cell = f"{v:.3g} ± {r['kid_std']:.2g}"
+                    cell = f"{v:.2g} ± {r['kid_std']:.2g}"
                 cells.append(cell)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -393,7 +399,8 @@ def main(argv=None) -> dict:
             from syncsde.compare import grid
             from syncsde.io import save_png
 
-            save_png(Path(args.figure), grid(folders, min_height=96, rows=4))
+            labels = {m.replace("λ", "lambda"): f for m, f in folders.items()}  # PIL's default font has no Greek
+            save_png(Path(args.figure), grid(labels, min_height=96, rows=4))
     markdown = to_markdown(results)
     print(markdown)
     from syncsde.io import save_json
