@@ -93,6 +93,7 @@ ABLATIONS = {
         "canonical, linear fade": option("preset", "canonical") + option("schedule_floor", 0.0),
         "canonical, 1/λ = 5": option("preset", "canonical") + option("inv_lambda", 5.0),
         "canonical, 1/λ = 100": option("preset", "canonical") + option("inv_lambda", 100.0),
+        "canonical + feather assembly": option("preset", "canonical") + ["--model.init_args.assembly", "feather"],
         "canonical, feathered precision": option("preset", "canonical")
         + ["--model.init_args.canonical_blend", "feather", "--model.init_args.assembly", "feather"],
     },
