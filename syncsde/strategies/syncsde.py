@@ -132,7 +132,8 @@ class SyncSDE(Strategy):
             canon = problem.canonical
             if canon is None:
                 raise InputError(
-                    "correlation: canonical needs a task with a canonical space (wide image, motion, mesh, ambiguous)"
+                    "correlation: canonical needs a task with a canonical space (wide image, mask T2I, regions, "
+                    "ambiguous, motion, mesh, sphere); use preset: paper or chain"
                 )
             rho = canon.precision(source)
             residual = source - canon.forward_onto(canon.aggregate(source), source)
