@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 import syncsde.task
-from syncsde.backbones import DiffusersBackbone
+from syncsde.backbones import StableDiffusion
 from syncsde.strategies import SyncSDE
 from tasks import MaskTextToImage, MeshTexturing, WideImage
 
@@ -74,7 +74,7 @@ def moves_after_first_step(task, batch) -> Counter:
 
 @pytest.fixture(scope="module")
 def backbone():
-    return DiffusersBackbone("syncsde:tiny-t2i")
+    return StableDiffusion("syncsde:tiny-ldm")
 
 
 @pytest.fixture

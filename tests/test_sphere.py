@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from syncsde.backbones import DiffusersBackbone, GaussianBackbone
+from syncsde.backbones import GaussianBackbone, StableDiffusion
 from syncsde.coupling import coupling_residuals
 from syncsde.errors import InputError
 from syncsde.sphere import SPHERE_VIEWS, SYNCTWEEDIES_VIEWS, Sphere, cell_directions, forward_index, perspective
@@ -99,7 +99,7 @@ def test_output_bake_wraps_without_seam(sphere):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return DiffusersBackbone("syncsde:tiny-t2i")
+    return StableDiffusion("syncsde:tiny-ldm")
 
 
 @pytest.mark.parametrize(
