@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloat, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from lightning import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -112,7 +112,7 @@ class _Recipe(LightningModule):
 
     def lr_factor(self, step: int) -> float:
         """Linear warm-up, then constant."""
-        return min(1.0, (step + 1) / self.warmup_steps)
+        return min(1.0, (step + 1) / max(self.warmup_steps, 1))
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.trainable(), lr=self.lr, weight_decay=0.01)
@@ -141,12 +141,12 @@ class TinyVAETraining(_Recipe):
 
     def __init__(
         self,
-        lr: float = 1e-3,
-        warmup_steps: int = 100,
-        kl_weight: float = 1e-6,
-        gradient_weight: float = 1.0,
-        object_weight: float = 8.0,
-        scale_images: int = 512,
+        lr: PositiveFloat = 1e-3,
+        warmup_steps: NonNegativeInt = 100,
+        kl_weight: NonNegativeFloat = 1e-6,
+        gradient_weight: NonNegativeFloat = 1.0,
+        object_weight: NonNegativeFloat = 8.0,
+        scale_images: PositiveInt = 512,
         export_dir: str | None = VAE_STAGING,
     ):
         super().__init__(lr, warmup_steps, export_dir)
