@@ -6,6 +6,7 @@ wide image and the 2-D canvas on 1 (parallel: samples), 2 and 3 processes; a pro
 combinations.
 """
 
+import json
 import os
 import signal
 import socket
@@ -124,11 +125,15 @@ def syncsde(*args, timeout=300, wait=True):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+MESH_RECORD = "[{mesh: configs/assets/ball.obj, prompt: a sunset over the sea}]"
+
+
 def predict(config: str, out: Path, steps: int, *extra, prompts="[a sunny day, snow]", wait=True):
+    data = ["--data.init_args.records", MESH_RECORD] if config == "mesh" else ["--data.init_args.prompts", prompts]
     args = [
         "predict", "--config", f"configs/tiny/{config}.yaml", "--output_dir", str(out), "--trainer.accelerator", "cpu",
         "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false", "--model.init_args.progress", "false",
-        "--model.init_args.num_inference_steps", str(steps), "--data.init_args.prompts", prompts, *extra,
+        "--model.init_args.num_inference_steps", str(steps), *data, *extra,
     ]  # fmt: skip
     return syncsde(*args, wait=wait)
 
@@ -139,7 +144,9 @@ def windows(processes: int) -> list[str]:
 
 
 def files(folder: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(folder.glob("0*.png"))}
+    """Every output file of the folder's samples but the sidecars (which hold the time taken)."""
+    found = [p.relative_to(folder) for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix != ".json"]
+    return {str(p): (folder / p).read_bytes() for p in found if p.parts[0].startswith("0")}
 
 
 @pytest.mark.parametrize("config", ["wide", "canvas"])
@@ -156,6 +163,35 @@ def test_cli_outputs_are_byte_identical_on_1_2_and_3_processes(config, tmp_path)
     for name in ("windows2", "windows3"):
         assert files(tmp_path / name) == reference, name
         assert (tmp_path / name / "manifest.json").exists() and not list((tmp_path / name).glob(".*tmp"))
+
+
+MESH_RUNS = {
+    # the tiny config: SyncSDE's couplings to every earlier view, SyncMVD's multi-view attention (keys/values of the
+    # neighbour views, and of the front view while t > 800: the first of 5 steps is t = 801)
+    "syncsde": [],
+    # an averaging baseline (states and ε of every view), the network's calls independent of each other
+    "synctweedies": ["--model.init_args.strategy", "syncsde.strategies.SyncTweedies",
+                     "--model.init_args.strategy.init_args.case", "5",
+                     "--model.init_args.multiview_attention", "false"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("run", MESH_RUNS)
+def test_cli_mesh_outputs_are_byte_identical_on_1_2_and_3_processes(run, tmp_path):
+    extra = MESH_RUNS[run]
+    runs = {
+        "samples": predict("mesh", tmp_path / "samples", 5, "--model.init_args.window_batch", "1", *extra),
+        "windows2": predict("mesh", tmp_path / "windows2", 5, *windows(2), *extra),
+        "windows3": predict("mesh", tmp_path / "windows3", 5, *windows(3), *extra),
+    }
+    for name, r in runs.items():
+        assert r.returncode == 0, (name, r.stderr[-3000:])
+    reference = files(tmp_path / "samples")
+    assert {"00000.png", "00000_views.png", "00000/mesh.glb"} <= set(reference)
+    sidecar = json.loads((tmp_path / "samples" / "00000.json").read_text())
+    assert sidecar["method"] == run and sidecar["multiview_attention"] == (run == "syncsde")
+    for name in ("windows2", "windows3"):
+        assert files(tmp_path / name) == reference, name
 
 
 def children(pid: int) -> list[int]:
