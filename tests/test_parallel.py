@@ -229,7 +229,10 @@ def test_bad_combinations_are_one_line_before_any_process_starts(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-3000:]
     assert "13 windows in groups of window_batch 13 (1 groups) over 2 processes" in r.stderr
     assert not (tmp_path / "a").exists() or not list((tmp_path / "a").glob("0*"))
-    r = syncsde("predict", "--config", "configs/tiny/mesh.yaml", "--output_dir", str(tmp_path / "b"),
+    r = syncsde("predict", "--config", "configs/tiny/ambiguous.yaml", "--output_dir", str(tmp_path / "b"),
                 "--model.init_args.parallel", "windows")  # fmt: skip
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-3000:]
-    assert "parallel is not an option of tasks.MeshTexturing" in r.stderr and "tasks.WideImage" in r.stderr
+    assert "parallel is not an option of tasks.AmbiguousImage" in r.stderr and "tasks.MeshTexturing" in r.stderr
+    r = predict("mesh", tmp_path / "c", 3, *windows(3), "--model.init_args.window_batch", "5")  # the mesh's views
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-3000:]
+    assert "10 windows in groups of window_batch 5 (2 groups) over 3 processes" in r.stderr
