@@ -1,9 +1,10 @@
 """parallel: windows — one sample's windows split over processes (syncsde.parallel): bitwise the unsplit result.
 
 In-process (torch.multiprocessing + gloo, the analytic backbone): every strategy on the wide chain, a 2-D canvas and a
-circular panorama, 1 against 3 processes. End to end (`syncsde predict` subprocesses, the embedded tiny model): the
-wide image and the 2-D canvas on 1 (parallel: samples), 2 and 3 processes; a process killed mid-sample; bad
-combinations.
+circular panorama, 1 against 3 processes; the mesh on a tiny depth ControlNet with multi-view attention, 1 against 2.
+End to end (`syncsde predict` subprocesses, the embedded tiny model): the wide image, the 2-D canvas and the mesh
+(SyncSDE with multi-view attention; SyncTweedies) on 1 (parallel: samples), 2 and 3 processes; a process killed
+mid-sample (wide, mesh); bad combinations.
 """
 
 import json
@@ -113,6 +114,38 @@ def test_split_owns_contiguous_groups_and_reads_only_overlaps():
 def test_a_task_without_windows_refuses_parallel_windows():
     with pytest.raises(InputError, match="the task task has none .*wide_image.*use parallel: samples"):
         SyncTask(GaussianBackbone(), SyncSDE(5.0), parallel="windows")
+
+
+def mesh_views(rank, world, port, folders, out):
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    from syncsde.backbones import StableDiffusionControlNet
+    from tasks import MeshTexturing
+
+    task = MeshTexturing(
+        StableDiffusionControlNet(*folders), SyncSDE(5.0, sync_t_min=0), view_size=64, latent_texture_size=32,
+        rgb_texture_size=64, num_inference_steps=5, turntable_frames=0, progress=False, window_batch=3,
+        parallel="windows" if world > 1 else "samples",
+    )  # fmt: skip
+    record = {"mesh": str(ROOT / "configs/assets/ball.obj"), "prompt": "a blue ball", "sample_id": 0, "seed": 0}
+    x0 = task.trajectories([record])
+    if rank == 0:
+        torch.save(x0, out)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def test_mesh_with_depth_controlnet_and_multiview_attention_is_bitwise_the_unsplit_run(tiny_sd_dir, tmp_path):
+    """Calls of 3 views (3, 3, 3, 1: threads meeting at every self-attention layer), each with its views' depth
+    control; 2 processes own 2 and 2 of the 4 groups and exchange keys/values (t = 801 > 800: the front view's too)."""
+    from syncsde.testing import save_tiny_controlnet
+
+    folders = (str(tiny_sd_dir), str(save_tiny_controlnet(tmp_path / "cn", tiny_sd_dir)))
+    mesh_views(0, 1, 0, folders, tmp_path / "one.pt")
+    mp.spawn(mesh_views, (2, free_port(), folders, tmp_path / "two.pt"), nprocs=2)
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert one.shape == (1, 10, 4, 8, 8) and torch.equal(one, two)
 
 
 # -- end to end ----------------------------------------------------------------------------------------------------
