@@ -16,6 +16,12 @@ keeps its slice. The network is called on fixed groups of ``window_batch`` traje
 run): its float results depend on the number of rows of a call (CPU 1×1 convolutions, GPU kernel choice), so
 processes own whole groups.
 
+Where the network itself mixes trajectories (SyncMVD's multi-view attention on the mesh's views, BASELINES.md §4.4),
+a process's calls of one step run together (:class:`Lockstep`, one thread each, still on their fixed groups) and meet
+at every mixing layer: there the keys/values of all its calls join one table, and those of the trajectories other
+processes compute arrive from their owners (:class:`Exchange`, the same messages), so each trajectory's attention
+reads the same values as in a run of the same groups on one process.
+
 Messages go through ``torch.distributed`` point-to-point operations on the process group that Lightning's strategy
 set up (gloo on CPU, NCCL on GPU). A process that stops mid-sample makes the others fail at the next exchange with
 :class:`ProcessLost` (a one-line message); the sample is not written, and a rerun makes it whole.

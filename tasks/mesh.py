@@ -17,6 +17,12 @@ once per mesh and kept on the task's device. The final texture is the bake of th
 with Voronoi fill. Differences from the official code: ``syncsde/docs/differences_mesh.md``.
 
 Outputs per mesh: the texture (main PNG), the views, a turntable GIF, a textured GLB and OBJ+MTL+PNG.
+
+``parallel: windows`` (:mod:`syncsde.parallel`, README "One canvas on many devices") splits the views over the run's
+processes: each runs the denoiser (and ControlNet, with its views' depth) on its own views in calls of
+``window_batch`` views; between steps it receives the states its strategy reads (SyncSDE: every earlier view, whose
+joint bake pulls view i; the averaging baselines: every view), and inside the UNet, at every self-attention layer,
+the keys/values of the neighbour and front views that other processes own (:mod:`syncsde.mesh.attention`).
 """
 
 from __future__ import annotations
@@ -239,6 +245,8 @@ class MeshTexturing(SyncTask):
     SYNCSDE.md §8) or ``value_test`` (official).
     multiview_attention: SyncMVD's attention between neighbouring views (BASELINES.md §4.4), on in the official run.
     turntable_frames: frames of the turntable GIF (0 = none).
+    parallel, window_batch: as :class:`~syncsde.task.SyncTask`'s, the views being the windows; with multi-view
+    attention, calls of ``window_batch`` views run together and exchange keys/values at every self-attention layer.
     """
 
     task_name = "mesh"
@@ -301,7 +309,7 @@ class MeshTexturing(SyncTask):
         self.keep_uv, self.T, self.gamma_steps, self.turntable_frames = keep_uv, T, gamma_steps, turntable_frames
         self.load_options = (keep_uv, up_axis, flip_uv, merge_parts)
         self.bake, self.coupling_mask, self.multiview_attention = bake, coupling_mask, multiview_attention
-        self._attention = None  # the multi-view attention of the sampling under way
+        self.attention = None  # the multi-view attention of the last sampling (its exchanges count the bytes sent)
 
     def _sample(self, batch, x_T):
         if not self.multiview_attention:
@@ -313,22 +321,21 @@ class MeshTexturing(SyncTask):
             )
         from syncsde.mesh.attention import MultiViewAttention
 
-        self._attention = MultiViewAttention.of(self.views)
-        remove = self._attention.attach(self.backbone.unet)
+        self.attention = MultiViewAttention.of(self.views)
+        remove = self.attention.attach(self.backbone.unet)
         try:
             return super()._sample(batch, x_T)
         finally:
             remove()
-            self._attention = None
 
     def network_calls(self, calls, what):
         """Each call with the depth control of its own views (a ControlNet backbone); with multi-view attention, the
         calls run together and exchange keys/values at every self-attention layer (:mod:`syncsde.mesh.attention`)."""
         if hasattr(self.backbone, "control_rows"):
             calls = [call._replace(run=partial(self._controlled, call)) for call in calls]
-        if self._attention is None:
+        if not self.multiview_attention:
             return super().network_calls(calls, what)
-        return self._attention.run(calls, self.split, what)
+        return self.attention.run(calls, self.split, what)
 
     def _controlled(self, call) -> Tensor:
         with self.backbone.control_rows(call.rows):
