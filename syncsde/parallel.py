@@ -196,9 +196,12 @@ class Lockstep:
         process's own trajectories — run together; ``what`` names the step in messages."""
         self._barrier = threading.Barrier(len(calls), action=self._meet)
         self._parts, self._what, self._meetings = {}, what, 0
+        device = torch.cuda.current_device() if torch.cuda.is_initialized() else None
 
         def one(k: int) -> Tensor:
             self._thread.index, self._thread.trajectories = k, calls[k][0]
+            if device is not None:  # the current GPU is per thread (and NCCL's messages use it)
+                torch.cuda.set_device(device)
             try:
                 with torch.no_grad():  # grad mode is per thread
                     return calls[k][1]()

@@ -50,8 +50,7 @@ class MultiViewAttention:
     def __init__(self, nbrs: list[list[int]], ref: int, state: dict, ref_t: int = 800):
         self.nbrs, self.ref, self.state, self.ref_t = nbrs, ref, state, ref_t
         self.lockstep = Lockstep()
-        self._owner: tuple | None = None
-        self.exchanges = self._exchanges([range(len(nbrs))], 0)
+        self._place([range(len(nbrs))], 0)
 
     @classmethod
     def of(cls, views: list[tuple[float, float]], ref_t: int = 800) -> MultiViewAttention:
@@ -59,21 +58,22 @@ class MultiViewAttention:
         nbrs, ref = neighbours(views)
         return cls(nbrs, ref, {}, ref_t)
 
-    def _exchanges(self, owned: list[range], rank: int) -> dict[bool, Exchange]:
-        """Per reference attention (off, on): the keys/values each process reads of views other processes own."""
+    def _place(self, owned: list[range], rank: int) -> None:
+        """Process ``rank`` of processes owning the views ``owned``: per reference attention (off, on), the exchange
+        of the keys/values each process reads of views other processes own."""
 
         def needs(own: range, with_ref: bool) -> dict:
             read = {j for i in own for j in self.nbrs[i]} | ({self.ref} if with_ref else set())
             return {j: None for j in sorted(read) if j not in own}
 
-        self._owner = ([(r.start, r.stop) for r in owned], rank)
-        return {w: Exchange(owned, [needs(own, w) for own in owned], rank) for w in (False, True)}
+        self.placed = (owned, rank)
+        self.exchanges = {w: Exchange(owned, [needs(own, w) for own in owned], rank) for w in (False, True)}
 
     def run(self, calls: Sequence[NetworkCall], split: Exchange | None, what: str) -> list[Tensor]:
         """One step's network ``calls`` together; ``split``: the views each process owns (None: all are here)."""
-        owned, rank = ([range(len(self.nbrs))], 0) if split is None else (split.owned, split.rank)
-        if self._owner != ([(r.start, r.stop) for r in owned], rank):
-            self.exchanges = self._exchanges(owned, rank)
+        placed = ([range(len(self.nbrs))], 0) if split is None else (split.owned, split.rank)
+        if placed != self.placed:
+            self._place(*placed)
         return self.lockstep.run([(c.trajectories, c.run) for c in calls], what)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
