@@ -239,23 +239,37 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid``."""
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @pytest.mark.parametrize("config", ["wide", "mesh"])  # the mesh: messages inside the network too (attention)
 def test_a_process_killed_mid_sample_fails_the_run_in_one_line_and_a_rerun_makes_it_whole(config, tmp_path):
-    out = tmp_path / "out"
-    proc = predict(config, out, 20, *windows(2), prompts="[a sunny day]", wait=False)
+    out, steps = tmp_path / "out", 20
+    proc = predict(config, out, steps, *windows(2), prompts="[a sunny day]", wait=False)
     deadline = time.time() + 240
     while not (out / "config.yaml").exists() or not children(proc.pid):
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else ""
         time.sleep(0.2)
-    time.sleep(1.0)  # into the first sample's steps
-    os.kill(children(proc.pid)[0], signal.SIGKILL)
+    child = children(proc.pid)[0]
+    if config == "wide":
+        time.sleep(1.0)  # into the first sample's steps
+    else:  # past the mesh's preparation (rasterizing, maps: ~0.8 CPU s, no messages yet) into its steps (~0.17 CPU s
+        start = cpu_seconds(child)  # each): by CPU time, whatever the machine's load
+        while cpu_seconds(child) < start + 2.0:
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+    os.kill(child, signal.SIGKILL)
     _, err = proc.communicate(timeout=240)
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, err[-3000:]
-    assert re.search(r"lost contact with process 1 during (self-attention layer \d+ of )?step \d+ of 20", lines[0])
+    where = rf"during (self-attention layer \d+ of )?step \d+ of {steps}"  # the mesh: also inside the network
+    assert re.search(rf"lost contact with process 1 {where}", lines[0])
     assert "regenerates it whole" in lines[0]
     assert not list(out.glob("0*")) and not list(out.glob("*.tmp"))  # nothing written, nothing half-written
-    r = predict(config, out, 20, *windows(2), prompts="[a sunny day]")
+    r = predict(config, out, steps, *windows(2), prompts="[a sunny day]")
     assert r.returncode == 0, r.stderr[-3000:]
     made = {p.name for p in out.glob("0*")}
     assert made == {"00000.json", "00000.png"} if config == "wide" else {"00000.json", "00000.png", "00000"} <= made
