@@ -147,8 +147,8 @@ TYPE_WORDS = {
 
 # options that only some classes take: where to find them
 OPTION_HINTS = {
-    key: "parallel: windows and window_batch are options of tasks.WideImage, whose trajectories are windows of one "
-    "canvas; other tasks split samples over processes"
+    key: "parallel: windows and window_batch are options of tasks.WideImage and tasks.MeshTexturing, whose "
+    "trajectories are windows of one canvas or views of one object; other tasks split samples over processes"
     for key in ("parallel", "window_batch")
 }
 

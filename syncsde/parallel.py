@@ -16,6 +16,12 @@ keeps its slice. The network is called on fixed groups of ``window_batch`` traje
 run): its float results depend on the number of rows of a call (CPU 1×1 convolutions, GPU kernel choice), so
 processes own whole groups.
 
+Where the network itself mixes trajectories (SyncMVD's multi-view attention on the mesh's views, BASELINES.md §4.4),
+a process's calls of one step run together (:class:`Lockstep`, one thread each, still on their fixed groups) and meet
+at every mixing layer: there the keys/values of all its calls join one table, and those of the trajectories other
+processes compute arrive from their owners (:class:`Exchange`, the same messages), so each trajectory's attention
+reads the same values as in a run of the same groups on one process.
+
 Messages go through ``torch.distributed`` point-to-point operations on the process group that Lightning's strategy
 set up (gloo on CPU, NCCL on GPU). A process that stops mid-sample makes the others fail at the next exchange with
 :class:`ProcessLost` (a one-line message); the sample is not written, and a rerun makes it whole.
@@ -24,12 +30,15 @@ set up (gloo on CPU, NCCL on GPU). A process that stops mid-sample makes the oth
 from __future__ import annotations
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from syncsde.coupling import Coupling, SyncProblem
+from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError, SyncSDEError
 from syncsde.strategies.base import Reads
 
@@ -38,65 +47,27 @@ class ProcessLost(SyncSDEError):
     """A process of a window-parallel run stopped answering."""
 
 
-class WindowSplit:
-    """Which trajectories process ``rank`` of ``world`` denoises (``own``) and reads (``local`` = own + halo).
+class Exchange:
+    """Values laid out by trajectory — tensors (B, len(local), ...) — shared between the processes of a run: process
+    r of ``len(owned)`` computes the trajectories ``owned[r]`` (its *own*) and also holds ``needs[r]`` (its *halo*:
+    trajectory → the positions it reads, None for all), which their owners send it."""
 
-    Trajectories are grouped by ``window_batch`` (the network's call groups); process r owns the groups
-    [r·G/world, (r+1)·G/world) of the G groups, so shares differ by at most one group.
-    """
-
-    def __init__(self, problem: SyncProblem, reads: Reads, rank: int, world: int, window_batch: int):
-        n = problem.num_trajectories
-        groups = self.check(n, window_batch, world)
-        bounds = [min(n, (r * groups // world) * window_batch) for r in range(world + 1)]
-        self.owned = [range(bounds[r], bounds[r + 1]) for r in range(world)]
-        self.rank, self.world, self.n, self.reads = rank, world, n, reads
-        self.needs = [halo(problem, reads, own) for own in self.owned]  # per process: {trajectory: positions}
-        self.own = self.owned[rank]
-        self.local = sorted({*self.own, *self.needs[rank]})
+    def __init__(self, owned: list[range], needs: list[dict[int, Positions | None]], rank: int):
+        self.owned, self.needs, self.rank, self.world = owned, needs, rank, len(owned)
+        self.own = owned[rank]
+        self.local = sorted({*self.own, *needs[rank]})
         self.where = {j: k for k, j in enumerate(self.local)}
         start = self.where[self.own.start]
         self.own_slice = slice(start, start + len(self.own))
-        self.step_bytes: list[int] = []  # what this process sent in each step's exchange
-
-    @staticmethod
-    def check(n: int, window_batch: int, world: int) -> int:
-        """The number of network-call groups of ``n`` trajectories, or one line if ``world`` processes cannot each
-        own one."""
-        groups = -(-n // window_batch)
-        if groups < world:
-            raise InputError(
-                f"parallel: windows splits {n} windows in groups of window_batch {window_batch} ({groups} groups) "
-                f"over {world} processes; use --trainer.devices {groups} or fewer, or a smaller window_batch"
-            )
-        return groups
-
-    def restrict(self, problem: SyncProblem) -> SyncProblem:
-        """The problem of the local trajectories (renumbered): the couplings among them, the canonical variable seen
-        by them."""
-        couplings = []
-        for c in problem.couplings:
-            sources = c.source if isinstance(c.source, tuple) else (c.source,)
-            if all(j in self.where for j in (c.target, *sources)):
-                source = tuple(self.where[j] for j in sources) if isinstance(c.source, tuple) else self.where[c.source]
-                couplings.append(Coupling(self.where[c.target], source, c.map, c.weight))
-        canonical = problem.canonical.subset(self.local) if problem.canonical is not None else None
-        return replace(problem, num_trajectories=len(self.local), couplings=couplings, canonical=canonical)
-
-    # -- messages ----------------------------------------------------------------------------------------------
-    def complete(self, x: Tensor, own_eps: Tensor, what: str) -> tuple[Tensor, Tensor]:
-        """One step's exchange: the local states ``x`` and the local ε (the own ones ``own_eps``), with the halo's
-        states — and ε, where the strategy reads them — from their owners (the halo's ε are 0 otherwise)."""
-        eps = own_eps.new_zeros(x.shape[0], x.shape[1], *own_eps.shape[2:])
-        eps[:, self.own_slice] = own_eps
-        if self.reads.eps or self.reads.everything:
-            return self.exchange(x, eps, what=what)
-        return self.exchange(x, what=what)[0], eps
+        self.step_bytes: list[int] = []  # what this process sent in each exchange
 
     def exchange(self, *values: Tensor, what: str = "step") -> tuple[Tensor, ...]:
-        """Fill the halo entries of local tensors (B, len(local), ...) with their owners' values, sending ours; the
-        halo positions nobody sends are zero."""
-        values = tuple(v.clone() for v in values)
+        """Copies of local tensors (B, len(local), ...) with the halo entries filled by their owners' values, sending
+        ours; the halo positions nobody sends are zero."""
+        return self.fill(*(v.clone() for v in values), what=what)
+
+    def fill(self, *values: Tensor, what: str = "step") -> tuple[Tensor, ...]:
+        """:meth:`exchange` in place."""
         if self.world == 1:
             return values
         sends, recvs = {}, {}
@@ -152,6 +123,131 @@ class WindowSplit:
                 f"parallel: windows: process {self.rank} lost contact with process {peers} during {what} ({reason}); "
                 "the run stops without writing this sample, and rerunning the same command regenerates it whole"
             ) from None
+
+
+class WindowSplit(Exchange):
+    """Which trajectories process ``rank`` of ``world`` denoises (``own``) and reads (``local`` = own + halo).
+
+    Trajectories are grouped by ``window_batch`` (the network's call groups); process r owns the groups
+    [r·G/world, (r+1)·G/world) of the G groups, so shares differ by at most one group.
+    """
+
+    def __init__(self, problem: SyncProblem, reads: Reads, rank: int, world: int, window_batch: int):
+        n = problem.num_trajectories
+        groups = self.check(n, window_batch, world)
+        bounds = [min(n, (r * groups // world) * window_batch) for r in range(world + 1)]
+        owned = [range(bounds[r], bounds[r + 1]) for r in range(world)]
+        super().__init__(owned, [halo(problem, reads, own) for own in owned], rank)
+        self.n, self.reads = n, reads
+
+    @staticmethod
+    def check(n: int, window_batch: int, world: int) -> int:
+        """The number of network-call groups of ``n`` trajectories, or one line if ``world`` processes cannot each
+        own one."""
+        groups = -(-n // window_batch)
+        if groups < world:
+            raise InputError(
+                f"parallel: windows splits {n} windows in groups of window_batch {window_batch} ({groups} groups) "
+                f"over {world} processes; use --trainer.devices {groups} or fewer, or a smaller window_batch"
+            )
+        return groups
+
+    def restrict(self, problem: SyncProblem) -> SyncProblem:
+        """The problem of the local trajectories (renumbered): the couplings among them (of the task's own coupling
+        classes), the canonical variable seen by them — whole where they are all trajectories, none where the
+        strategy does not read it."""
+        couplings = []
+        for c in problem.couplings:
+            sources = c.source if isinstance(c.source, tuple) else (c.source,)
+            if all(j in self.where for j in (c.target, *sources)):
+                source = tuple(self.where[j] for j in sources) if isinstance(c.source, tuple) else self.where[c.source]
+                couplings.append(replace(c, target=self.where[c.target], source=source))
+        canonical = problem.canonical
+        if canonical is not None and len(self.local) < self.n:
+            canonical = canonical.subset(self.local) if self.reads.canonical else None
+        return replace(problem, num_trajectories=len(self.local), couplings=couplings, canonical=canonical)
+
+    # -- messages ----------------------------------------------------------------------------------------------
+    def complete(self, x: Tensor, own_eps: Tensor, what: str) -> tuple[Tensor, Tensor]:
+        """One step's exchange: the local states ``x`` and the local ε (the own ones ``own_eps``), with the halo's
+        states — and ε, where the strategy reads them — from their owners (the halo's ε are 0 otherwise)."""
+        eps = own_eps.new_zeros(x.shape[0], x.shape[1], *own_eps.shape[2:])
+        eps[:, self.own_slice] = own_eps
+        if self.reads.eps or self.reads.everything:
+            return self.exchange(x, eps, what=what)
+        return self.exchange(x, what=what)[0], eps
+
+
+class Lockstep:
+    """One step's network calls on fixed groups of this process's trajectories, when the network mixes trajectories
+    inside (SyncMVD's multi-view attention, BASELINES.md §4.4): the calls run together, each in its own thread, and
+    meet at every mixing layer (:meth:`share`), where their rows are joined into one table of the process's local
+    trajectories whose halo the owners fill (:class:`Exchange`). Every call keeps its rows, so the network computes
+    exactly what the same groups compute on any number of processes; only values are copied between them.
+    """
+
+    def __init__(self):
+        self._thread = threading.local()  # the call this thread runs: its index and trajectories
+        self._barrier = threading.Barrier(1)
+        self._parts: dict[int, tuple[Tensor, ...]] = {}
+
+    def run(self, calls: Sequence[tuple[range, Callable[[], Tensor]]], what: str) -> list[Tensor]:
+        """The results of ``calls`` — (the trajectories of a call, the call), in trajectory order, together this
+        process's own trajectories — run together; ``what`` names the step in messages."""
+        self._barrier = threading.Barrier(len(calls), action=self._meet)
+        self._parts, self._what, self._meetings = {}, what, 0
+        device = torch.cuda.current_device() if torch.cuda.is_initialized() else None
+
+        def one(k: int) -> Tensor:
+            self._thread.index, self._thread.trajectories = k, calls[k][0]
+            if device is not None:  # the current GPU is per thread (and NCCL's messages use it)
+                torch.cuda.set_device(device)
+            try:
+                with torch.no_grad():  # grad mode is per thread
+                    return calls[k][1]()
+            except BaseException:
+                self._barrier.abort()  # the other calls stop at their next meeting instead of waiting for this one
+                raise
+            finally:
+                self._thread.trajectories = None
+
+        try:
+            if len(calls) == 1:
+                return [one(0)]
+            with ThreadPoolExecutor(len(calls)) as pool:
+                futures = [pool.submit(one, k) for k in range(len(calls))]
+            errors = [f.exception() for f in futures if f.exception() is not None]
+            if errors:  # the cause, not the broken meetings it left behind
+                raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+            return [f.result() for f in futures]
+        finally:
+            self._barrier = threading.Barrier(1)
+
+    def trajectories(self) -> range | None:
+        """The trajectories of the call this thread runs (None outside :meth:`run`)."""
+        return getattr(self._thread, "trajectories", None)
+
+    def share(self, exchange: Exchange, *values: Tensor, name: str = "mixing layer") -> tuple[Tensor, ...]:
+        """At a mixing layer: this call's ``values`` (G, len(call), ...) → tables (G, len(exchange.local), ...) of every
+        trajectory this process holds, once all calls are there (the values themselves where this call holds every
+        trajectory)."""
+        if self._barrier.parties == 1 and exchange.world == 1:
+            return values
+        self._parts[self._thread.index] = values
+        self._exchange, self._name = exchange, name
+        self._barrier.wait()
+        return self._tables
+
+    def _meet(self) -> None:  # run by one of the calls once all are at the meeting; the others wait for it
+        ex, self._meetings = self._exchange, self._meetings + 1
+        tables = []
+        for parts in zip(*(self._parts[k] for k in range(len(self._parts)))):
+            own = torch.cat(parts, 1)
+            table = own.new_zeros(own.shape[0], len(ex.local), *own.shape[2:])
+            table[:, ex.own_slice] = own
+            tables.append(table)
+        self._parts = {}
+        self._tables = ex.fill(*tables, what=f"{self._name} {self._meetings} of {self._what}")
 
 
 def pick(window: Tensor, positions: Positions | None) -> Tensor:

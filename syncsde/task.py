@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from functools import partial
+from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import torch
 import torch.distributed as dist
@@ -47,6 +48,15 @@ class SampleOutput:
         return self.scored or [(self.image, self.meta.get("target_prompt") or self.meta.get("prompt", ""))]
 
 
+class NetworkCall(NamedTuple):
+    """One network call of a step: on ``trajectories`` of every sample, i.e. on ``rows`` of the (B·N)-row stack of
+    a batch's trajectories (row b·N + j: trajectory j of sample b); ``run()`` gives their ε."""
+
+    trajectories: range
+    rows: list[int]
+    run: Callable[[], Tensor]
+
+
 class SyncTask(LightningModule):
     """Base of every task.
 
@@ -66,14 +76,15 @@ class SyncTask(LightningModule):
         parallel: how a run's processes (``--trainer.devices N --trainer.strategy ddp``) share the work: ``samples``
             (each sample on one process) or ``windows`` (every sample on all processes, each running a contiguous
             share of its windows and exchanging overlaps every step: :mod:`syncsde.parallel`, README "One canvas on
-            many devices"); only tasks whose trajectories are windows of one canvas support ``windows``.
+            many devices"); only tasks whose trajectories are windows of one canvas (wide images, 2-D canvases) or
+            views of one object (the mesh) support ``windows``.
         window_batch: trajectories per network call, in fixed groups of a sample's trajectories (each call holds
             both guidance branches); None = all in one call, or one per call with ``parallel: windows``. The
             network's float results depend on how many rows a call has, so bitwise equal runs need equal groups.
     """
 
     task_name = "task"
-    window_parallel = False  # whether parallel: windows applies (trajectories are windows of one canvas)
+    window_parallel = False  # whether parallel: windows applies (trajectories are windows of one canvas, or views)
 
     def __init__(
         self,
@@ -96,7 +107,8 @@ class SyncTask(LightningModule):
         if parallel == "windows" and not self.window_parallel:
             raise InputError(
                 f"parallel: windows splits the windows of one canvas over processes; the {self.task_name} task has "
-                "none (the wide_image task has: wide images and 2-D canvases); use parallel: samples"
+                "none (the wide_image task has: wide images and 2-D canvases; the mesh task: views); use "
+                "parallel: samples"
             )
         if sampler_dtype not in SAMPLER_DTYPES:
             raise InputError(f"sampler_dtype must be one of {', '.join(SAMPLER_DTYPES)}, got {sampler_dtype!r}")
@@ -229,21 +241,27 @@ class SyncTask(LightningModule):
         group = self.call_group or N
 
         def denoise(x: Tensor, step) -> Tensor:  # x: (B, len(rows), ...), called in fixed groups of trajectories
-            parts = []
+            calls = []
             for a in range(0, x.shape[1], group):
                 part = x[:, a : a + group]
                 index = [b * N + rows[a] + k for b in range(B) for k in range(part.shape[1])]
                 c, u = cond, uncond
                 if len(index) < B * N:
                     c, u = take_rows(cond, index), None if uncond is None else take_rows(uncond, index)
-                eps = guided_eps(self.backbone, part.flatten(0, 1), step, c, u, self.guidance_scale, self.max_batch)
-                parts.append(eps.view(*part.shape[:2], *eps.shape[1:]))
-            return torch.cat(parts, 1)
+                args = (self.backbone, part.flatten(0, 1), step, c, u, self.guidance_scale, self.max_batch)
+                calls.append(NetworkCall(rows[a : a + part.shape[1]], index, partial(guided_eps, *args)))
+            eps = self.network_calls(calls, f"step {step.index + 1} of {len(schedule.steps)}")
+            return torch.cat([e.view(B, -1, *e.shape[1:]) for e in eps], 1)
 
         schedule = self.schedule(x_T.shape[2:])
         self.split = split
         x0 = sample(denoise, x_T, schedule, self.strategy, problem, generators, self.progress, split)
         return None if x0 is None else x0.float()
+
+    def network_calls(self, calls: Sequence[NetworkCall], what: str) -> list[Tensor]:
+        """One step's network calls (``what`` names the step), each giving ε of its rows; one after another. A task
+        whose network mixes trajectories inside runs them together (the mesh's multi-view attention)."""
+        return [call.run() for call in calls]
 
     def window_split(self, problem: SyncProblem) -> WindowSplit | None:
         """This process's share of the trajectories under ``parallel: windows`` (None: all of them, no exchange)."""
@@ -256,10 +274,14 @@ class SyncTask(LightningModule):
             rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         return WindowSplit(problem, self.strategy.reads(), rank, world, self.call_group)
 
+    def window_count(self, record: dict) -> int:
+        """The number of trajectories of the sample ``record`` (what ``parallel: windows`` splits)."""
+        return self.problem([record]).num_trajectories
+
     def check_processes(self, processes: int, todo: Sequence[dict]) -> None:
         """Before any process is launched: stop a run whose work cannot be shared by ``processes`` processes."""
         if self.parallel == "windows":
-            WindowSplit.check(self.problem(todo[:1]).num_trajectories, self.call_group, processes)
+            WindowSplit.check(self.window_count(todo[0]), self.call_group, processes)
         elif len(todo) < processes:
             raise InputError(
                 f"{len(todo)} sample(s) to generate on {processes} processes; use --trainer.devices {len(todo)} or "

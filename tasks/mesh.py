@@ -17,13 +17,19 @@ once per mesh and kept on the task's device. The final texture is the bake of th
 with Voronoi fill. Differences from the official code: ``syncsde/docs/differences_mesh.md``.
 
 Outputs per mesh: the texture (main PNG), the views, a turntable GIF, a textured GLB and OBJ+MTL+PNG.
+
+``parallel: windows`` (:mod:`syncsde.parallel`, README "One canvas on many devices") splits the views over the run's
+processes: each runs the denoiser (and ControlNet, with its views' depth) on its own views in calls of
+``window_batch`` views; between steps it receives the states its strategy reads (SyncSDE: every earlier view, whose
+joint bake pulls view i; the averaging baselines: every view), and inside the UNet, at every self-attention layer,
+the keys/values of the neighbour and front views that other processes own (:mod:`syncsde.mesh.attention`).
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass, fields
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Literal
 
 import numpy as np
@@ -239,9 +245,12 @@ class MeshTexturing(SyncTask):
     SYNCSDE.md §8) or ``value_test`` (official).
     multiview_attention: SyncMVD's attention between neighbouring views (BASELINES.md §4.4), on in the official run.
     turntable_frames: frames of the turntable GIF (0 = none).
+    parallel, window_batch: as :class:`~syncsde.task.SyncTask`'s, the views being the windows; with multi-view
+    attention, calls of ``window_batch`` views run together and exchange keys/values at every self-attention layer.
     """
 
     task_name = "mesh"
+    window_parallel = True  # parallel: windows splits the views
 
     def __init__(
         self,
@@ -273,10 +282,12 @@ class MeshTexturing(SyncTask):
         "glowing effect.",
         sampler_dtype: Literal["float32", "float16"] = "float32",
         progress: bool = True,
+        parallel: Literal["samples", "windows"] = "samples",
+        window_batch: PositiveInt | None = None,
     ):
         super().__init__(
             backbone, strategy, num_inference_steps, guidance_scale, negative_prompt, sampler=sampler,
-            sampler_dtype=sampler_dtype, progress=progress,
+            sampler_dtype=sampler_dtype, progress=progress, parallel=parallel, window_batch=window_batch,
         )  # fmt: skip
         if bake not in ("projection", "splat"):
             raise InputError(f"bake must be 'projection' (official) or 'splat', got {bake!r}")
@@ -298,6 +309,7 @@ class MeshTexturing(SyncTask):
         self.keep_uv, self.T, self.gamma_steps, self.turntable_frames = keep_uv, T, gamma_steps, turntable_frames
         self.load_options = (keep_uv, up_axis, flip_uv, merge_parts)
         self.bake, self.coupling_mask, self.multiview_attention = bake, coupling_mask, multiview_attention
+        self.attention = None  # the multi-view attention of the last sampling (its exchanges count the bytes sent)
 
     def _sample(self, batch, x_T):
         if not self.multiview_attention:
@@ -307,13 +319,30 @@ class MeshTexturing(SyncTask):
                 f"multiview_attention needs a UNet backbone, and {type(self.backbone).__name__} has none; "
                 "set --model.init_args.multiview_attention false"
             )
-        from syncsde.mesh.attention import install
+        from syncsde.mesh.attention import MultiViewAttention
 
-        remove = install(self.backbone.unet, self.views)
+        self.attention = MultiViewAttention.of(self.views)
+        remove = self.attention.attach(self.backbone.unet)
         try:
             return super()._sample(batch, x_T)
         finally:
             remove()
+
+    def network_calls(self, calls, what):
+        """Each call with the depth control of its own views (a ControlNet backbone); with multi-view attention, the
+        calls run together and exchange keys/values at every self-attention layer (:mod:`syncsde.mesh.attention`)."""
+        if hasattr(self.backbone, "control_rows"):
+            calls = [call._replace(run=partial(self._controlled, call)) for call in calls]
+        if not self.multiview_attention:
+            return super().network_calls(calls, what)
+        return self.attention.run(calls, self.split, what)
+
+    def _controlled(self, call) -> Tensor:
+        with self.backbone.control_rows(call.rows):
+            return call.run()
+
+    def window_count(self, record) -> int:
+        return len(self.views)
 
     def schedule(self, shape=None) -> Schedule:  # ``shape``: the working-space shape, for backbones that need it
         schedule = self.backbone.schedule(self.num_inference_steps, self.sampler, self.eta, T=self.T, shape=shape)

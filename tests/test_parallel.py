@@ -1,12 +1,15 @@
 """parallel: windows — one sample's windows split over processes (syncsde.parallel): bitwise the unsplit result.
 
 In-process (torch.multiprocessing + gloo, the analytic backbone): every strategy on the wide chain, a 2-D canvas and a
-circular panorama, 1 against 3 processes. End to end (`syncsde predict` subprocesses, the embedded tiny model): the
-wide image and the 2-D canvas on 1 (parallel: samples), 2 and 3 processes; a process killed mid-sample; bad
-combinations.
+circular panorama, 1 against 3 processes; the mesh on a tiny depth ControlNet with multi-view attention, 1 against 2.
+End to end (`syncsde predict` subprocesses, the embedded tiny model): the wide image, the 2-D canvas and the mesh
+(SyncSDE with multi-view attention; SyncTweedies) on 1 (parallel: samples), 2 and 3 processes; a process killed
+mid-sample (wide, mesh); bad combinations.
 """
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -113,6 +116,38 @@ def test_a_task_without_windows_refuses_parallel_windows():
         SyncTask(GaussianBackbone(), SyncSDE(5.0), parallel="windows")
 
 
+def mesh_views(rank, world, port, folders, out):
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    from syncsde.backbones import StableDiffusionControlNet
+    from tasks import MeshTexturing
+
+    task = MeshTexturing(
+        StableDiffusionControlNet(*folders), SyncSDE(5.0, sync_t_min=0), view_size=64, latent_texture_size=32,
+        rgb_texture_size=64, num_inference_steps=5, turntable_frames=0, progress=False, window_batch=3,
+        parallel="windows" if world > 1 else "samples",
+    )  # fmt: skip
+    record = {"mesh": str(ROOT / "configs/assets/ball.obj"), "prompt": "a blue ball", "sample_id": 0, "seed": 0}
+    x0 = task.trajectories([record])
+    if rank == 0:
+        torch.save(x0, out)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def test_mesh_with_depth_controlnet_and_multiview_attention_is_bitwise_the_unsplit_run(tiny_sd_dir, tmp_path):
+    """Calls of 3 views (3, 3, 3, 1: threads meeting at every self-attention layer), each with its views' depth
+    control; 2 processes own 2 and 2 of the 4 groups and exchange keys/values (t = 801 > 800: the front view's too)."""
+    from syncsde.testing import save_tiny_controlnet
+
+    folders = (str(tiny_sd_dir), str(save_tiny_controlnet(tmp_path / "cn", tiny_sd_dir)))
+    mesh_views(0, 1, 0, folders, tmp_path / "one.pt")
+    mp.spawn(mesh_views, (2, free_port(), folders, tmp_path / "two.pt"), nprocs=2)
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert one.shape == (1, 10, 4, 8, 8) and torch.equal(one, two)
+
+
 # -- end to end ----------------------------------------------------------------------------------------------------
 def syncsde(*args, timeout=300, wait=True):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
@@ -124,11 +159,15 @@ def syncsde(*args, timeout=300, wait=True):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+MESH_RECORD = "[{mesh: configs/assets/ball.obj, prompt: a sunset over the sea}]"
+
+
 def predict(config: str, out: Path, steps: int, *extra, prompts="[a sunny day, snow]", wait=True):
+    data = ["--data.init_args.records", MESH_RECORD] if config == "mesh" else ["--data.init_args.prompts", prompts]
     args = [
         "predict", "--config", f"configs/tiny/{config}.yaml", "--output_dir", str(out), "--trainer.accelerator", "cpu",
         "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false", "--model.init_args.progress", "false",
-        "--model.init_args.num_inference_steps", str(steps), "--data.init_args.prompts", prompts, *extra,
+        "--model.init_args.num_inference_steps", str(steps), *data, *extra,
     ]  # fmt: skip
     return syncsde(*args, wait=wait)
 
@@ -139,7 +178,9 @@ def windows(processes: int) -> list[str]:
 
 
 def files(folder: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(folder.glob("0*.png"))}
+    """Every output file of the folder's samples but the sidecars (which hold the time taken)."""
+    found = [p.relative_to(folder) for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix != ".json"]
+    return {str(p): (folder / p).read_bytes() for p in found if p.parts[0].startswith("0")}
 
 
 @pytest.mark.parametrize("config", ["wide", "canvas"])
@@ -158,6 +199,35 @@ def test_cli_outputs_are_byte_identical_on_1_2_and_3_processes(config, tmp_path)
         assert (tmp_path / name / "manifest.json").exists() and not list((tmp_path / name).glob(".*tmp"))
 
 
+MESH_RUNS = {
+    # the tiny config: SyncSDE's couplings to every earlier view, SyncMVD's multi-view attention (keys/values of the
+    # neighbour views, and of the front view while t > 800: the first of 5 steps is t = 801)
+    "syncsde": [],
+    # an averaging baseline (states and ε of every view), the network's calls independent of each other
+    "synctweedies": ["--model.init_args.strategy", "syncsde.strategies.SyncTweedies",
+                     "--model.init_args.strategy.init_args.case", "5",
+                     "--model.init_args.multiview_attention", "false"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("run", MESH_RUNS)
+def test_cli_mesh_outputs_are_byte_identical_on_1_2_and_3_processes(run, tmp_path):
+    extra = MESH_RUNS[run]
+    runs = {
+        "samples": predict("mesh", tmp_path / "samples", 5, "--model.init_args.window_batch", "1", *extra),
+        "windows2": predict("mesh", tmp_path / "windows2", 5, *windows(2), *extra),
+        "windows3": predict("mesh", tmp_path / "windows3", 5, *windows(3), *extra),
+    }
+    for name, r in runs.items():
+        assert r.returncode == 0, (name, r.stderr[-3000:])
+    reference = files(tmp_path / "samples")
+    assert {"00000.png", "00000_views.png", "00000/mesh.glb"} <= set(reference)
+    sidecar = json.loads((tmp_path / "samples" / "00000.json").read_text())
+    assert sidecar["method"] == run and sidecar["multiview_attention"] == (run == "syncsde")
+    for name in ("windows2", "windows3"):
+        assert files(tmp_path / name) == reference, name
+
+
 def children(pid: int) -> list[int]:
     out = []
     for entry in Path("/proc").iterdir():
@@ -169,23 +239,40 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def test_a_process_killed_mid_sample_fails_the_run_in_one_line_and_a_rerun_makes_it_whole(tmp_path):
-    out = tmp_path / "out"
-    proc = predict("wide", out, 20, *windows(2), prompts="[a sunny day]", wait=False)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid``."""
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("config", ["wide", "mesh"])  # the mesh: messages inside the network too (attention)
+def test_a_process_killed_mid_sample_fails_the_run_in_one_line_and_a_rerun_makes_it_whole(config, tmp_path):
+    out, steps = tmp_path / "out", 20
+    proc = predict(config, out, steps, *windows(2), prompts="[a sunny day]", wait=False)
     deadline = time.time() + 240
     while not (out / "config.yaml").exists() or not children(proc.pid):
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else ""
         time.sleep(0.2)
-    time.sleep(1.0)  # into the first sample's steps
-    os.kill(children(proc.pid)[0], signal.SIGKILL)
+    child = children(proc.pid)[0]
+    if config == "wide":
+        time.sleep(1.0)  # into the first sample's steps
+    else:  # past the mesh's preparation (rasterizing, maps: ~0.8 CPU s, no messages yet) into its steps (~0.17 CPU s
+        start = cpu_seconds(child)  # each): by CPU time, whatever the machine's load
+        while cpu_seconds(child) < start + 2.0:
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+    os.kill(child, signal.SIGKILL)
     _, err = proc.communicate(timeout=240)
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, err[-3000:]
-    assert "lost contact with process 1 during step" in lines[0] and "regenerates it whole" in lines[0]
+    where = rf"during (self-attention layer \d+ of )?step \d+ of {steps}"  # the mesh: also inside the network
+    assert re.search(rf"lost contact with process 1 {where}", lines[0])
+    assert "regenerates it whole" in lines[0]
     assert not list(out.glob("0*")) and not list(out.glob("*.tmp"))  # nothing written, nothing half-written
-    r = predict("wide", out, 20, *windows(2), prompts="[a sunny day]")
+    r = predict(config, out, steps, *windows(2), prompts="[a sunny day]")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert sorted(p.name for p in out.glob("0*")) == ["00000.json", "00000.png"]
+    made = {p.name for p in out.glob("0*")}
+    assert made == {"00000.json", "00000.png"} if config == "wide" else {"00000.json", "00000.png", "00000"} <= made
 
 
 def test_bad_combinations_are_one_line_before_any_process_starts(tmp_path):
@@ -193,7 +280,10 @@ def test_bad_combinations_are_one_line_before_any_process_starts(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-3000:]
     assert "13 windows in groups of window_batch 13 (1 groups) over 2 processes" in r.stderr
     assert not (tmp_path / "a").exists() or not list((tmp_path / "a").glob("0*"))
-    r = syncsde("predict", "--config", "configs/tiny/mesh.yaml", "--output_dir", str(tmp_path / "b"),
+    r = syncsde("predict", "--config", "configs/tiny/ambiguous.yaml", "--output_dir", str(tmp_path / "b"),
                 "--model.init_args.parallel", "windows")  # fmt: skip
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-3000:]
-    assert "parallel is not an option of tasks.MeshTexturing" in r.stderr and "tasks.WideImage" in r.stderr
+    assert "parallel is not an option of tasks.AmbiguousImage" in r.stderr and "tasks.MeshTexturing" in r.stderr
+    r = predict("mesh", tmp_path / "c", 3, *windows(3), "--model.init_args.window_batch", "5")  # the mesh's views
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-3000:]
+    assert "10 windows in groups of window_batch 5 (2 groups) over 3 processes" in r.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -377,6 +378,9 @@ def resolve_single(model: str, what: str) -> Path:
 SCALE_SCHEDULES = ("linear", "official", "syncmvd")
 
 
+_CONTROL_ROWS = threading.local()  # the control rows of this thread's network calls (ControlNet.control_rows)
+
+
 class ControlNet:
     """A ControlNet on a UNet backbone (SYNCSDE.md §6.5), mixed in before the backbone class: SD-1.5 with
     ``lllyasviel/control_v11f1p_sd15_depth`` (:class:`StableDiffusionControlNet`), SDXL with
@@ -451,6 +455,16 @@ class ControlNet:
         self.control = images
         self.timesteps = [int(t) for t in timesteps]
 
+    @contextmanager
+    def control_rows(self, rows: Sequence[int]):
+        """Network calls of this thread, inside the block, on the rows ``rows`` of the control images only (a call on
+        some of a batch's trajectories; threads: :class:`syncsde.parallel.Lockstep`)."""
+        _CONTROL_ROWS.rows = list(rows)
+        try:
+            yield
+        finally:
+            _CONTROL_ROWS.rows = None
+
     def control_scale(self, t: int) -> float:
         if self.scale_schedule == "linear":
             progress = 1 - t / 1000
@@ -476,7 +490,8 @@ class ControlNet:
         scale = self.control_scale(int(t[0]))
         if scale == 0:
             return super().forward(x, t, context)
-        cond = self.control
+        rows = getattr(_CONTROL_ROWS, "rows", None)
+        cond = self.control if rows is None else self.control[rows]
         if x.shape[0] == 2 * cond.shape[0]:  # both CFG branches see the same control
             cond = torch.cat([cond, cond])
         if x.shape[0] != cond.shape[0]:

@@ -1,7 +1,7 @@
 """Window-parallel sampling (``parallel: windows``, :mod:`syncsde.parallel`): bytes exchanged and time per step on
-2 processes against the unsplit run, for wide images of 13, 49 and 193 windows and a 7 × 7 canvas.
+2 processes against the unsplit run, for wide images of 13, 49 and 193 windows, a 7 × 7 canvas and the mesh's 10 views.
 
-    python -m syncsde.benchmarks.parallel [--steps 3] [--windows 13 49 193] [--no-readme]
+    python -m syncsde.benchmarks.parallel [--steps 3] [--windows 13 49 193 7x7 mesh] [--no-readme]
 
 The embedded tiny model (32-px pixel-space windows, stride 8 px), one sample, DDIM, on the CPU with one torch thread
 per process; the two processes talk through ``torch.distributed`` (gloo), as under ``--trainer.strategy ddp``. Per
@@ -9,7 +9,8 @@ configuration, in one run: the unsplit run (``parallel: samples``, all windows i
 same on one process in calls of one window (``window_batch: 1``, the grouping ``parallel: windows`` uses), and 2
 processes. Time per step = sampling time / steps after a one-step warm-up (wall on process 0; CPU of the busiest
 process). Bytes per step = what all processes sent in one step's exchange (states, and ε where the strategy reads
-them); "exchange alone" = the median time of those messages with both processes waiting for them (a barrier first),
+them; for the mesh also the keys/values of every self-attention layer, with multi-view attention on as in the tiny
+config); "exchange alone" = the median time of those messages with both processes waiting for them (a barrier first),
 i.e. the cost of the exchange without the waiting for a slower peer. The split result is checked to be bitwise that
 of one process with the same grouping.
 """
@@ -33,7 +34,15 @@ STRATEGIES = {
 }
 
 
-BATCH = [{"prompt": "a sunny day over grass with mountains", "sample_id": 0, "seed": 0}]
+MESH = "SyncSDE (paper: joint bake of earlier views) + multi-view attention"
+BATCH = [
+    {
+        "prompt": "a sunny day over grass with mountains",
+        "sample_id": 0,
+        "seed": 0,
+        "mesh": str(Path(__file__).resolve().parents[2] / "configs/assets/ball.obj"),  # read by the mesh task only
+    }
+]
 
 
 def geometry(windows: int | str) -> dict:
@@ -43,13 +52,20 @@ def geometry(windows: int | str) -> dict:
     return dict(height=32, width=32 + 8 * (int(windows) - 1), stride=8)
 
 
-def make_task(strategy: str, size: dict, **options):
+def make_task(strategy: str, windows: int | str, **options):
     from syncsde import strategies
     from syncsde.backbones import DiffusersBackbone
-    from tasks import WideImage
+    from tasks import MeshTexturing, WideImage
 
-    cls, kwargs = STRATEGIES[strategy]
     backbone = DiffusersBackbone(model="syncsde:tiny-t2i")
+    if windows == "mesh":  # configs/tiny/mesh.yaml, DDIM
+        return MeshTexturing(
+            backbone, strategies.SyncSDE(5.0, sync_t_min=200), view_size=32, latent_texture_size=64,
+            rgb_texture_size=128, prompt_prefix="", view_suffix=False, negative_prompt="", sampler="ddim",
+            num_inference_steps=1, guidance_scale=3.0, progress=False, **options,
+        )  # fmt: skip
+    cls, kwargs = STRATEGIES[strategy]
+    size = geometry(windows)
     return WideImage(
         backbone, getattr(strategies, cls)(**kwargs), num_inference_steps=1, guidance_scale=3.0, progress=False,
         **size, **options,
@@ -71,7 +87,8 @@ def exchange_alone(task, repeats: int = 20) -> float:
     import torch.distributed as dist
 
     split = task.split
-    shape = (1, len(split.local), task.backbone.channels, task.w, task.w)
+    side = task.view_size // task.backbone.scale_factor if hasattr(task, "view_size") else task.w
+    shape = (1, len(split.local), task.backbone.channels, side, side)
     x, own = torch.zeros(shape), torch.zeros(1, len(split.own), *shape[2:])
     times = []
     for _ in range(repeats):
@@ -94,9 +111,9 @@ def worker(rank: int, world: int, port: int, plan: list, steps: int, out: str) -
     results = {}
     for key in plan:
         windows, strategy = key
-        task = make_task(strategy, geometry(windows), parallel="windows")
+        task = make_task(strategy, windows, parallel="windows")
         wall, cpu, x0 = measure(task, steps)
-        sent = torch.tensor([statistics.mean(task.split.step_bytes) if task.split.step_bytes else 0.0])
+        sent = torch.tensor([sent_per_step(task, steps)])
         dist.all_reduce(sent)  # bytes per step, all processes together
         busiest = torch.tensor([cpu])
         dist.all_reduce(busiest, dist.ReduceOp.MAX)
@@ -105,6 +122,14 @@ def worker(rank: int, world: int, port: int, plan: list, steps: int, out: str) -
     if rank == 0:
         torch.save(results, out)
     dist.destroy_process_group()
+
+
+def sent_per_step(task, steps: int) -> float:
+    """Bytes this process sent per step of the last sampling: the states (and ε) between steps, and the mesh's
+    self-attention keys/values."""
+    states = statistics.mean(task.split.step_bytes) if task.split.step_bytes else 0.0
+    attention = getattr(task, "attention", None)  # the mesh's multi-view attention of the last sampling
+    return states + (sum(sum(e.step_bytes) for e in attention.exchanges.values()) / steps if attention else 0.0)
 
 
 def free_port() -> int:
@@ -118,20 +143,22 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=3, help="timed sampling steps per configuration")
-    p.add_argument("--windows", nargs="+", default=["13", "49", "193", "7x7"], help="window counts (or 7x7)")
+    p.add_argument(
+        "--windows", nargs="+", default=["13", "49", "193", "7x7", "mesh"], help="window counts (or 7x7, mesh)"
+    )
     p.add_argument("--no-readme", action="store_true", help="print only; do not write the results file and README")
     args = p.parse_args(argv)
     from syncsde.cli import quiet
 
     quiet()
     torch.set_num_threads(1)
-    plan = [(w, s) for w in args.windows for s in STRATEGIES]
+    plan = [(w, s) for w in args.windows for s in ([MESH] if w == "mesh" else STRATEGIES)]
     warnings.filterwarnings("ignore", message="SyncSDE coefficient")  # few steps: c_t > 2 (timing only)
     single = {}
     for key in plan:
         windows, strategy = key
-        wall, cpu, _ = measure(make_task(strategy, geometry(windows)), args.steps)
-        grouped, grouped_cpu, x0 = measure(make_task(strategy, geometry(windows), window_batch=1), args.steps)
+        wall, cpu, _ = measure(make_task(strategy, windows), args.steps)
+        grouped, grouped_cpu, x0 = measure(make_task(strategy, windows, window_batch=1), args.steps)
         single[key] = dict(wall=wall, cpu=cpu, grouped=grouped, grouped_cpu=grouped_cpu, x0=x0)
         print(f"1 process: {windows} windows, {strategy}: {wall:.3f} s/step (one call), {grouped:.3f} (by window)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,8 +170,8 @@ def main(argv=None) -> None:
         windows, strategy = key
         one, two = single[key], split[key]
         same = torch.equal(one["x0"], two["x0"])
-        n = 49 if windows == "7x7" else int(windows)
-        label = "7 × 7 canvas" if windows == "7x7" else f"{windows} wide"
+        n = {"7x7": 49, "mesh": 10}.get(windows) or int(windows)
+        label = {"7x7": "7 × 7 canvas", "mesh": "10 mesh views"}.get(windows, f"{windows} wide")
         rows.append(
             f"| {label} | {strategy} | {two['bytes'] / 1024:.1f} KiB | {two['exchange'] * 1000:.2f} ms "
             f"| {one['wall'] / n * 1000:.1f} ms | {one['wall']:.2f} / {one['grouped']:.2f} / {two['wall']:.2f} "
@@ -172,8 +199,10 @@ def main(argv=None) -> None:
             *rows,
             "",
             f"Embedded tiny model (32-px windows, stride 8 px, 3 channels), one sample, {args.steps} DDIM steps, one "
-            "torch thread per process, gloo on one machine. Exchange alone: the median of one step's messages with "
-            "both processes at it. Wall times were measured on a machine with 2 CPU cores shared with other jobs, so "
+            "torch thread per process, gloo on one machine; the mesh: configs/tiny/mesh.yaml (10 views of 32 px) with "
+            "DDIM, its bytes including the keys/values of every self-attention layer. Exchange alone: the median of "
+            "one step's messages between steps with both processes at it (for the mesh, without those inside the "
+            "network). Wall times were measured on a machine with 2 CPU cores shared with other jobs, so "
             "the wall-time ratios are indicative only; CPU seconds show how the work divides. "
             "`python -m syncsde.benchmarks.parallel`",
         ]
