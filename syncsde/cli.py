@@ -1,7 +1,7 @@
 """The ``syncsde`` command.
 
     syncsde predict --config configs/wide.yaml [--output_dir DIR] [--overwrite true] [--trainer.devices 2 ...]
-    syncsde fit --config configs/tiny/train_t2i.yaml
+    syncsde fit --config configs/tiny/train_ldm.yaml
     syncsde evaluate DIR
 
 ``predict`` and ``fit`` are LightningCLI subcommands; ``evaluate`` recomputes the metrics of an existing output
@@ -24,7 +24,7 @@ from pathlib import Path
 
 SUBCOMMANDS = {
     "predict": "run a task into an output folder (syncsde predict --config configs/tiny/wide.yaml)",
-    "fit": "run a training recipe (syncsde fit --config configs/tiny/train_t2i.yaml)",
+    "fit": "run a training recipe (syncsde fit --config configs/tiny/train_ldm.yaml)",
     "evaluate": "recompute the metrics of an existing output folder (syncsde evaluate outputs/tiny/wide)",
 }
 THREADS_HELP = (

@@ -100,7 +100,10 @@ class WideImage(SyncTask):
         native = w * f
         for name, v in (("height", height), ("width", width), ("stride", stride), ("vertical_stride", vertical_stride)):
             if v is not None and v % f:
-                raise InputError(f"{name} {v} px is not a multiple of the backbone's scale factor {f}")
+                raise InputError(
+                    f"{name} {v} px is not a multiple of the backbone's scale factor {f}; use a multiple of {f}, e.g. "
+                    f"{max(f, v - v % f)}"
+                )
         self.w, self.s, self.W, self.H = w, stride // f, width // f, height // f
         for name, v in (("stride", stride), ("vertical_stride", self.vertical_stride)):
             if not f <= v <= native:

@@ -241,8 +241,8 @@ def test_read_only_output_folder_is_one_line(config, tmp_path, capsys):
 
 
 def test_predict_on_a_training_config_and_fit_on_a_task_are_one_line(capsys):
-    code, lines = run_in_process(["predict", "--config", "configs/tiny/train_t2i.yaml"], capsys)
-    assert code == 2 and len(lines) == 1 and "syncsde fit --config configs/tiny/train_t2i.yaml" in lines[0], lines
+    code, lines = run_in_process(["predict", "--config", "configs/tiny/train_ldm.yaml"], capsys)
+    assert code == 2 and len(lines) == 1 and "syncsde fit --config configs/tiny/train_ldm.yaml" in lines[0], lines
     code, lines = run_in_process(["fit", "--config", "configs/tiny/wide.yaml"], capsys)
     assert code == 2 and len(lines) == 1 and "syncsde predict --config configs/tiny/wide.yaml" in lines[0], lines
 

@@ -76,8 +76,8 @@ def render(caption_scene, width=64, seed=0):
 def test_ambiguous_clip_score_is_the_worst_reading():
     """A single-reading image (the second reading is the first one upside down, as independent sampling gives) gets a
     low score; an image whose readings each match their own prompt gets a high one. Averaging the readings hid it."""
-    first = scenes.Scene("night", "snow", True, "moon", None, "left")
-    second = scenes.Scene("day", "sea", False, "boat", "red", "middle")
+    first = scenes.Scene("night", "snow", "mountains", (scenes.Thing("moon", None, "left"),))
+    second = scenes.Scene("day", "sea", None, (scenes.Thing("boat", "red", "middle"),))
     a, b = render(first), render(second)
     single = SampleOutput(0, a, {}, scored=[(b.flip(-2), first.caption), (b, second.caption)])
     both = SampleOutput(0, a, {}, scored=[(a, first.caption), (b, second.caption)])
@@ -90,7 +90,7 @@ def test_ambiguous_clip_score_is_the_worst_reading():
 
 
 def test_wide_clip_score_on_native_size_crops():
-    scene = scenes.Scene("sunset", "sea", True, "boat", "white", "left")
+    scene = scenes.Scene("sunset", "sea", "mountains", (scenes.Thing("boat", "white", "left"),))
     pano = render(scene, width=256)
     out = SampleOutput(7, pano, {"prompt": scene.caption})
     callback = Metrics(crop=64, crops_per_image=3)

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 import syncsde.task
-from syncsde.backbones import DiffusersBackbone
+from syncsde.backbones import StableDiffusion
 from syncsde.strategies import SyncSDE
 from tasks import MaskTextToImage, MeshTexturing, WideImage
 
@@ -74,7 +74,7 @@ def moves_after_first_step(task, batch) -> Counter:
 
 @pytest.fixture(scope="module")
 def backbone():
-    return DiffusersBackbone("syncsde:tiny-t2i")
+    return StableDiffusion("syncsde:tiny-ldm")
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def mask_png(tmp_path):
 )
 def test_wide_image_moves_nothing_per_step(backbone, sampler_dtype, preset, blend):
     task = WideImage(
-        backbone, SyncSDE(5.0, preset=preset), height=32, width=128, stride=8, num_inference_steps=4,
+        backbone, SyncSDE(5.0, preset=preset), height=64, width=256, stride=16, num_inference_steps=4,
         sampler_dtype=sampler_dtype, canonical_blend=blend, progress=False,
     )  # fmt: skip
     assert task.n == 13
@@ -108,7 +108,7 @@ def test_mask_t2i_moves_nothing_per_step(backbone, mask_png):
 def test_mesh_moves_nothing_per_step(backbone, monkeypatch):
     monkeypatch.chdir(ROOT)
     task = MeshTexturing(
-        backbone, SyncSDE(5.0, sync_t_min=0), view_size=32, latent_texture_size=64, rgb_texture_size=64,
+        backbone, SyncSDE(5.0, sync_t_min=0), view_size=64, latent_texture_size=64, rgb_texture_size=64,
         num_inference_steps=4, prompt_prefix="", view_suffix=False, negative_prompt="", multiview_attention=False,
         progress=False,
     )  # fmt: skip
@@ -128,6 +128,6 @@ def test_the_count_sees_maps_left_on_the_host(backbone, monkeypatch):
 
     monkeypatch.setattr(SyncProblem, "to", lambda problem, device, dtype: problem)
     monkeypatch.setattr(ShiftMap, "__call__", moving)
-    task = WideImage(backbone, SyncSDE(5.0), height=32, width=128, stride=8, num_inference_steps=3, progress=False)
+    task = WideImage(backbone, SyncSDE(5.0), height=64, width=256, stride=16, num_inference_steps=3, progress=False)
     moves = moves_after_first_step(task, [{"prompt": "a sunny day", "sample_id": 0, "seed": 0}])
     assert sum(moves.values()) == 2 * 12 * 2  # 2 moves, 12 couplings, 2 steps after the first

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from syncsde.attention import AttentionRecorder
-from syncsde.backbones import DiffusersBackbone, GaussianBackbone, StableDiffusion
+from syncsde.backbones import GaussianBackbone, StableDiffusion
 from syncsde.cli import main
 from syncsde.sampler import sample_generator
 from syncsde.schedule import SD_SCHEDULER
@@ -94,7 +94,7 @@ def test_official_token_index_is_word_index_plus_one(sd, image):
 def test_missing_source_word_falls_back_to_clip_nearest_word(image, tmp_path):
     from transformers import AutoTokenizer, CLIPModel
 
-    backbone = DiffusersBackbone("syncsde:tiny-t2i")
+    backbone = StableDiffusion("syncsde:tiny-ldm")
     prompt = "a sunny day over grass with mountains, a red house in the middle"
     rec = record(image, prompt, source="tree", target="ball")
     task = ImageEdit(
@@ -280,15 +280,15 @@ def test_stage_two_with_stage_one_scheduler_is_the_official_loop(tmp_path):
 
 # -- the paper presets --------------------------------------------------------------------------------------------
 
-TINY = {"class_path": "syncsde.backbones.DiffusersBackbone", "init_args": {"model": "syncsde:tiny-t2i"}}
+TINY = {"class_path": "syncsde.backbones.StableDiffusion", "init_args": {"model": "syncsde:tiny-ldm"}}
 PRESETS = {  # the embedded model in place of the paper's backbone, at its size; the switches are the preset's
-    "wide": {"model": {"init_args": {"backbone": TINY, "height": 32, "width": 128, "stride": 8}},
+    "wide": {"model": {"init_args": {"backbone": TINY, "height": 64, "width": 256, "stride": 16}},
              "data": {"init_args": {"prompts": ["a sunny day over grass with mountains"]}}},
     "mask_t2i": {"model": {"init_args": {"backbone": TINY}}},
     "edit": {"model": {"init_args": {"backbone": TINY, "captioner": None, "mask_res": 8,
                                      "clip_model": "syncsde:tiny-clip"}},
              "data": {"init_args": {"records_file": None, "records": [
-                 {"image": "house_32.png", "prompt": "a sunny day over grass with mountains, a red house",
+                 {"image": "house_64.png", "prompt": "a sunny day over grass with mountains, a red house",
                   "source_word": "tree", "target_word": "ball"}]}}},
     "ambiguous": {"model": {"init_args": {"backbone": TINY, "upscaler": None}},
                   "data": {"init_args": {"records": [{"prompt": "a sunny day over the sea",

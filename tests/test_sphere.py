@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from syncsde.backbones import DiffusersBackbone, GaussianBackbone
+from syncsde.backbones import GaussianBackbone, StableDiffusion
 from syncsde.coupling import coupling_residuals
 from syncsde.errors import InputError
 from syncsde.sphere import SPHERE_VIEWS, SYNCTWEEDIES_VIEWS, Sphere, cell_directions, forward_index, perspective
@@ -99,7 +99,7 @@ def test_output_bake_wraps_without_seam(sphere):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return DiffusersBackbone("syncsde:tiny-t2i")
+    return StableDiffusion("syncsde:tiny-ldm")
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_every_method_makes_a_panorama(tiny, strategy):
     )
     out = task.generate(["a sunny day over grass"])[0]
     assert out.image.shape == (3, 64, 128) and torch.isfinite(out.image).all()
-    assert out.extras["viewer"].shape == (3, 64, 128) and out.extras["views"].shape == (3, 32, 32 * 20)
+    assert out.extras["viewer"].shape == (3, 64, 128) and out.extras["views"].shape == (3, 64, 64 * 20)
     assert len(out.clip_pairs()) == 4 and out.meta["num_views"] == 20 and out.meta["uncovered"] == 0
 
 
@@ -127,7 +127,7 @@ def test_syncsde_pulls_views_together(tiny):
     }
     assert gaps["sync"] < 0.5 * gaps["free"]
     x_T = SpherePanorama(tiny, Independent(), init_from_canonical=True, **kw).initial_noise(batch, [torch.Generator()])
-    assert x_T.shape == (1, 8, 3, 32, 32) and abs(float(x_T.std()) - 1) < 0.05
+    assert x_T.shape == (1, 8, 4, 16, 16) and abs(float(x_T.std()) - 1) < 0.05
 
 
 def test_depth_controlnet_sees_each_views_crop(tiny_sd_dir, tmp_path_factory):

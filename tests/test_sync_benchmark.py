@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 
 from syncsde.benchmarks import sync
@@ -89,5 +90,8 @@ def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
         assert row["num_samples"] >= 2 and row["seam_ratio"] > 0 and row["coherence"] > 0
     saved = json.loads((tmp_path / "bench" / "sync_benchmark.json").read_text())
     assert saved["wide_image"]["independent"] == rows["independent"]
-    figure = Image.open(tmp_path / "grid.png")  # 2 methods side by side, one row per sample (4 at most), 3x upscaled
-    assert figure.width == 2 * 128 * 3 and figure.height > min(rows["independent"]["num_samples"], 4) * 32 * 3
+    figure = Image.open(tmp_path / "grid.png")  # 2 methods side by side, one row per sample (4 at most), upscaled
+    init = yaml.safe_load((ROOT / "configs/tiny/wide.yaml").read_text())["model"]["init_args"]
+    scale = figure.width // (2 * init["width"])
+    assert scale >= 1 and figure.width == 2 * init["width"] * scale
+    assert figure.height > min(rows["independent"]["num_samples"], 4) * init["height"] * scale

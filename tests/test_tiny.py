@@ -1,4 +1,5 @@
-"""The embedded tiny models: procedural data, training recipes (a few steps each), export layout, loading."""
+"""The embedded tiny models: procedural world, training recipes (a few steps each), export layout, loading, and the
+shipped latent diffusion model itself."""
 
 import os
 import subprocess
@@ -6,9 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from syncsde.backbones import DiffusersBackbone
+from syncsde.backbones import StableDiffusion
 from syncsde.backbones.diffusers import embedded_path
 from syncsde.tiny import models as M
 from syncsde.tiny import scenes
@@ -19,31 +21,73 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_scenes_deterministic_and_held_out_disjoint():
     a, ca = scenes.batch(0, 5, 8)
     b, cb = scenes.batch(0, 5, 8)
-    assert np.array_equal(a, b) and ca == cb and a.shape == (8, 3, 32, 32) and a.dtype == np.float32
+    assert np.array_equal(a, b) and ca == cb and a.shape == (8, 3, 64, 64) and a.dtype == np.float32
     assert not np.array_equal(a, scenes.batch(0, 6, 8)[0])
-    train = {s.caption for s in scenes.split(False)}
-    held = {s.caption for s in scenes.split(True)}
-    assert held and not train & held and 0.05 < len(held) / (len(train) + len(held)) < 0.15
+    train = {s.caption for s in scenes.sample_scenes(np.random.default_rng(0), 3000)}
+    held = {s.caption for s in scenes.held_out_scenes(300)}
+    assert len(held) == 300 and not train & held
+    assert all(not scenes.is_held_out(c) for c in train) and all(scenes.is_held_out(c) for c in held)
+    rng = np.random.default_rng(1)
+    drawn = [scenes.random_scene(rng, p_plain=0.0).caption for _ in range(5000)]
+    assert 0.05 < np.mean([scenes.is_held_out(c) for c in drawn]) < 0.15  # the hash splits off about 10%
     _, captions = scenes.batch(0, 0, 64, held_out=True)
-    assert set(captions) <= held
+    assert all(scenes.is_held_out(c) for c in captions)
 
 
-def test_scene_renders_any_width_and_caption_grammar():
-    s = scenes.Scene("sunset", "sea", True, "boat", "red", "left")
-    assert s.caption == "a sunset over the sea with mountains, a red boat on the left"
-    img = scenes.render(s, np.random.default_rng(0), 32, 128)
-    assert img.shape == (32, 128, 3) and 0 <= img.min() and img.max() <= 1
+def test_caption_grammar_names_every_object_and_its_place():
+    s = scenes.Scene(
+        "sunset",
+        "sea",
+        "mountains",
+        (
+            scenes.Thing("sun", None, "right"),
+            scenes.Thing("boat", "red", "left"),
+            scenes.Thing("ball", "orange", "middle"),
+        ),
+    )
+    assert s.caption == (
+        "a sunset over the sea with mountains, a red boat on the left, an orange ball in the middle "
+        "and the sun on the right"
+    )
+    assert scenes.Scene("day", "grass", "hills", (scenes.Thing("pine", None, "middle"),)).caption == (
+        "a sunny day over grass with hills, a pine tree in the middle"
+    )
+    img = scenes.render(s, np.random.default_rng(0), 64, 256)
+    assert img.shape == (64, 256, 3) and 0 <= img.min() and img.max() <= 1
+
+
+def test_world_rules_and_variety():
+    drawn = scenes.sample_scenes(np.random.default_rng(2), 3000)
+    things = [(t, s) for s in drawn for t in s.things]
+    assert all(scenes.allowed(t.kind, s.sky, s.ground) for t, s in things)
+    assert all(len({t.position for t in s.things}) == len(s.things) for s in drawn)  # one object per place
+    assert {t.kind for t, _ in things} == set(scenes.OBJECTS)
+    assert {len(s.things) for s in drawn} == {0, 1, 2, 3}
+    assert {s.landform for s in drawn} == {None, "mountains", "hills"}
+
+
+def test_objects_are_drawn_where_the_caption_says():
+    plain = scenes.Scene("day", "grass")
+    rng = np.random.default_rng
+    for position, (lo, hi) in {"left": (0, 21), "middle": (21, 43), "right": (43, 64)}.items():
+        with_house = scenes.Scene("day", "grass", None, (scenes.Thing("house", "red", position),))
+        diff = np.abs(scenes.render(with_house, rng(4), 64, 64) - scenes.render(plain, rng(4), 64, 64))
+        changed = (diff.max(-1) > 0.15).sum(0)  # columns the house changed (beyond the pixel noise)
+        assert changed[lo:hi].sum() > 0.95 * changed.sum(), position
 
 
 def test_word_tokenizer_covers_grammar():
     tok = M.word_tokenizer()
-    ids = tok([s.caption for s in scenes.all_scenes()], padding="max_length", max_length=M.MAX_TOKENS).input_ids
+    captions = [s.caption for s in scenes.sample_scenes(np.random.default_rng(3), 2000)]
+    captions += [s.caption for s in scenes.held_out_scenes(200)]
+    ids = tok(captions, padding="max_length", max_length=M.MAX_TOKENS).input_ids
     assert all(1 not in row for row in ids)  # no [UNK]
-    assert all(row[0] == 2 and 3 in row for row in ids)  # [BOS] ... [EOS]
+    assert all(row[0] == 2 and 3 in row for row in ids)  # [BOS] ... [EOS], never truncated
+    assert all(len(row) == M.MAX_TOKENS for row in ids)
 
 
-def run_fit(config: str, tmp_path: Path, *extra: str):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+def run_fit(config: str, tmp_path: Path, *extra: str, callbacks: str = "[]"):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     export = tmp_path / "export"
     r = subprocess.run(
         [
@@ -64,7 +108,7 @@ def run_fit(config: str, tmp_path: Path, *extra: str):
             "--trainer.enable_progress_bar",
             "false",
             "--trainer.callbacks",
-            "[]",
+            callbacks,
             "--data.init_args.batch_size",
             "4",
             "--model.init_args.export_dir",
@@ -75,20 +119,42 @@ def run_fit(config: str, tmp_path: Path, *extra: str):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     return export
 
 
-def test_t2i_recipe_trains_and_exports_a_loadable_backbone(tmp_path):
-    export = run_fit("configs/tiny/train_t2i.yaml", tmp_path)
-    backbone = DiffusersBackbone(str(export))
-    assert backbone.vae is None and backbone.scale_factor == 1 and backbone.channels == 3
-    assert backbone.sample_size == 32
-    emb = backbone.encode_prompts(["a sunny day over grass"])
-    out = backbone(torch.randn(1, 3, 32, 32), torch.tensor([500]), emb)
-    assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
+def test_ldm_recipes_train_and_export_a_stable_diffusion_folder(tmp_path):
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+    vae_dir = run_fit("configs/tiny/train_vae.yaml", tmp_path / "vae", "--model.init_args.scale_images", "16")
+    vae = AutoencoderKL.from_pretrained(vae_dir, local_files_only=True)
+    images = torch.from_numpy(scenes.batch(12345, 0, 16)[0])
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        z = vae.encode(images * 2 - 1).latent_dist.sample(generator=g)
+    assert z.shape == (16, 4, 16, 16)  # scale factor 4, 4 latent channels
+    assert float((z * vae.config.scaling_factor).std()) == pytest.approx(1.0, rel=1e-3)  # the same latents as at export
+
+    ema = '[{"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}}]'
+    ldm = run_fit("configs/tiny/train_ldm.yaml", tmp_path / "ldm", "--model.init_args.vae", str(vae_dir), callbacks=ema)
+    for part in ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        assert (ldm / part).exists(), part
+    backbone = StableDiffusion(str(ldm))  # the same loading code as real Stable Diffusion checkpoints
+    assert (backbone.scale_factor, backbone.sample_size, backbone.channels) == (4, 16, 4)
+    assert backbone.scheduler_config()["beta_schedule"] == "scaled_linear"
+    out = backbone(torch.randn(1, 4, 16, 16), torch.tensor([500]), backbone.encode_prompts(["a sunny day over grass"]))
+    assert out.shape == (1, 4, 16, 16) and torch.isfinite(out).all()
+    assert StableDiffusionPipeline.from_pretrained(ldm, local_files_only=True).vae_scale_factor == 4
+
+
+def test_trainer_refuses_a_missing_autoencoder(tmp_path):
+    from syncsde.errors import InputError
+    from syncsde.tiny.train import TinyLDMTraining
+
+    with pytest.raises(InputError, match="train_vae.yaml"):
+        TinyLDMTraining(vae=str(tmp_path / "nothing"))
 
 
 def test_clip_recipe_trains_and_exports(tmp_path):
@@ -98,15 +164,54 @@ def test_clip_recipe_trains_and_exports(tmp_path):
     model = CLIPModel.from_pretrained(export, local_files_only=True)
     tok = AutoTokenizer.from_pretrained(export, local_files_only=True)
     assert len(tok) == len(M.word_tokenizer())
-    feats = model.get_image_features(pixel_values=torch.randn(2, 3, 32, 32))
+    feats = model.get_image_features(pixel_values=torch.randn(2, 3, 64, 64))
     assert (feats.pooler_output if hasattr(feats, "pooler_output") else feats).shape[-1] == 64
 
 
-def test_shipped_weights_load_offline():
-    for name in ("tiny-t2i", "tiny-clip"):
+@pytest.fixture(scope="module")
+def ldm():
+    return StableDiffusion("syncsde:tiny-ldm")
+
+
+def test_shipped_weights_load_offline_and_are_small(ldm):
+    for name in ("tiny-ldm", "tiny-clip"):
         assert embedded_path(name).is_dir(), f"embedded model {name} is missing from the package"
-    backbone = DiffusersBackbone("syncsde:tiny-t2i")
-    assert backbone.name == "syncsde:tiny-t2i" and backbone.channels == 3
+    size = sum(p.stat().st_size for p in embedded_path("tiny-ldm").rglob("*") if p.is_file())
+    assert size < 10e6
+    assert ldm.name == "syncsde:tiny-ldm" and (ldm.scale_factor, ldm.sample_size, ldm.channels) == (4, 16, 4)
+    assert ldm.unet.dtype == torch.float32  # stored in float16, loaded as float32
+
+
+def test_shipped_autoencoder_scale_and_reconstruction(ldm):
+    images = torch.from_numpy(scenes.batch(777, 0, 32, held_out=True)[0])
+    z = ldm.encode(images)
+    assert 0.8 < float(z.std()) < 1.25  # scaling_factor gives latents of about unit std, as SD's 0.18215
+    assert float((ldm.decode(z) - images).abs().mean()) < 0.05
+    flipped = ldm.decode(z.flip(-2))  # trained with flips: a view of the latent decodes like the view of the image
+    assert float((flipped - images.flip(-2)).abs().mean()) < 0.06
+
+
+def test_shipped_model_follows_its_prompt(ldm):
+    from tasks import TextToImage
+
+    task = TextToImage(ldm, num_inference_steps=10, guidance_scale=4.0, progress=False)
+    day, night = (o.image for o in task.generate(["a sunny day over snow", "a night sky over snow"]))
+    assert day.mean() > night.mean() + 0.2
+    assert day[2, :20].mean() > day[0, :20].mean() + 0.1  # a blue sky on top
+
+
+def test_shipped_model_equals_the_diffusers_pipeline(ldm):
+    from diffusers import StableDiffusionPipeline
+
+    from tasks import TextToImage
+
+    pipe = StableDiffusionPipeline.from_pretrained(embedded_path("tiny-ldm"), local_files_only=True)
+    x_T = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    prompt = "a sunset over the sea, a white boat in the middle"
+    ref = pipe(prompt, num_inference_steps=5, guidance_scale=4.0, latents=x_T.clone(), output_type="pt").images
+    task = TextToImage(ldm, num_inference_steps=5, guidance_scale=4.0, progress=False)
+    ours = task.generate([prompt], x_T=x_T[:, None])[0].image
+    torch.testing.assert_close(ours, ref[0], atol=1e-4, rtol=1e-4)
 
 
 def test_built_wheel_contains_the_embedded_weights(tmp_path):
@@ -114,8 +219,6 @@ def test_built_wheel_contains_the_embedded_weights(tmp_path):
     import zipfile
 
     if importlib.util.find_spec("setuptools") is None:
-        import pytest
-
         pytest.skip("setuptools not installed: the wheel cannot be built without build isolation")
     r = subprocess.run(
         [
@@ -137,8 +240,9 @@ def test_built_wheel_contains_the_embedded_weights(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     names = zipfile.ZipFile(next(tmp_path.glob("syncsde-*.whl"))).namelist()
     for needed in (
-        "syncsde/embedded/tiny-t2i/unet/diffusion_pytorch_model.safetensors",
-        "syncsde/embedded/tiny-t2i/model_index.json",
+        "syncsde/embedded/tiny-ldm/unet/diffusion_pytorch_model.safetensors",
+        "syncsde/embedded/tiny-ldm/vae/diffusion_pytorch_model.safetensors",
+        "syncsde/embedded/tiny-ldm/model_index.json",
         "syncsde/embedded/tiny-clip/model.safetensors",
     ):
         assert needed in names

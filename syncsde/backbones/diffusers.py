@@ -38,7 +38,7 @@ BACKBONES = {
 
 def resolve_model(model: str, what: str = "--model.init_args.backbone.init_args.model") -> Path:
     """A local diffusers folder for ``model`` — a folder path, a hub id, or ``syncsde:<name>`` for a model shipped
-    inside the package (``syncsde:tiny-t2i``) — or a one-line ModelNotFoundError."""
+    inside the package (``syncsde:tiny-ldm``) — or a one-line ModelNotFoundError."""
     if model.startswith("syncsde:"):
         path = embedded_path(model.split(":", 1)[1])
         if not (path / "model_index.json").is_file():

@@ -15,7 +15,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from syncsde.backbones import DiffusersBackbone
+from syncsde.backbones import StableDiffusion
 from syncsde.benchmarks.readme import ROOT, write_result
 from syncsde.io import atomic_write, to_pil
 from syncsde.strategies import Independent, SyncSDE
@@ -41,16 +41,17 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=30)
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", message="SyncSDE coefficient")
-    backbone = DiffusersBackbone("syncsde:tiny-t2i")
+    backbone = StableDiffusion("syncsde:tiny-ldm")
     common = dict(num_inference_steps=args.steps, guidance_scale=3.0, progress=False)
     prompt = "a sunny day over grass with mountains"
+    n = backbone.sample_size * backbone.scale_factor  # native window size in pixels
 
-    geometry = dict(height=64, width=96, stride=16, vertical_stride=16)
+    geometry = dict(height=2 * n, width=3 * n, stride=n // 2, vertical_stride=n // 2)
     canvases = [
         WideImage(backbone, strategy, **geometry, **common).generate([prompt])[0]
         for strategy in (SyncSDE(5.0), SyncSDE(5.0, preset="canonical"), Independent())
     ]
-    canvas = save("canvas_2d", side_by_side([o.image for o in canvases]), 3)
+    canvas = save("canvas_2d", side_by_side([o.image for o in canvases]), 2)
 
     masks = ROOT / "configs" / "assets"
     record = {
@@ -61,22 +62,22 @@ def main(argv=None) -> None:
             {"prompt": "a sunny day over grass, a yellow house on the right", "mask": str(masks / "mask_right.png")},
         ],
     }
-    regions = RegionTextToImage(backbone, SyncSDE(5.0), height=64, width=64, **common).generate([record])[0]
-    region = save("regions", side_by_side([regions.extras["masks"], regions.image]), 4)
+    regions = RegionTextToImage(backbone, SyncSDE(5.0), height=2 * n, width=2 * n, **common).generate([record])[0]
+    region = save("regions", side_by_side([regions.extras["masks"], regions.image]), 2)
 
-    sphere = SpherePanorama(backbone, SyncSDE(5.0), height=128, prompt_prefix="", viewer_size=64, **common)
+    sphere = SpherePanorama(backbone, SyncSDE(5.0), height=4 * n, prompt_prefix="", viewer_size=2 * n, **common)
     out = sphere.generate([prompt])[0]
-    panorama, viewer = save("sphere_equirect", out.image, 3), save("sphere_viewer", out.extras["viewer"], 3)
+    panorama, viewer = save("sphere_equirect", out.image, 2), save("sphere_viewer", out.extras["viewer"], 2)
 
     markdown = "\n".join(
         [
-            f"Made by `python -m syncsde.benchmarks.canvas_figures` (embedded 32-px model, {args.steps} steps, seed 0,"
-            f' prompt "{prompt}").',
+            f"Made by `python -m syncsde.benchmarks.canvas_figures` (embedded latent model, {n}-px windows, "
+            f'{args.steps} steps, seed 0, prompt "{prompt}").',
             "",
             f"![2-D canvas: SyncSDE, SyncSDE canonical preset, independent windows]({canvas})",
             "",
-            "2-D canvas 64×96 from 3×5 windows of 32 px: SyncSDE (paper update), SyncSDE `preset: canonical`, "
-            "independent windows.",
+            f"2-D canvas {2 * n}×{3 * n} from 3×5 windows of {n} px: SyncSDE (paper update), SyncSDE "
+            "`preset: canonical`, independent windows.",
             "",
             f"![region prompts: the masks and the image]({region})",
             "",
@@ -86,7 +87,7 @@ def main(argv=None) -> None:
             "",
             f"![viewer: four horizon crops, up and down]({viewer})",
             "",
-            "A 360×180 panorama from 20 views of 32 px (SyncSDE), as the equirectangular PNG and the viewer picture "
+            f"A 360×180 panorama from 20 views of {n} px (SyncSDE), as the equirectangular PNG and the viewer picture "
             "(90° crops: four on the horizon, then up and down).",
         ]
     )

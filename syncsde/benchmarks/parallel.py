@@ -3,7 +3,7 @@
 
     python -m syncsde.benchmarks.parallel [--steps 3] [--windows 13 49 193 7x7 mesh] [--no-readme]
 
-The embedded tiny model (32-px pixel-space windows, stride 8 px), one sample, DDIM, on the CPU with one torch thread
+The embedded latent model (64-px windows = 16 latents, stride 16 px), one sample, DDIM, on the CPU with one torch thread
 per process; the two processes talk through ``torch.distributed`` (gloo), as under ``--trainer.strategy ddp``. Per
 configuration, in one run: the unsplit run (``parallel: samples``, all windows in one network call per step), the
 same on one process in calls of one window (``window_batch: 1``, the grouping ``parallel: windows`` uses), and 2
@@ -46,21 +46,21 @@ BATCH = [
 
 
 def geometry(windows: int | str) -> dict:
-    """Task sizes: a wide image of ``windows`` windows (32 px, stride 8 px), or "7x7" (a 2-D canvas)."""
+    """Task sizes: a wide image of ``windows`` windows (64 px, stride 16 px), or "7x7" (a 2-D canvas)."""
     if windows == "7x7":
-        return dict(height=80, width=80, stride=8, vertical_stride=8)
-    return dict(height=32, width=32 + 8 * (int(windows) - 1), stride=8)
+        return dict(height=160, width=160, stride=16, vertical_stride=16)
+    return dict(height=64, width=64 + 16 * (int(windows) - 1), stride=16)
 
 
 def make_task(strategy: str, windows: int | str, **options):
     from syncsde import strategies
-    from syncsde.backbones import DiffusersBackbone
+    from syncsde.backbones import StableDiffusion
     from tasks import MeshTexturing, WideImage
 
-    backbone = DiffusersBackbone(model="syncsde:tiny-t2i")
+    backbone = StableDiffusion(model="syncsde:tiny-ldm")
     if windows == "mesh":  # configs/tiny/mesh.yaml, DDIM
         return MeshTexturing(
-            backbone, strategies.SyncSDE(5.0, sync_t_min=200), view_size=32, latent_texture_size=64,
+            backbone, strategies.SyncSDE(5.0, sync_t_min=200), view_size=64, latent_texture_size=64,
             rgb_texture_size=128, prompt_prefix="", view_suffix=False, negative_prompt="", sampler="ddim",
             num_inference_steps=1, guidance_scale=3.0, progress=False, **options,
         )  # fmt: skip
@@ -198,8 +198,9 @@ def main(argv=None) -> None:
             "|---|---|---|---|---|---|---|---|",
             *rows,
             "",
-            f"Embedded tiny model (32-px windows, stride 8 px, 3 channels), one sample, {args.steps} DDIM steps, one "
-            "torch thread per process, gloo on one machine; the mesh: configs/tiny/mesh.yaml (10 views of 32 px) with "
+            f"Embedded latent model (64-px windows = 16 × 16 latents of 4 channels, stride 16 px), one sample, "
+            f"{args.steps} DDIM steps, one "
+            "torch thread per process, gloo on one machine; the mesh: configs/tiny/mesh.yaml (10 views of 64 px) with "
             "DDIM, its bytes including the keys/values of every self-attention layer. Exchange alone: the median of "
             "one step's messages between steps with both processes at it (for the mesh, without those inside the "
             "network). Wall times were measured on a machine with 2 CPU cores shared with other jobs, so "

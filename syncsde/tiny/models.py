@@ -1,28 +1,27 @@
 """Architectures of the embedded tiny models, a word-level tokenizer, and the diffusers/transformers layouts they
-are saved in — the same layouts (and the same loading code) as the real checkpoints."""
+are saved in — the same layouts (and the same loading code) as the real checkpoints.
+
+``syncsde:tiny-ldm`` is a latent diffusion model shaped like Stable Diffusion, scaled down: 64 px images, an
+``AutoencoderKL`` with scale factor 4 (three blocks) and 4 latent channels, so a 64 px image is a 16×16 latent (a
+wide-image window of 16 latents mirrors SD's 64); a text-conditioned ``UNet2DConditionModel`` on those latents;
+a ``CLIPTextModel`` over a word-level tokenizer; Stable Diffusion's own noise schedule, sampled with DDIM.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
+from syncsde.schedule import SD_SCHEDULER
 from syncsde.tiny.scenes import vocabulary
 
 SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
-MAX_TOKENS = 24
-IMAGE_SIZE = 32
-# a linear-beta DDPM training schedule; sampled with DDIM like Stable Diffusion (leading spacing, offset 1)
-SCHEDULER = dict(
-    beta_start=0.0001,
-    beta_end=0.02,
-    beta_schedule="linear",
-    num_train_timesteps=1000,
-    steps_offset=1,
-    clip_sample=True,
-    clip_sample_range=1.0,
-    set_alpha_to_one=False,
-    prediction_type="epsilon",
-)
+MAX_TOKENS = 32  # the longest caption has 29 words
+IMAGE_SIZE = 64
+VAE_SCALE_FACTOR = 4  # 2 ** (number of VAE blocks - 1)
+LATENT_SIZE = IMAGE_SIZE // VAE_SCALE_FACTOR
+TEXT_HIDDEN = 64
 
 
 def word_tokenizer():
@@ -47,15 +46,15 @@ def word_tokenizer():
     )
 
 
-def text_config(hidden: int = 64):
+def text_config():
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
         vocab_size=len(SPECIALS) + len(vocabulary()),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=2 * TEXT_HIDDEN,
         num_attention_heads=4,
-        num_hidden_layers=2,
+        num_hidden_layers=3,
         max_position_embeddings=MAX_TOKENS,
         pad_token_id=0,
         bos_token_id=2,
@@ -63,27 +62,47 @@ def text_config(hidden: int = 64):
     )
 
 
-def t2i_unet():
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(
-        sample_size=IMAGE_SIZE,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(32, 64, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),  # text attention at 8x8 only:
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),  # 16x16 attention would cost 2.3x on CPU
-        cross_attention_dim=64,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
-
-
-def t2i_text_encoder():
+def text_encoder():
     from transformers import CLIPTextModel
 
     return CLIPTextModel(text_config())
+
+
+def vae():
+    """AutoencoderKL, scale factor 4, 4 latent channels, no attention (fully convolutional, so any canvas width
+    decodes the same way). ``scaling_factor`` is set after training so that scaled latents have unit std."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(24, 48, 64),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        norm_num_groups=8,
+        sample_size=IMAGE_SIZE,
+        mid_block_add_attention=False,
+    )
+
+
+def ldm_unet():
+    """The latent UNet: 16×16 → 8×8 → 4×4, text cross-attention at 8×8 and 4×4 (as SD's lower levels)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=LATENT_SIZE,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 96),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_HIDDEN,
+        attention_head_dim=16,
+        norm_num_groups=16,
+    )
 
 
 def clip_model():
@@ -91,7 +110,7 @@ def clip_model():
 
     vision = CLIPVisionConfig(
         image_size=IMAGE_SIZE,
-        patch_size=4,
+        patch_size=8,
         hidden_size=96,
         intermediate_size=192,
         num_attention_heads=4,
@@ -100,22 +119,30 @@ def clip_model():
     return CLIPModel(CLIPConfig(text_config=text_config().to_dict(), vision_config=vision.to_dict(), projection_dim=64))
 
 
-def save_t2i(folder: Path, unet, text_encoder, tokenizer) -> Path:
-    """Save in diffusers layout: model_index.json + unet/, text_encoder/, tokenizer/, scheduler/."""
+def save_ldm(folder: Path, unet, text_encoder, tokenizer, vae) -> Path:
+    """Save in Stable Diffusion's diffusers layout: model_index.json + unet/, vae/, text_encoder/, tokenizer/,
+    scheduler/ (DDIM with SD's schedule); ``StableDiffusionPipeline.from_pretrained`` loads it too. The UNet and
+    VAE weights are stored in float16 to halve the package (diffusers loads them as float32 unless told otherwise)."""
     from diffusers import DDIMScheduler
 
     folder = Path(folder)
-    unet.save_pretrained(folder / "unet")
+    for name, model in (("unet", unet), ("vae", vae)):
+        copy.deepcopy(model).half().save_pretrained(folder / name)
     text_encoder.save_pretrained(folder / "text_encoder")
     tokenizer.save_pretrained(folder / "tokenizer")
-    DDIMScheduler(**SCHEDULER).save_pretrained(folder / "scheduler")
+    DDIMScheduler(**SD_SCHEDULER).save_pretrained(folder / "scheduler")
     index = {
-        "_class_name": "SyncSDETinyTextToImage",
+        "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": "0.42.1",
         "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
         "scheduler": ["diffusers", "DDIMScheduler"],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        "requires_safety_checker": False,
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     return folder

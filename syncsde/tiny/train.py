@@ -1,21 +1,23 @@
 """Training recipes of the embedded models, run through Lightning:
 
-    syncsde fit --config configs/tiny/train_t2i.yaml    # tiny text-to-image diffusion model (pixel space, 32x32)
-    syncsde fit --config configs/tiny/train_clip.yaml   # tiny CLIP (contrastive, same data)
+    syncsde fit --config configs/tiny/train_vae.yaml    # 1. the autoencoder of tiny-ldm (scale factor 4)
+    syncsde fit --config configs/tiny/train_ldm.yaml    # 2. its text-conditioned latent UNet and text encoder
+    syncsde fit --config configs/tiny/train_clip.yaml   #    tiny CLIP (contrastive, same data; independent of 1-2)
 
 Data is the procedural scene stream (syncsde.tiny.scenes), deterministic from the seed; held-out captions are
 never seen. At the end of training the (EMA) weights are exported in diffusers / transformers layout to
-``export_dir`` — by default the package's own ``syncsde/embedded`` folders, which is how the shipped weights
-were made.
+``export_dir``: the VAE to a staging folder that step 2 reads, the complete latent diffusion pipeline and the CLIP
+to the package's own ``syncsde/embedded`` folders, which is how the shipped weights were made.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloat, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from lightning import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -23,31 +25,70 @@ from syncsde.tiny import models as M
 from syncsde.tiny import scenes
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "embedded"
+VAE_STAGING = "outputs/train_vae/vae"
 
 
 class SceneStream(IterableDataset):
-    """An endless, deterministic stream of (images in [0, 1], captions) batches; batch i depends on (seed, i) only."""
+    """An endless, deterministic stream of batches {"images": in [0, 1], "captions", "objects": object masks}; batch
+    i depends on (seed, i) only. With ``flips``, each image is flipped vertically and/or horizontally with
+    probability 1/2 each (autoencoder training: views of latents then decode like views of images, which ambiguous
+    images rely on). With ``crop``, each image is a random square crop of that size (autoencoder training: four times
+    the steps per CPU second). Under data parallelism, process ``shard`` of ``shards`` takes batches
+    i·shards + shard of the stream."""
 
-    def __init__(self, batch_size: int, seed: int, held_out: bool = False, size: int = M.IMAGE_SIZE):
+    def __init__(
+        self,
+        batch_size: int,
+        seed: int,
+        held_out: bool = False,
+        size: int = M.IMAGE_SIZE,
+        flips: bool = False,
+        crop: int | None = None,
+        shard: int = 0,
+        shards: int = 1,
+    ):
         self.batch_size, self.seed, self.held_out, self.size = batch_size, seed, held_out, size
+        self.flips, self.crop, self.shard, self.shards = flips, crop, shard, shards
 
     def __iter__(self):
-        i = 0
+        step = 0
         while True:
-            images, captions = scenes.batch(self.seed, i, self.batch_size, self.held_out, self.size, self.size)
-            yield torch.from_numpy(images), captions
-            i += 1
+            i = step * self.shards + self.shard
+            images, captions, objects = scenes.batch_layers(
+                self.seed, i, self.batch_size, self.held_out, self.size, self.size
+            )
+            layers = torch.cat([torch.from_numpy(images), torch.from_numpy(objects).float()], dim=1)
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+            if self.flips:
+                for dim in (2, 3):
+                    flip = torch.rand(len(layers), generator=g) < 0.5
+                    layers[flip] = layers[flip].flip(dim)
+            if self.crop:
+                c = self.crop
+                y, x = torch.randint(0, self.size - c + 1, (2, len(layers)), generator=g).tolist()
+                layers = torch.stack([im[:, a : a + c, b : b + c] for im, a, b in zip(layers, y, x)])
+            yield {"images": layers[:, :3], "captions": captions, "objects": layers[:, 3:]}
+            step += 1
 
 
 class SceneData(LightningDataModule):
-    """Procedural training scenes. Args: batch_size, seed."""
+    """Procedural training scenes. Args: batch_size (per process), seed, flips (random vertical/horizontal flips),
+    crop (random square crops of this size; None = whole 64 px images)."""
 
-    def __init__(self, batch_size: PositiveInt = 32, seed: NonNegativeInt = 0):
+    def __init__(
+        self,
+        batch_size: PositiveInt = 32,
+        seed: NonNegativeInt = 0,
+        flips: bool = False,
+        crop: PositiveInt | None = None,
+    ):
         super().__init__()
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.flips, self.crop = batch_size, seed, flips, crop
 
     def train_dataloader(self):
-        return DataLoader(SceneStream(self.batch_size, self.seed), batch_size=None)
+        shard, shards = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        stream = SceneStream(self.batch_size, self.seed, flips=self.flips, crop=self.crop, shard=shard, shards=shards)
+        return DataLoader(stream, batch_size=None)
 
 
 class _Recipe(LightningModule):
@@ -62,55 +103,151 @@ class _Recipe(LightningModule):
             list(captions), padding="max_length", max_length=M.MAX_TOKENS, truncation=True, return_tensors="pt"
         ).input_ids.to(self.device)
 
+    def trainable(self):
+        return self.parameters()
+
+    def generator(self) -> torch.Generator:
+        """This step's random numbers (noise, timesteps, caption dropout), distinct in every process."""
+        return torch.Generator().manual_seed(self.global_step * self.trainer.world_size + self.global_rank)
+
+    def lr_factor(self, step: int) -> float:
+        """Linear warm-up, then constant."""
+        return min(1.0, (step + 1) / max(self.warmup_steps, 1))
+
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / self.warmup_steps))
+        opt = torch.optim.AdamW(self.trainable(), lr=self.lr, weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_end(self):
         if self.export_dir and self.trainer.is_global_zero:
             self.export(Path(self.export_dir))
 
+    def export(self, folder: Path) -> Path:
+        raise NotImplementedError
 
-class TinyT2ITraining(_Recipe):
-    """ε-prediction DDPM training of the tiny pixel-space text-to-image UNet and its text encoder, jointly, with
-    caption dropout for classifier-free guidance.
 
-    Args: lr, warmup_steps, caption_dropout (probability of the empty caption), export_dir.
+class TinyVAETraining(_Recipe):
+    """The tiny-ldm autoencoder (``AutoencoderKL``, scale factor 4, 4 latent channels): L1 reconstruction, weighted
+    up on the pixels of objects (small, but what captions are about), plus L1 on the image gradients (keeps edges
+    sharp without a perceptual network) and a small KL term — Stable Diffusion's KL autoencoder loss without its LPIPS
+    and GAN parts. The learning rate decays to 0 by ``max_steps`` (cosine). At export, ``scaling_factor`` is set to
+    1/std of the latents of ``scale_images`` training images, so that scaled latents have unit std (SD's 0.18215 is
+    the same).
+
+    Args: lr, warmup_steps, kl_weight, gradient_weight, object_weight (extra L1 weight on object pixels),
+    scale_images, export_dir (staging folder for train_ldm).
     """
 
     def __init__(
         self,
         lr: PositiveFloat = 1e-3,
-        warmup_steps: NonNegativeInt = 200,
-        caption_dropout: ClosedUnitInterval = 0.1,
-        export_dir: str | None = str(EMBEDDED / "tiny-t2i"),
+        warmup_steps: NonNegativeInt = 100,
+        kl_weight: NonNegativeFloat = 1e-6,
+        gradient_weight: NonNegativeFloat = 1.0,
+        object_weight: NonNegativeFloat = 8.0,
+        scale_images: PositiveInt = 512,
+        export_dir: str | None = VAE_STAGING,
     ):
         super().__init__(lr, warmup_steps, export_dir)
-        from diffusers import DDPMScheduler
+        self.vae = M.vae()
+        self.kl_weight, self.gradient_weight, self.object_weight = kl_weight, gradient_weight, object_weight
+        self.scale_images = scale_images
 
-        self.unet, self.text_encoder = M.t2i_unet(), M.t2i_text_encoder()
-        self.noise_scheduler = DDPMScheduler(
-            **{k: v for k, v in M.SCHEDULER.items() if k not in ("steps_offset", "set_alpha_to_one")}
-        )
-        self.caption_dropout = caption_dropout
+    def lr_factor(self, step: int) -> float:
+        total = max(self.trainer.max_steps, 1)
+        return super().lr_factor(step) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
     def training_step(self, batch, batch_idx):
-        images, captions = batch
-        g = torch.Generator().manual_seed(int(self.global_step))
+        x = batch["images"].to(self.device) * 2 - 1
+        posterior = self.vae.encode(x).latent_dist
+        g = self.generator()
+        rec = self.vae.decode(posterior.sample(generator=g)).sample
+        weight = 1 + self.object_weight * batch["objects"].to(self.device)
+        l1 = ((rec - x).abs() * weight).mean() / weight.mean()
+        grad = sum((rec.diff(dim=d) - x.diff(dim=d)).abs().mean() for d in (2, 3))
+        kl = posterior.kl().mean()
+        loss = l1 + self.gradient_weight * grad + self.kl_weight * kl
+        self.log_dict({"loss": loss, "l1": l1, "kl": kl}, prog_bar=True)
+        return loss
+
+    @torch.no_grad()
+    def latent_std(self) -> float:
+        images, _ = scenes.batch(12345, 0, self.scale_images)
+        x = torch.from_numpy(images).to(self.device) * 2 - 1
+        g = torch.Generator().manual_seed(0)
+        z = torch.cat([self.vae.encode(c).latent_dist.sample(generator=g) for c in x.split(64)])
+        return float(z.std())
+
+    def export(self, folder: Path) -> Path:
+        self.vae.register_to_config(scaling_factor=round(1 / self.latent_std(), 5))
+        self.vae.save_pretrained(folder)
+        return folder
+
+
+class TinyLDMTraining(_Recipe):
+    """ε-prediction training of the tiny latent UNet and its text encoder, jointly, on latents of a frozen
+    autoencoder (train_vae.yaml), with Stable Diffusion's noise schedule, caption dropout for classifier-free
+    guidance, and Min-SNR-γ loss weights (Hang et al. 2023; ``snr_gamma`` None = plain MSE, as SD).
+
+    Args: vae (folder of the trained AutoencoderKL), lr, warmup_steps, caption_dropout, snr_gamma, export_dir.
+    """
+
+    def __init__(
+        self,
+        vae: str = VAE_STAGING,
+        lr: PositiveFloat = 1e-3,
+        warmup_steps: NonNegativeInt = 200,
+        caption_dropout: ClosedUnitInterval = 0.1,
+        snr_gamma: PositiveFloat | None = 5.0,
+        export_dir: str | None = str(EMBEDDED / "tiny-ldm"),
+    ):
+        super().__init__(lr, warmup_steps, export_dir)
+        from diffusers import AutoencoderKL, DDPMScheduler
+
+        from syncsde.schedule import SD_SCHEDULER
+
+        if not (Path(vae) / "config.json").is_file():
+            from syncsde.errors import InputError
+
+            raise InputError(
+                f"no trained autoencoder in '{vae}': run `syncsde fit --config configs/tiny/train_vae.yaml` first, "
+                "or set --model.init_args.vae"
+            )
+        self.vae = AutoencoderKL.from_pretrained(vae, local_files_only=True).requires_grad_(False).eval()
+        self.unet, self.text_encoder = M.ldm_unet(), M.text_encoder()
+        self.noise_scheduler = DDPMScheduler(
+            **{k: v for k, v in SD_SCHEDULER.items() if k not in ("steps_offset", "set_alpha_to_one")}
+        )
+        self.caption_dropout, self.snr_gamma = caption_dropout, snr_gamma
+
+    def trainable(self):
+        return [*self.unet.parameters(), *self.text_encoder.parameters()]
+
+    def training_step(self, batch, batch_idx):
+        images, captions = batch["images"], batch["captions"]
+        g = self.generator()
         drop = torch.rand(len(captions), generator=g) < self.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop)]
-        x0 = images.to(self.device) * 2 - 1
-        noise = torch.randn(x0.shape, generator=g).to(x0)
-        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (len(x0),), generator=g).to(self.device)
-        x_t = self.noise_scheduler.add_noise(x0, noise, t)
-        pred = self.unet(x_t, t, encoder_hidden_states=self.text_encoder(self.tokens(captions))[0]).sample
-        loss = F.mse_loss(pred, noise)
+        with torch.no_grad():
+            self.vae.eval()
+            posterior = self.vae.encode(images.to(self.device) * 2 - 1).latent_dist
+            z0 = posterior.sample(generator=g) * self.vae.config.scaling_factor
+        noise = torch.randn(z0.shape, generator=g).to(z0)
+        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (len(z0),), generator=g).to(self.device)
+        z_t = self.noise_scheduler.add_noise(z0, noise, t)
+        pred = self.unet(z_t, t, encoder_hidden_states=self.text_encoder(self.tokens(captions))[0]).sample
+        loss = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        if self.snr_gamma is not None:
+            abar = self.noise_scheduler.alphas_cumprod.to(self.device)[t]
+            snr = abar / (1 - abar)
+            loss = loss * snr.clamp(max=self.snr_gamma) / snr
+        loss = loss.mean()
         self.log("loss", loss, prog_bar=True)
         return loss
 
     def export(self, folder: Path) -> Path:
-        return M.save_t2i(folder, self.unet, self.text_encoder, self.tokenizer)
+        return M.save_ldm(folder, self.unet, self.text_encoder, self.tokenizer, self.vae)
 
 
 class TinyCLIPTraining(_Recipe):
@@ -126,7 +263,7 @@ class TinyCLIPTraining(_Recipe):
         self.clip = M.clip_model()
 
     def training_step(self, batch, batch_idx):
-        images, captions = batch
+        images, captions = batch["images"], batch["captions"]
         from syncsde.tiny.clip import normalize
 
         out = self.clip(
