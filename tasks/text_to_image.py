@@ -6,6 +6,8 @@ model's quality is measured with it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from jsonargparse import lazy_instance
 from jsonargparse.typing import PositiveInt
@@ -18,7 +20,7 @@ from syncsde.task import SampleOutput, SyncTask
 
 class TextToImage(SyncTask):
     """Args (besides :class:`~syncsde.task.SyncTask`'s): height, width in pixels (default: the backbone's native
-    size)."""
+    size); sampler: ``ddim`` (the default, as the synchronized tasks) or ``ddpm``."""
 
     task_name = "text_to_image"
 
@@ -31,6 +33,7 @@ class TextToImage(SyncTask):
         num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
+        sampler: Literal["ddim", "ddpm"] = "ddim",
         max_batch: PositiveInt | None = None,
         progress: bool = True,
     ):
@@ -40,6 +43,7 @@ class TextToImage(SyncTask):
             num_inference_steps,
             guidance_scale,
             negative_prompt,
+            sampler=sampler,
             max_batch=max_batch,
             progress=progress,
         )
