@@ -86,9 +86,9 @@ def test_word_tokenizer_covers_grammar():
     assert all(len(row) == M.MAX_TOKENS for row in ids)
 
 
-def run_fit(config: str, tmp_path: Path, *extra: str, callbacks: str = "[]"):
+def run_fit(config: str, tmp_path: Path, *extra: str, callbacks: str = "[]", export: Path | None = None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    export = tmp_path / "export"
+    export = export or tmp_path / "export"
     r = subprocess.run(
         [
             sys.executable,
@@ -148,13 +148,44 @@ def test_ldm_recipes_train_and_export_a_stable_diffusion_folder(tmp_path):
     assert out.shape == (1, 4, 16, 16) and torch.isfinite(out).all()
     assert StableDiffusionPipeline.from_pretrained(ldm, local_files_only=True).vae_scale_factor == 4
 
+    # step 3: the decoder again with the GAN loss (from its first batch here), replacing the pipeline's vae/ in place
+    before = AutoencoderKL.from_pretrained(ldm / "vae", local_files_only=True).state_dict()
+    run_fit(
+        "configs/tiny/train_decoder.yaml",
+        tmp_path / "decoder",
+        "--model.init_args.pipeline",
+        str(ldm),
+        "--model.init_args.adversarial_start",
+        "0",
+        "--model.init_args.warmup_steps",
+        "0",
+        "--trainer.max_steps",
+        "4",
+        export=ldm,
+    )
+    after = AutoencoderKL.from_pretrained(ldm / "vae", local_files_only=True).state_dict()
+    assert after.keys() == before.keys() and sorted(p.name for p in ldm.iterdir()) == [
+        "model_index.json",
+        "scheduler",
+        "text_encoder",
+        "tokenizer",
+        "unet",
+        "vae",
+    ]  # nothing left beside it
+    frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # the UNet's latents do not move
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    assert StableDiffusion(str(ldm)).scale_factor == 4
 
-def test_trainer_refuses_a_missing_autoencoder(tmp_path):
+
+def test_trainers_refuse_a_missing_autoencoder(tmp_path):
     from syncsde.errors import InputError
-    from syncsde.tiny.train import TinyLDMTraining
+    from syncsde.tiny.train import TinyDecoderTraining, TinyLDMTraining
 
     with pytest.raises(InputError, match="train_vae.yaml"):
         TinyLDMTraining(vae=str(tmp_path / "nothing"))
+    with pytest.raises(InputError, match="train_ldm.yaml"):
+        TinyDecoderTraining(pipeline=str(tmp_path / "nothing"))
 
 
 def test_clip_recipe_trains_and_exports(tmp_path):
@@ -212,6 +243,27 @@ def test_shipped_model_equals_the_diffusers_pipeline(ldm):
     task = TextToImage(ldm, num_inference_steps=5, guidance_scale=4.0, progress=False)
     ours = task.generate([prompt], x_T=x_T[:, None])[0].image
     torch.testing.assert_close(ours, ref[0], atol=1e-4, rtol=1e-4)
+
+
+def test_model_card_measures_each_sampler_and_guidance_scale(monkeypatch):
+    from syncsde.benchmarks import readme
+    from syncsde.tiny import quality
+
+    monkeypatch.setattr(readme, "write_result", lambda *a: pytest.fail("--dry-run writes nothing"))
+    argv = ["--num", "12", "--steps", "2", "--samplers", "ddim", "ddpm", "--guidance", "1", "3", "--batch", "6"]
+    r = quality.main([*argv, "--dry-run"])
+    assert list(r["settings"]) == ["DDIM, CFG 1", "DDIM, CFG 3", "DDPM, CFG 1", "DDPM, CFG 3"]
+    assert r["retrieval_top1_of_10_real"] == 1.0
+    fids = {k: g["fid_generated_vs_real"] for k, g in r["settings"].items()}
+    assert len(set(fids.values())) == 4  # each setting samples differently (DDPM draws fresh noise every step)
+    for g in r["settings"].values():
+        assert 0 <= g["retrieval_top1_of_10_generated"] <= 1 and g["fid_generated_vs_real"] > r["fid_real_vs_real"]
+        assert g["fid_ratio_to_floor"] == pytest.approx(g["fid_generated_vs_real"] / r["fid_real_vs_real"])
+    table = quality.markdown(r, ["a", "b"]).splitlines()
+    header = next(line for line in table if line.startswith("| measure"))
+    assert header == "| measure | DDIM, CFG 1 | DDIM, CFG 3 | DDPM, CFG 1 | DDPM, CFG 3 | target |"
+    assert all(line.count("|") == header.count("|") for line in table if line.startswith("| "))
+    assert table[-1] == "2. b"
 
 
 def test_built_wheel_contains_the_embedded_weights(tmp_path):

@@ -1,9 +1,11 @@
 """The model card of the embedded latent diffusion model, measured with the embedded tiny CLIP:
 
-    python -m syncsde.tiny.quality [--num 400] [--steps 50] [--guidance 4.0] [--dry-run]
+    python -m syncsde.tiny.quality [--num 400] [--steps 50] [--samplers ddim ddpm] [--guidance 2 3] [--dry-run]
 
-1. ``--num`` images are generated (plain sampling, no synchronization) from captions of the held-out split, which
-   training never saw.
+1. ``--num`` images are generated with each sampler at each guidance scale (plain sampling, no synchronization)
+   from captions of the held-out split, which training never saw. The embedded configs sample with DDIM (η = 0) at
+   CFG 3; guidance trades sample diversity for prompt fidelity, and a stochastic sampler (DDPM) corrects some of a
+   small model's errors on the way, so the card lists each setting rather than one.
 2. Retrieval: for each image the tiny CLIP picks one caption among 10 (its own + 9 other held-out captions); top-1
    accuracy is reported for the generated images and, as a reference, for procedural renders of the same captions.
 3. FID with tiny-CLIP features: generated images vs. procedural renders of held-out captions, beside the floor at
@@ -13,13 +15,14 @@
    sampling dominates it at this size).
 
 The table goes to the README (``syncsde.benchmarks.readme.write_result``, block ``tiny_ldm_quality``) and a sample
-grid — generated images above procedural renders of the same held-out captions — to
+grid — procedural renders of held-out captions above the images generated from them in each setting — to
 ``notebooks/figures/tiny_ldm_samples.png``; ``--dry-run`` only prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
@@ -71,41 +74,48 @@ def renders(picked: list[scenes.Scene], seed: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
 
 
-def sample_grid(generated: torch.Tensor, real: torch.Tensor, scale: int = 3) -> Image.Image:
-    """Generated images (top row) above renders of the same captions (bottom row), upscaled (nearest)."""
-    grid = rearrange(torch.stack([generated, real]), "r n c h w -> (r h) (n w) c")
+def sample_grid(rows: list[torch.Tensor], scale: int = 3) -> Image.Image:
+    """Rows of images (each (N, 3, H, W) in [0, 1]) stacked top to bottom, upscaled (nearest)."""
+    grid = rearrange(torch.stack(rows), "r n c h w -> (r h) (n w) c")
     img = Image.fromarray((grid.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
 
 
+def generate(
+    backbone, captions: list[str], steps: int, guidance: float, batch: int, sampler: str = "ddim"
+) -> tuple[torch.Tensor, float]:
+    """Plain samples of these captions (sample i seeded by (0, i)) and the seconds per image."""
+    from tqdm import tqdm
+
+    task = TextToImage(backbone, num_inference_steps=steps, guidance_scale=guidance, sampler=sampler, progress=False)
+    task.on_predict_start()
+    images, start = [], time.perf_counter()
+    for first in tqdm(range(0, len(captions), batch), desc=f"generating ({sampler}, CFG {guidance:g})", unit="batch"):
+        chunk = captions[first : first + batch]
+        images += [
+            o.image for o in task.run([{"prompt": c, "sample_id": first + i, "seed": 0} for i, c in enumerate(chunk)])
+        ]
+    return torch.stack(images), (time.perf_counter() - start) / len(captions)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--num", type=int, default=400, help="generated images (and images in each render set)")
+    ap.add_argument("--num", type=int, default=400, help="generated images per setting (and per render set)")
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=4.0)
+    ap.add_argument("--samplers", nargs="+", choices=["ddim", "ddpm"], default=["ddim", "ddpm"])
+    ap.add_argument("--guidance", type=float, nargs="+", default=[2.0, 3.0], help="CFG scales")
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--figure_samples", type=int, default=8, help="columns of the sample grid")
     ap.add_argument("--model", default="syncsde:tiny-ldm")
     ap.add_argument("--clip", default="syncsde:tiny-clip")
     ap.add_argument("--dry-run", action="store_true", help="print only: no README table, no figure")
     args = ap.parse_args(argv)
-    from tqdm import tqdm
 
     pool = scenes.held_out_scenes(1000)
     rng = np.random.default_rng(0)
     picked = [pool[i] for i in rng.integers(0, len(pool), args.num)]
     captions, pool = [s.caption for s in picked], [s.caption for s in pool]
     backbone = StableDiffusion(args.model)
-    task = TextToImage(backbone, num_inference_steps=args.steps, guidance_scale=args.guidance, progress=False)
-    task.on_predict_start()
-    generated, start = [], time.perf_counter()
-    for first in tqdm(range(0, args.num, args.batch), desc="generating", unit="batch"):
-        batch = [
-            {"prompt": c, "sample_id": first + i, "seed": 0} for i, c in enumerate(captions[first : first + args.batch])
-        ]
-        generated += [o.image for o in task.run(batch)]
-    seconds = (time.perf_counter() - start) / args.num
-    generated = torch.stack(generated)
     real_a = renders(picked, 1001)  # the same captions as the generated images
     real_b = renders(picked, 1002)  # the same captions again, other random details: the floor
     other = torch.from_numpy(scenes.batch(1003, 0, args.num, held_out=True)[0])  # other held-out captions
@@ -115,58 +125,91 @@ def main(argv=None) -> dict:
     results = {
         "num_images": args.num,
         "steps": args.steps,
-        "guidance_scale": args.guidance,
-        "seconds_per_image": round(seconds, 3),
-        "retrieval_top1_of_10_generated": retrieval_accuracy(clip, generated, captions, pool, rng),
-        "retrieval_top1_of_10_real": retrieval_accuracy(clip, real_a, captions, pool, rng),
-        "fid_generated_vs_real": fid(real_a, generated, clip),
-        "fid_real_vs_real": fid(real_a, real_b, clip),
-        "fid_vae_reconstructions_vs_real": fid(real_a, through_vae, clip),
-        "fid_generated_vs_other_captions": fid(other, generated, clip),
-        "fid_real_vs_other_captions": fid(other, real_a, clip),
         "model": args.model,
         "feature_network": args.clip,
+        "torch_threads": torch.get_num_threads(),
+        "retrieval_top1_of_10_real": retrieval_accuracy(clip, real_a, captions, pool, rng),
+        "fid_real_vs_real": fid(real_a, real_b, clip),
+        "fid_vae_reconstructions_vs_real": fid(real_a, through_vae, clip),
+        "fid_real_vs_other_captions": fid(other, real_a, clip),
+        "settings": {},
     }
-    results["fid_ratio_to_floor"] = results["fid_generated_vs_real"] / results["fid_real_vs_real"]
+    rows = [real_a[: args.figure_samples]]
+    for sampler, guidance in itertools.product(args.samplers, args.guidance):
+        generated, seconds = generate(backbone, captions, args.steps, guidance, args.batch, sampler)
+        rows.append(generated[: args.figure_samples])
+        r = {
+            "seconds_per_image": round(seconds, 3),
+            "retrieval_top1_of_10_generated": retrieval_accuracy(clip, generated, captions, pool, rng),
+            "fid_generated_vs_real": fid(real_a, generated, clip),
+            "fid_generated_vs_other_captions": fid(other, generated, clip),
+        }
+        r["fid_ratio_to_floor"] = r["fid_generated_vs_real"] / results["fid_real_vs_real"]
+        results["settings"][f"{sampler.upper()}, CFG {guidance:g}"] = r
     for k, v in results.items():
-        print(f"{k:<34} {v:.4f}" if isinstance(v, float) else f"{k:<34} {v}")
+        if k != "settings":
+            print(f"{k:<34} {v:.4f}" if isinstance(v, float) else f"{k:<34} {v}")
+    for setting, r in results["settings"].items():
+        print(f"{setting}: " + ", ".join(f"{k} {v:.4f}" for k, v in r.items()))
     if not args.dry_run:
         from syncsde.benchmarks.readme import write_result
         from syncsde.io import save_png
 
-        n = min(args.figure_samples, args.num)
-        save_png(FIGURE, sample_grid(generated[:n], real_a[:n]))
-        write_result(RESULT, markdown(results, captions[:n]), results)
+        save_png(FIGURE, sample_grid(rows))
+        write_result(RESULT, markdown(results, captions[: args.figure_samples]), results)
         print(f"wrote {FIGURE} and the README block {RESULT}")
     return results
 
 
 def markdown(r: dict, captions: list[str]) -> str:
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    by = r["settings"]
+    row = lambda name, cells, target="": f"| {name} | " + " | ".join(cells) + f" | {target} |"  # noqa: E731
+    each = lambda key, fmt: [fmt(g[key]) for g in by.values()]  # noqa: E731
+    shared = lambda value: [value] + [""] * (len(by) - 1)  # noqa: E731
+    floor = r["fid_real_vs_real"]
     return "\n".join(
         [
-            f"Measured by `python -m syncsde.tiny.quality`: {r['num_images']} images from held-out captions, "
-            f"{r['steps']} DDIM steps, CFG {r['guidance_scale']:g}, features and retrieval by `syncsde:tiny-clip`.",
+            f"Measured by `python -m syncsde.tiny.quality`: {r['num_images']} images from held-out captions in each "
+            f"setting (sampler, classifier-free guidance scale), {r['steps']} steps, features and retrieval by "
+            f"`{r['feature_network']}`. The embedded configs sample with DDIM at CFG 3.",
             "",
-            "| measure | value | target |",
-            "|---|---|---|",
-            f"| tiny CLIP picks the right caption among 10 (generated images; chance 10%) | "
-            f"{pct(r['retrieval_top1_of_10_generated'])} | ≥ 80% |",
-            f"| the same on procedural renders of those captions | {pct(r['retrieval_top1_of_10_real'])} | |",
-            f"| FID, generated vs. procedural renders | {r['fid_generated_vs_real']:.4f} | "
-            f"≤ 5× floor = {5 * r['fid_real_vs_real']:.4f} |",
-            "| FID, a second render set of the same captions vs. the first (floor at this sample size) | "
-            f"{r['fid_real_vs_real']:.4f} | |",
-            f"| FID, renders through the autoencoder vs. renders (its share) | "
-            f"{r['fid_vae_reconstructions_vs_real']:.4f} | |",
-            f"| generated / floor | {r['fid_ratio_to_floor']:.2f}× | ≤ 5× |",
-            f"| FID against renders of other held-out captions: generated / the renders above | "
-            f"{r['fid_generated_vs_other_captions']:.4f} / {r['fid_real_vs_other_captions']:.4f} | |",
+            "| measure | " + " | ".join(by) + " | target |",
+            "|---|" + "---|" * (len(by) + 1),
+            row(
+                "tiny CLIP picks the right caption among 10 (generated images; chance 10%)",
+                each("retrieval_top1_of_10_generated", pct),
+                "≥ 80%",
+            ),
+            row("the same on procedural renders of those captions", shared(pct(r["retrieval_top1_of_10_real"]))),
+            row(
+                "FID, generated vs. procedural renders",
+                each("fid_generated_vs_real", "{:.4f}".format),
+                f"≤ 5× floor = {5 * floor:.4f}",
+            ),
+            row(
+                "FID, a second render set of the same captions vs. the first (floor at this sample size)",
+                shared(f"{floor:.4f}"),
+            ),
+            row(
+                "FID, renders through the autoencoder vs. renders (its share)",
+                shared(f"{r['fid_vae_reconstructions_vs_real']:.4f}"),
+            ),
+            row("generated / floor", each("fid_ratio_to_floor", "{:.2f}×".format), "≤ 5×"),
+            row(
+                "FID against renders of other held-out captions: generated (renders: "
+                f"{r['fid_real_vs_other_captions']:.4f})",
+                each("fid_generated_vs_other_captions", "{:.4f}".format),
+            ),
+            row(
+                f"seconds per image (CPU, {r['torch_threads']} torch threads)",
+                each("seconds_per_image", "{:.3f}".format),
+            ),
             "",
-            "![generated (top) and procedural renders (bottom) of held-out captions]"
+            "![procedural renders (top) and generated images in each setting (rows below) of held-out captions]"
             "(notebooks/figures/tiny_ldm_samples.png)",
             "",
-            "Top row generated, bottom row rendered, left to right:",
+            "Top row rendered, then one row per setting (" + "; ".join(by) + "), left to right:",
             "",
             *[f"{i + 1}. {c}" for i, c in enumerate(captions)],
         ]

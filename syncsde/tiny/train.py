@@ -1,18 +1,22 @@
 """Training recipes of the embedded models, run through Lightning:
 
-    syncsde fit --config configs/tiny/train_vae.yaml    # 1. the autoencoder of tiny-ldm (scale factor 4)
-    syncsde fit --config configs/tiny/train_ldm.yaml    # 2. its text-conditioned latent UNet and text encoder
-    syncsde fit --config configs/tiny/train_clip.yaml   #    tiny CLIP (contrastive, same data; independent of 1-2)
+    syncsde fit --config configs/tiny/train_vae.yaml      # 1. the autoencoder of tiny-ldm (scale factor 4)
+    syncsde fit --config configs/tiny/train_ldm.yaml      # 2. its text-conditioned latent UNet and text encoder
+    syncsde fit --config configs/tiny/train_decoder.yaml  # 3. the exported pipeline's decoder again (GAN loss)
+    syncsde fit --config configs/tiny/train_clip.yaml     #    tiny CLIP (contrastive, same data; independent of 1-3)
 
 Data is the procedural scene stream (syncsde.tiny.scenes), deterministic from the seed; held-out captions are
 never seen. At the end of training the (EMA) weights are exported in diffusers / transformers layout to
 ``export_dir``: the VAE to a staging folder that step 2 reads, the complete latent diffusion pipeline and the CLIP
-to the package's own ``syncsde/embedded`` folders, which is how the shipped weights were made.
+to the package's own ``syncsde/embedded`` folders; step 3 replaces that pipeline's ``vae/`` (its encoder unchanged).
+This is how the shipped weights were made.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -127,6 +131,31 @@ class _Recipe(LightningModule):
         raise NotImplementedError
 
 
+def reconstruction_loss(rec, x, objects, object_weight: float):
+    """L1, weighted up by ``1 + object_weight`` on object pixels (small, but what captions are about)."""
+    weight = 1 + object_weight * objects
+    return ((rec - x).abs() * weight).mean() / weight.mean()
+
+
+def gradient_loss(rec, x):
+    """L1 between the image gradients (finite differences along y and x): keeps edges sharp."""
+    return sum((rec.diff(dim=d) - x.diff(dim=d)).abs().mean() for d in (2, 3))
+
+
+def load_vae(folder: str, made_by: str):
+    """A trained AutoencoderKL from ``folder``, or a one-line error naming the recipe that makes it."""
+    from diffusers import AutoencoderKL
+
+    if not (Path(folder) / "config.json").is_file():
+        from syncsde.errors import InputError
+
+        raise InputError(
+            f"no trained autoencoder in '{folder}': run `syncsde fit --config {made_by}` first, "
+            "or point the recipe's model.init_args at one"
+        )
+    return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+
+
 class TinyVAETraining(_Recipe):
     """The tiny-ldm autoencoder (``AutoencoderKL``, scale factor 4, 4 latent channels): L1 reconstruction, weighted
     up on the pixels of objects (small, but what captions are about), plus L1 on the image gradients (keeps edges
@@ -163,9 +192,8 @@ class TinyVAETraining(_Recipe):
         posterior = self.vae.encode(x).latent_dist
         g = self.generator()
         rec = self.vae.decode(posterior.sample(generator=g)).sample
-        weight = 1 + self.object_weight * batch["objects"].to(self.device)
-        l1 = ((rec - x).abs() * weight).mean() / weight.mean()
-        grad = sum((rec.diff(dim=d) - x.diff(dim=d)).abs().mean() for d in (2, 3))
+        l1 = reconstruction_loss(rec, x, batch["objects"].to(self.device), self.object_weight)
+        grad = gradient_loss(rec, x)
         kl = posterior.kl().mean()
         loss = l1 + self.gradient_weight * grad + self.kl_weight * kl
         self.log_dict({"loss": loss, "l1": l1, "kl": kl}, prog_bar=True)
@@ -183,6 +211,102 @@ class TinyVAETraining(_Recipe):
         self.vae.register_to_config(scaling_factor=round(1 / self.latent_std(), 5))
         self.vae.save_pretrained(folder)
         return folder
+
+
+def patch_discriminator(channels: int = 32, layers: int = 3):
+    """A PatchGAN discriminator (Isola et al. 2017; the one of Stable Diffusion's autoencoder loss, smaller): strided
+    4×4 convolutions, one logit per overlapping patch (receptive field 22 px at 3 layers)."""
+    from torch import nn
+
+    blocks, c_in = [], 3
+    for i in range(layers):
+        c_out = channels * 2**i
+        blocks += [nn.Conv2d(c_in, c_out, 4, stride=2 if i < layers - 1 else 1, padding=1)]
+        blocks += [nn.GroupNorm(8, c_out)] if i else []
+        blocks += [nn.LeakyReLU(0.2)]
+        c_in = c_out
+    return nn.Sequential(*blocks, nn.Conv2d(c_in, 1, 4, padding=1))
+
+
+class TinyDecoderTraining(_Recipe):
+    """The decoder of a trained pipeline's autoencoder, trained again with its encoder frozen (as Stable Diffusion's
+    fine-tuned ``ft-MSE``/``ft-EMA`` decoders were): the latents do not move, so the pipeline's UNet, trained on
+    them, is untouched. The loss is TinyVAETraining's object-weighted L1 + gradient L1 plus the adversarial part of
+    SD's autoencoder loss: a PatchGAN discriminator with hinge loss, its generator term weighted adaptively by
+    ``adversarial_weight`` · ‖∇L_rec‖ / ‖∇L_adv‖ at the decoder's last layer (Esser et al. 2021). An L1 decoder
+    draws the mean of what the 16×16 latents leave open (stars, wave and grass texture come out as blur); the
+    discriminator asks for texture that looks like the renders'.
+
+    Each batch takes one decoder and one discriminator step, and Lightning's ``max_steps`` counts both: 2 per batch.
+
+    Args: pipeline (a diffusers folder whose ``vae/`` is read), lr (decoder and discriminator), warmup_steps,
+    adversarial_weight, adversarial_start (batches of reconstruction loss alone first), gradient_weight,
+    object_weight, export_dir (the pipeline folder whose ``vae/`` is replaced, stored in float16 as save_ldm does).
+    """
+
+    def __init__(
+        self,
+        pipeline: str = str(EMBEDDED / "tiny-ldm"),
+        lr: PositiveFloat = 2e-4,
+        warmup_steps: NonNegativeInt = 100,
+        adversarial_weight: NonNegativeFloat = 0.5,
+        adversarial_start: NonNegativeInt = 200,
+        gradient_weight: NonNegativeFloat = 1.0,
+        object_weight: NonNegativeFloat = 8.0,
+        export_dir: str | None = str(EMBEDDED / "tiny-ldm"),
+    ):
+        super().__init__(lr, warmup_steps, export_dir)
+        self.vae = load_vae(str(Path(pipeline) / "vae"), "configs/tiny/train_ldm.yaml")
+        for frozen in (self.vae.encoder, self.vae.quant_conv):
+            frozen.requires_grad_(False).eval()
+        self.discriminator = patch_discriminator()
+        self.adversarial_weight, self.adversarial_start = adversarial_weight, adversarial_start
+        self.gradient_weight, self.object_weight = gradient_weight, object_weight
+        self.automatic_optimization = False
+
+    def configure_optimizers(self):
+        decoder = [p for p in self.vae.parameters() if p.requires_grad]
+        opts = [torch.optim.Adam(ps, lr=self.lr, betas=(0.5, 0.9)) for ps in (decoder, self.discriminator.parameters())]
+        return opts, [torch.optim.lr_scheduler.LambdaLR(o, self.lr_factor) for o in opts]
+
+    def training_step(self, batch, batch_idx):
+        opt_g, opt_d = self.optimizers()
+        x = batch["images"].to(self.device) * 2 - 1
+        with torch.no_grad():
+            z = self.vae.encode(x).latent_dist.sample(generator=self.generator())
+        rec = self.vae.decode(z).sample
+        rec_loss = reconstruction_loss(rec, x, batch["objects"].to(self.device), self.object_weight)
+        rec_loss = rec_loss + self.gradient_weight * gradient_loss(rec, x)
+        loss, g_adv, weight = rec_loss, rec.new_zeros(()), rec.new_zeros(())
+        if self.global_step // 2 >= self.adversarial_start:  # Lightning counts both optimizers' steps
+            g_adv = -self.discriminator(rec).mean()
+            last = self.vae.decoder.conv_out.weight
+            grads = [torch.autograd.grad(term, last, retain_graph=True)[0].norm() for term in (rec_loss, g_adv)]
+            weight = (grads[0] / (grads[1] + 1e-4)).clamp(max=1e4).detach() * self.adversarial_weight
+            loss = rec_loss + weight * g_adv
+        opt_g.zero_grad()
+        self.manual_backward(loss)
+        opt_g.step()
+        d_loss = F.relu(1 - self.discriminator(x)).mean() + F.relu(1 + self.discriminator(rec.detach())).mean()
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        opt_d.step()
+        for sched in self.lr_schedulers():
+            sched.step()
+        self.log_dict({"rec": rec_loss, "g_adv": g_adv, "w_adv": weight, "d_loss": d_loss}, prog_bar=True)
+
+    def export(self, folder: Path) -> Path:
+        """Replace ``folder/vae`` as a whole: written beside it, then renamed over it."""
+        import shutil
+
+        tmp, old = folder / ".vae.tmp", folder / ".vae.old"
+        shutil.rmtree(tmp, ignore_errors=True)
+        copy.deepcopy(self.vae).half().save_pretrained(tmp)
+        if (folder / "vae").exists():
+            os.replace(folder / "vae", old)
+        os.replace(tmp, folder / "vae")
+        shutil.rmtree(old, ignore_errors=True)
+        return folder / "vae"
 
 
 class TinyLDMTraining(_Recipe):
@@ -203,18 +327,11 @@ class TinyLDMTraining(_Recipe):
         export_dir: str | None = str(EMBEDDED / "tiny-ldm"),
     ):
         super().__init__(lr, warmup_steps, export_dir)
-        from diffusers import AutoencoderKL, DDPMScheduler
+        from diffusers import DDPMScheduler
 
         from syncsde.schedule import SD_SCHEDULER
 
-        if not (Path(vae) / "config.json").is_file():
-            from syncsde.errors import InputError
-
-            raise InputError(
-                f"no trained autoencoder in '{vae}': run `syncsde fit --config configs/tiny/train_vae.yaml` first, "
-                "or set --model.init_args.vae"
-            )
-        self.vae = AutoencoderKL.from_pretrained(vae, local_files_only=True).requires_grad_(False).eval()
+        self.vae = load_vae(vae, "configs/tiny/train_vae.yaml").requires_grad_(False).eval()
         self.unet, self.text_encoder = M.ldm_unet(), M.text_encoder()
         self.noise_scheduler = DDPMScheduler(
             **{k: v for k, v in SD_SCHEDULER.items() if k not in ("steps_offset", "set_alpha_to_one")}
