@@ -30,6 +30,16 @@ def test_seam_ratio_sees_steps_at_the_seams_only():
     assert sync.seam_ratio(jumps(banded), [16, 32, 48]) > 10
 
 
+def test_standard_errors_and_their_column():
+    assert sync.with_error("x", [1.0, 2.0, 3.0]) == {"x": 2.0, "x_se": 1 / np.sqrt(3)}
+    assert sync.standard_error([5.0]) == 0.0
+    assert sync.bootstrap_error(lambda idx: 1.0, 8) == 0.0  # a statistic that does not depend on the samples
+    spread = sync.bootstrap_error(lambda idx: float(np.mean(np.arange(100.0)[idx])), 100)
+    assert abs(spread - np.arange(100.0).std() / 10) < 3  # the mean's standard error, 2.9
+    table = sync.to_markdown({"wide_image": {"m": {"num_samples": 3, "seam_ratio": 1.5, "seam_ratio_se": 0.12}}})
+    assert "| m | 1.5 ± 0.12 |" in table
+
+
 def test_block_spread_is_larger_for_bands():
     g = torch.Generator().manual_seed(0)
     plain = 0.5 + 0.01 * torch.randn(8, 3, 16, 16, generator=g)
@@ -59,7 +69,7 @@ def test_mask_figures(tmp_path):
     files = {"image": "00000.png", "mask": "00000_mask.png"}
     save_json(tmp_path / "manifest.json", {"samples": [{"object": "a red boat", "files": files}]})
     figures = sync.mask_figures(tmp_path)
-    assert figures["object_in_mask"] == 1.0
+    assert figures["object_in_mask"] == 1.0 and figures["object_in_mask_se"] == 0.0  # one sample
     assert figures["seam_ratio"] == 0  # the mask boundary runs through flat grey: no jump there
 
 
@@ -88,6 +98,7 @@ def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
     assert set(rows) == {"syncsde (paper)", "independent"}
     for row in rows.values():
         assert row["num_samples"] >= 2 and row["seam_ratio"] > 0 and row["coherence"] > 0
+        assert row["seam_ratio_se"] > 0 and row["coherence_se"] > 0
     saved = json.loads((tmp_path / "bench" / "sync_benchmark.json").read_text())
     assert saved["wide_image"]["independent"] == rows["independent"]
     figure = Image.open(tmp_path / "grid.png")  # 2 methods side by side, one row per sample (4 at most), upscaled

@@ -23,6 +23,10 @@ The figures, per folder:
 - FID, KID and CLIP score from the folder's ``metrics.json`` (the config's ``evaluation.Metrics`` callback), seconds
   per sample from the sidecars.
 
+Each figure of ours comes with its standard error over samples (``<figure>_se``, printed as ± in the table): of the
+mean of per-sample values, or, for the wide-image seam ratio (a ratio of means pooled over samples), from bootstrap
+resamples of the samples. KID's ± is torchmetrics' spread over feature subsets.
+
 ``--readme`` writes the table into the README (``notebooks/results/sync_benchmark.md``); ``--figure`` saves four
 panoramas (evenly spaced sample ids: one per prompt) of every wide-image method side by side
 (:func:`syncsde.compare.grid`), the README's figure.
@@ -190,19 +194,38 @@ def seam_ratio(jumps: torch.Tensor, seams: list[int]) -> float:
     return float(jumps[seam].mean() / jumps[~seam].mean())
 
 
+def standard_error(values) -> float:
+    """Standard error of the mean of per-sample values (0 for fewer than two)."""
+    v = np.asarray(values, dtype=float)
+    return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
+def with_error(name: str, values) -> dict:
+    """``{name: mean, name_se: its standard error}`` of per-sample values."""
+    return {name: float(np.mean(values)), f"{name}_se": standard_error(values)}
+
+
+def bootstrap_error(statistic, n: int, draws: int = 500) -> float:
+    """Standard deviation of ``statistic(indices)`` over resamples of n samples with replacement (fixed seed)."""
+    rng = np.random.default_rng(0)
+    return float(np.std([statistic(rng.integers(0, n, n)) for _ in range(draws)], ddof=1)) if n > 1 else 0.0
+
+
 def wide_figures(folder: Path, reference: Path | None) -> dict:
     recs = samples(folder)
     images = torch.stack([load_image(folder / s["files"]["image"]) for s in recs])
     s0 = recs[0]
     windows = Windows(s0["width"], s0["height"], s0["stride"], s0.get("circular", False))
     seams = switch_positions(assembly_weights(windows, s0.get("assembly", "overwrite")))
-    jumps = (images[..., 1:] - images[..., :-1]).pow(2).mean(dim=(0, 1, 2))
-    out = {"seam_ratio": seam_ratio(jumps, seams)}
+    jumps = (images[..., 1:] - images[..., :-1]).pow(2).mean(dim=(1, 2))  # (N, L−1): per sample
+    pooled = lambda idx: seam_ratio(jumps[idx].mean(0), seams)  # noqa: E731
+    out = {"seam_ratio": pooled(slice(None)), "seam_ratio_se": bootstrap_error(pooled, len(recs))}
     if reference is not None:
         plain = torch.stack([load_image(reference / s["files"]["image"]) for s in samples(reference)])
         native, block = s0["height"], s0["stride"]
-        crops = images.unfold(-1, native, block).permute(0, 3, 1, 2, 4).flatten(0, 1)  # every native-size crop
-        out["coherence"] = block_spread(crops, block) / block_spread(plain, block)
+        crops = images.unfold(-1, native, block).permute(0, 3, 1, 2, 4)  # (N, crops, 3, H, native): every crop
+        per_sample = [block_spread(c, block) / block_spread(plain, block) for c in crops]
+        out.update(with_error("coherence", per_sample))
     return out
 
 
@@ -231,7 +254,7 @@ def motion_figures(folder: Path) -> dict:
         accel.append(acceleration_ratio(joints, seams))
         jumps = torch.from_numpy(np.linalg.norm(np.diff(joints, axis=0), axis=-1).mean(-1) ** 2)
         velocity.append(seam_ratio(jumps, seams))
-    return {"seam_ratio": float(np.mean(velocity)), "seam_acceleration": float(np.mean(accel))}
+    return {**with_error("seam_ratio", velocity), **with_error("seam_acceleration", accel)}
 
 
 def colour_of(prompt: str) -> tuple[float, float, float] | None:
@@ -256,9 +279,9 @@ def mask_figures(folder: Path, tolerance: float = 0.3) -> dict:
         if rgb is not None:
             close = (image - torch.tensor(rgb)[:, None, None]).norm(dim=0) < tolerance
             coverage.append(float(close[mask].sum() / close.sum()) if close.any() else 0.0)  # no object: 0
-    out = {"seam_ratio": float(np.mean(seams))}
+    out = with_error("seam_ratio", seams)
     if coverage:
-        out["object_in_mask"] = float(np.mean(coverage))
+        out.update(with_error("object_in_mask", coverage))
     return out
 
 
@@ -273,7 +296,7 @@ def ambiguous_figures(folder: Path, clip_model: str) -> dict:
             image = load_image(folder / s["files"][f"reading{i + 1}"])[None]
             scores.append(float(100 * (clip.encode_images(image) @ clip.encode_texts([prompt]).T).clamp_min(0)))
         worst.append(min(scores))
-    return {"worst_reading_clip": float(np.mean(worst))}
+    return with_error("worst_reading_clip", worst)
 
 
 def has_metrics(config: dict) -> bool:
@@ -325,6 +348,8 @@ def to_markdown(results: dict) -> str:
                 cell = "–" if v is None else f"{v:.4g}"
                 if k == "kid" and v is not None and "kid_std" in r:
                     cell = f"{v:.2g} ± {r['kid_std']:.2g}"
+                elif v is not None and f"{k}_se" in r:
+                    cell = f"{v:.4g} ± {r[f'{k}_se']:.2g}"
                 cells.append(cell)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
