@@ -202,7 +202,7 @@ def markdown(r: dict, captions: list[str]) -> str:
                 each("fid_generated_vs_other_captions", "{:.4f}".format),
             ),
             row(
-                f"seconds per image (CPU, {r['torch_threads']} torch threads)",
+                f"seconds per image (CPU, torch threads: {r['torch_threads']})",
                 each("seconds_per_image", "{:.3f}".format),
             ),
             "",
