@@ -224,7 +224,8 @@ def wide_figures(folder: Path, reference: Path | None) -> dict:
         plain = torch.stack([load_image(reference / s["files"]["image"]) for s in samples(reference)])
         native, block = s0["height"], s0["stride"]
         crops = images.unfold(-1, native, block).permute(0, 3, 1, 2, 4)  # (N, crops, 3, H, native): every crop
-        per_sample = [block_spread(c, block) / block_spread(plain, block) for c in crops]
+        plain_spread = block_spread(plain, block)
+        per_sample = [block_spread(c, block) / plain_spread for c in crops]
         out.update(with_error("coherence", per_sample))
     return out
 
