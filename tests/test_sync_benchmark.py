@@ -31,13 +31,42 @@ def test_seam_ratio_sees_steps_at_the_seams_only():
 
 
 def test_standard_errors_and_their_column():
-    assert sync.with_error("x", [1.0, 2.0, 3.0]) == {"x": 2.0, "x_se": 1 / np.sqrt(3)}
+    ids = [(0, i) for i in range(3)]
+    assert sync.Figure(ids, np.array([1.0, 2.0, 3.0])).summary("x") == {"x": 2.0, "x_se": 1 / np.sqrt(3)}
     assert sync.standard_error([5.0]) == 0.0
     assert sync.bootstrap_error(lambda idx: 1.0, 8) == 0.0  # a statistic that does not depend on the samples
     spread = sync.bootstrap_error(lambda idx: float(np.mean(np.arange(100.0)[idx])), 100)
     assert abs(spread - np.arange(100.0).std() / 10) < 3  # the mean's standard error, 2.9
     table = sync.to_markdown({"wide_image": {"m": {"num_samples": 3, "seam_ratio": 1.5, "seam_ratio_se": 0.12}}})
     assert "| m | 1.5 ± 0.12 |" in table
+
+
+def test_paired_differences_see_what_the_spread_between_prompts_hides():
+    rng = np.random.default_rng(0)
+    ids = [(0, i) for i in range(32)]
+    base = rng.uniform(1, 3, 32)  # prompts differ a lot
+    better = sync.Figure(ids, base - 0.05 + 0.001 * rng.standard_normal(32))  # every sample a little lower
+    a, b = better.summary("x"), sync.Figure(ids, base).summary("x")
+    assert abs(a["x"] - b["x"]) < a["x_se"]  # within one standard error in the table of figures
+    d, se = better.minus(sync.Figure(ids, base))
+    assert abs(d + 0.05) < 0.002 and se < 0.001  # clear once paired
+    # pairs by (seed, sample id), not by position; samples only one side has are left out
+    shuffled = sync.Figure(ids[::-1] + [(0, 99)], np.r_[base[::-1], 100.0])
+    assert sync.Figure(ids, base).minus(shuffled) == (0.0, 0.0)
+    # a pooled figure (a ratio of means): the same statistic on both sides, resampled together
+    jumps = rng.uniform(0.5, 2, (32, 8)) * rng.uniform(1, 10, (32, 1))  # per-sample scale differs a lot
+    stepped = jumps.copy()
+    stepped[:, 3] *= 1.2  # a 20% larger jump at the seam in every sample
+    ratio = lambda j: sync.seam_ratio(torch.from_numpy(j).mean(0), [4])  # noqa: E731
+    d, se = sync.Figure(ids, stepped, ratio).minus(sync.Figure(ids, jumps, ratio))
+    assert d > 0.1 and d > 10 * se
+    at_5 = lambda j: sync.seam_ratio(torch.from_numpy(j).mean(0), [5])  # noqa: E731  (another method's stride)
+    d, _ = sync.Figure(ids, jumps, at_5).minus(sync.Figure(ids, stepped, ratio))
+    assert d == at_5(jumps) - ratio(stepped)  # each side by its own seams
+    rows = {"b": {"num_samples": 32, "x": 1.0}, "a": {"num_samples": 32, "paired_with": "b"}}
+    rows["a"].update(sync.paired({"seam_ratio": better}, {"seam_ratio": sync.Figure(ids, base)}, "b"))
+    table = "\n".join(sync.paired_markdown(rows))
+    assert "Paired with b" in table and "| a | **-0.0497 ± 0.00017** |" in table and "| b |" not in table
 
 
 def test_block_spread_is_larger_for_bands():
@@ -67,15 +96,18 @@ def test_mask_figures(tmp_path):
     save_png(tmp_path / "00000.png", image)
     save_png(tmp_path / "00000_mask.png", mask)
     files = {"image": "00000.png", "mask": "00000_mask.png"}
-    save_json(tmp_path / "manifest.json", {"samples": [{"object": "a red boat", "files": files}]})
-    figures = sync.mask_figures(tmp_path)
+    save_json(tmp_path / "manifest.json", {"samples": [{"object": "a red boat", "files": files, "sample_id": 0}]})
+    figures = sync.summaries(sync.mask_figures(tmp_path))
     assert figures["object_in_mask"] == 1.0 and figures["object_in_mask_se"] == 0.0  # one sample
     assert figures["seam_ratio"] == 0  # the mask boundary runs through flat grey: no jump there
 
 
 def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
     """Two wide-image methods, at least 2 samples (one per prompt of the config), 2 steps, through `syncsde predict`
-    on the embedded config."""
+    on the embedded config: the config's own SyncSDE and independent windows, paired with it."""
+    config = yaml.safe_load((ROOT / "configs/tiny/wide.yaml").read_text())
+    own = sync.anchor(sync.methods("wide_image", config))
+    assert own.startswith("syncsde (canonical")  # the embedded config's preset
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     monkeypatch.chdir(tmp_path)
     results = sync.main(
@@ -85,7 +117,7 @@ def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
             "--samples",
             "2",
             "--methods",
-            "syncsde_paper,independent",  # folder names (method names may hold commas)
+            f"{sync.slug(own)},independent",  # folder names (method names may hold commas)
             "--output_dir",
             "bench",
             "--model.init_args.num_inference_steps",
@@ -95,10 +127,14 @@ def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
         ]
     )
     rows = results["wide_image"]
-    assert set(rows) == {"syncsde (paper)", "independent"}
+    assert set(rows) == {own, "independent"}
     for row in rows.values():
         assert row["num_samples"] >= 2 and row["seam_ratio"] > 0 and row["coherence"] > 0
         assert row["seam_ratio_se"] > 0 and row["coherence_se"] > 0
+    paired = rows["independent"]
+    assert paired["paired_with"] == own and "seam_ratio_diff" not in rows[own]
+    assert paired["seam_ratio_diff_se"] > 0 and paired["coherence_diff_se"] > 0
+    assert abs(paired["coherence_diff"] - (paired["coherence"] - rows[own]["coherence"])) < 1e-9  # a mean: exact
     saved = json.loads((tmp_path / "bench" / "sync_benchmark.json").read_text())
     assert saved["wide_image"]["independent"] == rows["independent"]
     figure = Image.open(tmp_path / "grid.png")  # 2 methods side by side, one row per sample (4 at most), upscaled

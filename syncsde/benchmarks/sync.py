@@ -25,7 +25,11 @@ The figures, per folder:
 
 Each figure of ours comes with its standard error over samples (``<figure>_se``, printed as ± in the table): of the
 mean of per-sample values, or, for the wide-image seam ratio (a ratio of means pooled over samples), from bootstrap
-resamples of the samples. KID's ± is torchmetrics' spread over feature subsets.
+resamples of the samples. KID's ± is torchmetrics' spread over feature subsets. A second table per task pairs every
+method with the embedded config's own SyncSDE (in the ablation, the preset's row): its figure minus that row's on the
+same prompts and seeds, with the standard error of the paired difference. The spread between prompts, which makes
+most of each figure's own ±, cancels there, so a difference too small to read in the first table can still be
+clear in the second (:meth:`Figure.minus`).
 
 ``--readme`` writes the table into the README (``notebooks/results/sync_benchmark.md``); ``--figure`` saves four
 panoramas (evenly spaced sample ids: one per prompt) of every wide-image method side by side
@@ -39,6 +43,8 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +128,14 @@ def methods(task: str, config: dict, ablation: bool = False) -> dict[str, list[s
     return out
 
 
+def anchor(chosen: dict[str, list[str]], ablation: bool = False) -> str | None:
+    """The row every other row is compared with on the same samples: the embedded config as it is (its SyncSDE), or
+    in the ablation the preset's row."""
+    if ablation:
+        return next((m for m in chosen if "(the preset)" in m), None)
+    return next((m for m, switch in chosen.items() if not switch), None)
+
+
 def slug(method: str) -> str:
     """The method's folder name, also its name for ``--methods``: ``syncsde (canonical, 1/λ = 20)`` →
     ``syncsde_canonical_inv_lambda_20``."""
@@ -200,33 +214,81 @@ def standard_error(values) -> float:
     return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
-def with_error(name: str, values) -> dict:
-    """``{name: mean, name_se: its standard error}`` of per-sample values."""
-    return {name: float(np.mean(values)), f"{name}_se": standard_error(values)}
-
-
 def bootstrap_error(statistic, n: int, draws: int = 500) -> float:
     """Standard deviation of ``statistic(indices)`` over resamples of n samples with replacement (fixed seed)."""
     rng = np.random.default_rng(0)
     return float(np.std([statistic(rng.integers(0, n, n)) for _ in range(draws)], ddof=1)) if n > 1 else 0.0
 
 
-def wide_figures(folder: Path, reference: Path | None) -> dict:
+@dataclass
+class Figure:
+    """One figure of a folder: a row of ``values`` per sample (keyed by ``ids``, its (seed, sample id)) and the
+    figure of a subset of rows. ``pooled`` is a function of the rows' values (a ratio of means pooled over samples,
+    error by bootstrap); ``None`` means the mean of per-sample values (its standard error)."""
+
+    ids: list[tuple]
+    values: np.ndarray
+    pooled: Callable[[np.ndarray], float] | None = None
+
+    def of(self, values: np.ndarray) -> float:
+        return float(np.mean(values)) if self.pooled is None else self.pooled(values)
+
+    def summary(self, name: str) -> dict:
+        """``{name: figure, name_se: its standard error}``."""
+        if self.pooled is None:
+            se = standard_error(self.values)
+        else:
+            se = bootstrap_error(lambda idx: self.of(self.values[idx]), len(self.values))
+        return {name: self.of(self.values), f"{name}_se": se}
+
+    def minus(self, other: Figure) -> tuple[float, float]:
+        """This figure minus ``other``'s on the samples both have (the same prompts and seeds; each side's figure
+        by its own statistic, e.g. its own seam positions), and the standard error of that paired difference: each
+        sample is compared with itself under the other method, so the spread between prompts, which dominates each
+        figure's own ±, cancels."""
+        common = [i for i in self.ids if i in set(other.ids)]
+        mine = self.values[[self.ids.index(i) for i in common]]
+        theirs = other.values[[other.ids.index(i) for i in common]]
+        if self.pooled is None:
+            d = mine - theirs
+            return float(np.mean(d)), standard_error(d)
+        diff = lambda idx: self.of(mine[idx]) - other.of(theirs[idx])  # noqa: E731
+        return diff(slice(None)), bootstrap_error(diff, len(common))
+
+
+def paired(figures: dict[str, Figure], base: dict[str, Figure], name: str) -> dict:
+    """``{"paired_with": name, <figure>_diff: this method's figure minus the base's on the same samples,
+    <figure>_diff_se: its standard error}``."""
+    out = {"paired_with": name}
+    for k, f in figures.items():
+        if k in base:
+            out[f"{k}_diff"], out[f"{k}_diff_se"] = f.minus(base[k])
+    return out
+
+
+def summaries(figures: dict[str, Figure]) -> dict:
+    return {k: v for name, f in figures.items() for k, v in f.summary(name).items()}
+
+
+def sample_ids(recs: list[dict]) -> list[tuple]:
+    return [(s.get("seed"), s["sample_id"]) for s in recs]
+
+
+def wide_figures(folder: Path, reference: Path | None) -> dict[str, Figure]:
     recs = samples(folder)
+    ids = sample_ids(recs)
     images = torch.stack([load_image(folder / s["files"]["image"]) for s in recs])
     s0 = recs[0]
     windows = Windows(s0["width"], s0["height"], s0["stride"], s0.get("circular", False))
     seams = switch_positions(assembly_weights(windows, s0.get("assembly", "overwrite")))
     jumps = (images[..., 1:] - images[..., :-1]).pow(2).mean(dim=(1, 2))  # (N, L−1): per sample
-    pooled = lambda idx: seam_ratio(jumps[idx].mean(0), seams)  # noqa: E731
-    out = {"seam_ratio": pooled(slice(None)), "seam_ratio_se": bootstrap_error(pooled, len(recs))}
+    out = {"seam_ratio": Figure(ids, jumps.numpy(), lambda j: seam_ratio(torch.from_numpy(j).mean(0), seams))}
     if reference is not None:
         plain = torch.stack([load_image(reference / s["files"]["image"]) for s in samples(reference)])
         native, block = s0["height"], s0["stride"]
         crops = images.unfold(-1, native, block).permute(0, 3, 1, 2, 4)  # (N, crops, 3, H, native): every crop
         plain_spread = block_spread(plain, block)
-        per_sample = [block_spread(c, block) / plain_spread for c in crops]
-        out.update(with_error("coherence", per_sample))
+        out["coherence"] = Figure(ids, np.array([block_spread(c, block) / plain_spread for c in crops]))
     return out
 
 
@@ -245,7 +307,7 @@ def acceleration_ratio(joints: np.ndarray, seams: list[int]) -> float:
     return float(accel[at].mean() / inside)
 
 
-def motion_figures(folder: Path) -> dict:
+def motion_figures(folder: Path) -> dict[str, Figure]:
     recs = samples(folder)
     accel, velocity = [], []
     for s in recs:
@@ -255,7 +317,8 @@ def motion_figures(folder: Path) -> dict:
         accel.append(acceleration_ratio(joints, seams))
         jumps = torch.from_numpy(np.linalg.norm(np.diff(joints, axis=0), axis=-1).mean(-1) ** 2)
         velocity.append(seam_ratio(jumps, seams))
-    return {**with_error("seam_ratio", velocity), **with_error("seam_acceleration", accel)}
+    ids = sample_ids(recs)
+    return {"seam_ratio": Figure(ids, np.array(velocity)), "seam_acceleration": Figure(ids, np.array(accel))}
 
 
 def colour_of(prompt: str) -> tuple[float, float, float] | None:
@@ -265,9 +328,10 @@ def colour_of(prompt: str) -> tuple[float, float, float] | None:
     return COLOURS[names[-1]] if names else None
 
 
-def mask_figures(folder: Path, tolerance: float = 0.3) -> dict:
-    seams, coverage = [], []
-    for s in samples(folder):
+def mask_figures(folder: Path, tolerance: float = 0.3) -> dict[str, Figure]:
+    recs = samples(folder)
+    seams, coverage = [], {}
+    for s, sid in zip(recs, sample_ids(recs)):
         image = load_image(folder / s["files"]["image"])
         mask = load_image(folder / s["files"]["mask"])[0] > 0.5
         jumps, straddles = [], []
@@ -279,25 +343,25 @@ def mask_figures(folder: Path, tolerance: float = 0.3) -> dict:
         rgb = colour_of(s.get("object", s.get("prompt", "")))
         if rgb is not None:
             close = (image - torch.tensor(rgb)[:, None, None]).norm(dim=0) < tolerance
-            coverage.append(float(close[mask].sum() / close.sum()) if close.any() else 0.0)  # no object: 0
-    out = with_error("seam_ratio", seams)
+            coverage[sid] = float(close[mask].sum() / close.sum()) if close.any() else 0.0  # no object: 0
+    out = {"seam_ratio": Figure(sample_ids(recs), np.array(seams))}
     if coverage:
-        out.update(with_error("object_in_mask", coverage))
+        out["object_in_mask"] = Figure(list(coverage), np.array(list(coverage.values())))
     return out
 
 
-def ambiguous_figures(folder: Path, clip_model: str) -> dict:
+def ambiguous_figures(folder: Path, clip_model: str) -> dict[str, Figure]:
     from evaluation.features import CLIPEmbedder
 
     clip = CLIPEmbedder(clip_model)
-    worst = []
-    for s in samples(folder):
+    recs, worst = samples(folder), []
+    for s in recs:
         scores = []
         for i, prompt in enumerate(s.get("prompts") or [s["prompt"], s["prompt2"]]):
             image = load_image(folder / s["files"][f"reading{i + 1}"])[None]
             scores.append(float(100 * (clip.encode_images(image) @ clip.encode_texts([prompt]).T).clamp_min(0)))
         worst.append(min(scores))
-    return with_error("worst_reading_clip", worst)
+    return {"worst_reading_clip": Figure(sample_ids(recs), np.array(worst))}
 
 
 def has_metrics(config: dict) -> bool:
@@ -354,7 +418,32 @@ def to_markdown(results: dict) -> str:
                 cells.append(cell)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += paired_markdown(rows)
     return "\n".join(lines)
+
+
+def paired_markdown(rows: dict) -> list[str]:
+    """The paired differences of a task's rows against the row they were paired with, as a table."""
+    base = next((r["paired_with"] for r in rows.values() if "paired_with" in r), None)
+    keys = [k for k in COLUMNS if any(f"{k}_diff" in r for r in rows.values())]
+    if base is None or not keys:
+        return []
+    lines = [
+        f"Paired with {base}: each row minus it on the same prompts and seeds, ± the standard error of the paired "
+        "difference; **bold**: more than two standard errors from 0.\n",
+        "| method | " + " | ".join(f"Δ {COLUMNS[k]}" for k in keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+    ]
+    for method, r in rows.items():
+        if method == base:
+            continue
+        cells = []
+        for k in keys:
+            d, se = r.get(f"{k}_diff"), r.get(f"{k}_diff_se")
+            cell = "–" if d is None else f"{d:+.3g} ± {se:.2g}"
+            cells.append(f"**{cell}**" if d is not None and abs(d) > 2 * se > 0 else cell)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def main(argv=None) -> dict:
@@ -399,7 +488,7 @@ def main(argv=None) -> dict:
         chosen = methods(task, config, args.ablation)
         if args.methods:
             chosen = {m: v for m, v in chosen.items() if slug(m) in args.methods.split(",")}
-        results[task], folders = {}, {}
+        results[task], folders, figures = {}, {}, {}
         for method, switch in chosen.items():
             folder = folders[method] = out / task / slug(method)
             run(
@@ -409,19 +498,24 @@ def main(argv=None) -> dict:
             if has_metrics(config):  # every sample in the folder (an earlier run's too), by today's metrics code
                 evaluate_folder(folder, reference=None if reference is None else str(reference))
             recs = samples(folder)
-            row = {"num_samples": len(recs), "seconds": float(np.mean([s["seconds"] for s in recs]))}
             if task == "wide_image":
-                row.update(wide_figures(folder, reference))
+                figures[method] = wide_figures(folder, reference)
             elif task == "motion":
-                row.update(motion_figures(folder))
+                figures[method] = motion_figures(folder)
             elif task == "mask_t2i":
-                row.update(mask_figures(folder))
+                figures[method] = mask_figures(folder)
             else:
                 clip = config["trainer"]["callbacks"][0]["init_args"].get("clip_model", "syncsde:tiny-clip")
-                row.update(ambiguous_figures(folder, clip))
+                figures[method] = ambiguous_figures(folder, clip)
+            row = {"num_samples": len(recs), "seconds": float(np.mean([s["seconds"] for s in recs]))}
+            row.update(summaries(figures[method]))
             row.update(metrics_of(folder))
             results[task][method] = row
             print(f"{task} {method}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()), file=sys.stderr)
+        base = anchor(chosen, args.ablation)
+        if base in figures:
+            for method, row in results[task].items():
+                row.update(paired(figures[method], figures[base], base) if method != base else {})
         if args.figure and task == "wide_image":
             from syncsde.compare import grid
             from syncsde.io import save_png
