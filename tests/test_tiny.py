@@ -298,3 +298,25 @@ def test_built_wheel_contains_the_embedded_weights(tmp_path):
         "syncsde/embedded/tiny-clip/model.safetensors",
     ):
         assert needed in names
+
+
+def test_autoencoder_latent_channels_reach_the_unet(tmp_path):
+    from syncsde.tiny.train import TinyLDMTraining, TinyVAETraining
+
+    TinyVAETraining(latent_channels=8).vae.save_pretrained(tmp_path)
+    unet = TinyLDMTraining(vae=str(tmp_path)).unet
+    assert unet.config.in_channels == unet.config.out_channels == 8
+
+
+def test_learning_rate_decay_options(tmp_path):
+    from types import SimpleNamespace
+
+    from syncsde.tiny.train import TinyLDMTraining, TinyVAETraining
+
+    TinyVAETraining().vae.save_pretrained(tmp_path)
+    for decay, at_end in (("constant", 1.0), ("cosine", 0.0)):
+        recipe = TinyLDMTraining(vae=str(tmp_path), warmup_steps=10, lr_decay=decay)
+        recipe._trainer = SimpleNamespace(max_steps=100)
+        assert recipe.lr_factor(0) == pytest.approx(0.1)  # warm-up, either way
+        assert recipe.lr_factor(100) == pytest.approx(at_end, abs=1e-12)
+    assert TinyVAETraining().lr_decay == "cosine"  # the autoencoder's schedule, as before

@@ -68,15 +68,16 @@ def text_encoder():
     return CLIPTextModel(text_config())
 
 
-def vae():
-    """AutoencoderKL, scale factor 4, 4 latent channels, no attention (fully convolutional, so any canvas width
-    decodes the same way). ``scaling_factor`` is set after training so that scaled latents have unit std."""
+def vae(latent_channels: int = 4):
+    """AutoencoderKL, scale factor 4, 4 latent channels (the shipped model; more keep more detail, and the UNet
+    follows), no attention (fully convolutional, so any canvas width decodes the same way). ``scaling_factor`` is set
+    after training so that scaled latents have unit std."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        latent_channels=4,
+        latent_channels=latent_channels,
         block_out_channels=(24, 48, 64),
         layers_per_block=1,
         down_block_types=("DownEncoderBlock2D",) * 3,
@@ -87,14 +88,14 @@ def vae():
     )
 
 
-def ldm_unet():
+def ldm_unet(latent_channels: int = 4):
     """The latent UNet: 16×16 → 8×8 → 4×4, text cross-attention at 8×8 and 4×4 (as SD's lower levels)."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
         sample_size=LATENT_SIZE,
-        in_channels=4,
-        out_channels=4,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
         block_out_channels=(32, 64, 96),
         layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),

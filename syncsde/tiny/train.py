@@ -18,6 +18,7 @@ import copy
 import math
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -96,9 +97,9 @@ class SceneData(LightningDataModule):
 
 
 class _Recipe(LightningModule):
-    def __init__(self, lr: float, warmup_steps: int, export_dir: str | None):
+    def __init__(self, lr: float, warmup_steps: int, export_dir: str | None, lr_decay: str = "constant"):
         super().__init__()
-        self.lr, self.warmup_steps = lr, warmup_steps
+        self.lr, self.warmup_steps, self.lr_decay = lr, warmup_steps, lr_decay
         self.export_dir = export_dir
         self.tokenizer = M.word_tokenizer()
 
@@ -115,8 +116,12 @@ class _Recipe(LightningModule):
         return torch.Generator().manual_seed(self.global_step * self.trainer.world_size + self.global_rank)
 
     def lr_factor(self, step: int) -> float:
-        """Linear warm-up, then constant."""
-        return min(1.0, (step + 1) / max(self.warmup_steps, 1))
+        """Linear warm-up, then constant, or with ``lr_decay`` "cosine" down to 0 at ``max_steps``."""
+        warm = min(1.0, (step + 1) / max(self.warmup_steps, 1))
+        if self.lr_decay == "constant":
+            return warm
+        total = max(self.trainer.max_steps, 1)
+        return warm * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.trainable(), lr=self.lr, weight_decay=0.01)
@@ -165,7 +170,8 @@ class TinyVAETraining(_Recipe):
     the same).
 
     Args: lr, warmup_steps, kl_weight, gradient_weight, object_weight (extra L1 weight on object pixels),
-    scale_images, export_dir (staging folder for train_ldm).
+    scale_images, latent_channels (4 as shipped; train_ldm's UNet takes the autoencoder's), export_dir (staging
+    folder for train_ldm).
     """
 
     def __init__(
@@ -176,16 +182,13 @@ class TinyVAETraining(_Recipe):
         gradient_weight: NonNegativeFloat = 1.0,
         object_weight: NonNegativeFloat = 8.0,
         scale_images: PositiveInt = 512,
+        latent_channels: PositiveInt = 4,
         export_dir: str | None = VAE_STAGING,
     ):
-        super().__init__(lr, warmup_steps, export_dir)
-        self.vae = M.vae()
+        super().__init__(lr, warmup_steps, export_dir, lr_decay="cosine")
+        self.vae = M.vae(latent_channels)
         self.kl_weight, self.gradient_weight, self.object_weight = kl_weight, gradient_weight, object_weight
         self.scale_images = scale_images
-
-    def lr_factor(self, step: int) -> float:
-        total = max(self.trainer.max_steps, 1)
-        return super().lr_factor(step) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
     def training_step(self, batch, batch_idx):
         x = batch["images"].to(self.device) * 2 - 1
@@ -314,7 +317,8 @@ class TinyLDMTraining(_Recipe):
     autoencoder (train_vae.yaml), with Stable Diffusion's noise schedule, caption dropout for classifier-free
     guidance, and Min-SNR-γ loss weights (Hang et al. 2023; ``snr_gamma`` None = plain MSE, as SD).
 
-    Args: vae (folder of the trained AutoencoderKL), lr, warmup_steps, caption_dropout, snr_gamma, export_dir.
+    Args: vae (folder of the trained AutoencoderKL), lr, warmup_steps, lr_decay (after warm-up: "constant", or
+    "cosine" to 0 at ``max_steps``), caption_dropout, snr_gamma, export_dir.
     """
 
     def __init__(
@@ -322,17 +326,18 @@ class TinyLDMTraining(_Recipe):
         vae: str = VAE_STAGING,
         lr: PositiveFloat = 1e-3,
         warmup_steps: NonNegativeInt = 200,
+        lr_decay: Literal["constant", "cosine"] = "constant",
         caption_dropout: ClosedUnitInterval = 0.1,
         snr_gamma: PositiveFloat | None = 5.0,
         export_dir: str | None = str(EMBEDDED / "tiny-ldm"),
     ):
-        super().__init__(lr, warmup_steps, export_dir)
+        super().__init__(lr, warmup_steps, export_dir, lr_decay)
         from diffusers import DDPMScheduler
 
         from syncsde.schedule import SD_SCHEDULER
 
         self.vae = load_vae(vae, "configs/tiny/train_vae.yaml").requires_grad_(False).eval()
-        self.unet, self.text_encoder = M.ldm_unet(), M.text_encoder()
+        self.unet, self.text_encoder = M.ldm_unet(self.vae.config.latent_channels), M.text_encoder()
         self.noise_scheduler = DDPMScheduler(
             **{k: v for k, v in SD_SCHEDULER.items() if k not in ("steps_offset", "set_alpha_to_one")}
         )
