@@ -246,14 +246,14 @@ class Figure:
         by its own statistic, e.g. its own seam positions), and the standard error of that paired difference: each
         sample is compared with itself under the other method, so the spread between prompts, which dominates each
         figure's own ±, cancels."""
-        common = [i for i in self.ids if i in set(other.ids)]
-        mine = self.values[[self.ids.index(i) for i in common]]
-        theirs = other.values[[other.ids.index(i) for i in common]]
+        theirs_at = {i: k for k, i in enumerate(other.ids)}
+        pairs = [(k, theirs_at[i]) for k, i in enumerate(self.ids) if i in theirs_at]
+        mine, theirs = self.values[[a for a, _ in pairs]], other.values[[b for _, b in pairs]]
         if self.pooled is None:
             d = mine - theirs
             return float(np.mean(d)), standard_error(d)
         diff = lambda idx: self.of(mine[idx]) - other.of(theirs[idx])  # noqa: E731
-        return diff(slice(None)), bootstrap_error(diff, len(common))
+        return diff(slice(None)), bootstrap_error(diff, len(pairs))
 
 
 def paired(figures: dict[str, Figure], base: dict[str, Figure], name: str) -> dict:
