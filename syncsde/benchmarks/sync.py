@@ -330,8 +330,8 @@ def colour_of(prompt: str) -> tuple[float, float, float] | None:
 
 def mask_figures(folder: Path, tolerance: float = 0.3) -> dict[str, Figure]:
     recs = samples(folder)
-    seams, coverage = [], {}
-    for s, sid in zip(recs, sample_ids(recs)):
+    ids, seams, coverage = sample_ids(recs), [], {}
+    for s, sid in zip(recs, ids):
         image = load_image(folder / s["files"]["image"])
         mask = load_image(folder / s["files"]["mask"])[0] > 0.5
         jumps, straddles = [], []
@@ -344,7 +344,7 @@ def mask_figures(folder: Path, tolerance: float = 0.3) -> dict[str, Figure]:
         if rgb is not None:
             close = (image - torch.tensor(rgb)[:, None, None]).norm(dim=0) < tolerance
             coverage[sid] = float(close[mask].sum() / close.sum()) if close.any() else 0.0  # no object: 0
-    out = {"seam_ratio": Figure(sample_ids(recs), np.array(seams))}
+    out = {"seam_ratio": Figure(ids, np.array(seams))}
     if coverage:
         out["object_in_mask"] = Figure(list(coverage), np.array(list(coverage.values())))
     return out
@@ -515,7 +515,8 @@ def main(argv=None) -> dict:
         base = anchor(chosen, args.ablation)
         if base in figures:
             for method, row in results[task].items():
-                row.update(paired(figures[method], figures[base], base) if method != base else {})
+                if method != base:
+                    row.update(paired(figures[method], figures[base], base))
         if args.figure and task == "wide_image":
             from syncsde.compare import grid
             from syncsde.io import save_png
