@@ -29,3 +29,25 @@ def test_overhead_pairs_each_strategy_step_with_its_denoiser_call():
         assert row["pairs"] == 2 * 2
         assert 0 < row["strategy_ms"] < row["denoiser_ms"]
         assert row["ratio"] == pytest.approx(row["strategy_ms"] / row["denoiser_ms"], rel=1)
+
+
+def test_recipes_benchmark_times_both_memory_formats(monkeypatch):
+    """Each recipe is trained in both memory formats; the recipes' own (channels-last) really is channels-last."""
+    import torch
+
+    from syncsde.benchmarks import recipes
+    from syncsde.tiny import train
+
+    formats = []
+    fit_start = train._Recipe.on_fit_start
+
+    def spy(self):
+        fit_start(self)
+        formats.append(self.vae.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last))
+
+    monkeypatch.setattr(train._Recipe, "on_fit_start", spy)
+    rows = recipes.main(["--steps", "3", "--repeats", "1", "--recipes", "train_vae", "--threads", "1", "--no-readme"])
+    assert formats == [True]  # the default-format run does not go through the recipes' on_fit_start
+    (row,) = rows
+    assert row["default_s"] > 0 and row["channels_last_s"] > 0
+    assert row["speed-up"] == pytest.approx(row["default_s"] / row["channels_last_s"])

@@ -88,15 +88,16 @@ def vae(latent_channels: int = 4):
     )
 
 
-def ldm_unet(latent_channels: int = 4):
-    """The latent UNet: 16×16 → 8×8 → 4×4, text cross-attention at 8×8 and 4×4 (as SD's lower levels)."""
+def ldm_unet(latent_channels: int = 4, widths: tuple[int, int, int] = (48, 96, 144)):
+    """The latent UNet: 16×16 → 8×8 → 4×4 with ``widths`` channels, text cross-attention at 8×8 and 4×4 (as SD's
+    lower levels). The shipped one has the default widths (6.1 M parameters; (32, 64, 96) is 2.7 M)."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
         sample_size=LATENT_SIZE,
         in_channels=latent_channels,
         out_channels=latent_channels,
-        block_out_channels=(32, 64, 96),
+        block_out_channels=tuple(widths),
         layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
