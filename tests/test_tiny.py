@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from syncsde.backbones import StableDiffusion
 from syncsde.backbones.diffusers import embedded_path
@@ -208,7 +209,7 @@ def test_shipped_weights_load_offline_and_are_small(ldm):
     for name in ("tiny-ldm", "tiny-clip"):
         assert embedded_path(name).is_dir(), f"embedded model {name} is missing from the package"
     size = sum(p.stat().st_size for p in embedded_path("tiny-ldm").rglob("*") if p.is_file())
-    assert size < 10e6
+    assert size < 16e6  # 14.2 MB: a 6.1 M-parameter UNet in float16 is most of it
     assert ldm.name == "syncsde:tiny-ldm" and (ldm.scale_factor, ldm.sample_size, ldm.channels) == (4, 16, 4)
     assert ldm.unet.dtype == torch.float32  # stored in float16, loaded as float32
 
@@ -300,12 +301,18 @@ def test_built_wheel_contains_the_embedded_weights(tmp_path):
         assert needed in names
 
 
-def test_autoencoder_latent_channels_reach_the_unet(tmp_path):
+def test_autoencoder_latent_channels_and_widths_reach_the_unet(tmp_path):
     from syncsde.tiny.train import TinyLDMTraining, TinyVAETraining
 
     TinyVAETraining(latent_channels=8).vae.save_pretrained(tmp_path)
-    unet = TinyLDMTraining(vae=str(tmp_path)).unet
+    unet = TinyLDMTraining(vae=str(tmp_path), widths=(16, 32, 48)).unet
     assert unet.config.in_channels == unet.config.out_channels == 8
+    assert tuple(unet.config.block_out_channels) == (16, 32, 48)
+
+
+def test_shipped_unet_has_the_widths_its_recipe_names(ldm):
+    recipe = yaml.safe_load((ROOT / "configs/tiny/train_ldm.yaml").read_text())
+    assert list(ldm.unet.config.block_out_channels) == recipe["model"]["init_args"]["widths"]
 
 
 def test_learning_rate_decay_options(tmp_path):
