@@ -46,7 +46,13 @@ def test_recipes_benchmark_times_both_memory_formats(monkeypatch):
         formats.append(self.vae.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last))
 
     monkeypatch.setattr(train._Recipe, "on_fit_start", spy)
-    rows = recipes.main(["--steps", "3", "--repeats", "1", "--recipes", "train_vae", "--threads", "1", "--no-readme"])
+    threads = torch.get_num_threads()
+    try:
+        rows = recipes.main(
+            ["--steps", "3", "--repeats", "1", "--recipes", "train_vae", "--threads", "1", "--no-readme"]
+        )
+    finally:
+        torch.set_num_threads(threads)  # main sets the process's thread count
     assert formats == [True]  # the default-format run does not go through the recipes' on_fit_start
     (row,) = rows
     assert row["default_s"] > 0 and row["channels_last_s"] > 0

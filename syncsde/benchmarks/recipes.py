@@ -14,7 +14,6 @@ default / channels-last: how many times faster the recipe's format is. The table
 from __future__ import annotations
 
 import argparse
-import importlib
 import statistics
 import time
 import warnings
@@ -26,6 +25,7 @@ import yaml
 from lightning import Callback, Trainer
 
 from syncsde.benchmarks.readme import ROOT, write_result
+from syncsde.lightning_cli import load_class
 from syncsde.tiny import train
 
 RECIPES = ("train_vae", "train_ldm", "train_decoder")
@@ -43,8 +43,7 @@ class BatchTimer(Callback):
 
 
 def build(spec: dict, **overrides):
-    module, name = spec["class_path"].rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)(**{**spec.get("init_args", {}), **overrides})
+    return load_class(spec["class_path"])(**{**spec.get("init_args", {}), **overrides})
 
 
 def batch_times(recipe: str, steps: int, channels_last: bool) -> list[float]:
