@@ -162,6 +162,7 @@ def test_ldm_recipes_train_and_export_a_stable_diffusion_folder(tmp_path):
         "0",
         "--trainer.max_steps",
         "4",
+        callbacks=ema,  # the recipe exports the decoder's EMA weights, as step 2 its UNet's
         export=ldm,
     )
     after = AutoencoderKL.from_pretrained(ldm / "vae", local_files_only=True).state_dict()
