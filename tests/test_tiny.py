@@ -1,6 +1,7 @@
 """The embedded tiny models: procedural world, training recipes (a few steps each), export layout, loading, and the
 shipped latent diffusion model itself."""
 
+import json
 import os
 import subprocess
 import sys
@@ -178,6 +179,44 @@ def test_ldm_recipes_train_and_export_a_stable_diffusion_folder(tmp_path):
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # the UNet's latents do not move
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
     assert StableDiffusion(str(ldm)).scale_factor == 4
+
+
+@pytest.mark.parametrize("recipe", ["train_vae", "train_decoder"])
+def test_a_resumed_recipe_trains_as_the_uninterrupted_run(tmp_path, recipe):
+    """`syncsde fit --ckpt_path` resumes a recipe where its checkpoint left it: the checkpoint loads (plain numbers in
+    its optimizer state), the stream goes on with the batches the uninterrupted run took next (not its first ones
+    again), and optimizers, schedules and EMA carry on: the same exported weights, bit for bit."""
+    from safetensors.torch import load_file
+
+    config, callbacks, extra = f"configs/tiny/{recipe}.yaml", [], ["--model.init_args.warmup_steps", "1"]
+    if recipe == "train_decoder":  # two optimizer steps per batch, adversarial from the first, EMA exported
+        extra += ["--model.init_args.pipeline", str(embedded_path("tiny-ldm"))]
+        extra += ["--model.init_args.adversarial_start", "0"]
+        callbacks.append({"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}})
+    else:
+        extra += ["--model.init_args.scale_images", "16"]
+
+    def fit(name, *resume):
+        every = {"dirpath": str(tmp_path / name / "checkpoints"), "every_n_train_steps": 4, "save_top_k": -1}
+        ckpt = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": every}
+        export = run_fit(
+            config,
+            tmp_path / name,
+            *extra,
+            "--trainer.max_steps",
+            "8",
+            "--trainer.enable_checkpointing",
+            "true",
+            *resume,
+            callbacks=json.dumps([*callbacks, ckpt]),
+        )
+        return {f.relative_to(export): load_file(f) for f in sorted(export.rglob("*.safetensors"))}
+
+    whole = fit("whole")
+    resumed = fit("resumed", "--ckpt_path", str(tmp_path / "whole" / "checkpoints" / "epoch=0-step=4.ckpt"))
+    assert whole and whole.keys() == resumed.keys()
+    for f in whole:
+        assert all(torch.equal(whole[f][k], resumed[f][k]) for k in whole[f]), f
 
 
 def test_trainers_refuse_a_missing_autoencoder(tmp_path):

@@ -39,7 +39,8 @@ class SceneStream(IterableDataset):
     probability 1/2 each (autoencoder training: views of latents then decode like views of images, which ambiguous
     images rely on). With ``crop``, each image is a random square crop of that size (autoencoder training: four times
     the steps per CPU second). Under data parallelism, process ``shard`` of ``shards`` takes batches
-    i·shards + shard of the stream."""
+    i·shards + shard of the stream. ``start``: this process's batches already taken (a resumed training goes on
+    where the checkpoint left the stream, as the uninterrupted run would)."""
 
     def __init__(
         self,
@@ -51,12 +52,13 @@ class SceneStream(IterableDataset):
         crop: int | None = None,
         shard: int = 0,
         shards: int = 1,
+        start: int = 0,
     ):
         self.batch_size, self.seed, self.held_out, self.size = batch_size, seed, held_out, size
-        self.flips, self.crop, self.shard, self.shards = flips, crop, shard, shards
+        self.flips, self.crop, self.shard, self.shards, self.start = flips, crop, shard, shards, start
 
     def __iter__(self):
-        step = 0
+        step = self.start
         while True:
             i = step * self.shards + self.shard
             images, captions, objects = scenes.batch_layers(
@@ -91,15 +93,22 @@ class SceneData(LightningDataModule):
         self.batch_size, self.seed, self.flips, self.crop = batch_size, seed, flips, crop
 
     def train_dataloader(self):
-        shard, shards = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        stream = SceneStream(self.batch_size, self.seed, flips=self.flips, crop=self.crop, shard=shard, shards=shards)
+        shard, shards, start = 0, 1, 0
+        if self.trainer:  # a run resumed from a checkpoint has its batch count back by now
+            shard, shards = self.trainer.global_rank, self.trainer.world_size
+            start = self.trainer.fit_loop.epoch_loop.batch_progress.total.processed
+        stream = SceneStream(
+            self.batch_size, self.seed, flips=self.flips, crop=self.crop, shard=shard, shards=shards, start=start
+        )
         return DataLoader(stream, batch_size=None)
 
 
 class _Recipe(LightningModule):
     def __init__(self, lr: float, warmup_steps: int, export_dir: str | None, lr_decay: str = "constant"):
         super().__init__()
-        self.lr, self.warmup_steps, self.lr_decay = lr, warmup_steps, lr_decay
+        # plain numbers: a checkpoint (optimizer and schedule state) must load with torch.load(weights_only=True),
+        # which refuses the CLI's validated float subclasses
+        self.lr, self.warmup_steps, self.lr_decay = float(lr), int(warmup_steps), lr_decay
         self.export_dir = export_dir
         self.tokenizer = M.word_tokenizer()
 
