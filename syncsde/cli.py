@@ -129,7 +129,9 @@ def quiet(on: bool = True) -> None:
     if on:  # library deprecation notices; syncsde's own warnings (e.g. an unstable 1/λ) stay
         for category in (DeprecationWarning, FutureWarning):
             warnings.filterwarnings("ignore", category=category)
-        warnings.filterwarnings("ignore", module=r"(lightning|pytorch_lightning|torch|diffusers|transformers)\b")
+        warnings.filterwarnings(
+            "ignore", module=r"(lightning|pytorch_lightning|torch|torchmetrics|diffusers|transformers)\b"
+        )
 
 
 TYPE_WORDS = {

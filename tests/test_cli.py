@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,6 +259,24 @@ def test_quiet_by_default_with_one_progress_line_in_a_log(config, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("syncsde: 3/3 samples, 100%"), lines  # output to a file: lines
     r = syncsde("predict", "--config", str(config), "--output_dir", str(tmp_path / "v"), "--verbose", "true")
     assert "GPU available" in r.stderr  # the libraries speak again
+
+
+def test_quiet_silences_library_warnings_such_as_the_kid_buffer_notice():
+    """KID (the metrics callback of a config with a reference) warns about its feature buffer on every run."""
+    import warnings
+
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    from syncsde.cli import quiet
+
+    features = torch.nn.Flatten()
+    features.num_features = 12
+    with pytest.warns(UserWarning, match="Kernel Inception Distance"):
+        KernelInceptionDistance(feature=features, subset_size=2)
+    quiet()
+    with warnings.catch_warnings(record=True) as caught:
+        KernelInceptionDistance(feature=features, subset_size=2)
+    assert not caught, [str(w.message) for w in caught]
 
 
 def test_help_does_not_import_lightning():
