@@ -286,13 +286,14 @@ def test_shipped_model_equals_the_diffusers_pipeline(ldm):
     torch.testing.assert_close(ours, ref[0], atol=1e-4, rtol=1e-4)
 
 
-def test_model_card_measures_each_sampler_and_guidance_scale(monkeypatch):
+def test_model_card_measures_each_sampler_and_guidance_scale(monkeypatch, capsys):
     from syncsde.benchmarks import readme
     from syncsde.tiny import quality
 
     monkeypatch.setattr(readme, "write_result", lambda *a: pytest.fail("--dry-run writes nothing"))
     argv = ["--num", "12", "--steps", "2", "--samplers", "ddim", "ddpm", "--guidance", "1", "3", "--batch", "6"]
     r = quality.main([*argv, "--dry-run"])
+    assert "Loading weights" not in capsys.readouterr().err  # quiet: no library loading bars
     assert list(r["settings"]) == ["DDIM, CFG 1", "DDIM, CFG 3", "DDPM, CFG 1", "DDPM, CFG 3"]
     assert r["retrieval_top1_of_10_real"] == 1.0
     fids = {k: g["fid_generated_vs_real"] for k, g in r["settings"].items()}

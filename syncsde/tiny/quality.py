@@ -33,6 +33,7 @@ from PIL import Image
 
 from evaluation.features import CLIPEmbedder
 from syncsde.backbones import StableDiffusion
+from syncsde.cli import quiet
 from syncsde.tiny import scenes
 from tasks import TextToImage
 
@@ -110,6 +111,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--clip", default="syncsde:tiny-clip")
     ap.add_argument("--dry-run", action="store_true", help="print only: no README table, no figure")
     args = ap.parse_args(argv)
+    quiet()  # the card's own progress bars only: no library loading bars
 
     pool = scenes.held_out_scenes(1000)
     rng = np.random.default_rng(0)
