@@ -2,6 +2,8 @@
 
 import fnmatch
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,18 @@ def test_docs_keep_the_reference_numbers():
     text = (DOCS / "BASELINES.md").read_text()
     for needle in ("| **2** |", "n_W = (W/8−64)//8+1", "r = 3H/8", "e = 6·i/S", "c_i = max(cos(π·i/(1.5(S−1))), 0)"):
         assert needle in text, needle
+
+
+def test_the_core_never_imports_tasks():
+    """ARCHITECTURE.md: tasks build on syncsde/, never the other way (the tools that run tasks live in evaluation/)."""
+    code = (
+        "import importlib, pkgutil, sys, syncsde\n"
+        "names = [m.name for m in pkgutil.walk_packages(syncsde.__path__, 'syncsde.')]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "    assert 'tasks' not in sys.modules, name\n"
+        "print(len(names))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert int(r.stdout.split()[-1]) > 40  # every module was imported

@@ -287,8 +287,8 @@ def test_shipped_model_equals_the_diffusers_pipeline(ldm):
 
 
 def test_model_card_measures_each_sampler_and_guidance_scale(monkeypatch, capsys):
-    from syncsde.benchmarks import readme
-    from syncsde.tiny import quality
+    from evaluation import quality
+    from evaluation.benchmarks import readme
 
     monkeypatch.setattr(readme, "write_result", lambda *a: pytest.fail("--dry-run writes nothing"))
     argv = ["--num", "12", "--steps", "2", "--samplers", "ddim", "ddpm", "--guidance", "1", "3", "--batch", "6"]

@@ -8,7 +8,7 @@ developed apart each keep their own rows.
     python -m syncsde.docs.differences
 
 joins the files in :data:`ORDER` under one heading per task and writes the result with
-:func:`syncsde.benchmarks.readme.write_result` (``notebooks/results/differences.md``, then the README block
+:func:`evaluation.benchmarks.readme.write_result` (``notebooks/results/differences.md``, then the README block
 ``<!-- results:differences -->``); the test suite checks that the block is current.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from syncsde.benchmarks.readme import write_result
+from evaluation.benchmarks.readme import write_result
 
 DOCS = Path(__file__).parent
 RESULT = "differences"

@@ -1,1 +1,2 @@
-"""The embedded tiny models: a procedural scene dataset, their training recipes, and the quality measurement."""
+"""The embedded tiny models: a procedural scene dataset, and their training recipes (the model card:
+:mod:`evaluation.quality`)."""

@@ -1,6 +1,6 @@
 """Synchronization benchmark: every method on the same prompts and seeds on the embedded models, one table.
 
-    python -m syncsde.benchmarks.sync [--tasks wide_image,motion,mask_t2i,ambiguous] [--samples 32,32,16,16]
+    python -m evaluation.benchmarks.sync [--tasks wide_image,motion,mask_t2i,ambiguous] [--samples 32,32,16,16]
                                       [--configs configs/tiny] [--output_dir outputs/sync_benchmark] [--readme]
                                       [--figure notebooks/figures/tiny_wide_methods.png]
 
@@ -159,7 +159,7 @@ def run(args: list[str]) -> None:
     """``syncsde ARGS`` in this process."""
     from syncsde.cli import main as syncsde_main
 
-    print("syncsde.benchmarks.sync: syncsde " + " ".join(args), file=sys.stderr)
+    print("evaluation.benchmarks.sync: syncsde " + " ".join(args), file=sys.stderr)
     argv, sys.argv = sys.argv, sys.argv[:1]
     try:
         syncsde_main(args)
@@ -465,7 +465,7 @@ def main(argv=None) -> dict:
     tasks = args.tasks.split(",")
     unknown = [t for t in tasks if t not in CONFIGS]
     if unknown:
-        raise SystemExit(f"syncsde.benchmarks.sync: unknown task(s) {unknown}; choose from {', '.join(CONFIGS)}")
+        raise SystemExit(f"evaluation.benchmarks.sync: unknown task(s) {unknown}; choose from {', '.join(CONFIGS)}")
     counts = dict(zip(tasks, map(int, args.samples.split(",")))) if args.samples else DEFAULT_SAMPLES
     from syncsde.evaluate import evaluate_folder
 
@@ -530,7 +530,7 @@ def main(argv=None) -> dict:
     name = args.name or ("sync_ablation" if args.ablation else "sync_benchmark")
     save_json(out / f"{name}.json", results)
     if args.readme:
-        from syncsde.benchmarks.readme import write_result
+        from evaluation.benchmarks.readme import write_result
 
         write_result(name, markdown, results)
     return results

@@ -1,6 +1,6 @@
 """Mesh texturing: the render+bake work of one synchronized step against the denoiser, side by side in one run.
 
-    python -m syncsde.benchmarks.mesh [--repeats 15] [--rows 20] [--write]
+    python -m evaluation.benchmarks.mesh [--repeats 15] [--rows 20] [--write]
 
 At the paper geometry — the shipped ball mesh, 10 views of 96² latents, a 1536² latent texture — it times, in CPU
 time of this process (run it with OMP_NUM_THREADS=1: a shared machine's load then does not count), as medians over
@@ -135,7 +135,7 @@ def main(argv=None) -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        from syncsde.benchmarks.readme import write_result
+        from evaluation.benchmarks.readme import write_result
 
         write_result("mesh_step", table, data)
 

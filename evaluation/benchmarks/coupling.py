@@ -7,14 +7,14 @@ than it closes (the strategy warns). The paper's setting — SD, 50 DDIM steps, 
 shares SD's β schedule. Flow schedules (SD3, Flux) start at σ = 1 (no correction: γ_t is infinite there) and then
 spend several steps at SNRs below SD's ᾱ_T, where c_t per unit of 1/λ is about 1: 1/λ = 0.9 keeps every c_t below 1.
 
-    python -m syncsde.benchmarks.coupling      # prints the table and refreshes the README block
+    python -m evaluation.benchmarks.coupling      # prints the table and refreshes the README block
 """
 
 from __future__ import annotations
 
+from evaluation.benchmarks.readme import write_result
 from syncsde.backbones.flux import Flux
 from syncsde.backbones.sd3 import StableDiffusion3
-from syncsde.benchmarks.readme import write_result
 from syncsde.schedule import SD_SCHEDULER, Schedule, inv_lambda_schedule
 
 # the scheduler_config.json of each checkpoint on the hub (the keys that set the schedule)
