@@ -14,9 +14,11 @@ that differ (the test suite runs the check, so a README edited by hand, or a sta
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from syncsde.io import atomic_write
@@ -51,14 +53,24 @@ def render(text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
     return BLOCK.sub(fill, text), missing
 
 
+@contextmanager
+def readme_lock():
+    """One README update at a time (``.readme.lock`` beside it): two measuring scripts that finish together would
+    each read the README, fill their own block and write it back, and the later write would drop the other's block."""
+    with open(README.parent / ".readme.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, or by the system if the process dies
+        yield
+
+
 def sync_readme(check: bool = False) -> list[str]:
     """Copy results into the README's blocks (or, with ``check``, only compare). Returns the names of blocks that
     were stale (or have no results file)."""
-    text = README.read_text()
-    new, missing = render(text)
-    stale = [m["name"] for m in BLOCK.finditer(new) if m.group(0) not in text]
-    if not check and new != text:
-        atomic_write(README, lambda p: p.write_text(new))
+    with readme_lock():
+        text = README.read_text()
+        new, missing = render(text)
+        stale = [m["name"] for m in BLOCK.finditer(new) if m.group(0) not in text]
+        if not check and new != text:
+            atomic_write(README, lambda p: p.write_text(new))
     return sorted(set(stale) | set(missing))
 
 
