@@ -135,14 +135,28 @@ def grid(folders: dict[str, Path], min_height: int = 192, rows: int | None = Non
     return canvas
 
 
+def run_in_process(cmd: list[str], label: str) -> None:
+    """``syncsde CMD`` in this process, announced on stderr as ``LABEL: syncsde CMD``; a run with nothing left to do
+    (every sample already in its folder) is not an error."""
+    from syncsde.cli import main as syncsde_main
+
+    print(f"{label}: syncsde {' '.join(cmd)}", file=sys.stderr)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the run's arguments are cmd alone
+    try:
+        syncsde_main(cmd)
+    except SystemExit as e:  # predict exits 0 when every sample already exists
+        if e.code:
+            raise
+    finally:
+        sys.argv = argv
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
     ap.add_argument("--methods", default=None, help="comma-separated; default: every method applicable to the task")
     ap.add_argument("--output_dir", default=None, help="default outputs/compare/<task>")
     args, rest = ap.parse_known_args(argv)
-    from syncsde.cli import main as syncsde_main
-
     config = yaml.safe_load(Path(args.config).read_text())
     task = task_of(config)
     methods = args.methods.split(",") if args.methods else list(METHODS[task])
@@ -159,15 +173,7 @@ def main(argv=None) -> dict:
             str(folders[method]),
             *rest,
         ]
-        print(f"syncsde compare: {method}: syncsde {' '.join(cmd)}", file=sys.stderr)
-        argv, sys.argv = sys.argv, sys.argv[:1]  # the run's arguments are cmd alone
-        try:
-            syncsde_main(cmd)
-        except SystemExit as e:  # predict exits 0 when every sample already exists
-            if e.code:
-                raise
-        finally:
-            sys.argv = argv
+        run_in_process(cmd, f"syncsde compare: {method}")
     summary = {"task": task, "config": args.config, "methods": {}}
     for method, folder in folders.items():
         samples = json.loads((folder / "manifest.json").read_text())["samples"]

@@ -52,6 +52,7 @@ import torch
 import yaml
 from PIL import Image
 
+from syncsde.compare import run_in_process
 from syncsde.errors import InputError
 from syncsde.windows import Windows
 
@@ -157,17 +158,7 @@ def sample_overrides(config: dict, samples: int) -> list[str]:
 
 def run(args: list[str]) -> None:
     """``syncsde ARGS`` in this process."""
-    from syncsde.cli import main as syncsde_main
-
-    print("evaluation.benchmarks.sync: syncsde " + " ".join(args), file=sys.stderr)
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        syncsde_main(args)
-    except SystemExit as e:  # predict exits 0 when every sample already exists
-        if e.code:
-            raise
-    finally:
-        sys.argv = argv
+    run_in_process(args, "evaluation.benchmarks.sync")
 
 
 # -- figures ------------------------------------------------------------------------------------------------------
