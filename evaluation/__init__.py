@@ -1,7 +1,7 @@
 """Evaluation: feature networks, metric callbacks (torchmetrics), metric tables; and the tools that run tasks
-to measure them: the embedded model's card (:mod:`evaluation.quality`) and the benchmarks
-(:mod:`evaluation.benchmarks`)."""
+to measure them: the embedded model's card (:mod:`syncsde.evaluation.quality`) and the benchmarks
+(:mod:`syncsde.evaluation.benchmarks`)."""
 
-from evaluation.metrics import Metrics
+from syncsde.evaluation.metrics import Metrics
 
 __all__ = ["Metrics"]

@@ -3,24 +3,12 @@ as image/text embedder, usable as torchmetrics' FID/KID ``feature`` module."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from syncsde.errors import ModelNotFoundError
-from syncsde.tiny.clip import normalize
-
-
-def resolve_transformers_model(name: str) -> str:
-    """``syncsde:<name>`` → the folder shipped in the package; anything else is passed to ``from_pretrained``."""
-    if name.startswith("syncsde:"):
-        path = Path(__file__).resolve().parents[1] / "syncsde" / "embedded" / name.split(":", 1)[1]
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"embedded model '{name}' is not in this installation ({path}); reinstall syncsde")
-        return str(path)
-    return name
+from syncsde.tiny.clip import normalize, resolve_transformers_model
 
 
 class CLIPEmbedder(nn.Module):

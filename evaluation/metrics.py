@@ -4,7 +4,7 @@ Add to a config:
 
     trainer:
       callbacks:
-        - class_path: evaluation.Metrics
+        - class_path: syncsde.evaluation.Metrics
           init_args:
             reference: outputs/tiny/reference_wide   # a folder of images (or an output folder of a reference run)
             feature_network: syncsde:tiny-clip        # or "inception" (needs torch-fidelity and its weights)
@@ -39,7 +39,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
-from evaluation.features import CLIPEmbedder
+from syncsde.evaluation.features import CLIPEmbedder
 from syncsde.io import atomic_write, save_json
 from syncsde.writer import SampleWriter, read_sample, sidecars
 

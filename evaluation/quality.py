@@ -1,6 +1,6 @@
 """The model card of the embedded latent diffusion model, measured with the embedded tiny CLIP:
 
-    python -m evaluation.quality [--num 400] [--steps 50] [--samplers ddim ddpm] [--guidance 2 3] [--dry-run]
+    python -m syncsde.evaluation.quality [--num 400] [--steps 50] [--samplers ddim ddpm] [--guidance 2 3] [--dry-run]
 
 1. ``--num`` images are generated with each sampler at each guidance scale (plain sampling, no synchronization)
    from captions of the held-out split, which training never saw. The embedded configs sample with DDIM (η = 0) at
@@ -14,7 +14,7 @@
    did, generated images and renders each against renders of *other* held-out captions (a looser floor: caption
    sampling dominates it at this size).
 
-The table goes to the README (``evaluation.benchmarks.readme.write_result``, block ``tiny_ldm_quality``) and a sample
+The table goes to the README (``syncsde.evaluation.benchmarks.readme.write_result``, block ``tiny_ldm_quality``) and a sample
 grid — procedural renders of held-out captions above the images generated from them in each setting — to
 ``notebooks/figures/tiny_ldm_samples.png``; ``--dry-run`` only prints.
 """
@@ -31,11 +31,11 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from evaluation.features import CLIPEmbedder
+from syncsde.evaluation.features import CLIPEmbedder
 from syncsde.backbones import StableDiffusion
 from syncsde.cli import quiet
 from syncsde.tiny import scenes
-from tasks import TextToImage
+from syncsde.tasks import TextToImage
 
 FIGURE = Path(__file__).resolve().parents[1] / "notebooks" / "figures" / "tiny_ldm_samples.png"
 RESULT = "tiny_ldm_quality"
@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
     for setting, r in results["settings"].items():
         print(f"{setting}: " + ", ".join(f"{k} {v:.4f}" for k, v in r.items()))
     if not args.dry_run:
-        from evaluation.benchmarks.readme import write_result
+        from syncsde.evaluation.benchmarks.readme import write_result
         from syncsde.io import save_png
 
         save_png(FIGURE, sample_grid(rows))
@@ -172,7 +172,7 @@ def markdown(r: dict, captions: list[str]) -> str:
     floor = r["fid_real_vs_real"]
     return "\n".join(
         [
-            f"Measured by `python -m evaluation.quality`: {r['num_images']} images from held-out captions in each "
+            f"Measured by `python -m syncsde.evaluation.quality`: {r['num_images']} images from held-out captions in each "
             f"setting (sampler, classifier-free guidance scale), {r['steps']} steps, features and retrieval by "
             f"`{r['feature_network']}`. The embedded configs sample with DDIM at CFG 3.",
             "",

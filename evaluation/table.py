@@ -1,9 +1,9 @@
 """Collect output folders into one table (sweeps over λ or methods):
 
-    python -m evaluation.table outputs/sweep/* [--csv table.csv]
+    python -m syncsde.evaluation.table outputs/sweep/* [--csv table.csv]
 
 One row per folder: task, method and its parameters (from the sidecars), number of samples, mean seconds per
-sample, and every metric of the folder's ``metrics.json`` (written by ``evaluation.Metrics``); a metric with a spread
+sample, and every metric of the folder's ``metrics.json`` (written by ``syncsde.evaluation.Metrics``); a metric with a spread
 (KID: mean and standard deviation over its subsets) is shown as "mean ± std".
 """
 

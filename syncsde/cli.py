@@ -5,7 +5,7 @@
     syncsde evaluate DIR
 
 ``predict`` and ``fit`` are LightningCLI subcommands; ``evaluate`` recomputes the metrics of an existing output
-folder with the options of its config's ``evaluation.Metrics`` callback. Every subcommand takes ``--threads N``
+folder with the options of its config's ``syncsde.evaluation.Metrics`` callback. Every subcommand takes ``--threads N``
 (torch threads per process) and ``--verbose true`` (library logs, loading bars and warnings, which are off by
 default). Mistakes in the configuration or the inputs end the command with one line, ``syncsde: error: ...``, that
 names the option and the fix, before any model weights are read where possible.
@@ -149,7 +149,7 @@ TYPE_WORDS = {
 
 # options that only some classes take: where to find them
 OPTION_HINTS = {
-    key: "parallel: windows and window_batch are options of tasks.WideImage and tasks.MeshTexturing, whose "
+    key: "parallel: windows and window_batch are options of syncsde.tasks.WideImage and syncsde.tasks.MeshTexturing, whose "
     "trajectories are windows of one canvas or views of one object; other tasks split samples over processes"
     for key in ("parallel", "window_batch")
 }
@@ -212,14 +212,14 @@ def evaluate_command(argv: list[str]) -> None:
     p = argparse.ArgumentParser(
         prog="syncsde evaluate",
         description="Recompute metrics.json (and a metrics.csv row) for an existing output folder, over every sample "
-        "of its manifest, with the options of the evaluation.Metrics callback in the folder's config.yaml.",
+        "of its manifest, with the options of the syncsde.evaluation.Metrics callback in the folder's config.yaml.",
     )
     p.add_argument("folder", help="a `syncsde predict` output folder")
     p.add_argument("--reference", default=None, help="override the callback's reference folder (FID/KID)")
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--verbose", default="false", help=VERBOSE_HELP)
     args = p.parse_args(argv)
-    from syncsde.evaluate import evaluate_folder
+    from syncsde.evaluation.evaluate import evaluate_folder
 
     evaluate_folder(Path(args.folder), reference=args.reference, threads=args.threads)
 

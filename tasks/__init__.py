@@ -1,21 +1,21 @@
 """One LightningModule per synchronization task (ARCHITECTURE.md): predict_step = couplings -> sample -> assemble.
 
-Each task is imported on first use (``tasks.WideImage`` imports only ``tasks.wide_image``), so a run pays only for
+Each task is imported on first use (``syncsde.tasks.WideImage`` imports only ``syncsde.tasks.wide_image``), so a run pays only for
 the task it runs.
 """
 
 import importlib
 
 _MODULES = {
-    "AmbiguousImage": "tasks.ambiguous",
-    "ImageEdit": "tasks.edit",
-    "LongMotion": "tasks.motion",
-    "MaskTextToImage": "tasks.mask_t2i",
-    "MeshTexturing": "tasks.mesh",
-    "RegionTextToImage": "tasks.regions",
-    "SpherePanorama": "tasks.sphere",
-    "TextToImage": "tasks.text_to_image",
-    "WideImage": "tasks.wide_image",
+    "AmbiguousImage": "syncsde.tasks.ambiguous",
+    "ImageEdit": "syncsde.tasks.edit",
+    "LongMotion": "syncsde.tasks.motion",
+    "MaskTextToImage": "syncsde.tasks.mask_t2i",
+    "MeshTexturing": "syncsde.tasks.mesh",
+    "RegionTextToImage": "syncsde.tasks.regions",
+    "SpherePanorama": "syncsde.tasks.sphere",
+    "TextToImage": "syncsde.tasks.text_to_image",
+    "WideImage": "syncsde.tasks.wide_image",
 }
 __all__ = list(_MODULES)
 

@@ -34,7 +34,7 @@ from syncsde.errors import InputError
 from syncsde.masks import load_mask
 from syncsde.strategies import Strategy, SyncSDE
 from syncsde.task import SampleOutput
-from tasks.mask_t2i import MaskTextToImage, RegionCanonical
+from syncsde.tasks.mask_t2i import MaskTextToImage, RegionCanonical
 
 # a distinct colour per region for the masks picture (background black)
 PALETTE = torch.tensor(
@@ -55,7 +55,7 @@ def region_weights(masks: torch.Tensor, overlap: str) -> torch.Tensor:
 
 
 class RegionTextToImage(MaskTextToImage):
-    """Args (besides :class:`~tasks.mask_t2i.MaskTextToImage`'s): overlap: ``share`` or ``last`` (see above).
+    """Args (besides :class:`~syncsde.tasks.mask_t2i.MaskTextToImage`'s): overlap: ``share`` or ``last`` (see above).
     Records: ``{"prompt": whole image, "background": prompt, "regions": [{"prompt", "mask"}, ...]}``
     (:class:`syncsde.data.RegionPromptDataModule`). ``save_trajectories`` saves the decoded background and regions."""
 

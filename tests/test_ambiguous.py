@@ -9,7 +9,7 @@ from syncsde.coupling import coupling_residuals
 from syncsde.strategies import Independent, SyncSDE
 from syncsde.testing import save_tiny_if, save_tiny_if_upscaler
 from syncsde.views import get_view
-from tasks import AmbiguousImage
+from syncsde.tasks import AmbiguousImage
 
 
 @pytest.fixture(scope="module")

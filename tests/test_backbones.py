@@ -24,7 +24,7 @@ from syncsde.coupling import Coupling, SyncProblem, coupling_residuals
 from syncsde.errors import InputError
 from syncsde.strategies import Independent, MultiDiffusion, SyncSDE, SyncTweedies, VisualAnagrams
 from syncsde.testing import save_tiny_controlnet, save_tiny_flux, save_tiny_sd3, save_tiny_sdxl
-from tasks import AmbiguousImage, ImageEdit, MaskTextToImage, MeshTexturing, WideImage
+from syncsde.tasks import AmbiguousImage, ImageEdit, MaskTextToImage, MeshTexturing, WideImage
 
 ROOT = Path(__file__).resolve().parents[1]
 FLUX_T5 = 32  # T5 tokens of the tiny Flux in the tests (512 for Flux.1-dev)

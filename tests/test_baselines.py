@@ -7,7 +7,7 @@ from syncsde.backbones import GaussianBackbone, StableDiffusion
 from syncsde.errors import InputError
 from syncsde.strategies import Independent, MultiDiffusion, SyncSDE, SyncTweedies
 from syncsde.testing import save_tiny_sd
-from tasks import AmbiguousImage, WideImage
+from syncsde.tasks import AmbiguousImage, WideImage
 
 BATCH = [{"prompt": "a wide valley", "sample_id": 0, "seed": 0}]
 
@@ -130,7 +130,7 @@ def mask_record(tmp_path):
 
 
 def test_region_weights_cover_every_pixel(tmp_path):
-    from tasks import MaskTextToImage
+    from syncsde.tasks import MaskTextToImage
 
     task = MaskTextToImage(GaussianBackbone(sample_size=8), MultiDiffusion(), progress=False)
     canon = task.problem([mask_record(tmp_path)]).canonical
@@ -140,7 +140,7 @@ def test_region_weights_cover_every_pixel(tmp_path):
 
 
 def test_region_multidiffusion_with_bootstrapping(sd, tmp_path):
-    from tasks import MaskTextToImage
+    from syncsde.tasks import MaskTextToImage
 
     rec = mask_record(tmp_path)
     task = MaskTextToImage(sd, MultiDiffusion(bootstrap_steps=2), num_inference_steps=4, progress=False)

@@ -10,7 +10,7 @@ def test_panorama_counts_each_methods_network_work(monkeypatch):
     """At equal output size (512×2048), SyncSDE's 13 windows at stride 16 against the diffusers pipeline's 25 at
     stride 8: the UNet rows counted by the hook are the windows × 2 CFG branches × steps."""
     import syncsde.testing
-    from evaluation.benchmarks import panorama
+    from syncsde.evaluation.benchmarks import panorama
 
     monkeypatch.setattr(syncsde.testing, "save_random_sd2", lambda path: save_tiny_sd(path, sample_size=64))
     data = panorama.main(["--repeats", "1", "--steps", "1"])
@@ -21,7 +21,7 @@ def test_panorama_counts_each_methods_network_work(monkeypatch):
 
 def test_overhead_pairs_each_strategy_step_with_its_denoiser_call():
     """One (strategy, denoiser) pair per sampling step and run, the strategy timed apart from the network."""
-    from evaluation.benchmarks import overhead
+    from syncsde.evaluation.benchmarks import overhead
 
     data = overhead.main(["--steps", "2", "--repeats", "2", "--width", "640", "--no-readme"])
     assert data["windows"] == 2
@@ -35,7 +35,7 @@ def test_recipes_benchmark_times_both_memory_formats(monkeypatch):
     """Each recipe is trained in both memory formats; the recipes' own (channels-last) really is channels-last."""
     import torch
 
-    from evaluation.benchmarks import recipes
+    from syncsde.evaluation.benchmarks import recipes
     from syncsde.tiny import train
 
     formats = []

@@ -9,7 +9,7 @@ from syncsde.coupling import coupling_residuals
 from syncsde.errors import InputError
 from syncsde.strategies import Independent, MultiDiffusion, SyncSDE, SyncTweedies
 from syncsde.windows import Grid, Windows
-from tasks import WideImage
+from syncsde.tasks import WideImage
 
 GRIDS = [
     dict(size=(24, 40), window=(8, 8), stride=(4, 8)),
@@ -160,7 +160,7 @@ def test_tiled_decode_agrees_with_untiled(sd):
     tiled = VaeTiling("on", tile_size=64).decode(sd, z)
     diff = (plain - tiled).abs()
     # tolerance stated for this tiny random VAE (GroupNorm and attention see one tile at a time); the SD-size figures
-    # are in the README (python -m evaluation.benchmarks.vae_tiling)
+    # are in the README (python -m syncsde.evaluation.benchmarks.vae_tiling)
     assert 0 < diff.mean() < 0.06
     assert sd.vae.use_tiling is False and sd.vae.tile_sample_min_size == 32  # restored
     images = torch.rand(1, 3, 64, 192, generator=torch.Generator().manual_seed(1))

@@ -187,7 +187,7 @@ def test_resume_refuses_other_settings_then_overwrite_replaces_them(config, tmp_
 
 def test_metrics_cover_every_sample_and_evaluate_recomputes_them(config, tmp_path, capsys):
     cfg = yaml.safe_load(config.read_text())
-    metrics = {"class_path": "evaluation.Metrics", "init_args": {"clip_model": "syncsde:tiny-clip"}}
+    metrics = {"class_path": "syncsde.evaluation.Metrics", "init_args": {"clip_model": "syncsde:tiny-clip"}}
     cfg["trainer"]["callbacks"] = [metrics]
     config.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from syncsde.compare import METHODS, main, task_of
+from syncsde.evaluation.compare import METHODS, main, task_of
 from syncsde.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +38,8 @@ def test_compare_wide_methods(tmp_path, tiny_sd_dir):
 
 def test_task_of_unknown_model():
     with pytest.raises(InputError, match="no comparison"):
-        task_of({"model": {"class_path": "tasks.TextToImage"}})
-    assert task_of({"model": {"class_path": "tasks.wide_image.WideImage"}}) == "wide_image"
+        task_of({"model": {"class_path": "syncsde.tasks.TextToImage"}})
+    assert task_of({"model": {"class_path": "syncsde.tasks.wide_image.WideImage"}}) == "wide_image"
 
 
 TINY_CONFIG = {

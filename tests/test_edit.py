@@ -24,7 +24,7 @@ from syncsde.sampler import invert, sample
 from syncsde.schedule import Schedule
 from syncsde.strategies import Independent, SyncSDE
 from syncsde.testing import byte_level_clip_tokenizer
-from tasks import ImageEdit
+from syncsde.tasks import ImageEdit
 
 
 def test_edit_mask_on_constructed_attention():

@@ -134,7 +134,7 @@ def test_glb_and_obj_open_with_their_texture(tmp_path):
     (white factor, not metallic), UVs and image oriented as glTF viewers read them, and the OBJ's MTL names the PNG."""
     import trimesh
 
-    from tasks.mesh import exports
+    from syncsde.tasks.mesh import exports
 
     mesh = load_mesh(ROOT / "configs/assets/ball.obj")
     tex = torch.zeros(3, 64, 64)

@@ -13,7 +13,7 @@ from syncsde.data import MaskPromptDataModule
 from syncsde.errors import InputError
 from syncsde.masks import load_mask
 from syncsde.strategies import Independent, SyncSDE
-from tasks import MaskTextToImage
+from syncsde.tasks import MaskTextToImage
 
 
 @pytest.fixture()

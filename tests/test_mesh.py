@@ -121,7 +121,7 @@ def tiny_cn(tiny_sd_dir, tmp_path_factory):
 
 
 def mesh_task(backbone, strategy, **kw):
-    from tasks import MeshTexturing
+    from syncsde.tasks import MeshTexturing
 
     kw = {
         "view_size": 64,
@@ -141,7 +141,7 @@ REC = {"mesh": "configs/assets/ball.obj", "prompt": "a blue ball", "sample_id": 
 
 def _geometry_of(latent, texture):
     """The ball seen from the paper's 10 cameras with views of ``latent``² and a texture of ``texture``²."""
-    from tasks.mesh import Geometry
+    from syncsde.tasks.mesh import Geometry
 
     cameras = [Camera(e, a) for e, a in PAPER_VIEWS]
     return Geometry(load_mesh("configs/assets/ball.obj"), cameras, latent, latent, texture)
@@ -202,7 +202,7 @@ def official_bake(geo, x, views, exponent=1.0, fill=True):
 
 @pytest.mark.parametrize("latent,texture", [(8, 32), (16, 256)])  # texels about as many as pixels, and far more
 def test_incremental_coupling_equals_previous_implementation(latent, texture, monkeypatch):
-    from tasks.mesh import MeshCanonical
+    from syncsde.tasks.mesh import MeshCanonical
 
     monkeypatch.chdir(ROOT)
     geo = _geometry_of(latent, texture)
@@ -254,7 +254,7 @@ def test_incremental_coupling_gives_the_same_samples(tiny_cn, monkeypatch):
 
 def test_projection_bake_is_the_official_inverse_projection(monkeypatch):
     from syncsde.mesh.projection import ViewSamples, project_bake, visible_texels
-    from tasks.mesh import MeshCanonical
+    from syncsde.tasks.mesh import MeshCanonical
 
     monkeypatch.chdir(ROOT)
     geo = _geometry_of(16, 128)
@@ -376,7 +376,7 @@ def test_nothing_moves_to_the_device_during_a_step(tiny_cn, monkeypatch):
 
     from syncsde.coupling import coupling_residuals
     from syncsde.strategies import SyncSDE
-    from tasks.mesh import MeshTexturing
+    from syncsde.tasks.mesh import MeshTexturing
 
     class Devices(TorchDispatchMode):
         def __init__(self):
@@ -481,7 +481,7 @@ def test_mesh_task_with_multiview_attention(tiny_cn, monkeypatch):
 
 
 def test_depth_condition(sphere):
-    from tasks.mesh import depth_image
+    from syncsde.tasks.mesh import depth_image
 
     (g,) = rasterize(sphere, [Camera(0, 0, distance=3.0)], 64)
     sharp, blurred = depth_image(g, blur_sigma=0), depth_image(g)
@@ -501,7 +501,7 @@ def test_depth_condition_is_the_official_arithmetic(sphere):
     on a view the sphere fills to its borders."""
     from scipy.ndimage import gaussian_filter
 
-    from tasks.mesh import depth_image
+    from syncsde.tasks.mesh import depth_image
 
     (g,) = rasterize(sphere, [Camera(0, 0, distance=1.6)], 48)
     assert g.mask[0].any() and g.mask[:, 0].any()

@@ -12,8 +12,8 @@ import torch
 import yaml
 from PIL import Image
 
-from evaluation.features import CLIPEmbedder
-from evaluation.metrics import Metrics, center_crop, load_folder, random_crops
+from syncsde.evaluation.features import CLIPEmbedder
+from syncsde.evaluation.metrics import Metrics, center_crop, load_folder, random_crops
 from syncsde.task import SampleOutput
 from syncsde.tiny import scenes
 
@@ -137,7 +137,7 @@ def test_metrics_callback_one_and_two_processes(tmp_path, tiny_sd_dir):
         enable_progress_bar=False,
         callbacks=[
             {
-                "class_path": "evaluation.Metrics",
+                "class_path": "syncsde.evaluation.Metrics",
                 "init_args": {"reference": str(ref), "crop": 64, "crops_per_image": 2, "lpips": True},
             }
         ],
@@ -187,7 +187,7 @@ def test_missing_reference_reported_unavailable(tmp_path, tiny_sd_dir):
     cfg["trainer"].update(
         accelerator="cpu",
         enable_progress_bar=False,
-        callbacks=[{"class_path": "evaluation.Metrics", "init_args": {"reference": str(tmp_path / "none")}}],
+        callbacks=[{"class_path": "syncsde.evaluation.Metrics", "init_args": {"reference": str(tmp_path / "none")}}],
     )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     run(["predict", "--config", str(tmp_path / "c.yaml"), "--output_dir", str(tmp_path / "o")], tmp_path)
@@ -196,7 +196,7 @@ def test_missing_reference_reported_unavailable(tmp_path, tiny_sd_dir):
 
 
 def test_table_collects_folders(tmp_path):
-    from evaluation.table import main as table_main
+    from syncsde.evaluation.table import main as table_main
 
     for lam in (0, 5):
         f = tmp_path / f"l{lam}"
@@ -230,7 +230,7 @@ def test_analysis_notebook_executes_on_a_tiny_sweep(tmp_path, tiny_sd_dir):
     init.update(height=64, width=128, stride=16, num_inference_steps=2, progress=False)
     cfg["data"]["init_args"]["prompts"] = ["a sunny day over grass", "a sunset over the sea"]
     cfg["trainer"].update(
-        accelerator="cpu", enable_progress_bar=False, callbacks=[{"class_path": "evaluation.Metrics", "init_args": {}}]
+        accelerator="cpu", enable_progress_bar=False, callbacks=[{"class_path": "syncsde.evaluation.Metrics", "init_args": {}}]
     )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     for lam in (0, 5):

@@ -98,7 +98,7 @@ def test_joints_to_features_inverts_recovery():
 
 
 def test_seam_coupling_exactly_as_spec(motion_model):
-    from tasks import LongMotion
+    from syncsde.tasks import LongMotion
 
     task = LongMotion(motion_model, SyncSDE(5.0), progress=False)
     batch = [record(["a person walks", "a person jumps", "a person kicks"])]
@@ -114,7 +114,7 @@ def test_seam_coupling_exactly_as_spec(motion_model):
 
 
 def test_motion_outputs_and_sync_effect(motion_model):
-    from tasks import LongMotion
+    from syncsde.tasks import LongMotion
 
     batch = [record(["a person walks forward", "a person jumps"])]
     gaps = {}
@@ -132,7 +132,7 @@ def test_motion_outputs_and_sync_effect(motion_model):
 
 
 def test_unknown_action_and_missing_smpl(motion_model, tmp_path):
-    from tasks import LongMotion
+    from syncsde.tasks import LongMotion
 
     with pytest.raises(InputError, match="knows no action in 'a person juggles'"):
         label("a person juggles")
@@ -144,7 +144,7 @@ def test_mdm_task_end_to_end_with_tiny_clip(tmp_path):
     """A random MDM (official layout, small) with the embedded tiny CLIP as text encoder: the whole task runs, the
     empty prompt is MDM's zero (masked) condition, and features become joints via the HumanML3D statistics."""
     from syncsde.motion.mdm import MDM
-    from tasks import LongMotion
+    from syncsde.tasks import LongMotion
 
     np.save(tmp_path / "Mean.npy", np.zeros(FEATURES, np.float32))
     np.save(tmp_path / "Std.npy", np.ones(FEATURES, np.float32))
@@ -296,7 +296,7 @@ def test_bvh_reread_by_an_independent_parser_gives_back_the_joints(tmp_path):
 def test_motion_exports_through_the_task(motion_model, tmp_path):
     """The task writes the BVH for any backbone and states where its rotations come from; with a body model it also
     writes the AMASS-style parameters."""
-    from tasks import LongMotion
+    from syncsde.tasks import LongMotion
 
     synthetic_smpl(tmp_path / "SMPL_NEUTRAL.pkl", np.random.default_rng(1))
     task = LongMotion(

@@ -22,7 +22,7 @@ from PIL import Image
 import syncsde.task
 from syncsde.backbones import StableDiffusion
 from syncsde.strategies import SyncSDE
-from tasks import MaskTextToImage, MeshTexturing, WideImage
+from syncsde.tasks import MaskTextToImage, MeshTexturing, WideImage
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:SyncSDE coefficient")  # few steps: this counts moves, not images

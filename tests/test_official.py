@@ -19,7 +19,7 @@ from syncsde.cli import main
 from syncsde.sampler import sample_generator
 from syncsde.schedule import SD_SCHEDULER
 from syncsde.strategies import SyncSDE
-from tasks import ImageEdit, MaskTextToImage
+from syncsde.tasks import ImageEdit, MaskTextToImage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -328,10 +328,10 @@ def test_paper_preset_runs_on_the_embedded_models(task, tmp_path, monkeypatch):
 
 
 def test_readme_differences_section_is_generated_from_the_docs():
-    from syncsde.docs.differences import RESULT, table
+    from syncsde.evaluation.differences import RESULT, table
 
     assert (ROOT / "notebooks" / "results" / f"{RESULT}.md").read_text() == table().rstrip("\n") + "\n", (
-        "run `python -m syncsde.docs.differences` after editing syncsde/docs/differences_*.md"
+        "run `python -m syncsde.evaluation.differences` after editing syncsde/docs/differences_*.md"
     )
     text = table()
     for task in ("wide", "mask_t2i", "edit", "ambiguous", "motion"):
@@ -339,7 +339,7 @@ def test_readme_differences_section_is_generated_from_the_docs():
 
 
 def test_differences_sections_take_bare_rows_and_titled_documents(tmp_path):
-    from syncsde.docs.differences import HEADER, section
+    from syncsde.evaluation.differences import HEADER, section
 
     (tmp_path / "differences_wide.md").write_text("| a | b | c | d | e |\n")
     (tmp_path / "differences_other.md").write_text("# Its own title\n\ntext\n\n| h |\n|---|\n| r |\n")

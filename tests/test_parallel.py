@@ -27,7 +27,7 @@ from syncsde.errors import InputError
 from syncsde.parallel import WindowSplit
 from syncsde.strategies import Independent, MultiDiffusion, SyncSDE, SyncTweedies
 from syncsde.task import SyncTask
-from tasks import WideImage
+from syncsde.tasks import WideImage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +121,7 @@ def mesh_views(rank, world, port, folders, out):
     if world > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     from syncsde.backbones import StableDiffusionControlNet
-    from tasks import MeshTexturing
+    from syncsde.tasks import MeshTexturing
 
     task = MeshTexturing(
         StableDiffusionControlNet(*folders), SyncSDE(5.0, sync_t_min=0), view_size=64, latent_texture_size=32,
@@ -283,7 +283,7 @@ def test_bad_combinations_are_one_line_before_any_process_starts(tmp_path):
     r = syncsde("predict", "--config", "configs/tiny/ambiguous.yaml", "--output_dir", str(tmp_path / "b"),
                 "--model.init_args.parallel", "windows")  # fmt: skip
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-3000:]
-    assert "parallel is not an option of tasks.AmbiguousImage" in r.stderr and "tasks.MeshTexturing" in r.stderr
+    assert "parallel is not an option of syncsde.tasks.AmbiguousImage" in r.stderr and "syncsde.tasks.MeshTexturing" in r.stderr
     r = predict("mesh", tmp_path / "c", 3, *windows(3), "--model.init_args.window_batch", "5")  # the mesh's views
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-3000:]
     assert "10 windows in groups of window_batch 5 (2 groups) over 3 processes" in r.stderr

@@ -1,13 +1,13 @@
-"""The README's result blocks are exactly what the measuring scripts wrote (evaluation.benchmarks.readme)."""
+"""The README's result blocks are exactly what the measuring scripts wrote (syncsde.evaluation.benchmarks.readme)."""
 
 import threading
 
-from evaluation.benchmarks import readme
-from evaluation.benchmarks.readme import README, render, sync_readme
+from syncsde.evaluation.benchmarks import readme
+from syncsde.evaluation.benchmarks.readme import README, render, sync_readme
 
 
 def test_readme_blocks_match_their_results_files():
-    assert sync_readme(check=True) == [], "run `python -m evaluation.benchmarks.readme` after a benchmark"
+    assert sync_readme(check=True) == [], "run `python -m syncsde.evaluation.benchmarks.readme` after a benchmark"
 
 
 def test_render_fills_blocks_and_reports_missing(tmp_path):

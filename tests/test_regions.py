@@ -12,8 +12,8 @@ from syncsde.coupling import coupling_residuals
 from syncsde.data import RegionPromptDataModule
 from syncsde.errors import InputError
 from syncsde.strategies import Independent, MultiDiffusion, SyncSDE, SyncTweedies
-from tasks import MaskTextToImage, RegionTextToImage
-from tasks.regions import region_weights
+from syncsde.tasks import MaskTextToImage, RegionTextToImage
+from syncsde.tasks.regions import region_weights
 
 
 def mask(path, box, size=64):

@@ -7,7 +7,7 @@ import torch
 
 from syncsde.backbones import GaussianBackbone
 from syncsde.strategies import SyncSDE
-from tasks import WideImage
+from syncsde.tasks import WideImage
 
 ROOT = Path(__file__).resolve().parents[1]
 

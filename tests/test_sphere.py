@@ -11,7 +11,7 @@ from syncsde.coupling import coupling_residuals
 from syncsde.errors import InputError
 from syncsde.sphere import SPHERE_VIEWS, SYNCTWEEDIES_VIEWS, Sphere, cell_directions, forward_index, perspective
 from syncsde.strategies import Independent, MultiDiffusion, SyncSDE, SyncTweedies
-from tasks import SpherePanorama
+from syncsde.tasks import SpherePanorama
 
 pytest.importorskip("equilib", reason="the sphere needs pyequilib (pip install syncsde[sphere])")
 

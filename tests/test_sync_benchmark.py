@@ -1,4 +1,4 @@
-"""The synchronization benchmark's figures (evaluation.benchmarks.sync) on constructed inputs, and one small run."""
+"""The synchronization benchmark's figures (syncsde.evaluation.benchmarks.sync) on constructed inputs, and one small run."""
 
 import json
 from pathlib import Path
@@ -8,7 +8,7 @@ import torch
 import yaml
 from PIL import Image
 
-from evaluation.benchmarks import sync
+from syncsde.evaluation.benchmarks import sync
 from syncsde.windows import Windows
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -264,7 +264,7 @@ def test_shipped_autoencoder_scale_and_reconstruction(ldm):
 
 
 def test_shipped_model_follows_its_prompt(ldm):
-    from tasks import TextToImage
+    from syncsde.tasks import TextToImage
 
     task = TextToImage(ldm, num_inference_steps=10, guidance_scale=4.0, progress=False)
     day, night = (o.image for o in task.generate(["a sunny day over snow", "a night sky over snow"]))
@@ -275,7 +275,7 @@ def test_shipped_model_follows_its_prompt(ldm):
 def test_shipped_model_equals_the_diffusers_pipeline(ldm):
     from diffusers import StableDiffusionPipeline
 
-    from tasks import TextToImage
+    from syncsde.tasks import TextToImage
 
     pipe = StableDiffusionPipeline.from_pretrained(embedded_path("tiny-ldm"), local_files_only=True)
     x_T = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -287,8 +287,8 @@ def test_shipped_model_equals_the_diffusers_pipeline(ldm):
 
 
 def test_model_card_measures_each_sampler_and_guidance_scale(monkeypatch, capsys):
-    from evaluation import quality
-    from evaluation.benchmarks import readme
+    from syncsde.evaluation import quality
+    from syncsde.evaluation.benchmarks import readme
 
     monkeypatch.setattr(readme, "write_result", lambda *a: pytest.fail("--dry-run writes nothing"))
     argv = ["--num", "12", "--steps", "2", "--samplers", "ddim", "ddpm", "--guidance", "1", "3", "--batch", "6"]

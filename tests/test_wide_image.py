@@ -7,7 +7,7 @@ from syncsde.backbones import GaussianBackbone, StableDiffusion
 from syncsde.coupling import coupling_residuals
 from syncsde.errors import InputError
 from syncsde.strategies import Independent, SyncSDE
-from tasks import WideImage
+from syncsde.tasks import WideImage
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """README pictures of the big-canvas tasks on the embedded model: a 2-D canvas, region prompts, a 360×180 panorama.
 
-    python -m evaluation.benchmarks.canvas_figures [--steps 30]
+    python -m syncsde.evaluation.benchmarks.canvas_figures [--steps 30]
 
 Runs the embedded configs' tasks (``configs/tiny/canvas.yaml``, ``regions.yaml``, ``sphere.yaml``) on their first
 prompt with seed 0, saves the pictures (upscaled with nearest neighbours) under ``notebooks/figures/`` and writes the
@@ -15,11 +15,11 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from evaluation.benchmarks.readme import ROOT, write_result
+from syncsde.evaluation.benchmarks.readme import ROOT, write_result
 from syncsde.backbones import StableDiffusion
 from syncsde.io import atomic_write, to_pil
 from syncsde.strategies import Independent, SyncSDE
-from tasks import RegionTextToImage, SpherePanorama, WideImage
+from syncsde.tasks import RegionTextToImage, SpherePanorama, WideImage
 
 FIGURES = ROOT / "notebooks" / "figures"
 
@@ -71,7 +71,7 @@ def main(argv=None) -> None:
 
     markdown = "\n".join(
         [
-            f"Made by `python -m evaluation.benchmarks.canvas_figures` (embedded latent model, {n}-px windows, "
+            f"Made by `python -m syncsde.evaluation.benchmarks.canvas_figures` (embedded latent model, {n}-px windows, "
             f'{args.steps} steps, seed 0, prompt "{prompt}").',
             "",
             f"![2-D canvas: SyncSDE, SyncSDE canonical preset, independent windows]({canvas})",

@@ -7,12 +7,12 @@ than it closes (the strategy warns). The paper's setting — SD, 50 DDIM steps, 
 shares SD's β schedule. Flow schedules (SD3, Flux) start at σ = 1 (no correction: γ_t is infinite there) and then
 spend several steps at SNRs below SD's ᾱ_T, where c_t per unit of 1/λ is about 1: 1/λ = 0.9 keeps every c_t below 1.
 
-    python -m evaluation.benchmarks.coupling      # prints the table and refreshes the README block
+    python -m syncsde.evaluation.benchmarks.coupling      # prints the table and refreshes the README block
 """
 
 from __future__ import annotations
 
-from evaluation.benchmarks.readme import write_result
+from syncsde.evaluation.benchmarks.readme import write_result
 from syncsde.backbones.flux import Flux
 from syncsde.backbones.sd3 import StableDiffusion3
 from syncsde.schedule import SD_SCHEDULER, Schedule, inv_lambda_schedule

@@ -1,7 +1,7 @@
 """Peak memory of the editing mask pass (SYNCSDE.md §6.2) at 512 px: a random-weight UNet of SD-1.4's real size
 (860 M parameters, float32) on the CPU, one network call per variant, side by side in one run.
 
-    python -m evaluation.benchmarks.edit_memory [--size 512] [--threads 1]
+    python -m syncsde.evaluation.benchmarks.edit_memory [--size 512] [--threads 1]
 
 Each variant runs in a fresh process of its own, so that no allocator cache carries over (and with glibc returning
 every large block when it is freed), and reports the peak resident memory above what the process held just before
@@ -122,7 +122,7 @@ def main(argv=None) -> None:
         return
     results = {}
     for variant in VARIANTS:
-        command = [sys.executable, "-m", "evaluation.benchmarks.edit_memory", "--child", variant]
+        command = [sys.executable, "-m", "syncsde.evaluation.benchmarks.edit_memory", "--child", variant]
         out = subprocess.run(
             command + ["--size", str(args.size), "--threads", str(args.threads)],
             capture_output=True,
@@ -144,7 +144,7 @@ def main(argv=None) -> None:
             f"Editing mask pass at {args.size} px: one call of a random-weight UNet of SD-1.4's size (float32; the "
             f"process holds {results['sampling']['weights_mib']:.0f} MiB before the call), each variant in a fresh "
             f"process, {args.threads} CPU thread(s) on a shared machine "
-            "(`python -m evaluation.benchmarks.edit_memory`):",
+            "(`python -m syncsde.evaluation.benchmarks.edit_memory`):",
             "",
             "| network call | peak memory above the process before the call (MiB) | × plain call | CPU s |",
             "|---|---|---|---|",
@@ -155,7 +155,7 @@ def main(argv=None) -> None:
         ]
     )
     print(markdown)
-    from evaluation.benchmarks.readme import write_result
+    from syncsde.evaluation.benchmarks.readme import write_result
 
     write_result("edit_memory", markdown, {"size": args.size, "threads": args.threads, "results": results})
 

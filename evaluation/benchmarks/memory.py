@@ -1,7 +1,7 @@
 """Memory is flat in the number of samples: ``syncsde predict`` on the embedded wide config for 500 samples, with the
 process's peak resident memory read after 50 and after 500 samples.
 
-    python -m evaluation.benchmarks.memory [--samples 500] [--steps 2]
+    python -m syncsde.evaluation.benchmarks.memory [--samples 500] [--steps 2]
 
 The CLI hands every result to the writer and releases it (predictions are not returned), so the peak after 500
 samples should exceed the peak after 50 by little: the target is under 50 MiB. The number of steps does not change
@@ -18,7 +18,7 @@ import tempfile
 
 from lightning.pytorch.callbacks import Callback
 
-from evaluation.benchmarks.readme import write_result
+from syncsde.evaluation.benchmarks.readme import write_result
 
 PEAKS: dict[int, float] = {}  # samples -> peak MiB, filled by the callback (in the module the CLI imports)
 
@@ -65,20 +65,20 @@ def main(argv=None) -> dict:
                     str(args.samples // 2),
                     "--model.init_args.num_inference_steps",
                     str(args.steps),
-                    "--trainer.callbacks+=evaluation.benchmarks.memory.PeakMemory",
+                    "--trainer.callbacks+=syncsde.evaluation.benchmarks.memory.PeakMemory",
                 ]
             )
         except SystemExit as e:
             if e.code:
                 raise
-    # run as a script this file is __main__; the CLI instantiated the callback from evaluation.benchmarks.memory
-    peaks = importlib.import_module("evaluation.benchmarks.memory").PEAKS
+    # run as a script this file is __main__; the CLI instantiated the callback from syncsde.evaluation.benchmarks.memory
+    peaks = importlib.import_module("syncsde.evaluation.benchmarks.memory").PEAKS
     early, late = peaks[50], peaks[max(peaks)]
     growth = late - early
     table = (
         f"| peak RSS after 50 samples | after {max(peaks)} | growth |\n|---|---|---|\n"
         f"| {early:.0f} MiB | {late:.0f} MiB | {growth:+.1f} MiB |\n\n"
-        f"(`python -m evaluation.benchmarks.memory`: embedded wide config, {args.steps} steps, target growth < 50 MiB)"
+        f"(`python -m syncsde.evaluation.benchmarks.memory`: embedded wide config, {args.steps} steps, target growth < 50 MiB)"
     )
     print(table)
     data = {"peaks_mib": peaks, "growth_mib": growth, "samples": max(peaks), "steps": args.steps}

@@ -1,6 +1,6 @@
 """Mesh texturing: the render+bake work of one synchronized step against the denoiser, side by side in one run.
 
-    python -m evaluation.benchmarks.mesh [--repeats 15] [--rows 20] [--write]
+    python -m syncsde.evaluation.benchmarks.mesh [--repeats 15] [--rows 20] [--write]
 
 At the paper geometry — the shipped ball mesh, 10 views of 96² latents, a 1536² latent texture — it times, in CPU
 time of this process (run it with OMP_NUM_THREADS=1: a shared machine's load then does not count), as medians over
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rows", type=int, default=ROWS, help="UNet rows actually run (time scaled to 20)")
     ap.add_argument("--write", action="store_true", help="write the table into the README (mesh_step)")
     args = ap.parse_args(argv)
-    from tasks.mesh import MeshTexturing
+    from syncsde.tasks.mesh import MeshTexturing
 
     stand_in = SimpleNamespace(channels=CHANNELS, scale_factor=8)  # the backbone's shape facts; no network needed
     record = {"mesh": "configs/assets/ball.obj", "prompt": "", "sample_id": 0, "seed": 0}
@@ -135,7 +135,7 @@ def main(argv=None) -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        from evaluation.benchmarks.readme import write_result
+        from syncsde.evaluation.benchmarks.readme import write_result
 
         write_result("mesh_step", table, data)
 

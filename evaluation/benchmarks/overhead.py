@@ -1,6 +1,6 @@
 """Synchronization overhead: the strategy's work per step against the denoiser call, timed separately.
 
-    python -m evaluation.benchmarks.overhead [--steps 10] [--repeats 3] [--width 2048] [--no-readme]
+    python -m syncsde.evaluation.benchmarks.overhead [--steps 10] [--repeats 3] [--width 2048] [--no-readme]
 
 The wide-image task on a tiny random-weight Stable Diffusion pipeline at the paper's geometry (64-latent windows,
 stride 16: 13 windows for 2048 px, one batched network call of 26 rows per step with CFG), sampled once with SyncSDE
@@ -14,7 +14,7 @@ UNet call is 100–1000× longer on the same machine). Work done once per batch 
 ``task.problem``) is outside the step and not counted.
 
 The table goes to ``notebooks/results/overhead.md`` and the README block ``overhead``
-(:func:`evaluation.benchmarks.readme.write_result`).
+(:func:`syncsde.evaluation.benchmarks.readme.write_result`).
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from unittest import mock
 import torch
 
 import syncsde.task
-from evaluation.benchmarks.readme import write_result
+from syncsde.evaluation.benchmarks.readme import write_result
 from syncsde.backbones import StableDiffusion
 from syncsde.strategies import Independent, SyncSDE
 from syncsde.testing import save_tiny_sd
-from tasks import WideImage
+from syncsde.tasks import WideImage
 
 
 class StepTimer:
@@ -103,7 +103,7 @@ def main(argv=None) -> dict:
     head = (
         f"Wide image {args.width} px: {n} windows of 64 latents, one denoiser call of {2 * n} rows per step (tiny "
         f"random-weight SD UNet), {args.steps} steps × {args.repeats} runs per method, alternating; {threads} CPU "
-        f"thread(s) on a shared machine (`python -m evaluation.benchmarks.overhead`). Medians over the steps; the "
+        f"thread(s) on a shared machine (`python -m syncsde.evaluation.benchmarks.overhead`). Medians over the steps; the "
         f"ratio is the median of each step's strategy/denoiser pair:"
     )
     table = [

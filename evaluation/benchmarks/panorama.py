@@ -1,6 +1,6 @@
 """SyncSDE against diffusers' ``StableDiffusionPanoramaPipeline`` (MultiDiffusion): whole runs at equal output size.
 
-    python -m evaluation.benchmarks.panorama [--repeats 3] [--steps 2] [--write]
+    python -m syncsde.evaluation.benchmarks.panorama [--repeats 3] [--steps 2] [--write]
 
 Both make one 512×2048 panorama, each at its own paper's geometry:
 
@@ -64,7 +64,7 @@ def main(argv=None) -> dict:
     from syncsde.backbones import StableDiffusion
     from syncsde.strategies import SyncSDE
     from syncsde.testing import save_random_sd2
-    from tasks import WideImage
+    from syncsde.tasks import WideImage
 
     with tempfile.TemporaryDirectory() as tmp:
         backbone = StableDiffusion(str(save_random_sd2(Path(tmp) / "sd2")))
@@ -122,7 +122,7 @@ def main(argv=None) -> dict:
         f"One {HEIGHT}×{WIDTH} panorama, {args.steps} DDIM steps, CFG {GUIDANCE}, on a random-weight Stable Diffusion "
         "2 at its real size (SD-2-base's UNet, SD's VAE), the UNet called on 2 rows at a time, one VAE decode of the "
         f"whole latent; CPU time, {threads} thread(s), medians of {args.repeats} alternating runs each, on a shared "
-        "machine (`python -m evaluation.benchmarks.panorama`):",
+        "machine (`python -m syncsde.evaluation.benchmarks.panorama`):",
         "",
         "| method | windows (stride, latents) | UNet rows per run | CPU s per run | of which UNet | rest (VAE, text, "
         "sampling) |",
@@ -142,7 +142,7 @@ def main(argv=None) -> dict:
     print(table)
     data = {"steps": args.steps, "repeats": args.repeats, "threads": threads, "runs": results, "medians": med}
     if args.write:
-        from evaluation.benchmarks.readme import write_result
+        from syncsde.evaluation.benchmarks.readme import write_result
 
         write_result("panorama", table, data)
     return data

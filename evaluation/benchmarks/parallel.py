@@ -1,7 +1,7 @@
 """Window-parallel sampling (``parallel: windows``, :mod:`syncsde.parallel`): bytes exchanged and time per step on
 2 processes against the unsplit run, for wide images of 13, 49 and 193 windows, a 7 × 7 canvas and the mesh's 10 views.
 
-    python -m evaluation.benchmarks.parallel [--steps 3] [--windows 13 49 193 7x7 mesh] [--no-readme]
+    python -m syncsde.evaluation.benchmarks.parallel [--steps 3] [--windows 13 49 193 7x7 mesh] [--no-readme]
 
 The embedded latent model (64-px windows = 16 latents, stride 16 px), one sample, DDIM, on the CPU with one torch thread
 per process; the two processes talk through ``torch.distributed`` (gloo), as under ``--trainer.strategy ddp``. Per
@@ -55,7 +55,7 @@ def geometry(windows: int | str) -> dict:
 def make_task(strategy: str, windows: int | str, **options):
     from syncsde import strategies
     from syncsde.backbones import StableDiffusion
-    from tasks import MeshTexturing, WideImage
+    from syncsde.tasks import MeshTexturing, WideImage
 
     backbone = StableDiffusion(model="syncsde:tiny-ldm")
     if windows == "mesh":  # configs/tiny/mesh.yaml, DDIM
@@ -205,12 +205,12 @@ def main(argv=None) -> None:
             "one step's messages between steps with both processes at it (for the mesh, without those inside the "
             "network). Wall times were measured on a machine with 2 CPU cores shared with other jobs, so "
             "the wall-time ratios are indicative only; CPU seconds show how the work divides. "
-            "`python -m evaluation.benchmarks.parallel`",
+            "`python -m syncsde.evaluation.benchmarks.parallel`",
         ]
     )
     print(table)
     if not args.no_readme:
-        from evaluation.benchmarks.readme import write_result
+        from syncsde.evaluation.benchmarks.readme import write_result
 
         write_result("parallel", table, data)
 

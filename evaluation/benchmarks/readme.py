@@ -7,7 +7,7 @@ A measuring script calls :func:`write_result` with a markdown table (and optiona
     ...the file's contents, copied here by this module...
     <!-- /results:<name> -->
 
-``python -m evaluation.benchmarks.readme`` copies every results file into its block; ``--check`` only reports blocks
+``python -m syncsde.evaluation.benchmarks.readme`` copies every results file into its block; ``--check`` only reports blocks
 that differ (the test suite runs the check, so a README edited by hand, or a stale block, fails CI).
 """
 

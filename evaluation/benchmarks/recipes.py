@@ -1,7 +1,7 @@
 """Training-step time of the embedded models' recipes, with the recipes' channels-last memory format against
 PyTorch's default (contiguous NCHW), measured side by side in one run.
 
-    python -m evaluation.benchmarks.recipes [--steps 12] [--repeats 2] [--threads 2] [--no-readme]
+    python -m syncsde.evaluation.benchmarks.recipes [--steps 12] [--repeats 2] [--threads 2] [--no-readme]
 
 Each recipe is built from its YAML in ``configs/tiny`` (model and data as configured; nothing is exported, the LDM
 step reads the shipped pipeline's autoencoder) and trained for ``--steps`` batches in each memory format, the two
@@ -24,7 +24,7 @@ import torch
 import yaml
 from lightning import Callback, Trainer
 
-from evaluation.benchmarks.readme import ROOT, write_result
+from syncsde.evaluation.benchmarks.readme import ROOT, write_result
 from syncsde.lightning_cli import load_class
 from syncsde.tiny import train
 
@@ -91,7 +91,7 @@ def main(argv=None) -> list[dict]:
         rows.append({"recipe": recipe, "default_s": default, "channels_last_s": last, "speed-up": default / last})
     table = "\n".join(
         [
-            f"Seconds per training batch (`python -m evaluation.benchmarks.recipes`): medians of {args.repeats} "
+            f"Seconds per training batch (`python -m syncsde.evaluation.benchmarks.recipes`): medians of {args.repeats} "
             f"alternating runs × {args.steps - 2} batches per memory format, {args.threads} torch thread(s), CPU, "
             "on a shared machine.",
             "",

@@ -2,7 +2,7 @@
 random moments and restarted each time; then every sample must exist exactly once and be byte-identical to an
 uninterrupted run of the same command. Not part of the test suite (it takes a while):
 
-    python -m evaluation.benchmarks.soak [--samples 200] [--kills 3] [--steps 10] [--seed 0]
+    python -m syncsde.evaluation.benchmarks.soak [--samples 200] [--kills 3] [--steps 10] [--seed 0]
 
 Both runs use 2 CPU processes (DDP) with 1 thread each: bitwise equality needs the same thread count per process.
 """
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evaluation.benchmarks.readme import ROOT, write_result
+from syncsde.evaluation.benchmarks.readme import ROOT, write_result
 
 PROMPTS = (
     "[a sunset over the sea with mountains, a sunny day over grass with mountains, a night sky over snow, "
@@ -117,7 +117,7 @@ def main(argv=None) -> dict:
         f"| {args.samples} | 2 | {len(kills)} ({at}) | {'yes' if ids == list(range(args.samples)) else 'no'} "
         f"({len(ids)} sidecars, manifest {manifest}) | {identical}/{args.samples} | {len(leftovers)} | "
         f"{soaked:.0f} s / {uninterrupted:.0f} s |\n\n"
-        f"(`python -m evaluation.benchmarks.soak`: embedded wide config, {args.steps} steps, seed {args.seed}, "
+        f"(`python -m syncsde.evaluation.benchmarks.soak`: embedded wide config, {args.steps} steps, seed {args.seed}, "
         "2 CPU processes with 1 thread each on a shared 2-core machine)"
     )
     print(table)

@@ -5,7 +5,7 @@
   (target: under a third);
 - the README's first command (the embedded wide config as shipped, with the CLI's default thread count), once.
 
-    python -m evaluation.benchmarks.startup [--repeats 5] [--threads 1]
+    python -m syncsde.evaluation.benchmarks.startup [--repeats 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from evaluation.benchmarks.readme import ROOT, write_result
+from syncsde.evaluation.benchmarks.readme import ROOT, write_result
 
 ONE_SAMPLE = """
 import json, sys, time
@@ -86,7 +86,7 @@ def main(argv=None) -> dict:
         f"({statistics.median(help_s):.2f} s / {statistics.median(torch_s):.2f} s) | ≤ 2× |\n"
         f"| one-sample embedded wide run: time before the first step | {fraction:.0%} of "
         f"{statistics.median(totals):.1f} s | < 33% |\n\n"
-        f"(`python -m evaluation.benchmarks.startup`: {args.repeats} interleaved repetitions, "
+        f"(`python -m syncsde.evaluation.benchmarks.startup`: {args.repeats} interleaved repetitions, "
         f"{args.threads} thread(s), "
         "wall-clock on a shared 2-core CPU machine)"
     )
@@ -97,7 +97,7 @@ def main(argv=None) -> dict:
     samples = len(data_args["prompts"]) * data_args.get("samples_per_prompt", 1)
     quick = (
         f"The first command takes {readme_s:.0f} s ({samples} samples of {model_args['num_inference_steps']} steps, "
-        f"start-up and model loading included; measured by `python -m evaluation.benchmarks.startup` on {cores} CPU "
+        f"start-up and model loading included; measured by `python -m syncsde.evaluation.benchmarks.startup` on {cores} CPU "
         f"cores shared with other work: load average up to {load:.1f} during the measure, so expect less on an idle "
         "machine)."
     )

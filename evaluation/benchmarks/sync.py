@@ -1,11 +1,11 @@
 """Synchronization benchmark: every method on the same prompts and seeds on the embedded models, one table.
 
-    python -m evaluation.benchmarks.sync [--tasks wide_image,motion,mask_t2i,ambiguous] [--samples 32,32,16,16]
+    python -m syncsde.evaluation.benchmarks.sync [--tasks wide_image,motion,mask_t2i,ambiguous] [--samples 32,32,16,16]
                                       [--configs configs/tiny] [--output_dir outputs/sync_benchmark] [--readme]
                                       [--figure notebooks/figures/tiny_wide_methods.png]
 
 Each (task, method) runs ``syncsde predict`` on the task's embedded config (``<configs>/<task config>.yaml``) with that
-method's overrides (:data:`syncsde.compare.METHODS`, plus the faithful and the seamless SyncSDE) into
+method's overrides (:data:`syncsde.evaluation.compare.METHODS`, plus the faithful and the seamless SyncSDE) into
 ``OUTPUT_DIR/<task>/<method>``; finished samples are skipped on a re-run. Wide images are compared with plain
 single-window samples of the same prompts and seeds (``reference_wide.yaml`` into ``OUTPUT_DIR/wide_image/reference``).
 The figures, per folder:
@@ -20,7 +20,7 @@ The figures, per folder:
 - **mask T2I**: of the pixels of the object's colour (named in the object prompt), the share inside the mask
   (0 for a sample that shows no such pixel).
 - **ambiguous images**: the worst reading's CLIP score (each reading against its own prompt).
-- FID, KID and CLIP score from the folder's ``metrics.json`` (the config's ``evaluation.Metrics`` callback), seconds
+- FID, KID and CLIP score from the folder's ``metrics.json`` (the config's ``syncsde.evaluation.Metrics`` callback), seconds
   per sample from the sidecars.
 
 Each figure of ours comes with its standard error over samples (``<figure>_se``, printed as ± in the table): of the
@@ -33,7 +33,7 @@ clear in the second (:meth:`Figure.minus`).
 
 ``--readme`` writes the table into the README (``notebooks/results/sync_benchmark.md``); ``--figure`` saves four
 panoramas (evenly spaced sample ids: one per prompt) of every wide-image method side by side
-(:func:`syncsde.compare.grid`), the README's figure.
+(:func:`syncsde.evaluation.compare.grid`), the README's figure.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import torch
 import yaml
 from PIL import Image
 
-from syncsde.compare import run_in_process
+from syncsde.evaluation.compare import run_in_process
 from syncsde.errors import InputError
 from syncsde.windows import Windows
 
@@ -119,7 +119,7 @@ ABLATIONS = {
 
 
 def methods(task: str, config: dict, ablation: bool = False) -> dict[str, list[str]]:
-    from syncsde.compare import METHODS, overrides
+    from syncsde.evaluation.compare import METHODS, overrides
 
     if ablation:
         base = [STRATEGY, "syncsde.strategies.SyncSDE"] + option("inv_lambda", syncsde_inv_lambda(config))
@@ -158,7 +158,7 @@ def sample_overrides(config: dict, samples: int) -> list[str]:
 
 def run(args: list[str]) -> None:
     """``syncsde ARGS`` in this process."""
-    run_in_process(args, "evaluation.benchmarks.sync")
+    run_in_process(args, "syncsde.evaluation.benchmarks.sync")
 
 
 # -- figures ------------------------------------------------------------------------------------------------------
@@ -342,7 +342,7 @@ def mask_figures(folder: Path, tolerance: float = 0.3) -> dict[str, Figure]:
 
 
 def ambiguous_figures(folder: Path, clip_model: str) -> dict[str, Figure]:
-    from evaluation.features import CLIPEmbedder
+    from syncsde.evaluation.features import CLIPEmbedder
 
     clip = CLIPEmbedder(clip_model)
     recs, worst = samples(folder), []
@@ -356,8 +356,8 @@ def ambiguous_figures(folder: Path, clip_model: str) -> dict[str, Figure]:
 
 
 def has_metrics(config: dict) -> bool:
-    """Whether the config measures its outputs (an ``evaluation.Metrics`` callback)."""
-    from syncsde.evaluate import METRICS_CLASSES
+    """Whether the config measures its outputs (an ``syncsde.evaluation.Metrics`` callback)."""
+    from syncsde.evaluation.evaluate import METRICS_CLASSES
 
     return any(c.get("class_path") in METRICS_CLASSES for c in config.get("trainer", {}).get("callbacks") or [])
 
@@ -456,9 +456,9 @@ def main(argv=None) -> dict:
     tasks = args.tasks.split(",")
     unknown = [t for t in tasks if t not in CONFIGS]
     if unknown:
-        raise SystemExit(f"evaluation.benchmarks.sync: unknown task(s) {unknown}; choose from {', '.join(CONFIGS)}")
+        raise SystemExit(f"syncsde.evaluation.benchmarks.sync: unknown task(s) {unknown}; choose from {', '.join(CONFIGS)}")
     counts = dict(zip(tasks, map(int, args.samples.split(",")))) if args.samples else DEFAULT_SAMPLES
-    from syncsde.evaluate import evaluate_folder
+    from syncsde.evaluation.evaluate import evaluate_folder
 
     out = Path(args.output_dir)
     results: dict[str, dict] = {}
@@ -509,7 +509,7 @@ def main(argv=None) -> dict:
                 if method != base:
                     row.update(paired(figures[method], figures[base], base))
         if args.figure and task == "wide_image":
-            from syncsde.compare import grid
+            from syncsde.evaluation.compare import grid
             from syncsde.io import save_png
 
             labels = {m.replace("λ", "lambda"): f for m, f in folders.items()}  # PIL's default font has no Greek
@@ -521,7 +521,7 @@ def main(argv=None) -> dict:
     name = args.name or ("sync_ablation" if args.ablation else "sync_benchmark")
     save_json(out / f"{name}.json", results)
     if args.readme:
-        from evaluation.benchmarks.readme import write_result
+        from syncsde.evaluation.benchmarks.readme import write_result
 
         write_result(name, markdown, results)
     return results

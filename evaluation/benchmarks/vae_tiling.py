@@ -1,6 +1,6 @@
 """Tiled VAE decoding: peak memory with and without tiling, and how far the tiled image is from the untiled one.
 
-    python -m evaluation.benchmarks.vae_tiling [--sizes 2048x2048 512x2048] [--tile 512] [--no-readme]
+    python -m syncsde.evaluation.benchmarks.vae_tiling [--sizes 2048x2048 512x2048] [--tile 512] [--no-readme]
 
 A random-weight ``AutoencoderKL`` of Stable Diffusion's real size (block channels 128/256/512/512, two resnets per
 block, 83.7 M parameters, scale factor 8) decodes one random latent per canvas size, untiled and through
@@ -72,7 +72,7 @@ def child(height: int, width: int, tiled: bool, tile: int, out: str) -> None:
 
 
 def measure(height: int, width: int, tiled: bool, tile: int, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "evaluation.benchmarks.vae_tiling", "--child", f"{height}x{width}", str(int(tiled))]
+    cmd = [sys.executable, "-m", "syncsde.evaluation.benchmarks.vae_tiling", "--child", f"{height}x{width}", str(int(tiled))]
     result = subprocess.run([*cmd, str(tile), str(out)], capture_output=True, text=True, check=False)
     if result.returncode:
         raise SystemExit(f"the decode at {height}x{width} (tiled={tiled}) failed:\n{result.stderr[-2000:]}")
@@ -117,11 +117,11 @@ def main(argv=None) -> None:
 
 
 def write(rows: list[str], data: list[dict], tile: int, threads: int) -> None:
-    from evaluation.benchmarks.readme import write_result
+    from syncsde.evaluation.benchmarks.readme import write_result
 
     table = "\n".join(
         [
-            f"Measured by `python -m evaluation.benchmarks.vae_tiling` ({tile}-px tiles, overlap 0.25; random-weight "
+            f"Measured by `python -m syncsde.evaluation.benchmarks.vae_tiling` ({tile}-px tiles, overlap 0.25; random-weight "
             f"VAE of SD's size, float32, {threads} CPU thread(s) on a shared machine: times are indicative only).",
             "",
             "| canvas (px) | peak MiB, untiled | peak MiB, tiled | memory saved | untiled s | tiled s | max abs diff |",

@@ -166,7 +166,7 @@ class MDM(Backbone):
         if self._clip is None:
             from transformers import AutoTokenizer, CLIPModel
 
-            from evaluation.features import resolve_transformers_model
+            from syncsde.tiny.clip import resolve_transformers_model
 
             try:
                 path = resolve_transformers_model(self.clip_name)

@@ -14,7 +14,7 @@ from syncsde.errors import InputError
 from syncsde.schedule import inv_lambda_schedule
 from syncsde.strategies.base import Reads, Strategy
 
-# the paper's update, and the combinations chosen by `python -m evaluation.benchmarks.sync` (README)
+# the paper's update, and the combinations chosen by `python -m syncsde.evaluation.benchmarks.sync` (README)
 PRESETS = {
     "paper": dict(correlation="autoregressive", schedule_floor=0.0, correction="explicit", target="pre_step"),
     "chain": dict(correlation="autoregressive", schedule_floor=1.0, correction="exact", target="post_step"),

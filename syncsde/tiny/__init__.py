@@ -1,2 +1,2 @@
 """The embedded tiny models: a procedural scene dataset, and their training recipes (the model card:
-:mod:`evaluation.quality`)."""
+:mod:`syncsde.evaluation.quality`)."""

@@ -122,7 +122,7 @@ class _Recipe(LightningModule):
 
     def on_fit_start(self):
         # Channels-last convolutions: 1.1-1.2x faster batches on CPU (oneDNN;
-        # `python -m evaluation.benchmarks.recipes`), the same arithmetic up to rounding.
+        # `python -m syncsde.evaluation.benchmarks.recipes`), the same arithmetic up to rounding.
         self.to(memory_format=torch.channels_last)
 
     def generator(self) -> torch.Generator:

@@ -1,7 +1,7 @@
 """``syncsde evaluate DIR``: recompute the metrics of an existing output folder, over every sample of it.
 
 The samples are read back from their files (:func:`syncsde.writer.read_sample`) and fed to the same
-``evaluation.Metrics`` callback a ``predict`` run uses, with the options of the callback in the folder's
+``syncsde.evaluation.Metrics`` callback a ``predict`` run uses, with the options of the callback in the folder's
 ``config.yaml`` (defaults if it has none), through a Lightning ``predict`` over the folder. It writes
 ``metrics.json`` and appends a row to ``metrics.csv`` in the folder, as the run itself does. The writer stores
 exactly the 8-bit images the run's metrics judged, so a folder's metrics come out the same either way.
@@ -21,7 +21,7 @@ from syncsde.strategies.base import Strategy
 from syncsde.writer import read_sample, sidecars
 
 METHOD_KEYS = ("method", "inv_lambda", "case", "bootstrap_steps", "sync_t_min")
-METRICS_CLASSES = ("evaluation.Metrics", "evaluation.metrics.Metrics")
+METRICS_CLASSES = ("syncsde.evaluation.Metrics", "syncsde.evaluation.metrics.Metrics")
 
 
 class RecordedStrategy(Strategy):
@@ -62,7 +62,7 @@ class FolderData(LightningDataModule):
 
 
 def metrics_options(folder: Path) -> dict:
-    """The init_args of the ``evaluation.Metrics`` callback in the folder's config.yaml ({} when there is none)."""
+    """The init_args of the ``syncsde.evaluation.Metrics`` callback in the folder's config.yaml ({} when there is none)."""
     config = folder / "config.yaml"
     if not config.is_file():
         return {}
@@ -77,7 +77,7 @@ def evaluate_folder(folder: Path, reference: str | None = None, threads: int | N
     """Write ``metrics.json`` for ``folder`` over all its samples; returns its record."""
     import torch
 
-    from evaluation.metrics import Metrics
+    from syncsde.evaluation.metrics import Metrics
 
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder; give a `syncsde predict` output folder")

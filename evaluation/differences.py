@@ -5,10 +5,10 @@ Each file holds one task's differences (``all`` for those every task shares): a 
 nothing to list; a title line of its own (``# ...``) gives way to the section's heading. One file per task lets tasks
 developed apart each keep their own rows.
 
-    python -m syncsde.docs.differences
+    python -m syncsde.evaluation.differences
 
 joins the files in :data:`ORDER` under one heading per task and writes the result with
-:func:`evaluation.benchmarks.readme.write_result` (``notebooks/results/differences.md``, then the README block
+:func:`syncsde.evaluation.benchmarks.readme.write_result` (``notebooks/results/differences.md``, then the README block
 ``<!-- results:differences -->``); the test suite checks that the block is current.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluation.benchmarks.readme import write_result
+from syncsde.evaluation.benchmarks.readme import write_result
 
 DOCS = Path(__file__).parent
 RESULT = "differences"

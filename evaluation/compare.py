@@ -1,12 +1,12 @@
 """Compare SyncSDE with every applicable baseline on the same prompts and seeds:
 
-    python -m syncsde.compare --config configs/tiny/wide.yaml [--methods syncsde,multidiffusion] [--output_dir DIR]
+    python -m syncsde.evaluation.compare --config configs/tiny/wide.yaml [--methods syncsde,multidiffusion] [--output_dir DIR]
                               [any other `syncsde predict` override, e.g. --trainer.devices 2]
 
 Each method runs `syncsde predict` with the config plus that method's switch (``METHODS`` below, also listed in
 the README) into ``DIR/<method>``; finished samples are skipped on a re-run. Then ``DIR/grid.png`` shows one row per
 sample and one column per method (upscaled, method names in their own row), ``DIR/comparison.json`` lists every
-method's folder, sidecar averages and metrics (from ``metrics.json`` when the config has the ``evaluation.Metrics``
+method's folder, sidecar averages and metrics (from ``metrics.json`` when the config has the ``syncsde.evaluation.Metrics``
 callback), and the table is printed.
 """
 
@@ -187,7 +187,7 @@ def main(argv=None) -> dict:
             summary["methods"][method]["metrics"] = json.loads(metrics.read_text())
     save_png(out / "grid.png", grid(folders))
     save_json(out / "comparison.json", summary)
-    from evaluation.table import table, to_markdown
+    from syncsde.evaluation.table import table, to_markdown
 
     print(to_markdown(table(folders.values())))
     print(f"syncsde compare: wrote {out / 'grid.png'} and {out / 'comparison.json'}", file=sys.stderr)
