@@ -1,4 +1,5 @@
-"""The README's section "Differences from the official code", assembled from ``syncsde/docs/differences_<task>.md``.
+"""The documentation page "Differences from the official code" (``syncsde/docs/differences.md``), assembled from
+``syncsde/docs/differences_<task>.md``.
 
 Each file holds one task's differences (``all`` for those every task shares): a markdown table with the columns of
 :data:`HEADER` (a file of bare rows gets the header added), with any text around it, or text alone where there is
@@ -8,7 +9,7 @@ developed apart each keep their own rows.
     python -m syncsde.evaluation.differences
 
 joins the files in :data:`ORDER` under one heading per task and writes the result with
-:func:`syncsde.evaluation.benchmarks.readme.write_result` (``notebooks/results/differences.md``, then the README block
+:func:`syncsde.evaluation.benchmarks.readme.write_result` (``notebooks/results/differences.md``, then the page's block
 ``<!-- results:differences -->``); the test suite checks that the block is current.
 """
 
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import syncsde.docs
 from syncsde.evaluation.benchmarks.readme import write_result
 
-DOCS = Path(__file__).parent
+DOCS = Path(syncsde.docs.__file__).parent  # the differences_<task>.md files ship with the package's docs
 RESULT = "differences"
 HEADER = (
     "| difference | official code | syncsde default | official setting | why syncsde's default |\n"
@@ -60,7 +62,7 @@ def table() -> str:
 
 def main() -> None:
     path = write_result(RESULT, table())
-    print(f"wrote {path} and the README block '{RESULT}'")
+    print(f"wrote {path} and the block '{RESULT}' of the docs page differences.md")
 
 
 if __name__ == "__main__":

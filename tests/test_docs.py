@@ -1,6 +1,9 @@
-"""The method reference the code cites ships inside the package, and every citation resolves to one of its headings."""
+"""The method reference the code cites ships inside the package, and every citation resolves to one of its headings;
+the README is a front page whose links resolve, and the documentation site builds without a warning."""
 
 import fnmatch
+import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "syncsde" / "docs"
 CITED = [*(ROOT / d for d in ("syncsde", "tasks", "evaluation")), ROOT / "README.md"]
+REFERENCE = {"SYNCSDE.md", "BASELINES.md", "ARCHITECTURE.md"}  # the reference itself; every other page cites it
 # "SYNCSDE.md §6.3", "SYNCSDE.md §6.3, §6.6", "BASELINES.md §4.2–4.3", "SYNCSDE.md §2–§4 and BASELINES.md §1"
 CITATION = re.compile(r"(SYNCSDE|BASELINES)\.md((?:\s*(?:,|and|–|-)?\s*§?\d+(?:\.\d+)*)+)")
 
@@ -19,6 +23,8 @@ def sources():
     for place in CITED:
         files = [place] if place.is_file() else [*place.rglob("*.py"), *place.rglob("*.md")]
         yield from (f for f in files if DOCS not in f.parents)
+    # the pages of the documentation site (and the differences files they are assembled from)
+    yield from (f for f in sorted(DOCS.glob("*.md")) if f.name not in REFERENCE)
 
 
 def headings(name: str) -> set[str]:
@@ -78,3 +84,45 @@ def test_the_core_never_imports_tasks():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert int(r.stdout.split()[-1]) > 40  # every module was imported
+
+
+# -- the README, a front page, and the documentation site ----------------------------------------------------------
+
+LINK = re.compile(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def test_readme_is_a_front_page():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines: move the detail into a page of syncsde/docs/"
+
+
+def test_every_relative_link_of_the_readme_points_to_a_file():
+    text = (ROOT / "README.md").read_text()
+    targets = [t for t in LINK.findall(text) if not re.match(r"[a-z][\w+.-]*:|#", t)]
+    assert len(targets) > 10, "the links were not found"
+    missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
+    assert not missing, missing
+
+
+def test_the_new_pages_cite_the_reference():
+    """The pages are in the citation scan above (a page citing "SYNCSDE.md §4.1" must find that heading)."""
+    scanned = set(sources())
+    assert DOCS / "methods.md" in scanned and DOCS / "SYNCSDE.md" not in scanned
+    assert CITATION.search((DOCS / "methods.md").read_text())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="mkdocs not installed (pip install -e .[docs])")
+def test_the_documentation_site_builds_without_warnings(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "WARNING" not in r.stderr, r.stderr[-3000:]
+    site = tmp_path / "site"
+    assert (site / "index.html").is_file() and (site / "methods" / "index.html").is_file()
+    assert (site / "notebooks" / "figures" / "tiny_wide_methods.png").is_file()  # the figures joined the site

@@ -1,5 +1,5 @@
-"""The README's notebook command works as written: run by a shell from another folder, with a relative
-SYNCSDE_FOLDERS, on what the `analysis` extra installs."""
+"""The notebook command of the docs (syncsde/docs/evaluation.md) works as written: run by a shell from another folder,
+with a relative SYNCSDE_FOLDERS, on what the `analysis` extra installs."""
 
 import json
 import os
@@ -15,10 +15,11 @@ from syncsde.task import SampleOutput
 from syncsde.writer import SampleWriter, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "syncsde" / "docs" / "evaluation.md"  # the docs page with the notebook command (was the README's)
 
 
 def readme_command() -> str:
-    lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("SYNCSDE_FOLDERS=")]
+    lines = [line for line in PAGE.read_text().splitlines() if line.startswith("SYNCSDE_FOLDERS=")]
     assert len(lines) == 1, lines
     return lines[0].strip()
 

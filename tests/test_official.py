@@ -1,6 +1,7 @@
-"""The switches to the official code's behaviour (README "Differences from the official code"), each against the
+"""The switches to the official code's behaviour (docs page "Differences from the official code"), each against the
 official arithmetic re-derived here from the official code (hjl1013/SyncSDE; its inversion is Hleephilip/CSG's)
-without calling the code under test; the paper presets on the embedded and tiny models; the README's table."""
+without calling the code under test; the paper presets on the embedded and tiny models; the docs page's table
+(syncsde/docs/differences.md)."""
 
 import json
 import warnings
@@ -296,7 +297,7 @@ PRESETS = {  # the embedded model in place of the paper's backbone, at its size;
     "motion": {"model": {"init_args": {"backbone": {"class_path": "syncsde.motion.procedural.ProceduralMotion"},
                                        "guidance_scale": 1.0}}},
 }  # fmt: skip
-OFFICIAL = {  # what each preset must switch (README "Differences from the official code")
+OFFICIAL = {  # what each preset must switch (docs page "Differences from the official code")
     "wide": {"sampler_dtype": "float16", "preset": "paper", "init_from_canonical": True, "assembly": "overwrite"},
     "mask_t2i": {"sampler_dtype": "float16", "preset": "paper"},
     "edit": {"sampler_dtype": "float16", "preset": "paper", "inversion": "official", "source_tokens": "word_index",
@@ -324,7 +325,7 @@ def test_paper_preset_runs_on_the_embedded_models(task, tmp_path, monkeypatch):
         assert config["stage2_scheduler"] == "stage1" and config["upscaler"]["init_args"]["dtype"] == "auto"
 
 
-# -- the README's table ---------------------------------------------------------------------------------------------
+# -- the docs page's table (syncsde/docs/differences.md) ------------------------------------------------------------
 
 
 def test_readme_differences_section_is_generated_from_the_docs():
@@ -333,6 +334,7 @@ def test_readme_differences_section_is_generated_from_the_docs():
     assert (ROOT / "notebooks" / "results" / f"{RESULT}.md").read_text() == table().rstrip("\n") + "\n", (
         "run `python -m syncsde.evaluation.differences` after editing syncsde/docs/differences_*.md"
     )
+    assert "<!-- results:differences -->" in (ROOT / "syncsde" / "docs" / "differences.md").read_text()
     text = table()
     for task in ("wide", "mask_t2i", "edit", "ambiguous", "motion"):
         assert (ROOT / "syncsde" / "docs" / f"differences_{task}.md").read_text().strip() in text

@@ -1,4 +1,4 @@
-"""The sampler's contract (SYNCSDE.md §3.1, §9.5) and the README's Python example."""
+"""The sampler's contract (SYNCSDE.md §3.1, §9.5) and the Python example of the docs (syncsde/docs/python-api.md)."""
 
 import re
 from pathlib import Path
@@ -42,9 +42,9 @@ def test_max_batch_splits_the_call_without_changing_results():
 
 
 def test_readme_python_example_runs():
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "syncsde" / "docs" / "python-api.md").read_text()
     block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
     scope: dict = {}
-    exec(compile(block, "README.md", "exec"), scope)
+    exec(compile(block, "syncsde/docs/python-api.md", "exec"), scope)
     assert scope["image"].shape == (3, 64, 256)
     assert 0 <= float(scope["image"].min()) and float(scope["image"].max()) <= 1
