@@ -1,10 +1,11 @@
 """Compare SyncSDE with every applicable baseline on the same prompts and seeds:
 
-    python -m syncsde.evaluation.compare --config configs/tiny/wide.yaml [--methods syncsde,multidiffusion] [--output_dir DIR]
-                              [any other `syncsde predict` override, e.g. --trainer.devices 2]
+    syncsde compare --config configs/tiny/wide.yaml [--methods syncsde,multidiffusion,canonical] [--output_dir DIR]
+                    [any other `syncsde predict` override, e.g. --trainer.devices 2]
 
-Each method runs `syncsde predict` with the config plus that method's switch (``METHODS`` below, also listed in
-the README) into ``DIR/<method>``; finished samples are skipped on a re-run. Then ``DIR/grid.png`` shows one row per
+Each method runs `syncsde predict` with the config plus ``--method NAME`` (:mod:`syncsde.registry`; by default the
+config's own SyncSDE and the task's baselines, :func:`methods`; any method that applies can be named) into
+``DIR/<method>``; finished samples are skipped on a re-run. Then ``DIR/grid.png`` shows one row per
 sample and one column per method (upscaled, method names in their own row), ``DIR/comparison.json`` lists every
 method's folder, sidecar averages and metrics (from ``metrics.json`` when the config has the ``syncsde.evaluation.Metrics``
 callback), and the table is printed.
@@ -21,88 +22,55 @@ from pathlib import Path
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
+from syncsde import registry
 from syncsde.errors import InputError
 from syncsde.io import save_json, save_png
 
-STRATEGY = "--model.init_args.strategy"
+# the comparison protocol beyond the method itself: MultiDiffusion's panoramas at its paper stride (1/8 window)
+PROTOCOL = {("wide_image", "multidiffusion"): ["--model.stride", "{window_8}"]}
 
-# task name -> method -> `syncsde predict` overrides that switch the config (a SyncSDE config) to that method
-METHODS: dict[str, dict[str, list[str]]] = {
-    "wide_image": {
-        "syncsde": [],
-        "independent": [STRATEGY, "syncsde.strategies.Independent"],
-        "synctweedies": [STRATEGY, "syncsde.strategies.SyncTweedies"],
-        "multidiffusion": [STRATEGY, "syncsde.strategies.MultiDiffusion", "--model.init_args.stride", "{window_8}"],
-    },
-    "mask_t2i": {
-        "syncsde": [],
-        "independent": [STRATEGY, "syncsde.strategies.Independent"],
-        "synctweedies": [STRATEGY, "syncsde.strategies.SyncTweedies"],
-        "multidiffusion": [
-            STRATEGY,
-            "syncsde.strategies.MultiDiffusion",
-            f"{STRATEGY}.init_args.bootstrap_steps",
-            "20",
-        ],
-    },
-    "ambiguous": {
-        "syncsde": [],
-        "independent": [STRATEGY, "syncsde.strategies.Independent"],
-        "synctweedies": [STRATEGY, "syncsde.strategies.SyncTweedies", "--model.init_args.init_from_canonical", "true"],
-        "visual_anagrams": [
-            STRATEGY,
-            "syncsde.strategies.VisualAnagrams",
-            "--model.init_args.init_from_canonical",
-            "true",
-            "--model.init_args.sampler",
-            "ddpm",
-        ],
-    },
-    "edit": {
-        "syncsde": [],
-        "independent": [STRATEGY, "syncsde.strategies.Independent"],
-    },
-    "mesh": {
-        "syncsde": [],
-        "independent": [STRATEGY, "syncsde.strategies.Independent"],
-        "syncmvd": [
-            STRATEGY,
-            "syncsde.strategies.SyncTweedies",
-            f"{STRATEGY}.init_args.case",
-            "5",
-            f"{STRATEGY}.init_args.sync_t_min",
-            "200",
-        ],
-    },
-    "motion": {
-        "syncsde": [],
-        "independent": [STRATEGY, "syncsde.strategies.Independent"],
-        "synctweedies": [STRATEGY, "syncsde.strategies.SyncTweedies"],
-        "averaging": [STRATEGY, "syncsde.strategies.MultiDiffusion"],
-    },
-}
+
+def methods(task: str) -> list[str]:
+    """The methods a comparison runs on ``task`` by default: the config's own SyncSDE (``syncsde``), then every
+    registered method that is a baseline of the task (``Method.baseline_for``) and applies to it."""
+    cls = registry.get("task", task)
+    found = [
+        name
+        for name in registry.names("method")
+        if {task, "*"} & set(registry.get("method", name).baseline_for) and registry.get("method", name).applies_to(cls)
+    ]
+    return ["syncsde", *found]
 
 
 def task_of(config: dict) -> str:
-    """The task name of the config's model class (its ``task_name``)."""
+    """The task name of the config's model class (its ``task_name``), if it has trajectories to synchronize."""
     path = config.get("model", {}).get("class_path", "")
     module, _, name = path.rpartition(".")
     try:
-        task = getattr(getattr(importlib.import_module(module), name), "task_name", None)
+        cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
-        task = None
-    if task not in METHODS:
-        raise InputError(f"no comparison is defined for model {path!r}; tasks with baselines: {', '.join(METHODS)}")
+        cls = registry.find("task", path)
+    task = getattr(cls, "task_name", None)
+    if cls is None or not getattr(cls, "provides", None):
+        comparable = [n for n, c in registry.task_classes().items() if c.provides]
+        raise InputError(f"no comparison is defined for model {path!r}; tasks with baselines: {', '.join(comparable)}")
     return task
 
 
 def overrides(task: str, method: str, config: dict) -> list[str]:
-    if method not in METHODS[task]:
-        raise InputError(f"method '{method}' does not apply to {task}; choose from {', '.join(METHODS[task])}")
+    """The `syncsde predict` options that switch the config to ``method`` ("syncsde": the config as it is)."""
+    if method == "syncsde":
+        return []
+    entry = registry.find("method", method)
+    if entry is None or not entry.applies_to(registry.get("task", task)):
+        applicable = ["syncsde"] + [
+            n for n in registry.names("method") if registry.get("method", n).applies_to(registry.get("task", task))
+        ]
+        raise InputError(f"method '{method}' does not apply to {task}; choose from {', '.join(applicable)}")
     init = config["model"]["init_args"]
     # MultiDiffusion's panorama windows move by 1/8 of the window (8 latent columns of 64): in pixels, for this backbone
     window_8 = str(init.get("height", 512) // 8)
-    return [a.replace("{window_8}", window_8) for a in METHODS[task][method]]
+    return ["--method", method, *(a.replace("{window_8}", window_8) for a in PROTOCOL.get((task, method), []))]
 
 
 def grid(folders: dict[str, Path], min_height: int = 192, rows: int | None = None) -> Image.Image:
@@ -159,10 +127,10 @@ def main(argv=None) -> dict:
     args, rest = ap.parse_known_args(argv)
     config = yaml.safe_load(Path(args.config).read_text())
     task = task_of(config)
-    methods = args.methods.split(",") if args.methods else list(METHODS[task])
+    names = args.methods.split(",") if args.methods else methods(task)
     out = Path(args.output_dir or f"outputs/compare/{task}")
     folders = {}
-    for method in methods:
+    for method in names:
         folders[method] = out / method
         cmd = [
             "predict",

@@ -9,6 +9,7 @@ exactly the 8-bit images the run's metrics judged, so a folder's metrics come ou
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -16,12 +17,14 @@ import yaml
 from lightning import LightningDataModule, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
+from syncsde.console import THREADS_HELP, VERBOSE_HELP
 from syncsde.errors import InputError
-from syncsde.strategies.base import Strategy
+from syncsde.strategies import Strategy, description_keys
 from syncsde.writer import read_sample, sidecars
 
-METHOD_KEYS = ("method", "inv_lambda", "case", "bootstrap_steps", "sync_t_min")
-METRICS_CLASSES = ("syncsde.evaluation.Metrics", "syncsde.evaluation.metrics.Metrics")
+# the metrics callback's class path in a folder's config.yaml (also as written before it moved into syncsde.evaluation)
+METRICS_CLASSES = ("syncsde.evaluation.Metrics", "syncsde.evaluation.metrics.Metrics", "evaluation.Metrics",
+                   "evaluation.metrics.Metrics")
 
 
 class RecordedStrategy(Strategy):
@@ -41,7 +44,8 @@ class FolderSamples(LightningModule):
         super().__init__()
         self.folder = folder
         self.task_name = first.get("task")
-        self.strategy = RecordedStrategy({k: first[k] for k in METHOD_KEYS if k in first})
+        keys = description_keys(first.get("method", ""))
+        self.strategy = RecordedStrategy({k: first[k] for k in keys if k in first})
 
     def predict_step(self, batch, batch_idx=0):
         return [read_sample(self.folder, meta) for meta in batch]
@@ -102,3 +106,18 @@ def evaluate_folder(folder: Path, reference: str | None = None, threads: int | N
     record = json.loads((folder / "metrics.json").read_text())
     print(json.dumps(record["metrics"], indent=2))
     return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``syncsde evaluate DIR [--reference R] [--threads N]``."""
+    p = argparse.ArgumentParser(
+        prog="syncsde evaluate",
+        description="Recompute metrics.json (and a metrics.csv row) for an existing output folder, over every sample "
+        "of its manifest, with the options of the syncsde.evaluation.Metrics callback in the folder's config.yaml.",
+    )
+    p.add_argument("folder", help="a `syncsde predict` output folder")
+    p.add_argument("--reference", default=None, help="override the callback's reference folder (FID/KID)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("--verbose", default="false", help=VERBOSE_HELP)
+    args = p.parse_args(argv)
+    evaluate_folder(Path(args.folder), reference=args.reference, threads=args.threads)

@@ -31,11 +31,11 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from syncsde.evaluation.features import CLIPEmbedder
 from syncsde.backbones import StableDiffusion
 from syncsde.cli import quiet
-from syncsde.tiny import scenes
+from syncsde.evaluation.features import CLIPEmbedder
 from syncsde.tasks import TextToImage
+from syncsde.tiny import scenes
 
 FIGURE = Path(__file__).resolve().parents[1] / "notebooks" / "figures" / "tiny_ldm_samples.png"
 RESULT = "tiny_ldm_quality"

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-METHOD_KEYS = ("task", "method", "inv_lambda", "case", "bootstrap_steps", "sync_t_min")
+from syncsde.strategies import description_keys
 
 
 def folder_row(folder: str | Path) -> dict:
@@ -27,7 +27,7 @@ def folder_row(folder: str | Path) -> dict:
     first = samples[0] if samples else {}
     row = {
         "folder": str(folder),
-        **{k: first[k] for k in METHOD_KEYS if k in first},
+        **{k: first[k] for k in ("task", *description_keys(first.get("method", ""))) if k in first},
         "num_samples": len(samples),
         "seconds": round(sum(s.get("seconds", 0) for s in samples) / max(len(samples), 1), 4),
     }

@@ -2,10 +2,13 @@
 
     syncsde predict --config configs/wide.yaml [--output_dir DIR] [--overwrite true] [--trainer.devices 2 ...]
     syncsde fit --config configs/tiny/train_ldm.yaml
-    syncsde evaluate DIR
+    syncsde predict --config configs/tiny/wide.yaml --method syncmvd
+    syncsde methods [--task wide_image] [--markdown]
+    syncsde evaluate DIR            (and every other command of an installed plug-in package)
 
-``predict`` and ``fit`` are LightningCLI subcommands; ``evaluate`` recomputes the metrics of an existing output
-folder with the options of its config's ``syncsde.evaluation.Metrics`` callback. Every subcommand takes ``--threads N``
+``predict`` and ``fit`` are LightningCLI subcommands; ``methods`` lists the registered methods
+(:mod:`syncsde.registry`); other subcommands are plug-ins (entry-point group ``syncsde.commands``: ``evaluate``
+recomputes the metrics of an output folder, ``compare`` runs every method on one config). Every subcommand takes ``--threads N``
 (torch threads per process) and ``--verbose true`` (library logs, loading bars and warnings, which are off by
 default). Mistakes in the configuration or the inputs end the command with one line, ``syncsde: error: ...``, that
 names the option and the fix, before any model weights are read where possible.
@@ -17,40 +20,46 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import re
 import sys
 from pathlib import Path
 
+from syncsde.console import DESCRIPTION, quiet
+
+__all__ = ["main", "quiet"]
+
 SUBCOMMANDS = {
-    "predict": "run a task into an output folder (syncsde predict --config configs/tiny/wide.yaml)",
+    "predict": "run a task into an output folder (syncsde predict --config configs/tiny/wide.yaml [--method NAME])",
     "fit": "run a training recipe (syncsde fit --config configs/tiny/train_ldm.yaml)",
-    "evaluate": "recompute the metrics of an existing output folder (syncsde evaluate outputs/tiny/wide)",
+    "methods": "list the methods by short name, and the tasks each applies to (syncsde methods --task wide_image)",
 }
-THREADS_HELP = (
-    "torch threads per process (default: OMP_NUM_THREADS if set, else the CPU cores this process may use, "
-    "shared among the processes of a CPU run); outputs are bitwise reproducible for a given thread count"
-)
-VERBOSE_HELP = "show library logs, per-component loading bars and library warnings"
+
+
+TYPED: list[str] = []  # the arguments of the running command, as the user typed them (for the error's option form)
 
 
 def main(args=None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
+    TYPED[:] = argv
     quiet(not _flag(argv, "--verbose"))
     try:
         if not argv or argv[0] in ("-h", "--help"):
             top_parser().print_help()
-        elif argv[0] == "evaluate":
-            evaluate_command(argv[1:])
-        else:
+        elif argv[0] == "methods":
+            methods_command(argv[1:])
+        elif argv[0] in ("predict", "fit") or argv[0].startswith("-"):
             from syncsde.lightning_cli import run
 
-            run(argv if args is not None else None)
+            run(argv)
+        else:
+            from syncsde import registry
+
+            registry.get("command", argv[0])(argv[1:])
     except Exception as e:  # noqa: BLE001 (every known mistake becomes one line; anything else is re-raised)
         message = one_line(e)
         if message is None:
             raise
-        fail(message)
+        fail(as_typed(message))
 
 
 def fail(message) -> None:
@@ -81,14 +90,14 @@ def one_line(e: BaseException) -> str | None:
 
 # -- top level: answered without Lightning ---------------------------------------------------------------------
 def top_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="syncsde",
-        description="syncsde: diffusion synchronization (SyncSDE and baselines). "
-        "`syncsde SUBCOMMAND --help` lists a subcommand's options.",
-    )
+    from syncsde.registry import names
+
+    p = argparse.ArgumentParser(prog="syncsde", description=DESCRIPTION)
     sub = p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
     for name, text in SUBCOMMANDS.items():
         sub.add_parser(name, help=text)
+    for name in names("command"):  # plug-ins: their help is theirs (`syncsde NAME --help`), not imported here
+        sub.add_parser(name, help=f"a plug-in command: `syncsde {name} --help`")
     return p
 
 
@@ -100,38 +109,6 @@ def _flag(argv: list[str], name: str) -> bool:
         if a.startswith(name + "="):
             return a.split("=", 1)[1].lower() in ("true", "1", "yes")
     return False
-
-
-def quiet(on: bool = True) -> None:
-    """Libraries say only warnings and errors, and show no loading bars (``--verbose true`` undoes it). Environment
-    variables reach the libraries not imported yet and the processes a run launches."""
-    import logging
-    import warnings
-
-    level = logging.WARNING if on else logging.INFO
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
-        logging.getLogger(name).setLevel(level)
-    env = {"TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-    for key, value in env.items():
-        if on:
-            os.environ[key] = value
-        elif os.environ.get(key) == value:
-            del os.environ[key]
-    if "huggingface_hub" in sys.modules:
-        from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
-
-        (disable_progress_bars if on else enable_progress_bars)()
-    for name in ("transformers", "diffusers"):  # already imported: their settings no longer read the environment
-        if name in sys.modules:
-            library = sys.modules[name].utils.logging
-            library.set_verbosity(logging.ERROR if on else logging.WARNING)
-            (library.disable_progress_bar if on else library.enable_progress_bar)()
-    if on:  # library deprecation notices; syncsde's own warnings (e.g. an unstable 1/λ) stay
-        for category in (DeprecationWarning, FutureWarning):
-            warnings.filterwarnings("ignore", category=category)
-        warnings.filterwarnings(
-            "ignore", module=r"(lightning|pytorch_lightning|torch|torchmetrics|diffusers|transformers)\b"
-        )
 
 
 TYPE_WORDS = {
@@ -171,13 +148,13 @@ def parser_error(text: str) -> str:
             given = m[1]
         elif not s.startswith(NOISE):
             reason = s
-    option = "--" + ".init_args.".join(keys) if keys else None
+    option = "--" + ".".join(keys) if keys else None
     if reason is None:
         return lines[-1] if lines else text
     if m := re.match(r"Option '([^']+)' is not accepted", reason):
         owner = classes[-1] if classes else "this class"
         top = keys[0] if keys else "model"
-        name = f"{option}.init_args.{m[1]}" if option else f"--{m[1]}"
+        name = f"{option}.{m[1]}" if option else f"--{m[1]}"
         hint = f" ({OPTION_HINTS[m[1]]})" if m[1] in OPTION_HINTS else ""
         return f"{name} is not an option of {owner}{hint}; `syncsde predict --{top}.help {owner}` lists them"
     if m := re.match(r"Expected a typing\.Literal\[(.*)\]", reason):
@@ -191,6 +168,27 @@ def parser_error(text: str) -> str:
     default = signature_default(classes[-1], keys[-1]) if option and classes else None
     hint = f" (the default is {default})" if default is not None else ""
     return f"{option}: {reason}{hint}" if option else reason
+
+
+# options whose value is a class (``class_path`` + ``init_args``): where jsonargparse's long form says init_args
+CLASS_OPTIONS = {"model", "data", "backbone", "strategy", "captioner", "upscaler", "callbacks"}
+OPTION = re.compile(r"(?<![\w.])(--)?((?:model|data|trainer)(?:\.\w+)+)")
+
+
+def as_typed(message: str) -> str:
+    """``message`` with its options in the form the user typed: the short form (``--model.backbone.model``) in which
+    every message is written, or jsonargparse's long form (``--model.init_args.backbone.init_args.model``) for a user
+    who writes that."""
+    if not any(".init_args." in a for a in TYPED):
+        return message
+
+    def long(m: re.Match) -> str:
+        parts = m[2].split(".")
+        out = [p for i, part in enumerate(parts) for p in ([part, "init_args"] if part in CLASS_OPTIONS and
+               i + 1 < len(parts) and parts[i + 1] not in ("init_args", "help", "class_path") else [part])]
+        return (m[1] or "") + ".".join(out)
+
+    return OPTION.sub(long, message)
 
 
 def signature_default(class_path: str, param: str):
@@ -207,21 +205,34 @@ def signature_default(class_path: str, param: str):
     return p.default
 
 
-# -- evaluate --------------------------------------------------------------------------------------------------
-def evaluate_command(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(
-        prog="syncsde evaluate",
-        description="Recompute metrics.json (and a metrics.csv row) for an existing output folder, over every sample "
-        "of its manifest, with the options of the syncsde.evaluation.Metrics callback in the folder's config.yaml.",
-    )
-    p.add_argument("folder", help="a `syncsde predict` output folder")
-    p.add_argument("--reference", default=None, help="override the callback's reference folder (FID/KID)")
-    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
-    p.add_argument("--verbose", default="false", help=VERBOSE_HELP)
+# -- methods --------------------------------------------------------------------------------------------------
+def methods_command(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="syncsde methods", description="The registered methods (syncsde.registry).")
+    p.add_argument("--task", default=None, help="only the methods that apply to this task (e.g. wide_image)")
+    p.add_argument("--markdown", action="store_true", help="a markdown table (the docs' methods table)")
     args = p.parse_args(argv)
-    from syncsde.evaluation.evaluate import evaluate_folder
+    print(methods_table(args.task, markdown=args.markdown))
 
-    evaluate_folder(Path(args.folder), reference=args.reference, threads=args.threads)
+
+def methods_table(task: str | None = None, markdown: bool = False) -> str:
+    """Every registered method: its ``--method`` switch, what it is, and the tasks it applies to."""
+    from syncsde import registry
+
+    tasks = registry.task_classes()
+    if task is not None and registry.key(task) not in tasks:
+        raise registry.InputError(f"no task named {task!r}; choose one of {', '.join(tasks)}")
+    rows = []
+    for name in registry.names("method"):
+        m = registry.get("method", name)
+        applies = [t for t, cls in tasks.items() if cls.provides and m.applies_to(cls)]
+        if task is not None and registry.key(task) not in applies:
+            continue
+        rows.append((f"--method {name}", m.summary, ", ".join(applies)))
+    if markdown:
+        lines = ["| switch | method | tasks |", "|---|---|---|"] + [f"| `{a}` | {b} | {c} |" for a, b, c in rows]
+        return "\n".join(lines)
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{a:<{width}}  {b}\n{'':<{width}}  tasks: {c}" for a, b, c in rows)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ A task declares its couplings; a strategy applies them. Trajectory states are st
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -94,15 +94,27 @@ class Canonical:
         return self.forward(z)
 
 
+@dataclass(frozen=True)
+class Regions:
+    """Region-based generation's foreground (MultiDiffusion's bootstrapping, BASELINES.md §2.2): the mask of each
+    foreground trajectory by its index (broadcastable to its state), and ``encode``, which maps (K, 3) RGB colours in
+    [0, 1] to (K, C, h, w) uniform-colour images in the backbone's working space."""
+
+    masks: Mapping[int, Tensor]
+    encode: Callable[[Tensor], Tensor]
+
+
 @dataclass
 class SyncProblem:
     """What a task tells a strategy about one batch: the number of trajectories, their couplings (SyncSDE), and
-    optionally the canonical geometry (SyncTweedies, MultiDiffusion, Visual Anagrams)."""
+    optionally the canonical geometry (SyncTweedies, MultiDiffusion, Visual Anagrams) and the foreground regions
+    (region-based MultiDiffusion). What a task can give is declared by its ``provides``
+    (:data:`syncsde.registry.PROVISIONS`)."""
 
     num_trajectories: int
     couplings: Sequence[Coupling] = ()
-    extra: dict = field(default_factory=dict)
     canonical: Canonical | None = None
+    regions: Regions | None = None
 
     def __post_init__(self):
         for c in self.couplings:

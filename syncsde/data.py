@@ -188,14 +188,14 @@ class PromptDataModule(SampleDataModule):
         self.prompts = list(prompts)
         self.prompt_file = prompt_file
         if not self.prompts and prompt_file is None:
-            raise InputError("no prompts: set --data.init_args.prompts or --data.init_args.prompt_file")
+            raise InputError("no prompts: set --data.prompts or --data.prompt_file")
         self.records()  # a missing or unreadable prompt file stops here, before any model weights are read
 
     def records(self):
-        lines = read_lines(self.prompt_file, "--data.init_args.prompt_file") if self.prompt_file else []
+        lines = read_lines(self.prompt_file, "--data.prompt_file") if self.prompt_file else []
         if self.prompt_file and not lines:
             raise InputError(
-                f"--data.init_args.prompt_file '{self.prompt_file}' holds no prompts; give one prompt a line"
+                f"--data.prompt_file '{self.prompt_file}' holds no prompts; give one prompt a line"
             )
         return [{"prompt": p} for p in self.prompts + lines]
 
@@ -223,11 +223,11 @@ class RecordDataModule(SampleDataModule):
         super().__init__(samples_per_record, seed, batch_size)
         self.inline, self.records_file, self.base_dir = [dict(r) for r in records], records_file, base_dir
         if not self.inline and records_file is None:
-            raise InputError("no records: set --data.init_args.records or --data.init_args.records_file")
+            raise InputError("no records: set --data.records or --data.records_file")
         if base_dir is not None and not Path(base_dir).is_dir():
-            raise InputError(f"--data.init_args.base_dir '{base_dir}' is not a folder; give the folder of the files")
+            raise InputError(f"--data.base_dir '{base_dir}' is not a folder; give the folder of the files")
         # every record and the files it names are checked now, before any model weights are read
-        where = "--data.init_args.records_file" if records_file else "--data.init_args.records"
+        where = "--data.records_file" if records_file else "--data.records"
         for n, rec in enumerate(self.records()):
             for key in self.path_keys:
                 what = f"record {n}'s {key} ({where})"
@@ -239,7 +239,7 @@ class RecordDataModule(SampleDataModule):
         out = [self._resolve(dict(r), self.base_dir) for r in self.inline]
         if self.records_file:
             base = self.base_dir or Path(self.records_file).parent
-            for n, line in enumerate(read_lines(self.records_file, "--data.init_args.records_file"), 1):
+            for n, line in enumerate(read_lines(self.records_file, "--data.records_file"), 1):
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:

@@ -12,18 +12,19 @@ sample is about to be generated. Results go to the writer and are released (pred
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 import sys
 from pathlib import Path
 
 import torch
-from jsonargparse import Namespace
+from jsonargparse import Namespace, set_loader
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
-from syncsde.cli import THREADS_HELP, VERBOSE_HELP, quiet, top_parser
+from syncsde.console import DESCRIPTION, THREADS_HELP, VERBOSE_HELP, quiet
 from syncsde.errors import InputError, SyncSDEError
 from syncsde.io import FolderBusy, lock_folder, remove_temporaries
 from syncsde.progress import SampleProgress
@@ -35,8 +36,9 @@ _locks: list = []  # output-folder locks held by this process's run
 
 
 def run(argv: list[str] | None) -> None:
-    """LightningCLI on ``argv`` (None: the command line)."""
+    """LightningCLI on ``argv`` (None: the command line), short names expanded (:func:`expand`)."""
     SyncSDEError.last = None
+    argv = expand(list(sys.argv[1:] if argv is None else argv))
     try:
         SyncCLI(
             LightningModule,
@@ -46,7 +48,7 @@ def run(argv: list[str] | None) -> None:
             save_config_callback=None,
             seed_everything_default=False,
             trainer_defaults={"logger": False, "enable_model_summary": False},
-            parser_kwargs={"exit_on_error": False, "description": top_parser().description},
+            parser_kwargs={"exit_on_error": False, "description": DESCRIPTION, "parser_mode": "syncsde"},
             args=argv,
         )
     finally:
@@ -60,6 +62,13 @@ class SyncCLI(LightningCLI):
         return {k: v for k, v in LightningCLI.subcommands().items() if k in ("fit", "predict")}
 
     def add_arguments_to_parser(self, parser):
+        parser.add_argument(
+            "--method",
+            type=str | None,
+            default=None,
+            help="predict: a method by its short name, e.g. canonical, synctweedies, syncmvd (`syncsde methods` lists "
+            "them); the same as --model.strategy NAME",
+        )
         parser.add_argument(
             "--output_dir",
             type=str | None,
@@ -100,6 +109,131 @@ class SyncCLI(LightningCLI):
         text = self._parser("predict").dump(cfg, skip_none=False)
         prepare_output(self.trainer, self.model, self.datamodule, out, cfg.overwrite, text)
         self.config_init["predict"]["return_predictions"] = False  # results go to the writer and are released
+
+
+# -- short names (syncsde.registry) ---------------------------------------------------------------------------
+STRATEGY_OPTIONS = ("--method", "--model.strategy", "--model.init_args.strategy")
+BACKBONE_OPTIONS = ("--model.backbone", "--model.init_args.backbone")
+
+
+def _pairs(argv: list[str]):
+    """(index, option, value, width) of every ``--option value`` / ``--option=value`` in ``argv``."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--") and "=" in a:
+            yield i, *a.split("=", 1), 1
+            i += 1
+        elif a.startswith("--") and i + 1 < len(argv):
+            yield i, a, argv[i + 1], 2
+            i += 2
+        else:
+            i += 1
+
+
+def short(value: str) -> bool:
+    """A short name (``canonical``, ``sdxl``, ``wide_image``), not a class path or class name."""
+    return value == value.lower() and "." not in value and not value.startswith("{")
+
+
+def expand(argv: list[str]) -> list[str]:
+    """Short names on the command line, as full options: ``--method NAME`` (= ``--model.strategy NAME``) becomes the
+    method's strategy and settings, plus the task options the method sets on this config's task; ``--model.backbone
+    NAME`` and ``--model NAME`` become class paths. A method given before ``--config`` takes effect after it (the
+    config would otherwise replace it); options after it still override it."""
+    from syncsde import registry
+
+    argv = _after_config(argv)
+    out = list(argv)
+    for i, option, value, width in reversed(list(_pairs(argv))):
+        if option in STRATEGY_OPTIONS and short(value):
+            method = registry.get("method", value)
+            spec = json.dumps({"class_path": method.class_path, "init_args": dict(method.args)})
+            options = method.options(_task_name(argv))
+            extra = [x for k, v in options.items() for x in ("--model." + k, v if isinstance(v, str) else json.dumps(v))]
+            out[i : i + width] = ["--model.strategy", spec, *extra]
+        elif option in BACKBONE_OPTIONS and short(value):
+            out[i : i + width] = ["--model.backbone", registry.class_path(registry.get("backbone", value))]
+        elif option == "--model" and short(value):
+            out[i : i + width] = ["--model", registry.class_path(registry.get("task", value))]
+    return out
+
+
+def _after_config(argv: list[str]) -> list[str]:
+    """``argv`` with the strategy options that stand before the last ``--config`` moved right after it."""
+    pairs = list(_pairs(argv))
+    configs = [(i, w) for i, option, _, w in pairs if option == "--config"]
+    if not configs:
+        return argv
+    last, width = configs[-1]
+    early = [(i, w) for i, option, value, w in pairs if option in STRATEGY_OPTIONS and short(value) and i < last]
+    taken = {j for i, w in early for j in range(i, i + w)}
+    moved = [a for i, w in early for a in argv[i : i + w]]
+    head = [a for j, a in enumerate(argv[: last + width]) if j not in taken]
+    return head + moved + argv[last + width :]
+
+
+def _task_name(argv: list[str]) -> str | None:
+    """The task of this command: from ``--model CLASS`` or the model of the last config file that has one."""
+    import yaml
+
+    for _, option, value, _ in reversed(list(_pairs(argv))):
+        try:
+            if option == "--model":
+                return load_class(value).task_name if not short(value) else value
+            if option == "--config":
+                spec = (yaml.safe_load(Path(value).read_text()) or {}).get("model")
+                if spec:
+                    return load_class(spec["class_path"] if isinstance(spec, dict) else spec).task_name
+        except Exception:  # noqa: BLE001 (a config that does not load is reported by the parser itself)
+            return None
+    return None
+
+
+def load_yaml(text: str):
+    """The configs' loader: YAML, with short names expanded in config files (``strategy: canonical``,
+    ``class_path: sdxl``; :mod:`syncsde.registry`)."""
+    import yaml
+
+    from syncsde import registry
+
+    value = yaml.safe_load(text)
+    if not isinstance(value, dict):
+        return value
+
+    def walk(node, task=None):
+        if not isinstance(node, dict):
+            if isinstance(node, list):
+                for item in node:
+                    walk(item, task)
+            return
+        path = node.get("class_path")
+        if isinstance(path, str) and short(path):
+            for kind in ("backbone", "task"):
+                found = registry.find(kind, path)
+                if found is not None:
+                    node["class_path"] = registry.class_path(found)
+                    break
+        if isinstance(node.get("class_path"), str):
+            try:
+                task = getattr(load_class(node["class_path"]), "task_name", task)
+            except Exception:  # noqa: BLE001 (the parser reports a class that does not import)
+                pass
+        init = node.get("init_args") if isinstance(node.get("init_args"), dict) else node
+        strategy = init.get("strategy")
+        if isinstance(strategy, str) and short(strategy):
+            method = registry.get("method", strategy)
+            init["strategy"] = {"class_path": method.class_path, "init_args": dict(method.args)}
+            for k, v in method.options(task).items():
+                init.setdefault(k, v)
+        for v in node.values():
+            walk(v, task)
+
+    walk(value)
+    return value
+
+
+set_loader("syncsde", load_yaml)
 
 
 def light_specs(cfg) -> list:

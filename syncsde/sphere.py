@@ -34,6 +34,7 @@ from torch import Tensor
 
 from syncsde.coupling import Canonical, Coupling
 from syncsde.errors import InputError
+from syncsde.registry import register
 
 # SyncTweedies' 360° panorama views (θ = 0..315° every 45°, φ = 0, FoV 72°)
 SYNCTWEEDIES_VIEWS = [(0.0, float(a)) for a in range(0, 360, 45)]
@@ -74,6 +75,7 @@ def forward_index(views: Sequence[tuple[float, float]], fov: float, size: int, h
     return perspective(cells, views, fov, size, "nearest").round().long().view(len(views), size * size)
 
 
+@register("geometry", "sphere")
 class Sphere:
     """N square views of ``size`` pixels and ``fov`` degrees on an ``height`` × 2·``height`` equirectangular canvas.
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import torch
 import torch.distributed as dist
+from jsonargparse import lazy_instance
 from jsonargparse.typing import NonNegativeFloat, PositiveInt
 from lightning import LightningModule
 from torch import Tensor
@@ -22,11 +23,13 @@ from syncsde.backbones.base import Backbone, Conditioning, guided_eps, take_rows
 from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError
 from syncsde.parallel import WindowSplit
+from syncsde.registry import check
 from syncsde.sampler import sample, sample_generator
 from syncsde.schedule import Schedule
-from syncsde.strategies.base import Strategy
+from syncsde.strategies import Strategy, SyncSDE
 
 SAMPLER_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+DEFAULT_STRATEGY = lazy_instance(SyncSDE)  # the paper's update (1/λ = 5): every task's default
 
 
 @dataclass
@@ -60,9 +63,13 @@ class NetworkCall(NamedTuple):
 class SyncTask(LightningModule):
     """Base of every task.
 
+    A task declares ``needs``, the backbone abilities it relies on, and ``provides``, what it gives strategies
+    (:mod:`syncsde.registry`); both are checked once, when the task is built. Subclasses take their own options and
+    pass the rest on (``**kwargs``), so the options below are declared here only.
+
     Args:
         backbone: the pretrained denoiser (:class:`~syncsde.backbones.Backbone`).
-        strategy: how trajectories interact (SyncSDE, Independent, baselines).
+        strategy: how trajectories interact (default SyncSDE, the paper's update; ``--method NAME`` picks a method).
         num_inference_steps: sampler steps S.
         guidance_scale: classifier-free guidance weight w.
         negative_prompt: prompt of the unconditional branch.
@@ -85,11 +92,13 @@ class SyncTask(LightningModule):
 
     task_name = "task"
     window_parallel = False  # whether parallel: windows applies (trajectories are windows of one canvas, or views)
+    needs: frozenset[str] = frozenset({"images", "vp_schedule"})  # of the backbone (syncsde.registry.ABILITIES)
+    provides: frozenset[str] = frozenset({"couplings", "canonical"})  # to strategies (syncsde.registry.PROVISIONS)
 
     def __init__(
         self,
         backbone: Backbone,
-        strategy: Strategy,
+        strategy: Strategy = DEFAULT_STRATEGY,
         num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
@@ -112,11 +121,7 @@ class SyncTask(LightningModule):
             )
         if sampler_dtype not in SAMPLER_DTYPES:
             raise InputError(f"sampler_dtype must be one of {', '.join(SAMPLER_DTYPES)}, got {sampler_dtype!r}")
-        if backbone.tasks is not None and self.task_name not in backbone.tasks:
-            raise InputError(
-                f"{backbone.name} ({type(backbone).__name__}) runs the tasks {', '.join(backbone.tasks)}; "
-                f"the {self.task_name} task is not supported on it (README, Backbones)"
-            )
+        check(self, backbone, strategy)
         if backbone.guidance_distilled and negative_prompt:
             raise InputError(
                 f"{backbone.name} is guidance-distilled (no unconditional branch): it takes no negative prompt; "
@@ -199,8 +204,7 @@ class SyncTask(LightningModule):
         return self.backbone.schedule(self.num_inference_steps, self.sampler, self.eta, shape=shape)
 
     def on_predict_start(self) -> None:
-        if hasattr(self.backbone, "adapt_dtype"):
-            self.backbone.adapt_dtype(self.device)
+        self.backbone.adapt_dtype(self.device)
 
     def conditioning(self, batch: Sequence[dict]) -> tuple[Conditioning, Conditioning | None]:
         """Text conditioning for all B·N trajectories (each distinct prompt encoded once); the unconditional rows only
@@ -232,9 +236,7 @@ class SyncTask(LightningModule):
         x_T = x_T.to(self.device, self.state_dtype)
         cond, uncond = self.conditioning(batch)
         problem = self.problem(batch).to(self.device, self.state_dtype)  # placed once: nothing moves per step
-        self.backbone.return_variance = getattr(self.strategy, "needs_variance", False) and getattr(
-            self.backbone, "learned_variance", False
-        )
+        variance = "learned_variance" in self.strategy.uses
         B, N = x_T.shape[:2]
         split = self.window_split(problem)
         rows = split.own if split is not None else range(N)  # the trajectories this process denoises
@@ -248,7 +250,7 @@ class SyncTask(LightningModule):
                 c, u = cond, uncond
                 if len(index) < B * N:
                     c, u = take_rows(cond, index), None if uncond is None else take_rows(uncond, index)
-                args = (self.backbone, part.flatten(0, 1), step, c, u, self.guidance_scale, self.max_batch)
+                args = (self.backbone, part.flatten(0, 1), step, c, u, self.guidance_scale, self.max_batch, variance)
                 calls.append(NetworkCall(rows[a : a + part.shape[1]], index, partial(guided_eps, *args)))
             eps = self.network_calls(calls, f"step {step.index + 1} of {len(schedule.steps)}")
             return torch.cat([e.view(B, -1, *e.shape[1:]) for e in eps], 1)

@@ -5,7 +5,7 @@ and Flux also at the real models' native 1024 px, cheap on a CPU); and Stable Di
 with random weights, for benchmarks that time the network.
 
     python -m syncsde.testing --save-tiny DIR     # DIR/sdxl, DIR/sd3, DIR/flux at 1024 px, for the real configs:
-    syncsde predict --config configs/wide_sdxl.yaml --model.init_args.backbone.init_args.model DIR/sdxl
+    syncsde predict --config configs/wide_sdxl.yaml --model.backbone.model DIR/sdxl
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from syncsde.coupling import Canonical, Coupling
 from syncsde.errors import InputError
+from syncsde.registry import register
 
 
 class ShiftMap:
@@ -112,6 +113,7 @@ class CropCanonical(Canonical):
         return sub
 
 
+@register("geometry", "windows")
 class Windows:
     """Args: length L, window w, stride s (0 < s ≤ w ≤ L), circular. Non-circular needs (L − w) % s == 0."""
 
@@ -218,6 +220,7 @@ class GridCanonical(CropCanonical):
         return super().aggregate(x.flatten(-2)).unflatten(-1, self.size)
 
 
+@register("geometry", "grid")
 class Grid:
     """Windows of h × w on an H × W canvas at strides (s_y, s_x): the product of ``rows`` = Windows(H, h, s_y) and
     ``cols`` = Windows(W, w, s_x, circular); window k = r·n_x + c (row-major, MultiDiffusion's order) covers rows

@@ -38,7 +38,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from jsonargparse import lazy_instance
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from syncsde.animation import readings_animation
@@ -47,8 +46,8 @@ from syncsde.backbones.upscaler import IFUpscaler
 from syncsde.coupling import Canonical, Coupling, SyncProblem
 from syncsde.errors import InputError
 from syncsde.sampler import sample_generator
-from syncsde.strategies import Strategy, SyncSDE
-from syncsde.task import SampleOutput, SyncTask
+from syncsde.strategies import Strategy
+from syncsde.task import DEFAULT_STRATEGY, SampleOutput, SyncTask
 from syncsde.views import View, get_view
 
 
@@ -120,7 +119,7 @@ class AmbiguousImage(SyncTask):
     def __init__(
         self,
         backbone: Backbone,
-        strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
+        strategy: Strategy = DEFAULT_STRATEGY,
         view: str | list[str] = "rotate_cw",
         upscaler: IFUpscaler | None = None,
         stage2_scheduler: Literal["own", "stage1"] = "own",
@@ -129,22 +128,10 @@ class AmbiguousImage(SyncTask):
         init_from_canonical: bool = False,
         num_inference_steps: PositiveInt = 30,
         guidance_scale: float = 10.0,
-        negative_prompt: str = "",
-        sampler_dtype: Literal["float32", "float16"] = "float32",
-        sampler: Literal["ddim", "ddpm"] = "ddim",
-        max_batch: PositiveInt | None = None,
-        progress: bool = True,
+        **kwargs,
     ):
         super().__init__(
-            backbone,
-            strategy,
-            num_inference_steps,
-            guidance_scale,
-            negative_prompt,
-            sampler_dtype=sampler_dtype,
-            sampler=sampler,
-            max_batch=max_batch,
-            progress=progress,
+            backbone, strategy, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **kwargs
         )
         self.view_name = view
         self.view_names = ["identity", view] if isinstance(view, str) else list(view)
@@ -173,11 +160,11 @@ class AmbiguousImage(SyncTask):
             if len(views) != n:
                 raise InputError(
                     f"sample {s['sample_id']} has {n} prompts but {len(views)} views; give one view per prompt "
-                    "(model.init_args.view as a list, or the record's views)"
+                    "(model.view as a list, or the record's views)"
                 )
             out.append(views)
         if len({len(v) for v in out}) > 1:
-            raise InputError("samples of one batch have different numbers of prompts; use data.init_args.batch_size 1")
+            raise InputError("samples of one batch have different numbers of prompts; use data.batch_size 1")
         return out
 
     def trajectory_prompts(self, batch):

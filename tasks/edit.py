@@ -24,7 +24,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jsonargparse import lazy_instance
 from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from PIL import Image
 
@@ -42,8 +41,8 @@ from syncsde.coupling import Coupling, SyncProblem
 from syncsde.errors import InputError
 from syncsde.masks import load_image
 from syncsde.sampler import invert, invert_official, sample, sample_generator
-from syncsde.strategies import Independent, Strategy, SyncSDE
-from syncsde.task import SampleOutput, SyncTask
+from syncsde.strategies import Independent, Strategy
+from syncsde.task import DEFAULT_STRATEGY, SampleOutput, SyncTask
 
 
 class ImageEdit(SyncTask):
@@ -64,11 +63,13 @@ class ImageEdit(SyncTask):
     """
 
     task_name = "edit"
+    needs = frozenset({"images", "vp_schedule", "unet_attention"})  # DDIM inversion; the attention mask
+    provides = frozenset({"couplings"})
 
     def __init__(
         self,
         backbone: Backbone,
-        strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
+        strategy: Strategy = DEFAULT_STRATEGY,
         mask_threshold: ClosedUnitInterval = 0.3,
         mask_res: PositiveInt = 16,
         captioner: Captioner | None = None,
@@ -76,26 +77,10 @@ class ImageEdit(SyncTask):
         clip_model: str = "openai/clip-vit-base-patch32",
         source_tokens: Literal["subtokens", "word_index"] = "subtokens",
         inversion: Literal["exact", "official"] = "exact",
-        num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 5.0,
-        sampler_dtype: Literal["float32", "float16"] = "float32",
-        max_batch: PositiveInt | None = None,
-        progress: bool = True,
+        **kwargs,
     ):
-        super().__init__(
-            backbone,
-            strategy,
-            num_inference_steps,
-            guidance_scale,
-            "",
-            sampler_dtype=sampler_dtype,
-            max_batch=max_batch,
-            progress=progress,
-        )
-        if not hasattr(backbone, "unet"):
-            raise InputError(
-                "editing records attention inside a diffusers UNet: use a DiffusersBackbone/StableDiffusion"
-            )
+        super().__init__(backbone, strategy, guidance_scale=guidance_scale, negative_prompt="", **kwargs)
         for name, value, allowed in (
             ("missing_word", missing_word, ("clip", "error")),
             ("source_tokens", source_tokens, ("subtokens", "word_index")),
@@ -157,7 +142,7 @@ class ImageEdit(SyncTask):
             if not prompt:
                 if self.captioner is None:
                     raise InputError(
-                        f"record for '{s['image']}' has no prompt; add \"prompt\" or set model.init_args.captioner"
+                        f"record for '{s['image']}' has no prompt; add \"prompt\" or set model.captioner"
                     )
                 prompt = self.captioner([img])[0]
             index, match = self.source_word(prompt, s["source_word"])
@@ -206,9 +191,7 @@ class ImageEdit(SyncTask):
 
     def problem(self, batch):
         m = torch.stack([s["mask"] for s in batch]).to(self.device)
-        return SyncProblem(
-            3, [Coupling(1, 0, None, 1 - m), Coupling(2, 0, None, 1 - m), Coupling(2, 1, None, m)], {"masks": m}
-        )
+        return SyncProblem(3, [Coupling(1, 0, None, 1 - m), Coupling(2, 0, None, 1 - m), Coupling(2, 1, None, m)])
 
     def assemble(self, x0, batch):
         edited, recon = self.backbone.decode(x0[:, 2]), self.backbone.decode(x0[:, 0])

@@ -9,18 +9,15 @@ The output is x^3. Trajectory indices here are 0-based: 0 background, 1 object, 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from jsonargparse import lazy_instance
 from jsonargparse.typing import PositiveInt
 
 from syncsde.backbones.base import Backbone
-from syncsde.coupling import Canonical, Coupling, SyncProblem
+from syncsde.coupling import Canonical, Coupling, Regions, SyncProblem
 from syncsde.masks import load_mask
-from syncsde.strategies import Strategy, SyncSDE
-from syncsde.task import SampleOutput, SyncTask
+from syncsde.strategies import Strategy
+from syncsde.task import DEFAULT_STRATEGY, SampleOutput, SyncTask
 
 
 class RegionCanonical(Canonical):
@@ -42,31 +39,19 @@ class MaskTextToImage(SyncTask):
     save_trajectories: also save the decoded background and object trajectories."""
 
     task_name = "mask_t2i"
+    needs = frozenset({"images"})  # the sampler alone: VP and flow-matching models
+    provides = frozenset({"couplings", "canonical", "regions"})
 
     def __init__(
         self,
         backbone: Backbone,
-        strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
+        strategy: Strategy = DEFAULT_STRATEGY,
         height: PositiveInt | None = None,
         width: PositiveInt | None = None,
         save_trajectories: bool = False,
-        num_inference_steps: PositiveInt = 50,
-        guidance_scale: float = 7.5,
-        negative_prompt: str = "",
-        sampler_dtype: Literal["float32", "float16"] = "float32",
-        max_batch: PositiveInt | None = None,
-        progress: bool = True,
+        **kwargs,
     ):
-        super().__init__(
-            backbone,
-            strategy,
-            num_inference_steps,
-            guidance_scale,
-            negative_prompt,
-            sampler_dtype=sampler_dtype,
-            max_batch=max_batch,
-            progress=progress,
-        )
+        super().__init__(backbone, strategy, **kwargs)
         self.height, self.width = height or self.native_size, width or self.native_size
         self.save_trajectories = save_trajectories
 
@@ -94,9 +79,7 @@ class MaskTextToImage(SyncTask):
         canonical = RegionCanonical(
             torch.stack([1 - m, m, torch.zeros_like(m)], dim=1), (self.backbone.channels, *self.latent_size)
         )
-        return SyncProblem(
-            3, couplings, {"masks": m, "foreground": {1: m}, "encode_colours": self.encode_colours}, canonical
-        )
+        return SyncProblem(3, couplings, canonical, Regions({1: m}, self.encode_colours))
 
     def encode_colours(self, colours: torch.Tensor) -> torch.Tensor:
         """Uniform-colour images (K, 3) in [0, 1] at the output size → the backbone's working space."""

@@ -57,6 +57,7 @@ from syncsde.mesh.projection import (
 from syncsde.mesh.raster import GBuffer, rasterize
 from syncsde.mesh.texture import bake as splat_bake
 from syncsde.mesh.texture import cosine_weight, render, voronoi_fill
+from syncsde.registry import check_backbone
 from syncsde.schedule import Schedule, Step, gamma
 from syncsde.strategies import Strategy, SyncSDE
 from syncsde.task import SampleOutput, SyncTask
@@ -255,7 +256,7 @@ class MeshTexturing(SyncTask):
     def __init__(
         self,
         backbone: Backbone,
-        strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0, sync_t_min=200),
+        strategy: Strategy = lazy_instance(SyncSDE, sync_t_min=200),
         view_size: PositiveInt = 768,
         latent_texture_size: PositiveInt = 1536,
         rgb_texture_size: PositiveInt = 1024,
@@ -280,14 +281,11 @@ class MeshTexturing(SyncTask):
         sampler: Literal["ddim", "ddpm"] = "ddpm",
         negative_prompt: str = "oversmoothed, blurry, depth of field, out of focus, low quality, bloom, "
         "glowing effect.",
-        sampler_dtype: Literal["float32", "float16"] = "float32",
-        progress: bool = True,
-        parallel: Literal["samples", "windows"] = "samples",
-        window_batch: PositiveInt | None = None,
+        **kwargs,
     ):
         super().__init__(
-            backbone, strategy, num_inference_steps, guidance_scale, negative_prompt, sampler=sampler,
-            sampler_dtype=sampler_dtype, progress=progress, parallel=parallel, window_batch=window_batch,
+            backbone, strategy, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt, sampler=sampler, **kwargs,
         )  # fmt: skip
         if bake not in ("projection", "splat"):
             raise InputError(f"bake must be 'projection' (official) or 'splat', got {bake!r}")
@@ -301,24 +299,21 @@ class MeshTexturing(SyncTask):
             rgb_texture_size,
         )
         if views is not None and not views:
-            raise InputError("--model.init_args.views is empty; give (elevation, azimuth) pairs, or unset it")
+            raise InputError("--model.views is empty; give (elevation, azimuth) pairs, or unset it")
         if fov >= 180:
-            raise InputError(f"--model.init_args.fov {fov}: give a field of view below 180 degrees (the paper: 60)")
+            raise InputError(f"--model.fov {fov}: give a field of view below 180 degrees (the paper: 60)")
         self.views, self.distance, self.fov = [tuple(v) for v in (views or PAPER_VIEWS)], distance, fov
         self.prompt_prefix, self.use_suffix, self.final_exponent = prompt_prefix, view_suffix, final_exponent
         self.keep_uv, self.T, self.gamma_steps, self.turntable_frames = keep_uv, T, gamma_steps, turntable_frames
         self.load_options = (keep_uv, up_axis, flip_uv, merge_parts)
         self.bake, self.coupling_mask, self.multiview_attention = bake, coupling_mask, multiview_attention
+        if multiview_attention:
+            check_backbone(self, backbone, {"unet_attention"}, "multiview_attention")
         self.attention = None  # the multi-view attention of the last sampling (its exchanges count the bytes sent)
 
     def _sample(self, batch, x_T):
         if not self.multiview_attention:
             return super()._sample(batch, x_T)
-        if not hasattr(self.backbone, "unet"):
-            raise InputError(
-                f"multiview_attention needs a UNet backbone, and {type(self.backbone).__name__} has none; "
-                "set --model.init_args.multiview_attention false"
-            )
         from syncsde.mesh.attention import MultiViewAttention
 
         self.attention = MultiViewAttention.of(self.views)
@@ -331,7 +326,7 @@ class MeshTexturing(SyncTask):
     def network_calls(self, calls, what):
         """Each call with the depth control of its own views (a ControlNet backbone); with multi-view attention, the
         calls run together and exchange keys/values at every self-attention layer (:mod:`syncsde.mesh.attention`)."""
-        if hasattr(self.backbone, "control_rows"):
+        if "controlnet" in self.backbone.abilities:
             calls = [call._replace(run=partial(self._controlled, call)) for call in calls]
         if not self.multiview_attention:
             return super().network_calls(calls, what)
@@ -365,7 +360,7 @@ class MeshTexturing(SyncTask):
 
     def prepare(self, batch):
         records = [{**s, "geometry": self.geometry(s)} for s in batch]
-        if hasattr(self.backbone, "set_control"):
+        if "controlnet" in self.backbone.abilities:
             depth = [depth_image(g) for s in records for g in s["geometry"].pixel]
             self.backbone.set_control(torch.stack(depth).to(self.device), [step.t for step in self.schedule().steps])
         return records
@@ -400,7 +395,7 @@ class MeshTexturing(SyncTask):
                 weight = torch.stack([m[i - 1][1] for m in maps]).view(len(geos), 1, h, h)
                 couplings.append(Coupling(i, full[:i], f, weight))
         canonical = MeshCanonical(geos, self.backbone.channels, self.bake, self.device)
-        return SyncProblem(len(self.views), couplings, {"geometries": geos}, canonical)
+        return SyncProblem(len(self.views), couplings, canonical)
 
     def assemble(self, x0, batch):
         outs = []

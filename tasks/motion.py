@@ -24,7 +24,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from jsonargparse import lazy_instance
 from jsonargparse.typing import PositiveInt
 
 from syncsde.backbones.base import Backbone
@@ -33,8 +32,8 @@ from syncsde.errors import InputError
 from syncsde.motion.bvh import motion_bvh
 from syncsde.motion.humanml import ROTATIONS
 from syncsde.motion.render import filmstrip, skeleton_frames
-from syncsde.strategies import Strategy, SyncSDE
-from syncsde.task import SampleOutput, SyncTask
+from syncsde.strategies import Strategy
+from syncsde.task import DEFAULT_STRATEGY, SampleOutput, SyncTask
 from syncsde.windows import Windows
 
 
@@ -48,11 +47,12 @@ class LongMotion(SyncTask):
     """
 
     task_name = "motion"
+    needs = frozenset({"joints", "vp_schedule"})
 
     def __init__(
         self,
         backbone: Backbone,
-        strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
+        strategy: Strategy = DEFAULT_STRATEGY,
         segment_frames: PositiveInt = 120,
         overlap: PositiveInt = 30,
         init_from_canonical: bool = True,
@@ -60,26 +60,12 @@ class LongMotion(SyncTask):
         smpl_model_type: Literal["smpl", "smplh", "smplx"] = "smpl",
         render_size: PositiveInt = 160,
         filmstrip_every: PositiveInt = 15,
-        num_inference_steps: PositiveInt = 50,
         guidance_scale: float = 2.5,
-        sampler_dtype: Literal["float32", "float16"] = "float32",
-        max_batch: PositiveInt | None = None,
-        progress: bool = True,
+        **kwargs,
     ):
-        super().__init__(
-            backbone,
-            strategy,
-            num_inference_steps,
-            guidance_scale,
-            "",
-            sampler_dtype=sampler_dtype,
-            max_batch=max_batch,
-            progress=progress,
-        )
+        super().__init__(backbone, strategy, guidance_scale=guidance_scale, negative_prompt="", **kwargs)
         if not 0 < overlap < segment_frames:
             raise InputError(f"overlap {overlap} must be between 1 and segment_frames − 1 ({segment_frames - 1})")
-        if not hasattr(backbone, "to_joints"):
-            raise InputError(f"backbone {backbone.name} is not a motion model (it has no to_joints)")
         if smpl_model is not None:
             from syncsde.motion.smpl import check_model_path
 
@@ -96,7 +82,7 @@ class LongMotion(SyncTask):
     def segments(self, batch) -> int:
         counts = {len(s["texts"]) for s in batch}
         if len(counts) > 1:
-            raise InputError("samples of one batch have different numbers of segments; use data.init_args.batch_size 1")
+            raise InputError("samples of one batch have different numbers of segments; use data.batch_size 1")
         return counts.pop()
 
     def trajectory_prompts(self, batch):

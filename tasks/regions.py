@@ -25,15 +25,13 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from jsonargparse import lazy_instance
-from jsonargparse.typing import PositiveInt
 
 from syncsde.backbones.base import Backbone
-from syncsde.coupling import Coupling, SyncProblem
+from syncsde.coupling import Coupling, Regions, SyncProblem
 from syncsde.errors import InputError
 from syncsde.masks import load_mask
-from syncsde.strategies import Strategy, SyncSDE
-from syncsde.task import SampleOutput
+from syncsde.strategies import Strategy
+from syncsde.task import DEFAULT_STRATEGY, SampleOutput
 from syncsde.tasks.mask_t2i import MaskTextToImage, RegionCanonical
 
 # a distinct colour per region for the masks picture (background black)
@@ -60,35 +58,16 @@ class RegionTextToImage(MaskTextToImage):
     (:class:`syncsde.data.RegionPromptDataModule`). ``save_trajectories`` saves the decoded background and regions."""
 
     task_name = "regions"
+    needs = frozenset({"images", "vp_schedule"})
 
     def __init__(
         self,
         backbone: Backbone,
-        strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
-        height: PositiveInt | None = None,
-        width: PositiveInt | None = None,
+        strategy: Strategy = DEFAULT_STRATEGY,
         overlap: Literal["share", "last"] = "share",
-        save_trajectories: bool = False,
-        num_inference_steps: PositiveInt = 50,
-        guidance_scale: float = 7.5,
-        negative_prompt: str = "",
-        sampler_dtype: Literal["float32", "float16"] = "float32",
-        max_batch: PositiveInt | None = None,
-        progress: bool = True,
+        **kwargs,
     ):
-        super().__init__(
-            backbone,
-            strategy,
-            height=height,
-            width=width,
-            save_trajectories=save_trajectories,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt,
-            sampler_dtype=sampler_dtype,
-            max_batch=max_batch,
-            progress=progress,
-        )
+        super().__init__(backbone, strategy, **kwargs)
         region_weights(torch.ones(1, 1, 1, 1, 1), overlap)  # validates the rule
         self.overlap = overlap
 
@@ -133,12 +112,8 @@ class RegionTextToImage(MaskTextToImage):
         couplings += [Coupling(whole, k, None, parts[:, k - 1]) for k in range(1, K + 1)]
         weights = torch.cat([outside[:, None], parts, torch.zeros_like(outside)[:, None]], dim=1)
         canonical = RegionCanonical(weights, (self.backbone.channels, *self.latent_size))
-        extra = {
-            "masks": m,
-            "foreground": {k: m[:, k - 1] for k in range(1, K + 1)},
-            "encode_colours": self.encode_colours,
-        }
-        return SyncProblem(K + 2, couplings, extra, canonical)
+        regions = Regions({k: m[:, k - 1] for k in range(1, K + 1)}, self.encode_colours)
+        return SyncProblem(K + 2, couplings, canonical, regions)
 
     def assemble(self, x0, batch):
         K = self.count(batch)

@@ -16,7 +16,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from jsonargparse import lazy_instance
 from jsonargparse.typing import PositiveFloat, PositiveInt
 from torch import Tensor
 
@@ -25,8 +24,8 @@ from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError
 from syncsde.masks import load_image
 from syncsde.sphere import VIEW_SETS, Sphere, perspective
-from syncsde.strategies import Strategy, SyncSDE
-from syncsde.task import SampleOutput, SyncTask
+from syncsde.strategies import Strategy
+from syncsde.task import DEFAULT_STRATEGY, SampleOutput, SyncTask
 
 # the viewer picture: perspective crops (elevation, azimuth) of the finished panorama
 VIEWER = [(0.0, 0.0), (0.0, 90.0), (0.0, 180.0), (0.0, -90.0), (90.0, 0.0), (-90.0, 0.0)]
@@ -57,7 +56,7 @@ class SpherePanorama(SyncTask):
     def __init__(
         self,
         backbone: Backbone,
-        strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
+        strategy: Strategy = DEFAULT_STRATEGY,
         views: str | list[tuple[float, float]] = "sphere",
         fov: PositiveFloat = 72.0,
         height: PositiveInt = 1024,
@@ -67,22 +66,9 @@ class SpherePanorama(SyncTask):
         prompt_prefix: str = "Best quality, extremely detailed ",
         viewer_size: PositiveInt = 256,
         num_inference_steps: PositiveInt = 30,
-        guidance_scale: float = 7.5,
-        negative_prompt: str = "",
-        sampler_dtype: Literal["float32", "float16"] = "float32",
-        max_batch: PositiveInt | None = None,
-        progress: bool = True,
+        **kwargs,
     ):
-        super().__init__(
-            backbone,
-            strategy,
-            num_inference_steps,
-            guidance_scale,
-            negative_prompt,
-            sampler_dtype=sampler_dtype,
-            max_batch=max_batch,
-            progress=progress,
-        )
+        super().__init__(backbone, strategy, num_inference_steps=num_inference_steps, **kwargs)
         if isinstance(views, str):
             if views not in VIEW_SETS:
                 raise InputError(f"views must be one of {', '.join(VIEW_SETS)} or a list of (elevation, azimuth)")
@@ -99,7 +85,7 @@ class SpherePanorama(SyncTask):
 
     def prepare(self, batch):
         """The views' control images from each record's equirectangular ``depth`` picture (ControlNet backbones)."""
-        control = hasattr(self.backbone, "set_control")
+        control = "controlnet" in self.backbone.abilities
         if any("depth" in s for s in batch) and not control:
             raise InputError(
                 "records give depth pictures, but the backbone has no ControlNet; use "

@@ -6,8 +6,6 @@ model's quality is measured with it.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from jsonargparse import lazy_instance
 from jsonargparse.typing import PositiveInt
@@ -23,6 +21,8 @@ class TextToImage(SyncTask):
     size); sampler: ``ddim`` (the default, as the synchronized tasks) or ``ddpm``."""
 
     task_name = "text_to_image"
+    needs = frozenset({"images"})
+    provides = frozenset()  # one trajectory: nothing to synchronize
 
     def __init__(
         self,
@@ -30,23 +30,9 @@ class TextToImage(SyncTask):
         strategy: Strategy = lazy_instance(Independent),
         height: PositiveInt | None = None,
         width: PositiveInt | None = None,
-        num_inference_steps: PositiveInt = 50,
-        guidance_scale: float = 7.5,
-        negative_prompt: str = "",
-        sampler: Literal["ddim", "ddpm"] = "ddim",
-        max_batch: PositiveInt | None = None,
-        progress: bool = True,
+        **kwargs,
     ):
-        super().__init__(
-            backbone,
-            strategy,
-            num_inference_steps,
-            guidance_scale,
-            negative_prompt,
-            sampler=sampler,
-            max_batch=max_batch,
-            progress=progress,
-        )
+        super().__init__(backbone, strategy, **kwargs)
         self.height, self.width = height or self.native_size, width or self.native_size
 
     def trajectory_prompts(self, batch):

@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from jsonargparse import lazy_instance
 from jsonargparse.typing import PositiveInt
 from torch import Tensor
 
@@ -33,8 +32,8 @@ from syncsde.backbones.base import Backbone
 from syncsde.backbones.diffusers import VaeTiling
 from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError
-from syncsde.strategies import Strategy, SyncSDE
-from syncsde.task import SampleOutput, SyncTask
+from syncsde.strategies import Strategy
+from syncsde.task import DEFAULT_STRATEGY, SampleOutput, SyncTask
 from syncsde.windows import Grid
 
 
@@ -56,12 +55,13 @@ class WideImage(SyncTask):
     """
 
     task_name = "wide_image"
+    needs = frozenset({"images"})  # the sampler alone: VP and flow-matching models
     window_parallel = True
 
     def __init__(
         self,
         backbone: Backbone,
-        strategy: Strategy = lazy_instance(SyncSDE, inv_lambda=5.0),
+        strategy: Strategy = DEFAULT_STRATEGY,
         height: PositiveInt = 512,
         width: PositiveInt = 2048,
         stride: PositiveInt = 128,
@@ -71,27 +71,9 @@ class WideImage(SyncTask):
         assembly: Literal["overwrite", "nearest", "feather"] = "overwrite",
         canonical_blend: Literal["mean", "feather"] = "mean",
         vae_tiling: VaeTiling = VaeTiling(),
-        num_inference_steps: PositiveInt = 50,
-        guidance_scale: float = 7.5,
-        negative_prompt: str = "",
-        sampler_dtype: Literal["float32", "float16"] = "float32",
-        max_batch: PositiveInt | None = None,
-        progress: bool = True,
-        parallel: Literal["samples", "windows"] = "samples",
-        window_batch: PositiveInt | None = None,
+        **kwargs,
     ):
-        super().__init__(
-            backbone,
-            strategy,
-            num_inference_steps,
-            guidance_scale,
-            negative_prompt,
-            sampler_dtype=sampler_dtype,
-            max_batch=max_batch,
-            progress=progress,
-            parallel=parallel,
-            window_batch=window_batch,
-        )
+        super().__init__(backbone, strategy, **kwargs)
         self.height, self.width, self.stride = height, width, stride
         self.vertical_stride = vertical_stride or stride
         self.circular, self.init_from_canonical = circular, init_from_canonical

@@ -7,9 +7,9 @@ from syncsde.backbones import DeepFloydIF, GaussianBackbone
 from syncsde.backbones.upscaler import IFUpscaler
 from syncsde.coupling import coupling_residuals
 from syncsde.strategies import Independent, SyncSDE
+from syncsde.tasks import AmbiguousImage
 from syncsde.testing import save_tiny_if, save_tiny_if_upscaler
 from syncsde.views import get_view
-from syncsde.tasks import AmbiguousImage
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import torch
 from syncsde.backbones import GaussianBackbone, StableDiffusion
 from syncsde.errors import InputError
 from syncsde.strategies import Independent, MultiDiffusion, SyncSDE, SyncTweedies
-from syncsde.testing import save_tiny_sd
 from syncsde.tasks import AmbiguousImage, WideImage
+from syncsde.testing import save_tiny_sd
 
 BATCH = [{"prompt": "a wide valley", "sample_id": 0, "seed": 0}]
 

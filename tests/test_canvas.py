@@ -8,8 +8,8 @@ from syncsde.backbones.diffusers import VaeTiling
 from syncsde.coupling import coupling_residuals
 from syncsde.errors import InputError
 from syncsde.strategies import Independent, MultiDiffusion, SyncSDE, SyncTweedies
-from syncsde.windows import Grid, Windows
 from syncsde.tasks import WideImage
+from syncsde.windows import Grid, Windows
 
 GRIDS = [
     dict(size=(24, 40), window=(8, 8), stride=(4, 8)),

@@ -1,15 +1,14 @@
 """The comparison command: every method of the README's methods table on every task it lists, on the tiny configs."""
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 from PIL import Image
 
-from syncsde.evaluation.compare import METHODS, main, task_of
 from syncsde.errors import InputError
+from syncsde.evaluation.compare import main, methods, task_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +24,7 @@ def test_compare_wide_methods(tmp_path, tiny_sd_dir):
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "cmp"
     summary = main(["--config", str(path), "--output_dir", str(out)])
-    assert set(summary["methods"]) == set(METHODS["wide_image"])
+    assert set(summary["methods"]) == set(methods("wide_image"))
     md = json.loads((out / "multidiffusion" / "00000.json").read_text())
     assert md["method"] == "multidiffusion" and md["stride"] == 8  # window/8 for this 64 px backbone
     grid = Image.open(out / "grid.png")
@@ -51,7 +50,16 @@ TINY_CONFIG = {
     "motion": "motion",
 }
 # what each method's folder records as its strategy (sidecar "method")
-STRATEGY_NAME = {"syncmvd": "synctweedies", "averaging": "multidiffusion"}
+STRATEGY_NAME = {"syncmvd": "synctweedies", "multidiffusion_bootstrap": "multidiffusion"}
+# the comparison of each task: the config's SyncSDE and the paper's baselines
+METHODS = {
+    "wide_image": ["syncsde", "independent", "synctweedies", "multidiffusion"],
+    "mask_t2i": ["syncsde", "independent", "synctweedies", "multidiffusion_bootstrap"],
+    "ambiguous": ["syncsde", "independent", "synctweedies", "visual_anagrams"],
+    "edit": ["syncsde", "independent"],
+    "mesh": ["syncsde", "independent", "syncmvd"],
+    "motion": ["syncsde", "independent", "synctweedies", "multidiffusion"],
+}
 
 
 @pytest.mark.parametrize("task", list(METHODS))
@@ -60,44 +68,21 @@ def test_compare_runs_every_method_on_the_tiny_config(task, tmp_path, monkeypatc
     out = tmp_path / task
     args = ["--model.init_args.num_inference_steps", "2", "--trainer.enable_progress_bar", "false"]
     summary = main(["--config", f"configs/tiny/{TINY_CONFIG[task]}.yaml", "--output_dir", str(out), *args])
-    assert list(summary["methods"]) == list(METHODS[task])
+    assert list(summary["methods"]) == METHODS[task] == methods(task)
     for method, r in summary["methods"].items():
         assert r["num_samples"] >= 2
         assert json.loads((out / method / "00000.json").read_text())["method"] == STRATEGY_NAME.get(method, method)
     assert Image.open(out / "grid.png").height >= 26 + 2 * 192
 
 
-# README method label -> METHODS key; README task words -> task names
-README_METHODS = [
-    ("MultiDiffusion region-based", "multidiffusion"),
-    ("MultiDiffusion", "multidiffusion"),
-    ("SyncSDE", "syncsde"),
-    ("independent", "independent"),
-    ("SyncTweedies", "synctweedies"),
-    ("Visual Anagrams", "visual_anagrams"),
-    ("averaging on the overlaps", "averaging"),
-    ("SyncMVD", "syncmvd"),
-]
-README_TASKS = {
-    "wide": "wide_image",
-    "mask": "mask_t2i",
-    "ambiguous": "ambiguous",
-    "edit": "edit",
-    "mesh": "mesh",
-    "motion": "motion",
-}
+def test_the_methods_table_is_generated_from_the_registry():
+    """The docs' methods table is `syncsde methods --markdown`, written by the docs tooling: every registered method
+    and, for each, the tasks it applies to."""
+    from syncsde.cli import methods_table
 
-
-def test_readme_methods_table_matches_the_comparison():
-    text = (ROOT / "README.md").read_text()
-    table = text[text.index("## Methods") :].split("\n\n")[2]
-    listed = set()
-    for row in table.splitlines()[2:]:
-        label, _, tasks = (c.strip() for c in row.strip("|").split("|"))
-        method = next(key for prefix, key in README_METHODS if label.startswith(prefix))
-        words = re.findall(r"[a-z]+", tasks)
-        names = list(METHODS) if tasks == "all" else [README_TASKS[w] for w in words if w in README_TASKS]
-        assert names, f"no task in README row {row!r}"
-        listed |= {(task, method) for task in names}
-    in_compare = {(task, method) for task, methods in METHODS.items() for method in methods}
-    assert listed == in_compare, f"README only: {listed - in_compare}; compare only: {in_compare - listed}"
+    table = methods_table(markdown=True)
+    for task, names in METHODS.items():
+        for name in names[1:]:
+            row = next(line for line in table.splitlines() if line.startswith(f"| `--method {name}`"))
+            assert task in row.split("|")[3], (name, task)
+    assert "| `--method canonical` |" in table and "edit" not in table.split("--method canonical")[1].split("\n")[0]

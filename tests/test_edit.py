@@ -23,8 +23,8 @@ from syncsde.errors import InputError
 from syncsde.sampler import invert, sample
 from syncsde.schedule import Schedule
 from syncsde.strategies import Independent, SyncSDE
-from syncsde.testing import byte_level_clip_tokenizer
 from syncsde.tasks import ImageEdit
+from syncsde.testing import byte_level_clip_tokenizer
 
 
 def test_edit_mask_on_constructed_attention():

@@ -242,7 +242,7 @@ def test_incremental_coupling_gives_the_same_samples(tiny_cn, monkeypatch):
             Coupling(i, tuple(range(i)), lambda e, i=i: old.joint_render(e[0], i)[None], old.covered(i)[None, None])
             for i in range(1, 10)
         ]
-        return SyncProblem(10, couplings, {}, Previous())
+        return SyncProblem(10, couplings, canonical=Previous())
 
     options = dict(bake="splat", multiview_attention=False, num_inference_steps=5)
     for strategy in (SyncSDE(1.0, sync_t_min=0), SyncTweedies(case=5)):

@@ -15,8 +15,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from syncsde.evaluation.benchmarks.readme import ROOT, write_result
 from syncsde.backbones import StableDiffusion
+from syncsde.evaluation.benchmarks.readme import ROOT, write_result
 from syncsde.io import atomic_write, to_pil
 from syncsde.strategies import Independent, SyncSDE
 from syncsde.tasks import RegionTextToImage, SpherePanorama, WideImage

@@ -12,9 +12,9 @@ spend several steps at SNRs below SD's ᾱ_T, where c_t per unit of 1/λ is abou
 
 from __future__ import annotations
 
-from syncsde.evaluation.benchmarks.readme import write_result
 from syncsde.backbones.flux import Flux
 from syncsde.backbones.sd3 import StableDiffusion3
+from syncsde.evaluation.benchmarks.readme import write_result
 from syncsde.schedule import SD_SCHEDULER, Schedule, inv_lambda_schedule
 
 # the scheduler_config.json of each checkpoint on the hub (the keys that set the schedule)

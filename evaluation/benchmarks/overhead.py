@@ -30,11 +30,11 @@ from unittest import mock
 import torch
 
 import syncsde.task
-from syncsde.evaluation.benchmarks.readme import write_result
 from syncsde.backbones import StableDiffusion
+from syncsde.evaluation.benchmarks.readme import write_result
 from syncsde.strategies import Independent, SyncSDE
-from syncsde.testing import save_tiny_sd
 from syncsde.tasks import WideImage
+from syncsde.testing import save_tiny_sd
 
 
 class StepTimer:

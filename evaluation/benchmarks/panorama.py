@@ -63,8 +63,8 @@ def main(argv=None) -> dict:
 
     from syncsde.backbones import StableDiffusion
     from syncsde.strategies import SyncSDE
-    from syncsde.testing import save_random_sd2
     from syncsde.tasks import WideImage
+    from syncsde.testing import save_random_sd2
 
     with tempfile.TemporaryDirectory() as tmp:
         backbone = StableDiffusion(str(save_random_sd2(Path(tmp) / "sd2")))

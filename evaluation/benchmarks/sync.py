@@ -5,7 +5,7 @@
                                       [--figure notebooks/figures/tiny_wide_methods.png]
 
 Each (task, method) runs ``syncsde predict`` on the task's embedded config (``<configs>/<task config>.yaml``) with that
-method's overrides (:data:`syncsde.evaluation.compare.METHODS`, plus the faithful and the seamless SyncSDE) into
+method's overrides (:func:`syncsde.evaluation.compare.methods`, plus the faithful and the seamless SyncSDE) into
 ``OUTPUT_DIR/<task>/<method>``; finished samples are skipped on a re-run. Wide images are compared with plain
 single-window samples of the same prompts and seeds (``reference_wide.yaml`` into ``OUTPUT_DIR/wide_image/reference``).
 The figures, per folder:
@@ -52,8 +52,8 @@ import torch
 import yaml
 from PIL import Image
 
-from syncsde.evaluation.compare import run_in_process
 from syncsde.errors import InputError
+from syncsde.evaluation.compare import run_in_process
 from syncsde.windows import Windows
 
 STRATEGY = "--model.init_args.strategy"
@@ -119,13 +119,13 @@ ABLATIONS = {
 
 
 def methods(task: str, config: dict, ablation: bool = False) -> dict[str, list[str]]:
-    from syncsde.evaluation.compare import METHODS, overrides
+    from syncsde.evaluation.compare import methods, overrides
 
     if ablation:
         base = [STRATEGY, "syncsde.strategies.SyncSDE"] + option("inv_lambda", syncsde_inv_lambda(config))
         return {name: base + switch for name, switch in ABLATIONS.get(task, {}).items()}
     out = syncsde_variants(task, config)
-    out.update({m: overrides(task, m, config) for m in METHODS[task] if m != "syncsde"})
+    out.update({m: overrides(task, m, config) for m in methods(task) if m != "syncsde"})
     return out
 
 

@@ -6,9 +6,11 @@ import torch
 from torch import Tensor
 
 from syncsde.backbones.base import Backbone
+from syncsde.registry import register
 from syncsde.schedule import SD_SCHEDULER, flow_state
 
 
+@register("backbone", "gaussian")
 class GaussianBackbone(Backbone):
     """Data x₀ ~ N(mean, std² I) element-wise, so E[ε | x_t] = σ_t (x_t − α_t·mean)/(α_t² std² + σ_t²) exactly.
 
@@ -47,6 +49,7 @@ class GaussianBackbone(Backbone):
             }
             abar = torch.zeros(0)
         self.prediction_type = "epsilon" if flow_shift is None else "flow"
+        self.abilities = frozenset({"images", "vp_schedule" if flow_shift is None else "flow_matching"})
         self.register_buffer("alphas_cumprod", abar, persistent=False)
         self._config = cfg
 

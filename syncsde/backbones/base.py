@@ -54,14 +54,17 @@ class Backbone(nn.Module):
       timesteps, or the float 1000·σ of flow schedules);
     - ``decode(z)`` to images in [0, 1] and ``encode(images)`` back (identity-like in pixel space).
 
+    Declare ``abilities`` (:data:`syncsde.registry.ABILITIES`): what the backbone can do, which tasks check against
+    what they need (:func:`syncsde.registry.check`). The default is an image model on a VP schedule.
+
     Optional: ``schedule(...)`` when the inference schedule depends on more than the config (Flux's
-    resolution-dependent shift); ``guidance_distilled`` for models distilled from guidance (Flux: no unconditional
-    branch; ``forward(..., guidance=w)`` gets the guidance scale, an input of Flux-dev's network); ``tasks``, the
-    task names the backbone can serve (None = all).
+    resolution-dependent shift); ``adapt_dtype(device)`` to choose a dtype once the device is known; the ability
+    ``guidance_distilled`` for models distilled from guidance (Flux: no unconditional branch;
+    ``forward(..., guidance=w)`` gets the guidance scale, an input of Flux-dev's network).
 
     Classifier-free guidance, prediction-type conversion and batching are done by :func:`guided_eps`. A backbone
-    with learned variance may return 2C channels (ε-part, variance part) when ``return_variance`` is set; strategies
-    that use them (Visual Anagrams) declare ``needs_variance``.
+    with the ability ``learned_variance`` returns 2C channels (ε-part, variance part); :func:`guided_eps` keeps the
+    variance part only for strategies that use it (Visual Anagrams: ``Strategy.uses``).
     """
 
     channels: int = 4
@@ -69,9 +72,7 @@ class Backbone(nn.Module):
     scale_factor: int = 1
     prediction_type: str = "epsilon"
     name: str = "backbone"
-    return_variance: bool = False
-    guidance_distilled: bool = False
-    tasks: tuple[str, ...] | None = None
+    abilities: frozenset[str] = frozenset({"images", "vp_schedule"})
 
     def scheduler_config(self) -> dict:
         raise NotImplementedError
@@ -86,6 +87,14 @@ class Backbone(nn.Module):
     ) -> Schedule:
         """The inference schedule for trajectories of working-space ``shape`` (C, h, w) (None: the native size)."""
         return Schedule.from_config(self.scheduler_config(), num_inference_steps, kind, eta, T, model=self.name)
+
+    @property
+    def guidance_distilled(self) -> bool:
+        """Distilled from guidance: no unconditional branch; the guidance scale is a network input."""
+        return "guidance_distilled" in self.abilities
+
+    def adapt_dtype(self, device: torch.device) -> None:
+        """Choose the dtype once the device is known (default: keep it)."""
 
     def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:
         raise NotImplementedError
@@ -113,9 +122,11 @@ def guided_eps(
     uncond: Conditioning | None,
     guidance_scale: float,
     max_batch: int | None = None,
+    variance: bool = False,
 ) -> Tensor:
     """ε = ε_u + w(ε_c − ε_u) for M rows, both branches in ONE network call of 2M rows (SYNCSDE.md §2, §3.1);
-    learned-variance channels, if the backbone returns them, follow ε (from the conditional branch).
+    with ``variance``, the learned-variance channels of a backbone that returns them follow ε (from the conditional
+    branch).
 
     ``x`` is (M, C, H, W) in float32; the network runs in the backbone's dtype; the result is float32. With w = 1 or
     no unconditional context only the conditional branch is run; a guidance-distilled backbone
@@ -130,6 +141,8 @@ def guided_eps(
     ctx = cat_rows(uncond, cond) if guided else cond
     t = torch.full((xin.shape[0],), step.t, device=x.device)  # int64 timesteps, or float32 1000σ (flow)
     extra = {"guidance": guidance_scale} if distilled else {}
+    if variance and "learned_variance" in backbone.abilities:
+        extra["variance"] = True
     xin = xin.to(backbone.dtype)
     if max_batch is None or xin.shape[0] <= max_batch:
         out = backbone(xin, t, ctx, **extra)
@@ -138,7 +151,7 @@ def guided_eps(
         out = torch.cat([backbone(a, b, c, **extra) for a, b, c in chunks])
     out = out.float()
     C = x.shape[1]
-    var = out[:, C:]  # learned-variance channels, when the backbone returns them (DeepFloyd IF)
+    var = out[:, C:]  # learned-variance channels (DeepFloyd IF), when asked for
     out = out[:, :C]
     if guided:
         out_u, out_c = out.chunk(2)

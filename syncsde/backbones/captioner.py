@@ -40,7 +40,7 @@ class Captioner(nn.Module):
         except OSError as e:
             raise ModelNotFoundError(
                 f"cannot load captioner '{model}' ({str(e).splitlines()[0][:120]}); download it "
-                "and pass the folder with --model.init_args.captioner.init_args.model DIR"
+                "and pass the folder with --model.captioner.model DIR"
             ) from None
         self.name, self.prompt = model, prompt
         self.generation = dict(num_beams=num_beams, min_length=min_length, max_length=max_length)
@@ -75,7 +75,7 @@ class ClipWords:
         except OSError as e:
             raise ModelNotFoundError(
                 f"cannot load CLIP model '{model}' for the source-word fallback ({str(e).splitlines()[0][:120]}); "
-                "pass a local folder with --model.init_args.clip_model DIR, or set missing_word: error"
+                "pass a local folder with --model.clip_model DIR, or set missing_word: error"
             ) from None
         self.name = model
 

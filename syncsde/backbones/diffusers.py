@@ -23,6 +23,7 @@ from torch import Tensor
 
 from syncsde.backbones.base import Backbone, Conditioning
 from syncsde.errors import InputError, ModelNotFoundError
+from syncsde.registry import register
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # model_index.json pipeline classes (by prefix) of the families with their own backbone; anything else is a plain
@@ -36,7 +37,7 @@ BACKBONES = {
 }
 
 
-def resolve_model(model: str, what: str = "--model.init_args.backbone.init_args.model") -> Path:
+def resolve_model(model: str, what: str = "--model.backbone.model") -> Path:
     """A local diffusers folder for ``model`` — a folder path, a hub id, or ``syncsde:<name>`` for a model shipped
     inside the package (``syncsde:tiny-ldm``) — or a one-line ModelNotFoundError."""
     if model.startswith("syncsde:"):
@@ -84,7 +85,7 @@ def embedded_path(name: str) -> Path:
     return Path(__file__).resolve().parents[1] / "embedded" / name
 
 
-def read_index(folder: Path, option: str = "--model.init_args.backbone.init_args.model") -> dict:
+def read_index(folder: Path, option: str = "--model.backbone.model") -> dict:
     """A diffusers folder's ``model_index.json``, or a one-line ModelNotFoundError."""
     try:
         return json.loads((folder / "model_index.json").read_text())
@@ -97,7 +98,7 @@ def read_index(folder: Path, option: str = "--model.init_args.backbone.init_args
 
 def load_component(folder: Path, name: str):
     """Load one pipeline component by the class ``model_index.json`` names for it, as diffusers itself does."""
-    option = "--model.init_args.backbone.init_args.model"
+    option = "--model.backbone.model"
     entry = read_index(folder, option).get(name)
     if not entry or entry[0] is None:
         return None
@@ -143,7 +144,7 @@ class DiffusersModel(Backbone):
         super().__init__()
         if dtype != "auto" and dtype not in DTYPES:
             raise InputError(
-                f"--model.init_args.backbone.init_args.dtype {dtype!r}: give 'auto' or one of "
+                f"--model.backbone.dtype {dtype!r}: give 'auto' or one of "
                 f"{', '.join(sorted(DTYPES))}"
             )
         self.name = model
@@ -154,7 +155,7 @@ class DiffusersModel(Backbone):
         if family != self.family:
             raise InputError(
                 f"'{model}' is a {self.pipeline_config.get('_class_name')} checkpoint, not one for "
-                f"{type(self).__name__}: use --model.init_args.backbone.class_path "
+                f"{type(self).__name__}: use --model.backbone.class_path "
                 f"syncsde.backbones.{BACKBONES[family]}"
             )
         for name in self.components:
@@ -222,6 +223,7 @@ class DiffusersBackbone(DiffusersModel):
     """
 
     components = ("unet", "vae", "text_encoder", "tokenizer")
+    abilities = frozenset({"images", "vp_schedule", "unet_attention"})
 
     def __init__(self, model: str, dtype: str = "auto"):
         super().__init__(model, dtype)
@@ -229,7 +231,8 @@ class DiffusersBackbone(DiffusersModel):
         cfg = self.unet.config
         self.channels = cfg.in_channels
         self.sample_size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
-        self.learned_variance = cfg.out_channels == 2 * cfg.in_channels
+        if cfg.out_channels == 2 * cfg.in_channels:
+            self.abilities = self.abilities | {"learned_variance"}
         self.scale_factor = self.vae_scale_factor if self.vae is not None else 1
 
     @torch.no_grad()
@@ -248,11 +251,17 @@ class DiffusersBackbone(DiffusersModel):
         """The conditioning keyword arguments of the UNet (and of a ControlNet on it) for rows ``x``."""
         return {"encoder_hidden_states": context.to(x.dtype)}
 
-    def forward(self, x: Tensor, t: Tensor, context: Conditioning) -> Tensor:
+    @property
+    def learned_variance(self) -> bool:
+        return "learned_variance" in self.abilities
+
+    def forward(self, x: Tensor, t: Tensor, context: Conditioning, variance: bool = False) -> Tensor:
+        """The UNet's output; its learned-variance channels (if any) only with ``variance``."""
         out = self.unet(x, t, **self.unet_inputs(x, context)).sample
-        return out[:, : self.channels] if self.learned_variance and not self.return_variance else out
+        return out if variance else out[:, : self.channels]
 
 
+@register("backbone", "sd")
 class StableDiffusion(DiffusersBackbone):
     """Stable Diffusion (1.x, 2.x) through diffusers; default ``stabilityai/stable-diffusion-2-base``."""
 
@@ -264,6 +273,7 @@ class StableDiffusion(DiffusersBackbone):
             )
 
 
+@register("backbone", "deepfloyd_if")
 class DeepFloydIF(DiffusersBackbone):
     """DeepFloyd IF stage I (pixel space, 64², T5 text encoder with its padding mask, learned-variance channels
     dropped: ε = the first 3 output channels). Default ``DeepFloyd/IF-I-M-v1.0`` (gated on the hub: accept its
@@ -403,6 +413,8 @@ class ControlNet:
       0.9 down to 0.7 with the defaults, though documented as increasing; times the same ``controlnet_keep``.
     """
 
+    abilities = DiffusersBackbone.abilities | {"controlnet"}
+
     def __init__(
         self,
         model: str,
@@ -415,11 +427,11 @@ class ControlNet:
     ):
         if scale_schedule not in SCALE_SCHEDULES:
             raise InputError(
-                f"--model.init_args.backbone.init_args.scale_schedule {scale_schedule!r}: choose one of "
+                f"--model.backbone.scale_schedule {scale_schedule!r}: choose one of "
                 f"{', '.join(SCALE_SCHEDULES)}"
             )
         # both models are looked for before either is loaded, so that one line names all that is missing
-        option = "--model.init_args.backbone.init_args.controlnet"
+        option = "--model.backbone.controlnet"
         missing = []
         for name, find in ((model, resolve_model), (controlnet, lambda m: resolve_single(m, option))):
             try:
@@ -430,7 +442,7 @@ class ControlNet:
             raise ModelNotFoundError(
                 f"cannot load {' nor '.join(repr(m) for m in missing)}: the mesh backbone needs Stable Diffusion "
                 f"('{model}') and its depth ControlNet ('{controlnet}'); download what is missing where the hub is "
-                "reachable (hf download ID --local-dir DIR) and pass --model.init_args.backbone.init_args.model DIR "
+                "reachable (hf download ID --local-dir DIR) and pass --model.backbone.model DIR "
                 f"and {option} DIR"
             )
         super().__init__(model, dtype)
@@ -506,6 +518,7 @@ class ControlNet:
         return self.unet(x, t, down_block_additional_residuals=down, mid_block_additional_residual=mid, **inputs).sample
 
 
+@register("backbone", "sd_controlnet")
 class StableDiffusionControlNet(ControlNet, StableDiffusion):
     """Stable Diffusion 1.x with a ControlNet (:class:`ControlNet`): default SD-1.5 with the depth ControlNet
     ``lllyasviel/control_v11f1p_sd15_depth`` (SYNCSDE.md §6.5)."""

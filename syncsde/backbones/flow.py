@@ -6,9 +6,10 @@ step as DDIM (η = 0), and every strategy runs unchanged. The schedule is diffus
 with the shift (and the σ list and resolution-dependent ``mu``) each family's pipeline uses.
 
 Flow-matching backbones serve the tasks that need only the sampler: wide images, mask-based text-to-image and
-plain text-to-image. Not the ambiguous task (a pixel-space task; Flux's packed tokens are not images a view can
-rotate), editing (DDIM inversion and attention statistics of a UNet) or mesh texturing (a depth ControlNet and
-DDPM sampling).
+plain text-to-image. They lack the ability ``vp_schedule`` (:mod:`syncsde.registry`) that the other tasks declare:
+the ambiguous task (a pixel-space task; Flux's packed tokens are not images a view can rotate), editing (DDIM
+inversion and attention statistics of a UNet), mesh texturing (a depth ControlNet and DDPM sampling), regions and
+the sphere (not derived for flow schedules yet).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class FlowMatchingBackbone(DiffusersModel):
     schedule needs no weights) and ``encode_prompts`` (through their diffusers pipeline's ``encode_prompt``)."""
 
     prediction_type = "flow"
-    tasks = ("wide_image", "mask_t2i", "text_to_image")
+    abilities = frozenset({"images", "flow_matching"})
     max_sequence_length = 256
 
     def forward(self, x: Tensor, t: Tensor, context: dict[str, Tensor], **kw) -> Tensor:

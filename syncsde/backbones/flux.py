@@ -32,6 +32,7 @@ from torch import Tensor
 
 from syncsde.backbones.flow import FlowMatchingBackbone, calculate_shift
 from syncsde.errors import InputError
+from syncsde.registry import register
 
 
 def pack(latents: Tensor) -> Tensor:
@@ -45,6 +46,7 @@ def unpack(z: Tensor) -> Tensor:
     return rearrange(z, "... (c ph pw) h w -> ... c (h ph) (w pw)", ph=2, pw=2)
 
 
+@register("backbone", "flux")
 class Flux(FlowMatchingBackbone):
     """Args: model (default ``black-forest-labs/FLUX.1-dev``, gated: accept the licence, download, pass the folder;
     ``FLUX.1-schnell`` works too, with 4 steps), dtype ("auto": bfloat16 on CUDA), max_sequence_length (T5 tokens:
@@ -54,7 +56,7 @@ class Flux(FlowMatchingBackbone):
     components = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
     pipeline = "FluxPipeline"
     cuda_dtype = torch.bfloat16
-    guidance_distilled = True
+    abilities = FlowMatchingBackbone.abilities | {"packed_tokens", "guidance_distilled"}
 
     def __init__(
         self, model: str = "black-forest-labs/FLUX.1-dev", dtype: str = "auto", max_sequence_length: PositiveInt = 512

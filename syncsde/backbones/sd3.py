@@ -20,8 +20,10 @@ from jsonargparse.typing import PositiveInt
 from torch import Tensor
 
 from syncsde.backbones.flow import FlowMatchingBackbone, calculate_shift
+from syncsde.registry import register
 
 
+@register("backbone", "sd3")
 class StableDiffusion3(FlowMatchingBackbone):
     """Args: model (default ``stabilityai/stable-diffusion-3-medium-diffusers``; SD3.5 works the same way),
     dtype ("auto": float16 on CUDA), max_sequence_length (T5 tokens, 256 as the pipeline)."""

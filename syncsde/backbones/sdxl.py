@@ -26,8 +26,10 @@ from torch import Tensor
 
 from syncsde.backbones.diffusers import ControlNet, DiffusersBackbone
 from syncsde.errors import InputError
+from syncsde.registry import register
 
 
+@register("backbone", "sdxl")
 class StableDiffusionXL(DiffusersBackbone):
     """SDXL base through diffusers; default ``stabilityai/stable-diffusion-xl-base-1.0``. The refiner
     (aesthetic-score conditioning, one text encoder) is not supported."""
@@ -70,6 +72,7 @@ class StableDiffusionXL(DiffusersBackbone):
         }
 
 
+@register("backbone", "sdxl_controlnet")
 class StableDiffusionXLControlNet(ControlNet, StableDiffusionXL):
     """SDXL with a ControlNet (:class:`~syncsde.backbones.diffusers.ControlNet`): default the depth ControlNet
     ``diffusers/controlnet-depth-sdxl-1.0``. Its model card recommends a conditioning scale of 0.5 for free

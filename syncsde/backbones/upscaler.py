@@ -32,7 +32,7 @@ class IFUpscaler(nn.Module):
 
         if dtype != "auto" and dtype not in DTYPES:
             raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
-        folder = resolve_model(model, "--model.init_args.upscaler.init_args.model")
+        folder = resolve_model(model, "--model.upscaler.model")
         self.pipe = IFSuperResolutionPipeline.from_pretrained(
             folder,
             text_encoder=None,

@@ -112,7 +112,7 @@ class Normalizer:
 
 def _load(value, what):
     if isinstance(value, (str, Path)):
-        option = f"--model.init_args.backbone.init_args.{what}"
+        option = f"--model.backbone.{what}"
         if not Path(value).is_file():
             raise InputError(
                 f"{option} '{value}' not found; give the HumanML3D {what.capitalize()}.npy of the checkpoint"

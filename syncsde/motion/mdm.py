@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from syncsde.backbones.base import Backbone
 from syncsde.errors import InputError, ModelNotFoundError
 from syncsde.motion.humanml import FEATURES, SCHEDULER, Normalizer, features_to_joints
+from syncsde.registry import register
 
 
 class PositionalEncoding(nn.Module):
@@ -101,13 +102,13 @@ def load_checkpoint(path: str | Path) -> dict:
     if not Path(path).is_file():
         raise ModelNotFoundError(
             f"MDM checkpoint '{path}' not found; download humanml_trans_enc_512 and pass its "
-            "model000XXXXXX.pt with --model.init_args.backbone.init_args.checkpoint"
+            "model000XXXXXX.pt with --model.backbone.checkpoint"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 (torch raises many types for a file that is not a checkpoint)
         raise InputError(
-            f"--model.init_args.backbone.init_args.checkpoint '{path}' is not a readable checkpoint "
+            f"--model.backbone.checkpoint '{path}' is not a readable checkpoint "
             f"({type(e).__name__}); give the official model000XXXXXX.pt"
         ) from None
     for key in ("ema", "model", "state_dict"):
@@ -117,6 +118,7 @@ def load_checkpoint(path: str | Path) -> dict:
     return {k: v for k, v in state.items() if not k.startswith("clip_model.")}
 
 
+@register("backbone", "mdm")
 class MDM(Backbone):
     """MDM (HumanML3D, transformer encoder) as a syncsde backbone over (263, 1, frames) features.
 
@@ -129,6 +131,7 @@ class MDM(Backbone):
     """
 
     prediction_type = "sample"
+    abilities = frozenset({"joints", "vp_schedule"})
     channels, sample_size, scale_factor = FEATURES, 196, 1
 
     def __init__(
@@ -175,7 +178,7 @@ class MDM(Backbone):
             except OSError as e:
                 raise ModelNotFoundError(
                     f"cannot load CLIP '{self.clip_name}' for MDM ({str(e).splitlines()[0][:100]}); "
-                    "download openai/clip-vit-base-patch32 and pass --model.init_args.backbone.init_args.clip DIR"
+                    "download openai/clip-vit-base-patch32 and pass --model.backbone.clip DIR"
                 ) from None
             self._clip = (model, tok)
         return self._clip

@@ -23,6 +23,7 @@ from syncsde.backbones.base import Backbone
 from syncsde.errors import InputError
 from syncsde.motion.humanml import NUM_JOINTS, SCHEDULER, features_to_joints
 from syncsde.motion.skeleton import OFFSETS, forward_kinematics
+from syncsde.registry import register
 
 ACTIONS = ("walk", "run", "jump", "kick", "wave", "stand")
 KEYWORDS = {
@@ -162,6 +163,7 @@ def _fit(frames: int, clips: int, rank: int, tau2: float, seed: int) -> dict[str
     }
 
 
+@register("backbone", "procedural_motion")
 class ProceduralMotion(Backbone):
     """Exact Gaussian denoiser per action over procedural 120-frame clips (see module docstring).
 
@@ -169,6 +171,7 @@ class ProceduralMotion(Backbone):
     """
 
     prediction_type = "sample"
+    abilities = frozenset({"joints", "vp_schedule"})
     scale_factor = 1
 
     def __init__(

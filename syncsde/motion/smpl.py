@@ -28,7 +28,7 @@ def check_model_path(model_path: str | Path) -> Path:
     path = Path(model_path)
     if not path.exists():
         raise InputError(
-            f"--model.init_args.smpl_model '{model_path}' not found; SMPL export needs the SMPL/SMPL-H/SMPL-X "
+            f"--model.smpl_model '{model_path}' not found; SMPL export needs the SMPL/SMPL-H/SMPL-X "
             "files, which their licence forbids shipping: download them from smpl.is.tue.mpg.de and give their "
             "folder (or leave smpl_model unset for joints, BVH and video only)"
         )

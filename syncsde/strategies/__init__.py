@@ -1,7 +1,48 @@
-"""Strategies: the only place where trajectories interact during sampling (ARCHITECTURE.md)."""
+"""Strategies: the only place where trajectories interact during sampling (ARCHITECTURE.md), and the methods —
+strategies with settings — by their short names (``syncsde predict ... --method NAME``; ``syncsde methods`` lists
+them, :mod:`syncsde.registry`)."""
 
+from syncsde.registry import method
 from syncsde.strategies.base import Independent, Strategy
 from syncsde.strategies.syncsde import SyncSDE
 from syncsde.strategies.synctweedies import MultiDiffusion, SyncTweedies, VisualAnagrams
 
 __all__ = ["Strategy", "Independent", "SyncSDE", "SyncTweedies", "MultiDiffusion", "VisualAnagrams"]
+
+
+
+def description_keys(method: str) -> tuple[str, ...]:
+    """The sidecar keys that describe a strategy, for the ``method`` its sidecars name (``Strategy.describe``): read
+    from the strategy class itself, so that tables and metrics never keep a copied list."""
+    classes = {cls.name: cls for cls in (Independent, SyncSDE, SyncTweedies, MultiDiffusion, VisualAnagrams)}
+    cls = classes.get(method)
+    return tuple(cls().describe()) if cls is not None else ("method",)
+
+
+RESET = dict(correlation=None, schedule_floor=None, correction=None, target=None)  # the preset decides them all
+method("paper", SyncSDE, "SyncSDE, the paper's update (SYNCSDE.md §3), bit-identical to the official code",
+       args=dict(preset="paper", **RESET))
+method("canonical", SyncSDE, "SyncSDE, every trajectory a noisy view of the canonical variable (SYNCSDE.md §4.1)",
+       args=dict(preset="canonical", **RESET))
+method("chain", SyncSDE, "SyncSDE, the task's couplings at constant precision, exact and post-step (SYNCSDE.md §4.1)",
+       args=dict(preset="chain", **RESET))
+method("independent", Independent, "no coupling: every trajectory an ordinary sampling run",
+       task_args={"mesh": {"multiview_attention": False}}, baseline_for=("*",))
+method("synctweedies", SyncTweedies, "SyncTweedies: x̂₀ averaged in canonical space (case 2, BASELINES.md §1)",
+       args=dict(case=2), task_args={"ambiguous": {"init_from_canonical": True}},
+       baseline_for=("wide_image", "mask_t2i", "ambiguous", "motion"))
+for case in range(7):
+    method(f"synctweedies_{case}", SyncTweedies, f"SyncTweedies case {case} (BASELINES.md §1)", args=dict(case=case),
+           task_args={"ambiguous": {"init_from_canonical": True}})
+method("multidiffusion", MultiDiffusion, "MultiDiffusion: x_{t-1} averaged over the overlaps (BASELINES.md §2)",
+       baseline_for=("wide_image", "motion"))
+method("multidiffusion_bootstrap", MultiDiffusion,
+       "region-based MultiDiffusion with 20 bootstrapping steps (BASELINES.md §2.2)",
+       args=dict(bootstrap_steps=20), baseline_for=("mask_t2i",))
+method("visual_anagrams", VisualAnagrams, "Visual Anagrams: ε averaged over views, IF's variance rule (BASELINES.md §3)",
+       task_args={"ambiguous": {"init_from_canonical": True, "sampler": "ddpm"}}, tasks=("ambiguous",),
+       baseline_for=("ambiguous",))
+method("syncmvd", SyncTweedies,
+       "SyncMVD: texture-space x̂₀ averaging while t > 200, multi-view attention (BASELINES.md §4)",
+       args=dict(case=5, sync_t_min=200), task_args={"mesh": {"multiview_attention": True}}, tasks=("mesh",),
+       baseline_for=("mesh",))

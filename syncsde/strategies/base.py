@@ -29,6 +29,9 @@ class Reads:
 class Strategy:
     """Turns the network's ε for all trajectories into the next states.
 
+    A strategy declares ``needs``, what the task must provide (a canonical variable, regions, views: checked when
+    the task is built, :func:`syncsde.registry.check`), and keeps any state of its own between steps.
+
     ``step(x, eps, step, problem, noise)`` receives the pre-step snapshot ``x`` (B, N, ...), the CFG-combined
     ε of the one batched network call, the :class:`~syncsde.schedule.Step`, the task's
     :class:`~syncsde.coupling.SyncProblem`, and ``noise`` — a callable returning fresh per-sample noise shaped
@@ -37,6 +40,11 @@ class Strategy:
     """
 
     name = "strategy"
+    uses: frozenset[str] = frozenset()  # backbone abilities used where present (learned_variance)
+
+    def needs(self) -> frozenset[str]:
+        """What the task must provide (:data:`syncsde.registry.PROVISIONS`), for these settings."""
+        return frozenset()
 
     def before_denoise(self, x: Tensor, step: Step, problem: SyncProblem, noise: NoiseFn | None = None) -> Tensor:
         """Optionally change the states before the network sees them (MultiDiffusion's bootstrapping); default none."""

@@ -73,7 +73,7 @@ class SyncSDE(Strategy):
         correction: Literal["explicit", "exact"] | None = None,
         target: Literal["pre_step", "post_step"] | None = None,
     ):
-        option = "--model.init_args.strategy.init_args."
+        option = "--model.strategy."
         if not 0 <= inv_lambda < float("inf"):
             raise InputError(
                 f"{option}inv_lambda {inv_lambda}: 1/lambda is a precision and must be a finite number >= 0 "
@@ -100,6 +100,9 @@ class SyncSDE(Strategy):
         self.correlation, self.schedule_floor = options["correlation"], float(options["schedule_floor"])
         self.correction, self.target = options["correction"], options["target"]
         self._warned = False
+
+    def needs(self):
+        return frozenset({"canonical"}) if self.correlation == "canonical" and self.inv_lambda else frozenset()
 
     @property
     def faithful(self) -> bool:
@@ -132,8 +135,8 @@ class SyncSDE(Strategy):
             canon = problem.canonical
             if canon is None:
                 raise InputError(
-                    "correlation: canonical needs a task with a canonical space (wide image, mask T2I, regions, "
-                    "ambiguous, motion, mesh, sphere); use preset: paper or chain"
+                    "correlation: canonical needs a problem with a canonical space (a task that provides it); use "
+                    "preset: paper or chain"
                 )
             rho = canon.precision(source)
             residual = source - canon.forward_onto(canon.aggregate(source), source)

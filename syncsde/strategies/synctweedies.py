@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
+from torch import Tensor
 
 from syncsde.errors import InputError
 from syncsde.schedule import eps_from_x0
@@ -40,6 +41,9 @@ class SyncTweedies(Strategy):
             raise InputError(f"SyncTweedies case must be 0..6, got {case}")
         self.case, self.sync_t_min = case, int(sync_t_min)
 
+    def needs(self):
+        return frozenset() if self.case == 0 else frozenset({"canonical"})
+
     @staticmethod
     def _update(x_t, x0, step, noise):
         return step.update(x_t, x0, eps_from_x0(x_t, x0, step.abar_t), noise)
@@ -49,7 +53,7 @@ class SyncTweedies(Strategy):
         if self.case == 0 or step.t <= self.sync_t_min:
             return self.plain_update(x, eps, step, noise)
         if canon is None:
-            raise InputError(f"{type(self).__name__} needs a task with a canonical space (wide image, ambiguous image)")
+            raise InputError(f"{type(self).__name__} needs a problem with a canonical space (a task that provides it)")
         draw = (lambda shape=None: noise(shape)) if step.stochastic else (lambda shape=None: None)
         g = canon.aggregate
 
@@ -92,18 +96,23 @@ class MultiDiffusion(SyncTweedies):
     def __init__(self, bootstrap_steps: NonNegativeInt = 0, num_colours: PositiveInt = 20):
         super().__init__(case=3)
         self.bootstrap_steps, self.num_colours = bootstrap_steps, num_colours
+        self._noise: Tensor | None = None  # x_T of the batch being sampled, and its encoded colours
+        self._palette: Tensor | None = None
+
+    def needs(self):
+        return frozenset({"canonical", "regions"} if self.bootstrap_steps else {"canonical"})
 
     def before_denoise(self, x, step, problem, noise=None):
-        fg = problem.extra.get("foreground")
-        if step.index >= self.bootstrap_steps or not fg:
+        regions = problem.regions
+        if step.index >= self.bootstrap_steps or regions is None or not regions.masks:
             return x
-        if step.index == 0:  # the task supplies encode_colours: (K, 3) RGB in [0, 1] -> (K, C, h, w) working space
-            problem.extra["bootstrap_noise"] = x.clone()
+        if step.index == 0:  # a new batch: its initial noise, and the palette in the working space
+            self._noise = x.clone()
             colours = torch.rand(self.num_colours, 3, generator=torch.Generator().manual_seed(0))
-            problem.extra["palette"] = problem.extra["encode_colours"](colours).to(x)
-        fixed, pool = problem.extra["bootstrap_noise"], problem.extra["palette"]
+            self._palette = regions.encode(colours).to(x)
+        fixed, pool = self._noise, self._palette
         x = x.clone()
-        for k, m in fg.items():
+        for k, m in regions.masks.items():
             pick = (torch.special.ndtr(noise((1,))[:, 0]) * self.num_colours).long().clamp(max=self.num_colours - 1)
             b = pool[pick.to(pool.device)]
             x[:, k] = m * x[:, k] + (1 - m) * (step.abar_t**0.5 * b + step.sigma * fixed[:, k])
@@ -121,7 +130,10 @@ class VisualAnagrams(SyncTweedies):
     Use ``init_from_canonical: true`` on the ambiguous task (one initial noise)."""
 
     name = "visual_anagrams"
-    needs_variance = True
+    uses = frozenset({"learned_variance"})
+
+    def needs(self):
+        return frozenset({"canonical"})
 
     def __init__(self):
         super().__init__(case=4)
@@ -129,7 +141,7 @@ class VisualAnagrams(SyncTweedies):
     def step(self, x, eps, step, problem, noise=None):
         canon = problem.canonical
         if canon is None:
-            raise InputError("VisualAnagrams needs a task with views (the ambiguous-image task)")
+            raise InputError("VisualAnagrams needs a problem with a canonical space (a task that provides it)")
         C = x.shape[2]
         variance = canon.aggregate_variance(eps[:, :, C:]) if eps.shape[2] > C and step.kind == "ddpm" else None
         z, e = canon.aggregate(x), canon.aggregate(eps[:, :, :C])
