@@ -197,7 +197,7 @@ def check(task, backbone, strategy) -> None:
     """Refuse, in one line, a task on a backbone that lacks what the task needs, or a strategy that needs what the
     task does not provide."""
     check_backbone(task, backbone, task.needs)
-    lacking = strategy.needs() - frozenset(task.provides)
+    lacking = frozenset() if strategy is None else strategy.needs() - frozenset(task.provides)
     if lacking:
         where = [n for n, cls in _task_providers(strategy.needs())]
         raise InputError(

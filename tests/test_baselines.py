@@ -149,7 +149,7 @@ def test_region_multidiffusion_with_bootstrapping(sd, tmp_path):
     step = task.schedule().steps[0]
     noise = lambda shape=None: torch.zeros(1, *(shape or x.shape[1:]))  # noqa: E731
     boot = task.strategy.before_denoise(x, step, problem, noise)
-    m = problem.extra["foreground"][1]
+    m = problem.regions.masks[1]
     assert torch.equal(boot[:, [0, 2]], x[:, [0, 2]])  # only the foreground trajectory is bootstrapped
     assert torch.equal((boot[:, 1] * m), (x[:, 1] * m)) and not torch.equal(boot[:, 1], x[:, 1])  # outside its mask
     late = task.schedule().steps[2]

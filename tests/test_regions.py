@@ -53,7 +53,7 @@ def sd(tiny_sd_dir):
 def test_region_weights_partition_the_canvas(masks, overlap):
     task = RegionTextToImage(GaussianBackbone(sample_size=8), SyncSDE(5.0), overlap=overlap, progress=False)
     problem = task.problem([record(masks)])
-    m = problem.extra["masks"]  # (1, 3, 1, 8, 8)
+    m = torch.stack([problem.regions.masks[k] for k in (1, 2, 3)], 1)  # (1, 3, 1, 8, 8)
     whole = {c.source: c.weight for c in problem.couplings if c.target == 4}
     assert set(whole) == {0, 1, 2, 3}
     total = sum(whole.values())
@@ -74,13 +74,13 @@ def test_canonical_is_region_multidiffusion(masks):
     """J = Σ_k m_k x^k / Σ_k m_k with m_0 = max(0, 1 − Σ_k m_k) (BASELINES.md §2.2), computed independently."""
     task = RegionTextToImage(GaussianBackbone(sample_size=8), MultiDiffusion(), progress=False)
     problem = task.problem([record(masks)])
-    m = problem.extra["masks"][:, :, 0]  # (1, 3, 8, 8)
+    m = torch.stack([problem.regions.masks[k] for k in (1, 2, 3)], 1)[:, :, 0]  # (1, 3, 8, 8)
     x = torch.randn(1, 5, 4, 8, 8, dtype=torch.float64)
     m0 = (1 - m.sum(1)).clamp_min(0)
     weights = torch.cat([m0[:, None], m], 1)[:, :, None].double()
     expected = (weights * x[:, :4]).sum(1) / weights.sum(1)
     torch.testing.assert_close(problem.canonical.aggregate(x), expected)
-    assert set(problem.extra["foreground"]) == {1, 2, 3}  # every region is bootstrapped with its own mask
+    assert set(problem.regions.masks) == {1, 2, 3}  # every region is bootstrapped with its own mask
 
 
 @pytest.mark.parametrize("strategy", [SyncSDE(5.0), MultiDiffusion(bootstrap_steps=2)], ids=["syncsde", "md"])
