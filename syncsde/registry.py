@@ -184,7 +184,7 @@ def abilities(backbone) -> frozenset[str]:
 
 
 def _words(words: Iterable[str], table: Mapping[str, str]) -> str:
-    return "; ".join(f"{w} ({table.get(w, '?')})" for w in sorted(words))
+    return " and ".join(f"{w} ({table.get(w, '?')})" for w in sorted(words))
 
 
 def serving_backbones(needs: Iterable[str]) -> list[str]:
