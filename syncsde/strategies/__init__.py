@@ -2,19 +2,23 @@
 strategies with settings — by their short names (``syncsde predict ... --method NAME``; ``syncsde methods`` lists
 them, :mod:`syncsde.registry`)."""
 
-from syncsde.registry import method
+from functools import partial
+
+from syncsde.registry import get, method, names
 from syncsde.strategies.base import Independent, Strategy
+from syncsde.strategies.mixture import MixtureOfDiffusers
 from syncsde.strategies.syncsde import SyncSDE
 from syncsde.strategies.synctweedies import MultiDiffusion, SyncTweedies, VisualAnagrams
 
-__all__ = ["Strategy", "Independent", "SyncSDE", "SyncTweedies", "MultiDiffusion", "VisualAnagrams"]
-
+__all__ = [
+    "Strategy", "Independent", "SyncSDE", "SyncTweedies", "MultiDiffusion", "VisualAnagrams", "MixtureOfDiffusers",
+]
 
 
 def description_keys(method: str) -> tuple[str, ...]:
     """The sidecar keys that describe a strategy, for the ``method`` its sidecars name (``Strategy.describe``): read
     from the strategy class itself, so that tables and metrics never keep a copied list."""
-    classes = {cls.name: cls for cls in (Independent, SyncSDE, SyncTweedies, MultiDiffusion, VisualAnagrams)}
+    classes = {m.strategy.name: m.strategy for m in map(partial(get, "method"), names("method"))}
     cls = classes.get(method)
     return tuple(cls().describe()) if cls is not None else ("method",)
 
@@ -39,10 +43,14 @@ method("multidiffusion", MultiDiffusion, "MultiDiffusion: x_{t-1} averaged over 
 method("multidiffusion_bootstrap", MultiDiffusion,
        "region-based MultiDiffusion with 20 bootstrapping steps (BASELINES.md §2.2)",
        args=dict(bootstrap_steps=20), baseline_for=("mask_t2i",))
-method("visual_anagrams", VisualAnagrams, "Visual Anagrams: ε averaged over views, IF's variance rule (BASELINES.md §3)",
+method("visual_anagrams", VisualAnagrams,
+       "Visual Anagrams: ε averaged over views, IF's variance rule (BASELINES.md §3)",
        task_args={"ambiguous": {"init_from_canonical": True, "sampler": "ddpm"}}, tasks=("ambiguous",),
        baseline_for=("ambiguous",))
 method("syncmvd", SyncTweedies,
        "SyncMVD: texture-space x̂₀ averaging while t > 200, multi-view attention (BASELINES.md §4)",
        args=dict(case=5, sync_t_min=200), task_args={"mesh": {"multiview_attention": True}}, tasks=("mesh",),
        baseline_for=("mesh",))
+method("mixture_of_diffusers", MixtureOfDiffusers,
+       "Mixture of Diffusers: ε fused with Gaussian weights centred on each window (BASELINES.md §8)",
+       tasks=("wide_image", "wide_prompts"))
