@@ -9,7 +9,7 @@ from syncsde.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml"))
-TINY = ["wide", "mask_t2i", "ambiguous", "edit", "motion", "mesh", "canvas", "regions", "sphere"]
+TINY = ["wide", "mask_t2i", "ambiguous", "edit", "motion", "mesh", "canvas", "regions", "sphere", "wide_prompts"]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
