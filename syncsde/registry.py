@@ -44,8 +44,14 @@ PROVISIONS = {
 }
 KINDS = ("method", "backbone", "geometry")
 # the core's modules that register plug-ins when imported
-CORE_PLUGINS = ("syncsde.strategies", "syncsde.backbones", "syncsde.motion.mdm", "syncsde.motion.procedural",
-                "syncsde.windows", "syncsde.sphere")
+CORE_PLUGINS = (
+    "syncsde.strategies",
+    "syncsde.backbones",
+    "syncsde.motion.mdm",
+    "syncsde.motion.procedural",
+    "syncsde.windows",
+    "syncsde.sphere",
+)
 GROUPS = {"task": "syncsde.tasks", "command": "syncsde.commands"}  # entry-point groups of the installed packages
 
 
@@ -216,7 +222,8 @@ def check_backbone(task, backbone, needs: Iterable[str], setting: str | None = N
     what = f"the {task.task_name} task" + (f" with {setting} true" if setting else "")
     raise InputError(
         f"{what} needs a backbone with {_words(missing, ABILITIES)}; {backbone.name} ({type(backbone).__name__}) "
-        "has not" + (f"; backbones that serve: {', '.join(serve)}" if serve else "")
+        "has not"
+        + (f"; backbones that serve: {', '.join(serve)}" if serve else "")
         + (f"; or set --model.{setting} false" if setting else "")
     )
 
