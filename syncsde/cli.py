@@ -8,9 +8,9 @@
 
 ``predict`` and ``fit`` are LightningCLI subcommands; ``methods`` lists the registered methods
 (:mod:`syncsde.registry`); other subcommands are plug-ins (entry-point group ``syncsde.commands``: ``evaluate``
-recomputes the metrics of an output folder, ``compare`` runs every method on one config). Every subcommand takes ``--threads N``
-(torch threads per process) and ``--verbose true`` (library logs, loading bars and warnings, which are off by
-default). Mistakes in the configuration or the inputs end the command with one line, ``syncsde: error: ...``, that
+recomputes the metrics of an output folder, ``compare`` runs every method on one config). Every subcommand takes
+``--threads N`` (torch threads per process) and ``--verbose true`` (library logs, loading bars and warnings, which are
+off by default). Mistakes in the configuration or the inputs end the command with one line, ``syncsde: error: ...``, that
 names the option and the fix, before any model weights are read where possible.
 
 Start-up: ``syncsde --help`` is answered without importing Lightning; everything heavy is imported where needed.
@@ -124,13 +124,6 @@ TYPE_WORDS = {
 }
 
 
-# options that only some classes take: where to find them
-OPTION_HINTS = {
-    key: "parallel: windows and window_batch are options of syncsde.tasks.WideImage and syncsde.tasks.MeshTexturing, whose "
-    "trajectories are windows of one canvas or views of one object; other tasks split samples over processes"
-    for key in ("parallel", "window_batch")
-}
-
 NOISE = ("Given value", "Subtypes:", "Errors:", "Does not validate", "Expected a <class 'NoneType'>")
 
 
@@ -155,8 +148,7 @@ def parser_error(text: str) -> str:
         owner = classes[-1] if classes else "this class"
         top = keys[0] if keys else "model"
         name = f"{option}.{m[1]}" if option else f"--{m[1]}"
-        hint = f" ({OPTION_HINTS[m[1]]})" if m[1] in OPTION_HINTS else ""
-        return f"{name} is not an option of {owner}{hint}; `syncsde predict --{top}.help {owner}` lists them"
+        return f"{name} is not an option of {owner}; `syncsde predict --{top}.help {owner}` lists them"
     if m := re.match(r"Expected a typing\.Literal\[(.*)\]", reason):
         reason = f"got {given if given is not None else 'another value'}; choose one of {m[1]}"
     if m := re.match(r"(?:Expected a <class '(\w+)'>|Not of type (\w+))[.:]", reason):

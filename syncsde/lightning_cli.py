@@ -149,8 +149,8 @@ def expand(argv: list[str]) -> list[str]:
         if option in STRATEGY_OPTIONS and short(value):
             method = registry.get("method", value)
             spec = json.dumps({"class_path": method.class_path, "init_args": dict(method.args)})
-            options = method.options(_task_name(argv))
-            extra = [x for k, v in options.items() for x in ("--model." + k, v if isinstance(v, str) else json.dumps(v))]
+            options = method.options(_task_name(argv)).items()
+            extra = [x for k, v in options for x in (f"--model.{k}", v if isinstance(v, str) else json.dumps(v))]
             out[i : i + width] = ["--model.strategy", spec, *extra]
         elif option in BACKBONE_OPTIONS and short(value):
             out[i : i + width] = ["--model.backbone", registry.class_path(registry.get("backbone", value))]

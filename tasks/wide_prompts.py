@@ -12,7 +12,6 @@ that prompt.
 from __future__ import annotations
 
 from syncsde.errors import InputError
-from syncsde.task import SampleOutput
 from syncsde.tasks.wide_image import WideImage
 
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from syncsde.cli import main
+from syncsde.lightning_cli import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs" / "tiny").glob("*.yaml")) + sorted((ROOT / "configs").glob("*.yaml"))
@@ -96,7 +97,7 @@ def sweep_cases():
     value among the embedded configs and one among the paper configs (the first config naming the class)."""
     seen, cases = set(), []
     for path in CONFIGS:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = load_yaml(path.read_text())  # short names expanded, as the CLI reads configs
         sub = subcommand(cfg)
         for top in ("model", "data"):
             for prefix, class_path, init in specs(cfg[top], top):
@@ -207,7 +208,7 @@ CASES = sweep_cases()
     ids=[f"{c[0].parent.name}/{c[0].stem}:{c[2][0].split('.')[-1]}={c[2][1]!s:.20}" for c in CASES],
 )
 def test_bad_option_is_one_line(config, sub, args, option, tmp_path, capsys):
-    cfg = yaml.safe_load(config.read_text())
+    cfg = load_yaml(config.read_text())
     out = tmp_path / "out"
     if sub == "predict":
         extra = ["--output_dir", str(out)]
