@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import torch
-from jsonargparse import Namespace, set_loader
+from jsonargparse import Namespace, get_loader, set_loader
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
@@ -191,15 +191,17 @@ def _task_name(argv: list[str]) -> str | None:
 
 
 def load_yaml(text: str):
-    """The configs' loader: YAML, with short names expanded in config files (``strategy: canonical``,
-    ``class_path: sdxl``; :mod:`syncsde.registry`)."""
-    import yaml
-
+    """The configs' loader: jsonargparse's YAML, with short names expanded in config files (``strategy: canonical``,
+    ``class_path: sdxl``, and a top-level ``method: canonical`` as ``--method``; :mod:`syncsde.registry`)."""
     from syncsde import registry
 
-    value = yaml.safe_load(text)
+    value = YAML(text)
     if not isinstance(value, dict):
         return value
+    if isinstance(value.get("method"), str) and isinstance(value.get("model"), dict):
+        model = value["model"]
+        init = model.setdefault("init_args", {}) if "class_path" in model else model
+        init["strategy"] = value.pop("method")
 
     def walk(node, task=None):
         if not isinstance(node, dict):
@@ -233,6 +235,7 @@ def load_yaml(text: str):
     return value
 
 
+YAML = get_loader("yaml")
 set_loader("syncsde", load_yaml)
 
 

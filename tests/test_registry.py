@@ -71,6 +71,16 @@ def test_short_names_in_a_config_file(tmp_path, monkeypatch, capsys):
     assert printed["init_args"]["backbone"]["class_path"] == "syncsde.backbones.diffusers.StableDiffusion"
     assert printed["init_args"]["strategy"]["class_path"] == "syncsde.strategies.synctweedies.SyncTweedies"
     assert printed["init_args"]["strategy"]["init_args"]["case"] == 5
+    cfg["method"] = "canonical"  # a top-level method, as --method: it replaces the model's strategy
+    cfg["model"]["init_args"]["strategy"] = {"class_path": "SyncTweedies"}
+    cfg["model"]["init_args"]["guidance_scale"] = "1e-3"  # numbers keep jsonargparse's YAML reading
+    path.write_text(yaml.safe_dump(cfg).replace("'1e-3'", "1e-3"))
+    with pytest.raises(SystemExit):
+        main(["predict", "--config", str(path), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert "method" not in printed or printed["method"] is None
+    assert printed["model"]["init_args"]["strategy"]["init_args"]["preset"] == "canonical"
+    assert printed["model"]["init_args"]["guidance_scale"] == 0.001
 
 
 def test_errors_show_the_option_form_the_user_typed(capsys, monkeypatch):
