@@ -372,7 +372,8 @@ class MotionDataModule(RecordDataModule):
     def records(self):
         out = super().records()
         for n, rec in enumerate(out):
-            if not isinstance(rec["texts"], list) or not rec["texts"]:
+            texts = rec["texts"]
+            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
                 raise InputError(f"record {n}: texts must be a non-empty list of strings, one per segment")
             rec["prompt"] = " | ".join(rec["texts"])
         return out

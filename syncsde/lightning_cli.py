@@ -5,7 +5,8 @@ Imported only when one of these subcommands runs (``syncsde --help`` does not pa
 Before any process is launched, ``predict`` locks the output folder (a second run on the same folder is refused
 while the first holds it; the operating system releases the lock of a killed run), removes the temporary files a
 killed run left, checks the folder's samples against this run's settings (resume never mixes settings), plans the
-samples still to make, and checks the process count against them. ``config.yaml`` is written only when the first
+samples still to make, checks the process count against them, and validates every pending record (a bad record, even
+the last, stops the run before anything is written into the folder). ``config.yaml`` is written only when the first
 sample is about to be generated. Results go to the writer and are released (predictions are not returned).
 """
 
@@ -335,6 +336,7 @@ def prepare_output(trainer, model, datamodule, out: Path, overwrite: bool, confi
         )
         sys.exit(0)
     model.check_processes(trainer.num_devices * trainer.num_nodes, todo)
+    validate(model, todo)
     if leader:
         if lock is None:
             try:
@@ -350,6 +352,17 @@ def prepare_output(trainer, model, datamodule, out: Path, overwrite: bool, confi
     if trainer.progress_bar_callback is None:
         bar.disable()
     trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, ProgressBar)] + [bar]
+
+
+def validate(model, todo: list[dict]) -> None:
+    """Every pending record, checked by its task (:meth:`SyncTask.validate`) before anything is written into the
+    folder: a bad last record stops the run before the first sample, and the folder stays as it was."""
+    seen = set()
+    for s in todo:
+        record = json.dumps({k: v for k, v in s.items() if k != "sample_id"}, sort_keys=True, default=str)
+        if record not in seen:
+            seen.add(record)
+            model.validate(s)
 
 
 def take_lock(out: Path):

@@ -1,0 +1,77 @@
+"""A run that stops on a mistake never changes an existing output folder: every pending record is validated before
+anything is written (syncsde.task.SyncTask.validate, syncsde.lightning_cli.validate)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from syncsde.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    """Every file of the folder and its content hash; the lock file names the last run's process and is left out."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".syncsde.lock"
+    }
+
+
+def black(path: Path) -> str:
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(path)
+    return str(path)
+
+
+def bad_records(kind: str, tmp: Path) -> tuple[str, list[dict]]:
+    """The tiny config of a task and its records: a good one, then a bad one (last)."""
+    cfg = yaml.safe_load((ROOT / f"configs/tiny/{kind}.yaml").read_text())
+    records = cfg["data"]["init_args"]["records"]
+    good = records[0]
+    if kind == "mask_t2i":
+        bad = {**good, "mask": black(tmp / "black.png")}
+    elif kind == "regions":
+        bad = {**good, "regions": [good["regions"][0], {"prompt": "a boat", "mask": black(tmp / "black.png")}]}
+    elif kind == "edit":
+        (tmp / "broken.png").write_bytes(b"not an image")
+        bad = {**good, "image": str(tmp / "broken.png")}
+    elif kind == "mesh":
+        (tmp / "broken.obj").write_text("v 0 0\nf 1 2 9\n")
+        bad = {**good, "mesh": str(tmp / "broken.obj")}
+    elif kind == "motion":
+        bad = {"texts": ["a person walks forward", "a person sings"]}  # the embedded model knows no singing
+    elif kind == "ambiguous":
+        np.save(tmp / "perm3.npy", np.arange(9)[::-1].copy())  # a 3x3 grid: the 16x16 latents are not a multiple
+        bad = {"prompts": ["a sunny day", "a night sky"], "views": ["identity", str(tmp / "perm3.npy")]}
+    cfg["data"]["init_args"].update(records=[good, bad], samples_per_record=1)
+    cfg["data"]["init_args"].pop("base_dir", None)
+    if kind == "edit":
+        good["image"] = str(ROOT / "configs/assets" / good["image"])
+    cfg["model"]["init_args"]["num_inference_steps"] = 2
+    cfg["trainer"].update(accelerator="cpu", callbacks=[])
+    path = tmp / f"{kind}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["mask_t2i", "regions", "edit", "mesh", "motion", "ambiguous"])
+def test_a_bad_last_record_leaves_the_folder_byte_identical(kind, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    config = bad_records(kind, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.yaml").write_text("an earlier run's config\n")
+    (out / "notes.txt").write_text("kept\n")
+    before = hashes(out)
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "--config", config, "--output_dir", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("syncsde: error: "), err
+    assert hashes(out) == before
