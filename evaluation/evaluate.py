@@ -77,8 +77,9 @@ def metrics_options(folder: Path) -> dict:
     return {}
 
 
-def evaluate_folder(folder: Path, reference: str | None = None, threads: int | None = None) -> dict:
-    """Write ``metrics.json`` for ``folder`` over all its samples; returns its record."""
+def evaluate_folder(folder: Path, reference: str | None = None, threads: int | None = None, metrics=None) -> dict:
+    """Write ``metrics.json`` for ``folder`` over all its samples; returns its record. ``metrics``: the callback to
+    use (default: one with the options of the folder's config.yaml)."""
     import torch
 
     from syncsde.evaluation.metrics import Metrics
@@ -90,10 +91,12 @@ def evaluate_folder(folder: Path, reference: str | None = None, threads: int | N
         raise InputError(f"{folder} holds no samples (no NNNNN.json sidecars); give a `syncsde predict` output folder")
     if threads:
         torch.set_num_threads(threads)
-    options = {**metrics_options(folder), "output_dir": str(folder)}
-    if reference is not None:
-        options["reference"] = reference
-    metrics = Metrics(**options)
+    if metrics is None:
+        options = {**metrics_options(folder), "output_dir": str(folder)}
+        if reference is not None:
+            options["reference"] = reference
+        metrics = Metrics(**options)
+    metrics.output_dir = str(folder)
     trainer = Trainer(
         accelerator="auto",
         devices=1,

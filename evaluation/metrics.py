@@ -117,6 +117,19 @@ class Metrics(Callback):
         self.status: dict[str, dict] = {}
         self.metrics: dict[str, torch.nn.Module] = {}
 
+    # -- a folder whose samples are all made ------------------------------------------------------------------
+    def outdated(self, folder: Path) -> bool:
+        """Whether ``folder``'s metrics.json is missing or older than its manifest (a run killed after its last
+        sample): a rerun with nothing left to generate then recomputes them (:meth:`recompute`)."""
+        metrics, manifest = Path(folder) / "metrics.json", Path(folder) / "manifest.json"
+        return not metrics.is_file() or (manifest.is_file() and metrics.stat().st_mtime < manifest.stat().st_mtime)
+
+    def recompute(self, folder: Path) -> None:
+        """metrics.json (and a metrics.csv row) over every sample of ``folder``, with this callback's options."""
+        from syncsde.evaluation.evaluate import evaluate_folder
+
+        evaluate_folder(Path(folder), metrics=self)
+
     # -- set-up ---------------------------------------------------------------------------------------------
     def _features(self):
         if self.feature_network == "inception":

@@ -329,6 +329,12 @@ def prepare_output(trainer, model, datamodule, out: Path, overwrite: bool, confi
     todo = datamodule.pending()
     if not todo:
         total = len(datamodule.samples())
+        outdated = [c for c in trainer.callbacks if hasattr(c, "outdated") and c.outdated(out)] if leader else []
+        if outdated:  # a run killed after its last sample but before its metrics
+            print(f"syncsde: all {total} samples are already in {out}; computing its missing metrics", file=sys.stderr)
+            for callback in outdated:
+                callback.recompute(out)
+            sys.exit(0)
         print(
             f"syncsde: all {total} samples are already in {out}; nothing to do (`syncsde evaluate {out}` recomputes "
             "its metrics; --overwrite true regenerates the samples)",

@@ -4,6 +4,7 @@ anything is written (syncsde.task.SyncTask.validate, syncsde.lightning_cli.valid
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,34 @@ def test_a_bad_last_record_leaves_the_folder_byte_identical(kind, tmp_path, monk
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and err[0].startswith("syncsde: error: "), err
     assert hashes(out) == before
+
+
+def tiny_wide(tmp: Path, reference: str | None = None, **model) -> str:
+    """configs/tiny/wide.yaml, small and fast: two prompts, 64x128, 2 steps, the metrics callback (CLIP score; FID
+    and KID against ``reference``)."""
+    cfg = yaml.safe_load((ROOT / "configs/tiny/wide.yaml").read_text())
+    cfg["model"]["init_args"].update(width=128, num_inference_steps=2, progress=False, **model)
+    cfg["data"]["init_args"]["prompts"] = ["a sunny day over grass", "a sunset over the sea"]
+    cfg["trainer"].update(accelerator="cpu", enable_progress_bar=False)
+    cfg["trainer"]["callbacks"][0]["init_args"].update(reference=reference, crops_per_image=1)
+    path = tmp / "wide.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_a_rerun_computes_missing_metrics(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    config, out = tiny_wide(tmp_path), tmp_path / "out"
+    main(["predict", "--config", config, "--output_dir", str(out)])
+    first = json.loads((out / "metrics.json").read_text())
+    (out / "metrics.json").unlink()  # killed after the last sample, before the metrics
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "--config", config, "--output_dir", str(out)])
+    assert e.value.code == 0 and "computing its missing metrics" in capsys.readouterr().err
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["metrics"]["num_samples"] == 2 and again["metrics"] == first["metrics"]
+    before = hashes(out)
+    with pytest.raises(SystemExit) as e:  # metrics up to date: nothing to do, nothing written
+        main(["predict", "--config", config, "--output_dir", str(out)])
+    assert e.value.code == 0 and "nothing to do" in capsys.readouterr().err and hashes(out) == before
