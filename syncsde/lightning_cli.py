@@ -16,6 +16,7 @@ import importlib
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from syncsde.console import DESCRIPTION, THREADS_HELP, VERBOSE_HELP, quiet
-from syncsde.errors import InputError, SyncSDEError
+from syncsde.errors import InputError, Stopped, SyncSDEError
 from syncsde.io import FolderBusy, lock_folder, remove_temporaries
 from syncsde.progress import SampleProgress
 from syncsde.strategies.base import Strategy
@@ -34,6 +35,7 @@ from syncsde.task import SyncTask
 from syncsde.writer import SampleWriter
 
 _locks: list = []  # output-folder locks held by this process's run
+_folder: dict = {}  # the predict run's output folder and its number of samples (for the line of a stopped run)
 
 
 def run(argv: list[str] | None) -> None:
@@ -52,9 +54,52 @@ def run(argv: list[str] | None) -> None:
             parser_kwargs={"exit_on_error": False, "description": DESCRIPTION, "parser_mode": "syncsde"},
             args=argv,
         )
+    except Stopped as e:
+        sys.stderr.write(stopped_line(e.signum) + "\n")
+        sys.exit(128 + e.signum)
     finally:
+        stop_on_signals(False)
         while _locks:
             _locks.pop().close()
+        _folder.clear()
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_handlers: dict = {}  # the handlers stop_on_signals replaced
+
+
+def stop_on_signals(on: bool) -> None:
+    """SIGTERM and SIGINT stop a run (:class:`~syncsde.errors.Stopped`, raised once in the main thread) instead of
+    being ignored (Lightning only notes a SIGTERM) or ending it with a bare exit 1 (Lightning's KeyboardInterrupt);
+    ``on=False`` restores the handlers from before."""
+    if not on:
+        while _handlers:
+            signal.signal(*_handlers.popitem())
+        return
+    _handlers.update({s: signal.getsignal(s) for s in STOP_SIGNALS if s not in _handlers})
+
+    def stop(signum, frame):
+        for s in STOP_SIGNALS:  # a second signal while the run winds down is not another exception
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, stop)
+
+
+def stopped_line(signum: int) -> str:
+    """What a stopped run finished and how to resume it, in one line."""
+    name = signal.Signals(signum).name
+    out = _folder.get("out")
+    if out is None:
+        return f"syncsde: stopped by {name} before any sample was made; nothing was written"
+    from syncsde.writer import sidecars
+
+    done = len(sidecars(out))
+    return (
+        f"syncsde: stopped by {name}: {done} of {_folder['total']} samples are finished in {out}; rerun the same "
+        "command to make the rest"
+    )
 
 
 class SyncCLI(LightningCLI):
@@ -109,6 +154,9 @@ class SyncCLI(LightningCLI):
         out = Path(cfg.output_dir or f"outputs/{self.model.task_name}")
         text = self._parser("predict").dump(cfg, skip_none=False)
         prepare_output(self.trainer, self.model, self.datamodule, out, cfg.overwrite, text)
+        if is_leader():
+            _folder.update(out=out, total=len(self.datamodule.samples()))
+            stop_on_signals(True)
         self.config_init["predict"]["return_predictions"] = False  # results go to the writer and are released
 
 

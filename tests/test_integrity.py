@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +87,7 @@ def tiny_wide(tmp: Path, reference: str | None = None, **model) -> str:
     """configs/tiny/wide.yaml, small and fast: two prompts, 64x128, 2 steps, the metrics callback (CLIP score; FID
     and KID against ``reference``)."""
     cfg = yaml.safe_load((ROOT / "configs/tiny/wide.yaml").read_text())
-    cfg["model"]["init_args"].update(width=128, num_inference_steps=2, progress=False, **model)
+    cfg["model"]["init_args"].update({"width": 128, "num_inference_steps": 2, "progress": False, **model})
     cfg["data"]["init_args"]["prompts"] = ["a sunny day over grass", "a sunset over the sea"]
     cfg["trainer"].update(accelerator="cpu", enable_progress_bar=False)
     cfg["trainer"]["callbacks"][0]["init_args"].update(reference=reference, crops_per_image=1)
@@ -107,3 +112,41 @@ def test_a_rerun_computes_missing_metrics(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:  # metrics up to date: nothing to do, nothing written
         main(["predict", "--config", config, "--output_dir", str(out)])
     assert e.value.code == 0 and "nothing to do" in capsys.readouterr().err and hashes(out) == before
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_ends_a_run_cleanly(signum, code, tmp_path):
+    config, out = tiny_wide(tmp_path, num_inference_steps=150), tmp_path / "out"
+    cfg = yaml.safe_load(Path(config).read_text())
+    cfg["data"]["init_args"]["prompts"] = [f"a sunny day over grass {i}" for i in range(20)]
+    Path(config).write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncsde.cli", "predict", "--config", config, "--output_dir", str(out)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    end = time.time() + 300
+    while not (out / "00000.json").exists() and proc.poll() is None and time.time() < end:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    sent = time.time()
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    lines = err.strip().splitlines()
+    assert proc.returncode == code and time.time() - sent < 10, (proc.returncode, err[-2000:])
+    done = sorted(int(p.stem) for p in out.glob("[0-9]*.json"))
+    assert 1 <= len(done) < 20 and len(lines) == 1, err[-2000:]
+    name = signal.Signals(signum).name
+    assert lines[0] == (
+        f"syncsde: stopped by {name}: {len(done)} of 20 samples are finished in {out}; rerun the same command to make "
+        "the rest"
+    )
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*.tmp"))
+    for n in done:  # finished samples are whole, and the manifest lists them
+        meta = json.loads((out / f"{n:05d}.json").read_text())
+        for f in meta["files"].values():
+            with Image.open(out / f) as im:
+                im.load()
+    assert json.loads((out / "manifest.json").read_text())["num_samples"] == len(done)
