@@ -150,3 +150,30 @@ def test_a_signal_ends_a_run_cleanly(signum, code, tmp_path):
             with Image.open(out / f) as im:
                 im.load()
     assert json.loads((out / "manifest.json").read_text())["num_samples"] == len(done)
+
+
+def fake_folder(folder: Path, count: int, seed: int, **config) -> Path:
+    """An output folder of ``count`` random 32x32 samples (sidecars, manifest) and a config.yaml whose metrics
+    callback has the options ``config``."""
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:05d}.png")
+        meta = {"sample_id": i, "prompt": "a sunny day", "task": "wide_image", "method": "syncsde",
+                "preset": "paper", "inv_lambda": 5.0, "files": {"image": f"{i:05d}.png"}}  # fmt: skip
+        (folder / f"{i:05d}.json").write_text(json.dumps(meta))
+        samples.append(meta)
+    (folder / "manifest.json").write_text(json.dumps({"num_samples": count, "samples": samples}))
+    metrics = {"class_path": "syncsde.evaluation.Metrics", "init_args": config}
+    (folder / "config.yaml").write_text(yaml.safe_dump({"trainer": {"callbacks": [metrics]}}))
+    return folder
+
+
+def test_kid_is_the_same_every_time(tmp_path):
+    from syncsde.evaluation.evaluate import evaluate_folder
+
+    reference = fake_folder(tmp_path / "reference", 8, seed=1)
+    folder = fake_folder(tmp_path / "out", 8, seed=2, reference=str(reference), kid_subset_size=3)
+    kids = [evaluate_folder(folder)["metrics"]["kid"] for _ in range(3)]
+    assert kids[0]["available"] and kids[0] == kids[1] == kids[2], kids
