@@ -269,6 +269,9 @@ def load_yaml(text: str):
             except Exception:  # noqa: BLE001 (the parser reports a class that does not import)
                 pass
         init = node.get("init_args") if isinstance(node.get("init_args"), dict) else node
+        tiling = init.get("vae_tiling")
+        if isinstance(tiling, dict) and isinstance(tiling.get("mode"), bool):  # YAML 1.1 reads on/off as booleans
+            tiling["mode"] = "on" if tiling["mode"] else "off"
         strategy = init.get("strategy")
         if isinstance(strategy, str) and short(strategy):
             method = registry.get("method", strategy)

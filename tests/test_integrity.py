@@ -177,3 +177,22 @@ def test_kid_is_the_same_every_time(tmp_path):
     folder = fake_folder(tmp_path / "out", 8, seed=2, reference=str(reference), kid_subset_size=3)
     kids = [evaluate_folder(folder)["metrics"]["kid"] for _ in range(3)]
     assert kids[0]["available"] and kids[0] == kids[1] == kids[2], kids
+
+
+def test_vae_tiling_is_in_the_sidecar_and_mode_on_reads_in_yaml(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    config, out = tiny_wide(tmp_path), tmp_path / "out"
+    cfg = yaml.safe_load(Path(config).read_text())
+    cfg["data"]["init_args"]["prompts"] = ["a sunny day over grass"]
+    cfg["trainer"]["callbacks"] = []
+    Path(config).write_text(yaml.safe_dump(cfg) + "")
+    text = Path(config).read_text().replace("    width: 128\n", "    width: 128\n    vae_tiling: {mode: on}\n")
+    Path(config).write_text(text)
+    main(["predict", "--config", config, "--output_dir", str(out)])  # {mode: on}: read as 'on', not refused
+    meta = json.loads((out / "00000.json").read_text())
+    assert meta["vae_tiling"] == {"tile_size": None, "overlap": 0.25}
+    Path(config).write_text(text.replace("{mode: on}", "{mode: 'off'}"))
+    with pytest.raises(SystemExit) as e:  # a resumed run compares it
+        main(["predict", "--config", config, "--output_dir", str(out), "--data.prompts", '["a", "b"]'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'vae_tiling: {"tile_size": null, "overlap": 0.25} there, "off" now' in err, err
