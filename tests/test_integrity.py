@@ -196,3 +196,23 @@ def test_vae_tiling_is_in_the_sidecar_and_mode_on_reads_in_yaml(tmp_path, monkey
         main(["predict", "--config", config, "--output_dir", str(out), "--data.prompts", '["a", "b"]'])
     err = capsys.readouterr().err
     assert e.value.code == 2 and 'vae_tiling: {"tile_size": null, "overlap": 0.25} there, "off" now' in err, err
+
+
+def test_prompt_file_replaces_the_configs_prompts(tmp_path):
+    from syncsde.data import PromptDataModule
+
+    (tmp_path / "p.txt").write_text("a castle\n")
+    data = PromptDataModule(prompts=["a", "b", "c", "d"], prompt_file=str(tmp_path / "p.txt"))
+    assert [s["prompt"] for s in data.samples()] == ["a castle"]
+
+
+def test_table_skips_folders_without_samples(tmp_path, capsys):
+    from syncsde.evaluation.table import main as table_main
+
+    run = fake_folder(tmp_path / "run", 2, seed=0)
+    (tmp_path / "analysis").mkdir()  # what the notebook command writes beside a sweep's folders
+    (tmp_path / "analysis" / "lambda.png").write_bytes(b"")
+    rows = table_main([str(run), str(tmp_path / "analysis")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [r["folder"] for r in rows] == [str(run)] and rows[0]["preset"] == "paper"
+    assert err == [f"table: skipping {tmp_path / 'analysis'}: it holds no samples (no manifest.json listing any)"]
