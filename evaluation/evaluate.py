@@ -17,7 +17,7 @@ import yaml
 from lightning import LightningDataModule, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
-from syncsde.console import THREADS_HELP, VERBOSE_HELP
+from syncsde.console import THREADS_HELP, VERBOSE_HELP, quiet
 from syncsde.errors import InputError
 from syncsde.strategies import Strategy, description_keys
 from syncsde.writer import read_sample, sidecars
@@ -123,4 +123,5 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--verbose", default="false", help=VERBOSE_HELP)
     args = p.parse_args(argv)
+    quiet(args.verbose.lower() not in ("true", "1", "yes"))  # again: importing Lightning reset its loggers' level
     evaluate_folder(Path(args.folder), reference=args.reference, threads=args.threads)

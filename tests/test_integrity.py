@@ -216,3 +216,17 @@ def test_table_skips_folders_without_samples(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert [r["folder"] for r in rows] == [str(run)] and rows[0]["preset"] == "paper"
     assert err == [f"table: skipping {tmp_path / 'analysis'}: it holds no samples (no manifest.json listing any)"]
+
+
+def test_evaluate_is_quiet_and_keeps_the_method(tmp_path):
+    folder = fake_folder(tmp_path / "out", 2, seed=0)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "syncsde.cli", "evaluate", str(folder)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0 and r.stderr == "", r.stderr  # no Lightning lines, no "💡 Tip"
+    assert json.loads(r.stdout)["num_samples"] == 2  # the metrics JSON only
+    record = json.loads((folder / "metrics.json").read_text())
+    assert record["strategy"] == {"method": "syncsde", "inv_lambda": 5.0, "preset": "paper"}
+    header, row = (folder / "metrics.csv").read_text().splitlines()
+    assert dict(zip(header.split(","), row.split(",")))["strategy.preset"] == "paper"
