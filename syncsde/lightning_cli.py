@@ -41,7 +41,9 @@ _folder: dict = {}  # the predict run's output folder and its number of samples 
 def run(argv: list[str] | None) -> None:
     """LightningCLI on ``argv`` (None: the command line), short names expanded (:func:`expand`)."""
     SyncSDEError.last = None
-    argv = expand(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    check_config_files(argv)
+    argv = expand(argv)
     try:
         SyncCLI(
             LightningModule,
@@ -237,6 +239,28 @@ def _task_name(argv: list[str]) -> str | None:
         except Exception:  # noqa: BLE001 (a config that does not load is reported by the parser itself)
             return None
     return None
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Every ``--config`` file reads as a YAML mapping, or one line naming the file (and the line, column and reason
+    of a syntax error); jsonargparse would say "Unexpected config:" or quote "<unicode string>" without the file."""
+    import yaml
+
+    for _, option, value, _ in _pairs(argv):
+        if option != "--config" or not Path(value).is_file():
+            continue  # a missing file is the parser's to report
+        try:
+            content = yaml.safe_load(Path(value).read_text())
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise InputError(f"{value}{where}: {e.problem or e.context} (YAML syntax); fix the file") from None
+        except yaml.YAMLError as e:
+            raise InputError(f"{value}: {str(e).splitlines()[0]} (YAML); fix the file") from None
+        if content is None:
+            raise InputError(f"{value} is empty; give a config with model: and data: (e.g. configs/tiny/wide.yaml)")
+        if not isinstance(content, dict):
+            raise InputError(f"{value} is not a mapping of options; give a config with model: and data: sections")
 
 
 def load_yaml(text: str):

@@ -230,3 +230,19 @@ def test_evaluate_is_quiet_and_keeps_the_method(tmp_path):
     assert record["strategy"] == {"method": "syncsde", "inv_lambda": 5.0, "preset": "paper"}
     header, row = (folder / "metrics.csv").read_text().splitlines()
     assert dict(zip(header.split(","), row.split(",")))["strategy.preset"] == "paper"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", "{path} is empty; give a config with model: and data: (e.g. configs/tiny/wide.yaml)"),
+        ("model:\n  a: [1, 2\n  b: 3\n", "{path} line 3, column 4: expected ',' or ']', but got ':' (YAML syntax); fix the file"),
+    ],
+)  # fmt: skip
+def test_empty_and_broken_config_files_are_one_line_naming_the_file(text, expected, tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "--config", str(path)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"syncsde: error: {expected.format(path=path)}"]
