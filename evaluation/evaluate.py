@@ -17,7 +17,7 @@ import yaml
 from lightning import LightningDataModule, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
-from syncsde.console import THREADS_HELP, VERBOSE_HELP
+from syncsde.console import THREADS_HELP, VERBOSE_HELP, quiet
 from syncsde.errors import InputError
 from syncsde.strategies import Strategy, description_keys
 from syncsde.writer import read_sample, sidecars
@@ -77,8 +77,9 @@ def metrics_options(folder: Path) -> dict:
     return {}
 
 
-def evaluate_folder(folder: Path, reference: str | None = None, threads: int | None = None) -> dict:
-    """Write ``metrics.json`` for ``folder`` over all its samples; returns its record."""
+def evaluate_folder(folder: Path, reference: str | None = None, threads: int | None = None, metrics=None) -> dict:
+    """Write ``metrics.json`` for ``folder`` over all its samples; returns its record. ``metrics``: the callback to
+    use (default: one with the options of the folder's config.yaml)."""
     import torch
 
     from syncsde.evaluation.metrics import Metrics
@@ -90,10 +91,12 @@ def evaluate_folder(folder: Path, reference: str | None = None, threads: int | N
         raise InputError(f"{folder} holds no samples (no NNNNN.json sidecars); give a `syncsde predict` output folder")
     if threads:
         torch.set_num_threads(threads)
-    options = {**metrics_options(folder), "output_dir": str(folder)}
-    if reference is not None:
-        options["reference"] = reference
-    metrics = Metrics(**options)
+    if metrics is None:
+        options = {**metrics_options(folder), "output_dir": str(folder)}
+        if reference is not None:
+            options["reference"] = reference
+        metrics = Metrics(**options)
+    metrics.output_dir = str(folder)
     trainer = Trainer(
         accelerator="auto",
         devices=1,
@@ -120,4 +123,5 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--verbose", default="false", help=VERBOSE_HELP)
     args = p.parse_args(argv)
+    quiet(args.verbose.lower() not in ("true", "1", "yes"))  # again: importing Lightning reset its loggers' level
     evaluate_folder(Path(args.folder), reference=args.reference, threads=args.threads)

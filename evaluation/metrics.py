@@ -16,7 +16,8 @@ are torchmetrics metrics, so each process adds only its own samples and ``comput
 network is unavailable is reported as ``{"available": false, "reason": ...}``, never silently dropped.
 
 - FID / KID (torchmetrics) between the generated images (or crops) and the reference set; KID is reported as the
-  mean and standard deviation over its subsets (``value`` ± ``std``).
+  mean and standard deviation over its subsets (``value`` ± ``std``), drawn with a fixed seed (the same images give
+  the same KID).
 - CLIP score: 100·max(cos(image, text), 0) — torchmetrics' definition — computed with the given CLIP model (the
   embedded tiny CLIP offline), judged fairly per task:
   - a sample with several readings (ambiguous images: each reading against its own prompt) scores its worst
@@ -116,6 +117,19 @@ class Metrics(Callback):
         self.want_lpips, self.output_dir = lpips, output_dir
         self.status: dict[str, dict] = {}
         self.metrics: dict[str, torch.nn.Module] = {}
+
+    # -- a folder whose samples are all made ------------------------------------------------------------------
+    def outdated(self, folder: Path) -> bool:
+        """Whether ``folder``'s metrics.json is missing or older than its manifest (a run killed after its last
+        sample): a rerun with nothing left to generate then recomputes them (:meth:`recompute`)."""
+        metrics, manifest = Path(folder) / "metrics.json", Path(folder) / "manifest.json"
+        return not metrics.is_file() or (manifest.is_file() and metrics.stat().st_mtime < manifest.stat().st_mtime)
+
+    def recompute(self, folder: Path) -> None:
+        """metrics.json (and a metrics.csv row) over every sample of ``folder``, with this callback's options."""
+        from syncsde.evaluation.evaluate import evaluate_folder
+
+        evaluate_folder(Path(folder), metrics=self)
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def _features(self):
@@ -253,7 +267,12 @@ class Metrics(Callback):
             kid.subset_size = max(2, min(self.kid_subset_size, self.num_reference, generated))
         for name, metric in self.metrics.items():
             try:
-                value = metric.compute()
+                if name == "kid":  # its subsets are drawn from torch's global generator: seed them, so that the
+                    with torch.random.fork_rng(devices=[]):  # same images give the same KID every time
+                        torch.manual_seed(0)
+                        value = metric.compute()
+                else:
+                    value = metric.compute()
                 if name == "kid":
                     results[name] = {"available": True, "value": float(value[0]), "std": float(value[1])}
                 elif name == "num_samples":

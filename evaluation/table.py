@@ -4,7 +4,7 @@
 
 One row per folder: task, method and its parameters (from the sidecars), number of samples, mean seconds per
 sample, and every metric of the folder's ``metrics.json`` (written by ``syncsde.evaluation.Metrics``); a metric with a spread
-(KID: mean and standard deviation over its subsets) is shown as "mean ± std".
+(KID: mean and standard deviation over its subsets) is shown as "mean ± std". Folders without samples are skipped.
 """
 
 from __future__ import annotations
@@ -40,7 +40,16 @@ def folder_row(folder: str | Path) -> dict:
 
 
 def table(folders) -> list[dict]:
-    return [folder_row(f) for f in folders]
+    """One row per folder that holds samples; the others (a sweep's ``analysis`` folder, a file) are skipped with one
+    line on stderr each."""
+    rows = []
+    for f in folders:
+        manifest = Path(f) / "manifest.json"
+        if not manifest.is_file() or not json.loads(manifest.read_text()).get("samples"):
+            print(f"table: skipping {f}: it holds no samples (no manifest.json listing any)", file=sys.stderr)
+            continue
+        rows.append(folder_row(f))
+    return rows
 
 
 def to_markdown(rows: list[dict]) -> str:

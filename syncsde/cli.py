@@ -151,6 +151,8 @@ def parser_error(text: str) -> str:
         return f"{name} is not an option of {owner}; `syncsde predict --{top}.help {owner}` lists them"
     if m := re.match(r"Expected a typing\.Literal\[(.*)\]", reason):
         reason = f"got {given if given is not None else 'another value'}; choose one of {m[1]}"
+        if "'on'" in m[1] or "'off'" in m[1]:
+            reason += " (YAML reads on, off, yes and no as true or false: quote them, mode: 'on')"
     if m := re.match(r"(?:Expected a <class '(\w+)'>|Not of type (\w+))[.:]", reason):
         wanted = TYPE_WORDS.get(m[1] or m[2], m[1] or m[2])
         got = re.search(r"Got value: (.*)", reason)

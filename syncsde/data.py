@@ -166,11 +166,12 @@ def check_mesh(path: str, what: str) -> None:
 
 
 class PromptDataModule(SampleDataModule):
-    """Prompts from the config (``prompts``) and/or a text file (``prompt_file``, one prompt a line, # comments).
+    """Prompts from the config (``prompts``) or a text file (``prompt_file``, one prompt a line, # comments), which
+    replaces the config's prompts.
 
     Args:
         prompts: list of prompts.
-        prompt_file: text file with one prompt per line.
+        prompt_file: text file with one prompt per line (replaces ``prompts``).
         samples_per_prompt: samples generated per prompt (sample ids run prompt-major).
         seed: the run's seed; each sample's noise comes from (seed, sample_id).
         batch_size: samples per predict_step.
@@ -197,7 +198,7 @@ class PromptDataModule(SampleDataModule):
             raise InputError(
                 f"--data.prompt_file '{self.prompt_file}' holds no prompts; give one prompt a line"
             )
-        return [{"prompt": p} for p in self.prompts + lines]
+        return [{"prompt": p} for p in (lines if self.prompt_file else self.prompts)]
 
 
 class RecordDataModule(SampleDataModule):
@@ -372,7 +373,8 @@ class MotionDataModule(RecordDataModule):
     def records(self):
         out = super().records()
         for n, rec in enumerate(out):
-            if not isinstance(rec["texts"], list) or not rec["texts"]:
+            texts = rec["texts"]
+            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
                 raise InputError(f"record {n}: texts must be a non-empty list of strings, one per segment")
             rec["prompt"] = " | ".join(rec["texts"])
         return out

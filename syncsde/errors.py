@@ -21,3 +21,14 @@ class ModelNotFoundError(SyncSDEError):
 
 class InputError(SyncSDEError, ValueError):
     pass
+
+
+class Stopped(BaseException):
+    """A run stopped by a signal (SIGTERM, SIGINT): raised in the main thread by the run's signal handler, so that
+    the sample being written is abandoned between files (each is written atomically) and the run ends with one line
+    and the exit code 128 + the signal's number. A BaseException, like KeyboardInterrupt: no ``except Exception``
+    swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

@@ -5,7 +5,8 @@ Imported only when one of these subcommands runs (``syncsde --help`` does not pa
 Before any process is launched, ``predict`` locks the output folder (a second run on the same folder is refused
 while the first holds it; the operating system releases the lock of a killed run), removes the temporary files a
 killed run left, checks the folder's samples against this run's settings (resume never mixes settings), plans the
-samples still to make, and checks the process count against them. ``config.yaml`` is written only when the first
+samples still to make, checks the process count against them, and validates every pending record (a bad record, even
+the last, stops the run before anything is written into the folder). ``config.yaml`` is written only when the first
 sample is about to be generated. Results go to the writer and are released (predictions are not returned).
 """
 
@@ -15,6 +16,7 @@ import importlib
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from syncsde.console import DESCRIPTION, THREADS_HELP, VERBOSE_HELP, quiet
-from syncsde.errors import InputError, SyncSDEError
+from syncsde.errors import InputError, Stopped, SyncSDEError
 from syncsde.io import FolderBusy, lock_folder, remove_temporaries
 from syncsde.progress import SampleProgress
 from syncsde.strategies.base import Strategy
@@ -33,12 +35,15 @@ from syncsde.task import SyncTask
 from syncsde.writer import SampleWriter
 
 _locks: list = []  # output-folder locks held by this process's run
+_folder: dict = {}  # the predict run's output folder and its number of samples (for the line of a stopped run)
 
 
 def run(argv: list[str] | None) -> None:
     """LightningCLI on ``argv`` (None: the command line), short names expanded (:func:`expand`)."""
     SyncSDEError.last = None
-    argv = expand(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    check_config_files(argv)
+    argv = expand(argv)
     try:
         SyncCLI(
             LightningModule,
@@ -51,9 +56,52 @@ def run(argv: list[str] | None) -> None:
             parser_kwargs={"exit_on_error": False, "description": DESCRIPTION, "parser_mode": "syncsde"},
             args=argv,
         )
+    except Stopped as e:
+        sys.stderr.write(stopped_line(e.signum) + "\n")
+        sys.exit(128 + e.signum)
     finally:
+        stop_on_signals(False)
         while _locks:
             _locks.pop().close()
+        _folder.clear()
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_handlers: dict = {}  # the handlers stop_on_signals replaced
+
+
+def stop_on_signals(on: bool) -> None:
+    """SIGTERM and SIGINT stop a run (:class:`~syncsde.errors.Stopped`, raised once in the main thread) instead of
+    being ignored (Lightning only notes a SIGTERM) or ending it with a bare exit 1 (Lightning's KeyboardInterrupt);
+    ``on=False`` restores the handlers from before."""
+    if not on:
+        while _handlers:
+            signal.signal(*_handlers.popitem())
+        return
+    _handlers.update({s: signal.getsignal(s) for s in STOP_SIGNALS if s not in _handlers})
+
+    def stop(signum, frame):
+        for s in STOP_SIGNALS:  # a second signal while the run winds down is not another exception
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, stop)
+
+
+def stopped_line(signum: int) -> str:
+    """What a stopped run finished and how to resume it, in one line."""
+    name = signal.Signals(signum).name
+    out = _folder.get("out")
+    if out is None:
+        return f"syncsde: stopped by {name} before any sample was made; nothing was written"
+    from syncsde.writer import sidecars
+
+    done = len(sidecars(out))
+    return (
+        f"syncsde: stopped by {name}: {done} of {_folder['total']} samples are finished in {out}; rerun the same "
+        "command to make the rest"
+    )
 
 
 class SyncCLI(LightningCLI):
@@ -108,6 +156,9 @@ class SyncCLI(LightningCLI):
         out = Path(cfg.output_dir or f"outputs/{self.model.task_name}")
         text = self._parser("predict").dump(cfg, skip_none=False)
         prepare_output(self.trainer, self.model, self.datamodule, out, cfg.overwrite, text)
+        if is_leader():
+            _folder.update(out=out, total=len(self.datamodule.samples()))
+            stop_on_signals(True)
         self.config_init["predict"]["return_predictions"] = False  # results go to the writer and are released
 
 
@@ -190,6 +241,28 @@ def _task_name(argv: list[str]) -> str | None:
     return None
 
 
+def check_config_files(argv: list[str]) -> None:
+    """Every ``--config`` file reads as a YAML mapping, or one line naming the file (and the line, column and reason
+    of a syntax error); jsonargparse would say "Unexpected config:" or quote "<unicode string>" without the file."""
+    import yaml
+
+    for _, option, value, _ in _pairs(argv):
+        if option != "--config" or not Path(value).is_file():
+            continue  # a missing file is the parser's to report
+        try:
+            content = yaml.safe_load(Path(value).read_text())
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise InputError(f"{value}{where}: {e.problem or e.context} (YAML syntax); fix the file") from None
+        except yaml.YAMLError as e:
+            raise InputError(f"{value}: {str(e).splitlines()[0]} (YAML); fix the file") from None
+        if content is None:
+            raise InputError(f"{value} is empty; give a config with model: and data: (e.g. configs/tiny/wide.yaml)")
+        if not isinstance(content, dict):
+            raise InputError(f"{value} is not a mapping of options; give a config with model: and data: sections")
+
+
 def load_yaml(text: str):
     """The configs' loader: jsonargparse's YAML, with short names expanded in config files (``strategy: canonical``,
     ``class_path: sdxl``, and a top-level ``method: canonical`` as ``--method``; :mod:`syncsde.registry`)."""
@@ -222,6 +295,9 @@ def load_yaml(text: str):
             except Exception:  # noqa: BLE001 (the parser reports a class that does not import)
                 pass
         init = node.get("init_args") if isinstance(node.get("init_args"), dict) else node
+        tiling = init.get("vae_tiling")
+        if isinstance(tiling, dict) and isinstance(tiling.get("mode"), bool):  # YAML 1.1 reads on/off as booleans
+            tiling["mode"] = "on" if tiling["mode"] else "off"
         strategy = init.get("strategy")
         if isinstance(strategy, str) and short(strategy):
             method = registry.get("method", strategy)
@@ -331,6 +407,12 @@ def prepare_output(trainer, model, datamodule, out: Path, overwrite: bool, confi
     todo = datamodule.pending()
     if not todo:
         total = len(datamodule.samples())
+        outdated = [c for c in trainer.callbacks if hasattr(c, "outdated") and c.outdated(out)] if leader else []
+        if outdated:  # a run killed after its last sample but before its metrics
+            print(f"syncsde: all {total} samples are already in {out}; computing its missing metrics", file=sys.stderr)
+            for callback in outdated:
+                callback.recompute(out)
+            sys.exit(0)
         print(
             f"syncsde: all {total} samples are already in {out}; nothing to do (`syncsde evaluate {out}` recomputes "
             "its metrics; --overwrite true regenerates the samples)",
@@ -338,6 +420,7 @@ def prepare_output(trainer, model, datamodule, out: Path, overwrite: bool, confi
         )
         sys.exit(0)
     model.check_processes(trainer.num_devices * trainer.num_nodes, todo)
+    validate(model, todo)
     if leader:
         if lock is None:
             try:
@@ -353,6 +436,17 @@ def prepare_output(trainer, model, datamodule, out: Path, overwrite: bool, confi
     if trainer.progress_bar_callback is None:
         bar.disable()
     trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, ProgressBar)] + [bar]
+
+
+def validate(model, todo: list[dict]) -> None:
+    """Every pending record, checked by its task (:meth:`SyncTask.validate`) before anything is written into the
+    folder: a bad last record stops the run before the first sample, and the folder stays as it was."""
+    seen = set()
+    for s in todo:
+        record = json.dumps({k: v for k, v in s.items() if k != "sample_id"}, sort_keys=True, default=str)
+        if record not in seen:
+            seen.add(record)
+            model.validate(s)
 
 
 def take_lock(out: Path):

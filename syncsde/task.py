@@ -179,6 +179,12 @@ class SyncTask(LightningModule):
             **self.describe(),
         }
 
+    def validate(self, record: dict) -> None:
+        """Check one record cheaply, without sampling: whatever would stop its sample later (a mask empty at the
+        working size, a view that does not apply, a text the backbone cannot read) stops here with one line. The CLI
+        validates every pending record before anything is written into the output folder, so a run that fails on a
+        bad record leaves the folder as it was. Tasks extend it."""
+
     def prepare(self, batch: Sequence[dict]) -> list[dict]:
         """Per-batch work before sampling (e.g. inversion); returns the records, possibly with more keys."""
         return list(batch)

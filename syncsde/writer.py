@@ -88,6 +88,10 @@ class SampleWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             write_manifest(self.output_dir)
 
+    def on_exception(self, trainer, pl_module, exception):
+        if trainer.is_global_zero and any(sidecars(self.output_dir)):  # a stopped run: the manifest of what it made
+            write_manifest(self.output_dir)
+
 
 def sidecars(output_dir: str | Path) -> list[Path]:
     """The sidecars of the finished samples of a folder, by sample id."""

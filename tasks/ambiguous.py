@@ -167,6 +167,11 @@ class AmbiguousImage(SyncTask):
             raise InputError("samples of one batch have different numbers of prompts; use data.batch_size 1")
         return out
 
+    def validate(self, record):
+        x = torch.zeros(self.backbone.channels, self.size, self.size)
+        for v in self.sample_views([record])[0]:  # known views, one per prompt, that apply at the working size
+            v.view(x)
+
     def trajectory_prompts(self, batch):
         return [prompts_of(s) for s in batch]
 

@@ -71,6 +71,9 @@ class MaskTextToImage(SyncTask):
         """(B, 1, h, w) binary masks at the working-space size."""
         return torch.stack([load_mask(s["mask"], *self.latent_size) for s in batch]).to(self.device)
 
+    def validate(self, record):
+        self.masks([record])  # readable, not empty (regions: not covering everything) at the working size
+
     def problem(self, batch):
         m = self.masks(batch)
         couplings = [Coupling(1, 0, None, 1 - m), Coupling(2, 0, None, 1 - m), Coupling(2, 1, None, m)]

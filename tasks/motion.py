@@ -85,6 +85,9 @@ class LongMotion(SyncTask):
             raise InputError("samples of one batch have different numbers of segments; use data.batch_size 1")
         return counts.pop()
 
+    def validate(self, record):
+        self.backbone.encode_prompts(list(record["texts"]))  # texts the backbone reads (the embedded model: actions)
+
     def trajectory_prompts(self, batch):
         return [list(s["texts"]) for s in batch]
 

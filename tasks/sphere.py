@@ -83,21 +83,26 @@ class SpherePanorama(SyncTask):
         self._couplings = self.geometry.couplings()
         self._canonical = self.geometry.canonical((backbone.channels,))
 
-    def prepare(self, batch):
-        """The views' control images from each record's equirectangular ``depth`` picture (ControlNet backbones)."""
+    def validate(self, record):
         control = "controlnet" in self.backbone.abilities
-        if any("depth" in s for s in batch) and not control:
+        if "depth" in record and not control:
             raise InputError(
                 "records give depth pictures, but the backbone has no ControlNet; use "
                 "syncsde.backbones.StableDiffusionControlNet (or drop 'depth')"
             )
         if control:
-            missing = [s["sample_id"] for s in batch if "depth" not in s]
-            if missing:
+            if "depth" not in record:
                 raise InputError(
-                    f"sample(s) {missing} have no 'depth': a ControlNet backbone needs an equirectangular depth "
-                    "picture per record (grayscale, near = white)"
+                    f"sample {record['sample_id']} has no 'depth': a ControlNet backbone needs an equirectangular "
+                    "depth picture per record (grayscale, near = white)"
                 )
+            self.depth_picture(record["depth"])
+
+    def prepare(self, batch):
+        """The views' control images from each record's equirectangular ``depth`` picture (ControlNet backbones)."""
+        for s in batch:
+            self.validate(s)
+        if "controlnet" in self.backbone.abilities:
             size = self.native_size
             views = [perspective(self.depth_picture(s["depth"]), self.views, self.fov, size, "bilinear") for s in batch]
             steps = [step.t for step in self.schedule().steps]

@@ -169,4 +169,10 @@ class WideImage(SyncTask):
             "init_from_canonical": self.init_from_canonical,
             "assembly": self.assembly,
             "canonical_blend": self.canonical_blend,
+            "vae_tiling": self.tiling(),
         }
+
+    def tiling(self) -> dict | str:
+        """How the canvas goes through the VAE, as it changes the pixels: "off" (one pass) or the tiles' settings."""
+        t, size = self.vae_tiling, (self.height, self.width)
+        return {"tile_size": t.tile_size, "overlap": t.overlap} if t.tiles(self.backbone, *size) else "off"
