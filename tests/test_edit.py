@@ -179,7 +179,28 @@ def test_captioner_writes_missing_source_prompts(tiny_sd_dir, image, tmp_path):
     ):  # names the caption's words
         task.prepare([rec])
     with pytest.raises(ModelNotFoundError, match="cannot load captioner"):
-        Captioner(str(tmp_path / "missing"))
+        Captioner(str(tmp_path / "missing")).load()
+
+
+def test_captioner_loads_only_for_records_without_a_prompt(tiny_sd_dir, image, tmp_path):
+    """A captioner whose weights do not exist (configs/edit_sdxl.yaml without BLIP downloaded): records that carry a
+    prompt run; a record without one stops on the one-line "cannot load captioner" error."""
+    from syncsde.backbones.captioner import Captioner
+    from syncsde.errors import ModelNotFoundError
+
+    task = ImageEdit(
+        StableDiffusion(str(tiny_sd_dir)),
+        mask_res=4,
+        num_inference_steps=2,
+        captioner=Captioner(str(tmp_path / "missing")),
+        progress=False,
+    )
+    rec = {"image": str(image), "source_word": "cat", "target_word": "dog", "sample_id": 0, "seed": 0}
+    assert task.run([{**rec, "prompt": "a cat on grass"}])[0].image.shape == (3, 64, 64)
+    assert task.captioner.model is None
+    with pytest.raises(ModelNotFoundError, match="cannot load captioner .*missing.* without \"prompt\"") as e:
+        task.prepare([rec])
+    assert "\n" not in str(e.value)
 
 
 def test_captioner_generates_as_lavis_blip_caption(tmp_path):
@@ -188,7 +209,7 @@ def test_captioner_generates_as_lavis_blip_caption(tmp_path):
     from syncsde.backbones.captioner import Captioner
     from syncsde.testing import save_tiny_blip
 
-    captioner = Captioner(str(save_tiny_blip(tmp_path / "blip")))  # the defaults are LAVIS' settings
+    captioner = Captioner(str(save_tiny_blip(tmp_path / "blip"))).load()  # the defaults are LAVIS' settings
     img = torch.rand(3, 40, 50, generator=torch.Generator().manual_seed(0))
     proc, model = captioner.processor, captioner.model
     inputs = proc(images=[(img * 255).byte()], text=["a picture of "], return_tensors="pt")
