@@ -35,6 +35,7 @@ BACKBONES = {
     "sd3": "StableDiffusion3",
     "flux": "Flux",
 }
+TITLES = {"unet": "Stable Diffusion", "sdxl": "Stable Diffusion XL", "sd3": "Stable Diffusion 3", "flux": "Flux"}
 
 
 def resolve_model(model: str, what: str = "--model.backbone.model") -> Path:
@@ -440,9 +441,9 @@ class ControlNet:
                 missing.append(name)
         if missing:
             raise ModelNotFoundError(
-                f"cannot load {' nor '.join(repr(m) for m in missing)}: the mesh backbone needs Stable Diffusion "
-                f"('{model}') and its depth ControlNet ('{controlnet}'); download what is missing where the hub is "
-                "reachable (hf download ID --local-dir DIR) and pass --model.backbone.model DIR "
+                f"cannot load {' nor '.join(repr(m) for m in missing)}: {type(self).__name__} needs "
+                f"{TITLES[self.family]} ('{model}') and its ControlNet ('{controlnet}'); download what is missing "
+                "where the hub is reachable (hf download ID --local-dir DIR) and pass --model.backbone.model DIR "
                 f"and {option} DIR"
             )
         super().__init__(model, dtype)
