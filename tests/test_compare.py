@@ -86,3 +86,33 @@ def test_the_methods_table_is_generated_from_the_registry():
             row = next(line for line in table.splitlines() if line.startswith(f"| `--method {name}`"))
             assert task in row.split("|")[3], (name, task)
     assert "| `--method canonical` |" in table and "edit" not in table.split("--method canonical")[1].split("\n")[0]
+
+
+@pytest.fixture(scope="module")
+def mesh_comparison(tmp_path_factory):
+    """`syncsde compare` of SyncSDE and the independent baseline on configs/tiny/mesh.yaml, 2 steps."""
+    out = tmp_path_factory.mktemp("mesh_compare")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        summary = main(
+            ["--config", "configs/tiny/mesh.yaml", "--methods", "syncsde,independent", "--output_dir", str(out)]
+            + ["--model.num_inference_steps", "2", "--trainer.enable_progress_bar", "false"]
+        )
+    return out, summary
+
+
+def test_mesh_independent_baseline_has_no_multiview_attention(mesh_comparison, tmp_path, monkeypatch):
+    """The independent baseline's views are independent: `compare` and `predict --method independent` both turn the
+    mesh task's multi-view attention off, and the sidecar says so."""
+    out, _ = mesh_comparison
+    assert json.loads((out / "syncsde" / "00000.json").read_text())["multiview_attention"] is True
+    assert json.loads((out / "independent" / "00000.json").read_text())["multiview_attention"] is False
+    from syncsde.cli import main as syncsde_main
+
+    monkeypatch.chdir(ROOT)
+    syncsde_main(
+        ["predict", "--config", "configs/tiny/mesh.yaml", "--method", "independent", "--output_dir", str(tmp_path)]
+        + ["--model.num_inference_steps", "1", "--trainer.enable_progress_bar", "false"]
+    )
+    side = json.loads((tmp_path / "00000.json").read_text())
+    assert side["method"] == "independent" and side["multiview_attention"] is False
