@@ -219,3 +219,41 @@ def test_captioner_generates_as_lavis_blip_caption(tmp_path):
         )
     assert 10 <= out.shape[1] <= 30
     assert captioner([img]) == [proc.batch_decode(out, skip_special_tokens=True)[0][len("a picture of ") :].strip()]
+
+
+def test_a_missing_source_word_is_announced_once_per_record(tiny_sd_dir, image, capsys):
+    """missing_word: clip edits the caption word nearest to the absent source word by CLIP text similarity; one line
+    says which (the sidecar's source_word_used was the only trace)."""
+    task = ImageEdit(
+        StableDiffusion(str(tiny_sd_dir)), mask_res=4, num_inference_steps=2, clip_model="syncsde:tiny-clip",
+        progress=False,
+    )  # fmt: skip
+    rec = {"image": str(image), "prompt": "a cat over grass", "source_word": "zebra", "target_word": "dog", "seed": 0}
+    task.run([{**rec, "sample_id": 0}, {**rec, "sample_id": 1, "prompt": "a dog on grass"}])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "zebra" in line]
+    used = "a cat over grass".split()[task._clip_words.nearest("zebra", "a cat over grass".split())]
+    assert len(lines) == 2  # one per record
+    assert lines[0] == (
+        f"syncsde: 'zebra' is not in the prompt 'a cat over grass'; editing '{used}' instead (the nearest word by "
+        "CLIP text similarity; missing_word: error refuses instead)"
+    )
+    assert "'a dog on grass'" in lines[1]
+
+
+def test_edit_progress_counts_every_step_of_a_batch(tmp_path, monkeypatch):
+    """The edit runs the inversion, the mask's reconstruction and the edit: 3 × 2 steps at 2 steps, counted as such
+    (it showed "step 6/2")."""
+    from pathlib import Path
+
+    from syncsde.cli import main
+    from syncsde.progress import Reporter
+
+    seen = []
+    step = Reporter.step
+    monkeypatch.setattr(Reporter, "step", lambda self: (step(self), seen.append((self.batch_steps, self.expected))))
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    main(
+        ["predict", "--config", "configs/tiny/edit.yaml", "--model.num_inference_steps", "2", "--output_dir",
+         str(tmp_path)]
+    )  # fmt: skip
+    assert seen[:6] == [(i, 6) for i in range(1, 7)] and all(done <= expected for done, expected in seen)
