@@ -116,3 +116,34 @@ def test_mesh_independent_baseline_has_no_multiview_attention(mesh_comparison, t
     )
     side = json.loads((tmp_path / "00000.json").read_text())
     assert side["method"] == "independent" and side["multiview_attention"] is False
+
+
+def test_mesh_grid_shows_the_views_not_the_uv_atlas(mesh_comparison):
+    out, _ = mesh_comparison
+    grid = Image.open(out / "grid.png").convert("RGB")
+    views = Image.open(out / "syncsde" / "00000_views.png").convert("RGB")  # 5 x 2 views of 64 px
+    scale = -(-192 // views.height)
+    cell = views.resize((views.width * scale, views.height * scale), Image.NEAREST)
+    assert grid.size == (2 * cell.width, 26 + 2 * cell.height)
+    assert grid.crop((0, 26, cell.width, 26 + cell.height)).tobytes() == cell.tobytes()
+
+
+def test_motion_grid_wraps_filmstrips_into_rows_of_at_most_2048_px(tmp_path, monkeypatch):
+    from syncsde.evaluation.compare import wrap
+
+    strip = Image.new("RGB", (10 * 64, 64))
+    for i in range(10):
+        strip.paste((i * 20, 0, 0), (i * 64, 0, (i + 1) * 64, 64))
+    rows = wrap(strip, 200)  # three whole frames a row, four rows
+    assert rows.size == (192, 256) and rows.getpixel((0, 64)) == (60, 0, 0) and rows.getpixel((100, 192)) == (0xFF,) * 3
+
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "motion"
+    main(
+        ["--config", "configs/tiny/motion.yaml", "--methods", "syncsde", "--output_dir", str(out)]
+        + ["--model.num_inference_steps", "2", "--trainer.enable_progress_bar", "false"]
+    )
+    film = Image.open(out / "syncsde" / "00000.png")
+    assert film.width > 2048  # the filmstrip the grid wraps
+    grid = Image.open(out / "grid.png")
+    assert grid.width <= 2048 and grid.height >= 26 + 2 * 2 * film.height
