@@ -8,14 +8,16 @@ config's own SyncSDE and the task's baselines, :func:`methods`; any method that 
 ``DIR/<method>``; finished samples are skipped on a re-run. Then ``DIR/grid.png`` shows one row per
 sample and one column per method (upscaled, wide images such as motion filmstrips wrapped into rows of at most
 2048 px, the mesh's views instead of its UV atlas, method names in their own row), ``DIR/comparison.json`` lists every
-method's folder, sidecar averages and metrics (from ``metrics.json`` when the config has the ``syncsde.evaluation.Metrics``
-callback), and the table is printed.
+method's folder, sidecar averages and metrics (``metrics.json``, recomputed over every finished folder when the
+config has the ``syncsde.evaluation.Metrics`` callback), and the table is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -130,6 +132,20 @@ def grid(
     return canvas
 
 
+def recompute_metrics(folders) -> None:
+    """Each folder's metrics.json recomputed over its finished samples (``syncsde evaluate``), where its config has the
+    metrics callback: a method's metrics must not depend on what existed when it ran (a reference folder that is
+    another method's, samples of an earlier run)."""
+    from syncsde.evaluation.evaluate import METRICS_CLASSES, evaluate_folder
+
+    for folder in folders:
+        config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        callbacks = config.get("trainer", {}).get("callbacks") or []
+        if any(isinstance(c, dict) and c.get("class_path") in METRICS_CLASSES for c in callbacks):
+            with contextlib.redirect_stdout(io.StringIO()):  # evaluate prints the metrics; compare prints the table
+                evaluate_folder(folder)
+
+
 def run_in_process(cmd: list[str], label: str) -> None:
     """``syncsde CMD`` in this process, announced on stderr as ``LABEL: syncsde CMD``; a run with nothing left to do
     (every sample already in its folder) is not an error."""
@@ -169,6 +185,7 @@ def main(argv=None) -> dict:
             *rest,
         ]
         run_in_process(cmd, f"syncsde compare: {method}")
+    recompute_metrics(folders.values())
     summary = {"task": task, "config": args.config, "methods": {}}
     for method, folder in folders.items():
         samples = json.loads((folder / "manifest.json").read_text())["samples"]

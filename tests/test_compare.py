@@ -147,3 +147,24 @@ def test_motion_grid_wraps_filmstrips_into_rows_of_at_most_2048_px(tmp_path, mon
     assert film.width > 2048  # the filmstrip the grid wraps
     grid = Image.open(out / "grid.png")
     assert grid.width <= 2048 and grid.height >= 26 + 2 * 2 * film.height
+
+
+def test_compare_recomputes_every_folders_metrics_after_all_methods_ran(tmp_path, monkeypatch):
+    """The reference of the wide config is the independent baseline's folder, which does not exist yet when SyncSDE
+    runs first: the comparison's metrics are those of the finished folders, FID for both methods."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "cmp"
+    cfg = yaml.safe_load((ROOT / "configs/tiny/wide.yaml").read_text())
+    cfg["trainer"]["callbacks"][0]["init_args"]["reference"] = str(out / "independent")
+    cfg["data"]["init_args"]["prompts"] = cfg["data"]["init_args"]["prompts"][:3]
+    path = tmp_path / "wide.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    summary = main(
+        ["--config", str(path), "--methods", "syncsde,independent", "--output_dir", str(out)]
+        + ["--model.num_inference_steps", "2", "--trainer.enable_progress_bar", "false"]
+    )
+    for method in ("syncsde", "independent"):
+        fid = summary["methods"][method]["metrics"]["metrics"]["fid"]
+        assert fid["available"] is not False, (method, fid)
+        assert json.loads((out / method / "metrics.json").read_text()) == summary["methods"][method]["metrics"]
+    assert summary == json.loads((out / "comparison.json").read_text())
