@@ -175,7 +175,7 @@ class DiffusersModel(Backbone):
                 f"{', '.join(sorted(DTYPES))}"
             )
         self.name = model
-        self.requested_dtype, self.variant = dtype, variant
+        self.requested_dtype = dtype
         folder = resolve_model(model, variant=variant)
         self.pipeline_config = read_index(folder)
         family = checkpoint_family(self.pipeline_config)
