@@ -6,15 +6,18 @@
 Each method runs `syncsde predict` with the config plus ``--method NAME`` (:mod:`syncsde.registry`; by default the
 config's own SyncSDE and the task's baselines, :func:`methods`; any method that applies can be named) into
 ``DIR/<method>``; finished samples are skipped on a re-run. Then ``DIR/grid.png`` shows one row per
-sample and one column per method (upscaled, method names in their own row), ``DIR/comparison.json`` lists every
-method's folder, sidecar averages and metrics (from ``metrics.json`` when the config has the ``syncsde.evaluation.Metrics``
-callback), and the table is printed.
+sample and one column per method (upscaled, wide images such as motion filmstrips wrapped into rows of at most
+2048 px, the mesh's views instead of its UV atlas, method names in their own row), ``DIR/comparison.json`` lists every
+method's folder, sidecar averages and metrics (``metrics.json``, recomputed over every finished folder when the
+config has the ``syncsde.evaluation.Metrics`` callback), and the table is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -73,21 +76,47 @@ def overrides(task: str, method: str, config: dict) -> list[str]:
     return ["--method", method, *(a.replace("{window_8}", window_8) for a in PROTOCOL.get((task, method), []))]
 
 
-def grid(folders: dict[str, Path], min_height: int = 192, rows: int | None = None) -> Image.Image:
+# the file of each task's samples that the grid shows (default: the main image): the mesh's decoded views, which a
+# person can compare, rather than its UV atlas
+PREVIEW = {"mesh": "views"}
+
+
+def wrap(image: Image.Image, max_width: int) -> Image.Image:
+    """``image`` cut into pieces at most ``max_width`` wide, stacked top to bottom (a filmstrip in rows); the cuts
+    fall at multiples of the image's height where that fits, so square frames and views stay whole."""
+    if image.width <= max_width:
+        return image
+    piece = max_width // image.height * image.height or max_width
+    n = -(-image.width // piece)
+    out = Image.new("RGB", (piece, n * image.height), "white")
+    for i in range(n):
+        out.paste(image.crop((i * piece, 0, min((i + 1) * piece, image.width), image.height)), (0, i * image.height))
+    return out
+
+
+def grid(
+    folders: dict[str, Path], min_height: int = 192, rows: int | None = None, key: str = "image", max_width: int = 2048
+) -> Image.Image:
     """One row per sample (``rows`` samples common to all folders, evenly spaced by id, default all), one column per
-    method (the main image of each), upscaled by an integer factor (nearest neighbour, so pixels stay visible) until
-    a row is at least ``min_height`` px tall; method names in a row of their own above the images, each column at
-    least as wide as its name."""
+    method (each sample's file ``key``, else its main image), upscaled by an integer factor (nearest neighbour, so
+    pixels stay visible) until a row is at least ``min_height`` px tall, and wrapped (:func:`wrap`) so that a column
+    is at most ``max_width`` px wide; method names in a row of their own above the images, each column at least as
+    wide as its name."""
     manifests = {m: json.loads((f / "manifest.json").read_text())["samples"] for m, f in folders.items()}
     ids = sorted(set.intersection(*({s["sample_id"] for s in v} for v in manifests.values())))
     ids = ids[:: max(1, len(ids) // rows)][:rows] if rows else ids
     images = {
-        m: {s["sample_id"]: Image.open(folders[m] / s["files"]["image"]).convert("RGB") for s in v}
+        m: {
+            s["sample_id"]: Image.open(folders[m] / s["files"].get(key, s["files"]["image"])).convert("RGB")
+            for s in v
+            if s["sample_id"] in ids
+        }
         for m, v in manifests.items()
     }
+    scale = max(1, -(-min_height // max(im.height for v in images.values() for im in v.values())))
+    images = {m: {i: wrap(im, max(1, max_width // scale)) for i, im in v.items()} for m, v in images.items()}
     w = max(im.width for v in images.values() for im in v.values())
     h = max(im.height for v in images.values() for im in v.values())
-    scale = max(1, -(-min_height // h))
     font = ImageFont.load_default(size=16)
     text_w = {m: int(font.getlength(m)) + 12 for m in folders}
     col_w = max(w * scale, *text_w.values())
@@ -101,6 +130,20 @@ def grid(folders: dict[str, Path], min_height: int = 192, rows: int | None = Non
             im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
             canvas.paste(im, (c * col_w + (col_w - im.width) // 2, label_h + r * h * scale))
     return canvas
+
+
+def recompute_metrics(folders) -> None:
+    """Each folder's metrics.json recomputed over its finished samples (``syncsde evaluate``), where its config has the
+    metrics callback: a method's metrics must not depend on what existed when it ran (a reference folder that is
+    another method's, samples of an earlier run)."""
+    from syncsde.evaluation.evaluate import METRICS_CLASSES, evaluate_folder
+
+    for folder in folders:
+        config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        callbacks = config.get("trainer", {}).get("callbacks") or []
+        if any(isinstance(c, dict) and c.get("class_path") in METRICS_CLASSES for c in callbacks):
+            with contextlib.redirect_stdout(io.StringIO()):  # evaluate prints the metrics; compare prints the table
+                evaluate_folder(folder)
 
 
 def run_in_process(cmd: list[str], label: str) -> None:
@@ -142,6 +185,7 @@ def main(argv=None) -> dict:
             *rest,
         ]
         run_in_process(cmd, f"syncsde compare: {method}")
+    recompute_metrics(folders.values())
     summary = {"task": task, "config": args.config, "methods": {}}
     for method, folder in folders.items():
         samples = json.loads((folder / "manifest.json").read_text())["samples"]
@@ -153,7 +197,7 @@ def main(argv=None) -> dict:
         metrics = folder / "metrics.json"
         if metrics.exists():
             summary["methods"][method]["metrics"] = json.loads(metrics.read_text())
-    save_png(out / "grid.png", grid(folders))
+    save_png(out / "grid.png", grid(folders, key=PREVIEW.get(task, "image")))
     save_json(out / "comparison.json", summary)
     from syncsde.evaluation.table import table, to_markdown
 

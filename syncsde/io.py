@@ -87,7 +87,7 @@ def save_mp4(path: str | Path, frames, fps: float = 12.5, min_side: int = 256) -
 
     Small frames are enlarged by an integer nearest-neighbour factor until their longer side reaches ``min_side``, and
     edge-padded to multiples of 16 (the codec's macro block), so pixels stay sharp and no player rescales them.
-    Needs the ``video`` extra (``pip install syncsde[video]``)."""
+    Needs imageio-ffmpeg (a dependency)."""
     import imageio_ffmpeg
 
     images = [np.asarray(to_pil(f)) for f in frames]

@@ -131,7 +131,8 @@ class SampleProgress(ProgressBar):
         total = pending if shared else len(range(trainer.global_rank, pending, trainer.world_size))
         label = f"process 0 of {trainer.world_size}" if trainer.world_size > 1 else ""
         stream = sys.stderr if self._enabled and trainer.is_global_zero else _Null()
-        self.reporter = Reporter(total, getattr(pl_module, "num_inference_steps", 1), label, stream, self.log_every)
+        steps = getattr(pl_module, "steps_per_batch", None) or getattr(pl_module, "num_inference_steps", 1)
+        self.reporter = Reporter(total, steps, label, stream, self.log_every)
         install(self.reporter)
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):

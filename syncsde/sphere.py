@@ -62,7 +62,7 @@ def perspective(equi: Tensor, views: Sequence[tuple[float, float]], fov: float, 
     try:
         from equilib import equi2pers
     except ImportError:
-        raise InputError("360° panoramas need pyequilib: pip install 'syncsde[sphere]'") from None
+        raise InputError("360° panoramas need pyequilib, a dependency of syncsde: pip install pyequilib") from None
     rots = [{"roll": 0.0, "pitch": -math.radians(e), "yaw": -math.radians(a)} for e, a in views]
     batch = equi[None].expand(len(views), *equi.shape).contiguous()
     return equi2pers(batch, rots=rots, height=size, width=size, fov_x=float(fov), mode=mode)

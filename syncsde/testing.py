@@ -4,7 +4,8 @@ transformers' own classes with the real models' structure at toy widths (64 px n
 and Flux also at the real models' native 1024 px, cheap on a CPU); and Stable Diffusion at its real network size
 with random weights, for benchmarks that time the network.
 
-    python -m syncsde.testing --save-tiny DIR     # DIR/sdxl, DIR/sd3, DIR/flux at 1024 px, for the real configs:
+    python -m syncsde.testing --save-tiny DIR     # DIR/sd (512 px), DIR/sdxl, DIR/sd3, DIR/flux (1024 px) and
+                                                  # DIR/sd-controlnet, DIR/sdxl-controlnet, for the real configs:
     syncsde predict --config configs/wide_sdxl.yaml --model.backbone.model DIR/sdxl
 """
 
@@ -431,19 +432,22 @@ def save_random_sd2(path: Path, seed: int = 0) -> Path:
 
 
 # -- the command ----------------------------------------------------------------------------------------------------
-NATIVE = {  # tiny pipelines at the real models' native 1024 px
-    "sdxl": lambda path: save_tiny_sdxl(path, sample_size=128),
-    "sd3": lambda path: save_tiny_sd3(path, sample_size=128),
-    "flux": lambda path: save_tiny_flux(path, size=1024),
+NATIVE = {  # tiny pipelines at the real models' native sizes (SD 512 px, the others 1024 px); a ControlNet after its base
+    "sd": lambda path, root: save_tiny_sd(path, sample_size=64),
+    "sd-controlnet": lambda path, root: save_tiny_controlnet(path, root / "sd"),
+    "sdxl": lambda path, root: save_tiny_sdxl(path, sample_size=128),
+    "sdxl-controlnet": lambda path, root: save_tiny_controlnet(path, root / "sdxl"),
+    "sd3": lambda path, root: save_tiny_sd3(path, sample_size=128),
+    "flux": lambda path, root: save_tiny_flux(path, size=1024),
 }
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(
-        description="Save tiny random-weight SDXL, SD3 and Flux pipelines at the real models' native 1024 px, to run "
-        "the real-weight configs end to end on a CPU (configs/wide_sdxl.yaml, wide_sd3.yaml, wide_flux.yaml)."
+        description="Save tiny random-weight SD, SDXL, SD3 and Flux pipelines and SD and SDXL ControlNets at the real "
+        "models' native sizes, to run the real-weight configs end to end on a CPU (syncsde/docs/backbones.md)."
     )
-    ap.add_argument("--save-tiny", metavar="DIR", type=Path, required=True, help="writes DIR/sdxl, DIR/sd3, DIR/flux")
+    ap.add_argument("--save-tiny", metavar="DIR", type=Path, required=True, help=f"writes DIR/{{{','.join(NATIVE)}}}")
     args = ap.parse_args(argv)
     taken = [str(args.save_tiny / name) for name in NATIVE if (args.save_tiny / name).exists()]
     if taken:
@@ -451,7 +455,7 @@ def main(argv=None) -> None:
     args.save_tiny.mkdir(parents=True, exist_ok=True)
     for name, save in NATIVE.items():
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=args.save_tiny))
-        save(tmp)
+        save(tmp, args.save_tiny)
         tmp.rename(args.save_tiny / name)  # complete folders only, under their final names
         print(f"{name}: {args.save_tiny / name}")
 

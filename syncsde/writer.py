@@ -57,7 +57,8 @@ class SampleWriter(BasePredictionWriter):
                 save_mp4(self.output_dir / files[f"{key}_mp4"], frames, fps)
             elif not self._told:
                 warnings.warn(
-                    "animations are written as GIF only; MP4 needs the video extra: pip install syncsde[video]",
+                    "animations are written as GIF only; MP4 needs imageio-ffmpeg, a dependency of syncsde: "
+                    "pip install imageio-ffmpeg",
                     stacklevel=2,
                 )
                 self._told = True

@@ -19,6 +19,7 @@ index + 1). Differences from the official code: README "Differences from the off
 
 from __future__ import annotations
 
+import sys
 from typing import Literal
 
 import numpy as np
@@ -93,6 +94,13 @@ class ImageEdit(SyncTask):
         self.inversion = inversion
         self._clip_words: ClipWords | None = None  # loaded on the first missing word
 
+    @property
+    def steps_per_batch(self) -> int:
+        """Network steps of one batch (the progress' step count): the inversion, the mask's reconstruction, the
+        edit."""
+        steps = len(self.schedule().steps)
+        return (steps if self.inversion == "exact" else steps - 2) + 2 * steps
+
     def load(self, path: str) -> torch.Tensor:
         img = load_image(path).resize((self.native_size, self.native_size), Image.LANCZOS)
         return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)
@@ -106,7 +114,13 @@ class ImageEdit(SyncTask):
             raise missing_word_error(prompt, word)
         if self._clip_words is None:
             self._clip_words = ClipWords(self.clip_model, self.device)
-        return self._clip_words.nearest(word, prompt.split()), "clip"
+        index = self._clip_words.nearest(word, prompt.split())
+        print(
+            f"syncsde: '{word}' is not in the prompt '{prompt}'; editing '{prompt.split()[index]}' instead (the "
+            "nearest word by CLIP text similarity; missing_word: error refuses instead)",
+            file=sys.stderr,
+        )
+        return index, "clip"
 
     def token_columns(self, prompt: str, index: int) -> list[int]:
         """The source word's token positions in the prompt (BOS = 0), by ``source_tokens``."""

@@ -82,6 +82,12 @@ def negative_suffix(azimuth: float) -> str:
     return "" if -30 < a < 30 else "front"
 
 
+# A texel whose total bake weight Σ V c^e is at most this was not seen: only at grazing angles (cos < 0.1 at e = 6),
+# where the bake's normalisation (+1e-8, the official code's) darkens it toward black, and the Voronoi fill spread that
+# black over everything unseen (the bottom of a mesh under the paper's cameras). It takes its nearest seen texel's value.
+SEEN_WEIGHT = 1e-6
+
+
 class Geometry:
     """One mesh seen from the task's cameras: G-buffers at the working (latent) and output sizes, the view samples,
     and the linear maps of the couplings, the canonical texture and the final bake — built once per bake and kept
@@ -125,7 +131,8 @@ class Geometry:
 
     def texture(self, views: Tensor, bake: Bake, exponent: float, size: int) -> Tensor:
         """The final texture (3, size, size) in [0, 1] from the decoded views (N, 3, H, W) at the output size: the bake
-        with cosine exponent ``exponent``, then Voronoi fill of the texels no view reached."""
+        with cosine exponent ``exponent``, then Voronoi fill of the texels no view saw (bake weight at most
+        :data:`SEEN_WEIGHT`)."""
         if bake == "splat":
             weights = [cosine_weight(g, c.eye, exponent).to(views) for g, c in zip(self.pixel, self.cameras)]
             tex, w = splat_bake(list(views), self.pixel, weights, (size, size))
@@ -135,7 +142,7 @@ class Geometry:
             )
             tex, w = project_bake(views.flatten(2), samples, self.visible(size), exponent, size)
             tex, w = tex.view(-1, size, size), w.view(size, size)
-        return voronoi_fill(tex, w > 0).clamp(0, 1)
+        return voronoi_fill(tex, w > SEEN_WEIGHT).clamp(0, 1)
 
 
 class MeshCanonical(Canonical):

@@ -447,3 +447,50 @@ def test_flow_backbone_on_unsupported_task_through_the_cli(folders, capsys, monk
     assert len(errors) == 1 and errors[0].startswith("syncsde: error: ")
     assert "the ambiguous task needs a backbone with vp_schedule" in errors[0] and "(Flux) has not" in errors[0]
     assert "backbones that serve: " in errors[0]  # what would serve, by short name
+
+
+def test_variant_folders_load_with_variant_and_are_refused_in_one_line_without(tiny_sd_dir, tmp_path, capsys):
+    """A download holding only *.fp16.safetensors (diffusers' variant="fp16"): --model.backbone.variant fp16 loads it,
+    for the base and its ControlNet; without it, one line naming that option (not "incomplete or corrupt")."""
+    import inspect
+
+    from diffusers import ControlNetModel, StableDiffusionPipeline
+
+    from syncsde.backbones import Flux, StableDiffusion3, StableDiffusionControlNet, StableDiffusionXL
+    from syncsde.backbones.sdxl import StableDiffusionXLControlNet
+    from syncsde.backbones.upscaler import IFUpscaler
+    from syncsde.errors import ModelNotFoundError
+
+    for cls in (
+        StableDiffusion,
+        StableDiffusionXL,
+        StableDiffusion3,
+        Flux,
+        StableDiffusionControlNet,
+        StableDiffusionXLControlNet,
+        IFUpscaler,
+    ):
+        assert inspect.signature(cls).parameters["variant"].default is None, cls
+    sd16, cn, cn16 = tmp_path / "sd16", tmp_path / "cn", tmp_path / "cn16"
+    StableDiffusionPipeline.from_pretrained(tiny_sd_dir).save_pretrained(sd16, variant="fp16")
+    save_tiny_controlnet(cn, tiny_sd_dir)
+    ControlNetModel.from_pretrained(cn).save_pretrained(cn16, variant="fp16")
+    assert not list(sd16.glob("unet/*model.safetensors")) and list(sd16.glob("unet/*.fp16.safetensors"))
+
+    with pytest.raises(ModelNotFoundError, match="holds only fp16 weights .*; pass --model.backbone.variant fp16$"):
+        StableDiffusion(str(sd16))
+    with pytest.raises(ModelNotFoundError, match=f"'{cn16}' holds only fp16 .*--model.backbone.variant fp16$"):
+        StableDiffusionControlNet(str(tiny_sd_dir), str(cn16))
+    plain, variant = StableDiffusion(str(tiny_sd_dir)), StableDiffusion(str(sd16), variant="fp16")
+    for a, b in zip(plain.state_dict().values(), variant.state_dict().values()):
+        assert torch.equal(a, b)
+    both = StableDiffusionControlNet(str(sd16), str(cn16), variant="fp16")
+    assert torch.equal(both.controlnet.conv_in.weight, ControlNetModel.from_pretrained(cn).conv_in.weight)
+
+    with pytest.raises(SystemExit):
+        main(
+            ["predict", "--config", str(Path(__file__).parents[1] / "configs/tiny/wide.yaml")]
+            + ["--model.backbone.model", str(sd16), "--output_dir", str(tmp_path / "out")]
+        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("syncsde: error: ") and err[-1].endswith("pass --model.backbone.variant fp16")

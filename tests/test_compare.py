@@ -86,3 +86,85 @@ def test_the_methods_table_is_generated_from_the_registry():
             row = next(line for line in table.splitlines() if line.startswith(f"| `--method {name}`"))
             assert task in row.split("|")[3], (name, task)
     assert "| `--method canonical` |" in table and "edit" not in table.split("--method canonical")[1].split("\n")[0]
+
+
+@pytest.fixture(scope="module")
+def mesh_comparison(tmp_path_factory):
+    """`syncsde compare` of SyncSDE and the independent baseline on configs/tiny/mesh.yaml, 2 steps."""
+    out = tmp_path_factory.mktemp("mesh_compare")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        summary = main(
+            ["--config", "configs/tiny/mesh.yaml", "--methods", "syncsde,independent", "--output_dir", str(out)]
+            + ["--model.num_inference_steps", "2", "--trainer.enable_progress_bar", "false"]
+        )
+    return out, summary
+
+
+def test_mesh_independent_baseline_has_no_multiview_attention(mesh_comparison, tmp_path, monkeypatch):
+    """The independent baseline's views are independent: `compare` and `predict --method independent` both turn the
+    mesh task's multi-view attention off, and the sidecar says so."""
+    out, _ = mesh_comparison
+    assert json.loads((out / "syncsde" / "00000.json").read_text())["multiview_attention"] is True
+    assert json.loads((out / "independent" / "00000.json").read_text())["multiview_attention"] is False
+    from syncsde.cli import main as syncsde_main
+
+    monkeypatch.chdir(ROOT)
+    syncsde_main(
+        ["predict", "--config", "configs/tiny/mesh.yaml", "--method", "independent", "--output_dir", str(tmp_path)]
+        + ["--model.num_inference_steps", "1", "--trainer.enable_progress_bar", "false"]
+    )
+    side = json.loads((tmp_path / "00000.json").read_text())
+    assert side["method"] == "independent" and side["multiview_attention"] is False
+
+
+def test_mesh_grid_shows_the_views_not_the_uv_atlas(mesh_comparison):
+    out, _ = mesh_comparison
+    grid = Image.open(out / "grid.png").convert("RGB")
+    views = Image.open(out / "syncsde" / "00000_views.png").convert("RGB")  # 5 x 2 views of 64 px
+    scale = -(-192 // views.height)
+    cell = views.resize((views.width * scale, views.height * scale), Image.NEAREST)
+    assert grid.size == (2 * cell.width, 26 + 2 * cell.height)
+    assert grid.crop((0, 26, cell.width, 26 + cell.height)).tobytes() == cell.tobytes()
+
+
+def test_motion_grid_wraps_filmstrips_into_rows_of_at_most_2048_px(tmp_path, monkeypatch):
+    from syncsde.evaluation.compare import wrap
+
+    strip = Image.new("RGB", (10 * 64, 64))
+    for i in range(10):
+        strip.paste((i * 20, 0, 0), (i * 64, 0, (i + 1) * 64, 64))
+    rows = wrap(strip, 200)  # three whole frames a row, four rows
+    assert rows.size == (192, 256) and rows.getpixel((0, 64)) == (60, 0, 0) and rows.getpixel((100, 192)) == (0xFF,) * 3
+
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "motion"
+    main(
+        ["--config", "configs/tiny/motion.yaml", "--methods", "syncsde", "--output_dir", str(out)]
+        + ["--model.num_inference_steps", "2", "--trainer.enable_progress_bar", "false"]
+    )
+    film = Image.open(out / "syncsde" / "00000.png")
+    assert film.width > 2048  # the filmstrip the grid wraps
+    grid = Image.open(out / "grid.png")
+    assert grid.width <= 2048 and grid.height >= 26 + 2 * 2 * film.height
+
+
+def test_compare_recomputes_every_folders_metrics_after_all_methods_ran(tmp_path, monkeypatch):
+    """The reference of the wide config is the independent baseline's folder, which does not exist yet when SyncSDE
+    runs first: the comparison's metrics are those of the finished folders, FID for both methods."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "cmp"
+    cfg = yaml.safe_load((ROOT / "configs/tiny/wide.yaml").read_text())
+    cfg["trainer"]["callbacks"][0]["init_args"]["reference"] = str(out / "independent")
+    cfg["data"]["init_args"]["prompts"] = cfg["data"]["init_args"]["prompts"][:3]
+    path = tmp_path / "wide.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    summary = main(
+        ["--config", str(path), "--methods", "syncsde,independent", "--output_dir", str(out)]
+        + ["--model.num_inference_steps", "2", "--trainer.enable_progress_bar", "false"]
+    )
+    for method in ("syncsde", "independent"):
+        fid = summary["methods"][method]["metrics"]["metrics"]["fid"]
+        assert fid["available"] is not False, (method, fid)
+        assert json.loads((out / method / "metrics.json").read_text()) == summary["methods"][method]["metrics"]
+    assert summary == json.loads((out / "comparison.json").read_text())

@@ -179,7 +179,28 @@ def test_captioner_writes_missing_source_prompts(tiny_sd_dir, image, tmp_path):
     ):  # names the caption's words
         task.prepare([rec])
     with pytest.raises(ModelNotFoundError, match="cannot load captioner"):
-        Captioner(str(tmp_path / "missing"))
+        Captioner(str(tmp_path / "missing")).load()
+
+
+def test_captioner_loads_only_for_records_without_a_prompt(tiny_sd_dir, image, tmp_path):
+    """A captioner whose weights do not exist (configs/edit_sdxl.yaml without BLIP downloaded): records that carry a
+    prompt run; a record without one stops on the one-line "cannot load captioner" error."""
+    from syncsde.backbones.captioner import Captioner
+    from syncsde.errors import ModelNotFoundError
+
+    task = ImageEdit(
+        StableDiffusion(str(tiny_sd_dir)),
+        mask_res=4,
+        num_inference_steps=2,
+        captioner=Captioner(str(tmp_path / "missing")),
+        progress=False,
+    )
+    rec = {"image": str(image), "source_word": "cat", "target_word": "dog", "sample_id": 0, "seed": 0}
+    assert task.run([{**rec, "prompt": "a cat on grass"}])[0].image.shape == (3, 64, 64)
+    assert task.captioner.model is None
+    with pytest.raises(ModelNotFoundError, match="cannot load captioner .*missing.* without \"prompt\"") as e:
+        task.prepare([rec])
+    assert "\n" not in str(e.value)
 
 
 def test_captioner_generates_as_lavis_blip_caption(tmp_path):
@@ -188,7 +209,7 @@ def test_captioner_generates_as_lavis_blip_caption(tmp_path):
     from syncsde.backbones.captioner import Captioner
     from syncsde.testing import save_tiny_blip
 
-    captioner = Captioner(str(save_tiny_blip(tmp_path / "blip")))  # the defaults are LAVIS' settings
+    captioner = Captioner(str(save_tiny_blip(tmp_path / "blip"))).load()  # the defaults are LAVIS' settings
     img = torch.rand(3, 40, 50, generator=torch.Generator().manual_seed(0))
     proc, model = captioner.processor, captioner.model
     inputs = proc(images=[(img * 255).byte()], text=["a picture of "], return_tensors="pt")
@@ -198,3 +219,41 @@ def test_captioner_generates_as_lavis_blip_caption(tmp_path):
         )
     assert 10 <= out.shape[1] <= 30
     assert captioner([img]) == [proc.batch_decode(out, skip_special_tokens=True)[0][len("a picture of ") :].strip()]
+
+
+def test_a_missing_source_word_is_announced_once_per_record(tiny_sd_dir, image, capsys):
+    """missing_word: clip edits the caption word nearest to the absent source word by CLIP text similarity; one line
+    says which (the sidecar's source_word_used was the only trace)."""
+    task = ImageEdit(
+        StableDiffusion(str(tiny_sd_dir)), mask_res=4, num_inference_steps=2, clip_model="syncsde:tiny-clip",
+        progress=False,
+    )  # fmt: skip
+    rec = {"image": str(image), "prompt": "a cat over grass", "source_word": "zebra", "target_word": "dog", "seed": 0}
+    task.run([{**rec, "sample_id": 0}, {**rec, "sample_id": 1, "prompt": "a dog on grass"}])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "zebra" in line]
+    used = "a cat over grass".split()[task._clip_words.nearest("zebra", "a cat over grass".split())]
+    assert len(lines) == 2  # one per record
+    assert lines[0] == (
+        f"syncsde: 'zebra' is not in the prompt 'a cat over grass'; editing '{used}' instead (the nearest word by "
+        "CLIP text similarity; missing_word: error refuses instead)"
+    )
+    assert "'a dog on grass'" in lines[1]
+
+
+def test_edit_progress_counts_every_step_of_a_batch(tmp_path, monkeypatch):
+    """The edit runs the inversion, the mask's reconstruction and the edit: 3 × 2 steps at 2 steps, counted as such
+    (it showed "step 6/2")."""
+    from pathlib import Path
+
+    from syncsde.cli import main
+    from syncsde.progress import Reporter
+
+    seen = []
+    step = Reporter.step
+    monkeypatch.setattr(Reporter, "step", lambda self: (step(self), seen.append((self.batch_steps, self.expected))))
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    main(
+        ["predict", "--config", "configs/tiny/edit.yaml", "--model.num_inference_steps", "2", "--output_dir",
+         str(tmp_path)]
+    )  # fmt: skip
+    assert seen[:6] == [(i, 6) for i in range(1, 7)] and all(done <= expected for done, expected in seen)

@@ -53,3 +53,28 @@ def test_readme_notebook_command_runs_from_the_working_directory(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     figures = work / "outputs" / "sweep" / "analysis"
     assert (figures / "samples.png").is_file() and (figures / "lambda.png").is_file()
+
+
+def test_lambda_panel_plots_numbers_sorted_by_lambda(tmp_path):
+    """The notebook's lambda.png reads each metric as numbers (KID's mean and spread, not the table's "mean ± std"
+    text) against 1/λ sorted as a number: 0, 5, 20 (not 0, 20, 5)."""
+    from syncsde.evaluation.sweep import lambda_series
+    from syncsde.evaluation.table import table
+
+    folders = []
+    for lam in (20, 0, 5):
+        folder = tmp_path / f"syncsde_{lam}"
+        folder.mkdir()
+        side = {"task": "wide_image", "method": "syncsde", "inv_lambda": float(lam), "seconds": 1.0}
+        (folder / "manifest.json").write_text(json.dumps({"samples": [side]}))
+        kid = {"available": True, "value": lam / 100, "std": 0.001}
+        clip = {"available": True, "value": 30.0 - lam}
+        (folder / "metrics.json").write_text(json.dumps({"metrics": {"kid": kid, "clip_score": clip}}))
+        folders.append(folder)
+    rows = table(sorted(str(f) for f in folders))  # sorted as the notebook globs: syncsde_0, syncsde_20, syncsde_5
+    assert isinstance(rows[0]["kid"], str)  # the table's text
+    assert lambda_series(rows, "kid") == {"syncsde": [(0.0, 0.0, 0.001), (5.0, 0.05, 0.001), (20.0, 0.2, 0.001)]}
+    assert lambda_series(rows, "clip_score") == {"syncsde": [(0.0, 30.0, 0.0), (5.0, 25.0, 0.0), (20.0, 10.0, 0.0)]}
+    assert lambda_series(rows, "fid") == {}
+    cells = json.loads((ROOT / "notebooks" / "analysis.ipynb").read_text())["cells"]
+    assert any("lambda_series(rows, name)" in "".join(c["source"]) for c in cells)

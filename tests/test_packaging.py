@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -388,3 +389,18 @@ def test_no_import_cycle_in_the_core():
 def test_cycle_finder_finds_a_cycle():
     assert _find_cycle({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b": 1}, "b": {}, "c": {"b": 1}}) is None
+
+
+def test_every_shipped_tiny_config_runs_on_a_plain_install():
+    """`pip install -e .` installs what every configs/tiny/*.yaml needs: the sphere's pyequilib, and imageio with its
+    ffmpeg for the MP4s of the ambiguous, mesh and motion runs (they stopped, or warned, until an extra was added);
+    nothing sends a user to an extra that no longer provides anything."""
+    deps = {re.split(r"[<>=~!\[; ]", d)[0].lower() for d in PYPROJECT["project"]["dependencies"]}
+    assert {"pyequilib", "imageio", "imageio-ffmpeg"} <= deps
+    empty = [name for name, reqs in PYPROJECT["project"]["optional-dependencies"].items() if not reqs]
+    assert {"video", "sphere"} <= set(empty)
+    texts = [*ROOT.glob("syncsde/**/*.py"), *ROOT.glob("tasks/*.py"), *ROOT.glob("syncsde/docs/*.md"), ROOT / "README.md"]
+    for path in texts:
+        text = path.read_text(encoding="utf-8")
+        for name in empty:
+            assert f"[{name}]" not in text, (_rel(path), name)

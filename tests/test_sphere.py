@@ -13,7 +13,6 @@ from syncsde.sphere import SPHERE_VIEWS, SYNCTWEEDIES_VIEWS, Sphere, cell_direct
 from syncsde.strategies import Independent, MultiDiffusion, SyncSDE, SyncTweedies
 from syncsde.tasks import SpherePanorama
 
-pytest.importorskip("equilib", reason="the sphere needs pyequilib (pip install syncsde[sphere])")
 
 H, SIZE = 128, 16  # a 128×256 canvas and 16-px views: ~1.3 cells per view pixel at the view centre
 

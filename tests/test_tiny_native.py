@@ -27,6 +27,12 @@ def native(tmp_path_factory):
 
 
 def test_save_tiny_writes_native_size_folders_and_keeps_existing_ones(native, capsys):
+    for base in ("sd", "sdxl"):  # a ControlNet fitted to each base UNet
+        control = json.loads((native / f"{base}-controlnet" / "config.json").read_text())
+        unet = json.loads((native / base / "unet" / "config.json").read_text())
+        assert control["_class_name"] == "ControlNetModel"
+        assert all(control[k] == unet[k] for k in ("cross_attention_dim", "addition_embed_type", "block_out_channels"))
+    assert json.loads((native / "sd" / "unet" / "config.json").read_text())["sample_size"] == 64  # SD-1.5's 512 px
     for family in FAMILIES:
         model_index = json.loads((native / family / "model_index.json").read_text())
         denoiser = "transformer" if family != "sdxl" else "unet"
@@ -64,3 +70,31 @@ def test_wide_config_runs_as_shipped_on_the_native_tiny_folder(native, family, t
     assert side["backbone"] == str(native / family) and (side["height"], side["width"]) == (1024, 4096)
     assert Image.open(out / "00000.png").size == (4096, 1024)
     assert json.loads((out / "manifest.json").read_text())["num_samples"] == 1
+
+
+@pytest.mark.parametrize("config", ["mesh_sdxl", "edit_sdxl"])
+def test_sdxl_mesh_and_edit_configs_run_as_shipped_on_the_tiny_folders(native, config, tmp_path, monkeypatch):
+    """The commands of syncsde/docs/backbones.md, "Trying the configs without the weights": the mesh on the tiny SDXL
+    and its tiny ControlNet, the edit without the BLIP weights (its record carries a prompt), 1 step."""
+    monkeypatch.chdir(ROOT)
+    control = ["--model.backbone.controlnet", str(native / "sdxl-controlnet")] if config == "mesh_sdxl" else []
+    out = tmp_path / config
+    main(
+        ["predict", "--config", f"configs/{config}.yaml", "--model.backbone.model", str(native / "sdxl"), *control]
+        + ["--model.num_inference_steps", "1", "--trainer.enable_progress_bar=false", "--output_dir", str(out)]
+    )
+    side = json.loads((out / "00000.json").read_text())
+    assert side["backbone"] == str(native / "sdxl")
+    assert Image.open(out / "00000.png").size == (1024, 1024)  # the texture (rgb_texture_size), the edited image
+
+
+def test_controlnet_refusal_names_the_family(native, tmp_path):
+    from syncsde.backbones import StableDiffusionControlNet, StableDiffusionXLControlNet
+    from syncsde.errors import ModelNotFoundError
+
+    for cls, base, title in (
+        (StableDiffusionXLControlNet, "sdxl", "Stable Diffusion XL"),
+        (StableDiffusionControlNet, "sd", "Stable Diffusion"),
+    ):
+        with pytest.raises(ModelNotFoundError, match=f"{cls.__name__} needs {title} \\('.*{base}'\\) and its ControlNet"):
+            cls(str(native / base), str(tmp_path / "missing"))

@@ -16,9 +16,10 @@ from syncsde.errors import ModelNotFoundError
 
 class Captioner(nn.Module):
     """BLIP (``BlipForConditionalGeneration``) from a hub id or local folder; default
-    ``Salesforce/blip-image-captioning-base``. The generation settings default to those of the official code's
-    captioner (salesforce-lavis ``blip_caption`` base_coco): the text prompt "a picture of " (removed from the
-    caption), beam search with 3 beams, 10 to 30 tokens counting the prompt.
+    ``Salesforce/blip-image-captioning-base``, loaded on the first caption (records that carry a prompt never load
+    it). The generation settings default to those of the official code's captioner (salesforce-lavis
+    ``blip_caption`` base_coco): the text prompt "a picture of " (removed from the caption), beam search with 3
+    beams, 10 to 30 tokens counting the prompt.
 
     Args: model, prompt, num_beams, min_length, max_length.
     """
@@ -32,22 +33,30 @@ class Captioner(nn.Module):
         max_length: PositiveInt = 30,
     ):
         super().__init__()
-        from transformers import AutoProcessor, BlipForConditionalGeneration
-
-        try:
-            self.processor = AutoProcessor.from_pretrained(model)
-            self.model = BlipForConditionalGeneration.from_pretrained(model).eval()
-        except OSError as e:
-            raise ModelNotFoundError(
-                f"cannot load captioner '{model}' ({str(e).splitlines()[0][:120]}); download it "
-                "and pass the folder with --model.captioner.model DIR"
-            ) from None
         self.name, self.prompt = model, prompt
         self.generation = dict(num_beams=num_beams, min_length=min_length, max_length=max_length)
+        self.processor = self.model = None  # loaded on the first caption: records with a prompt never need BLIP
+
+    def load(self, device: torch.device | str = "cpu") -> "Captioner":
+        """Load the processor and model (once), on ``device``."""
+        if self.model is None:
+            from transformers import AutoProcessor, BlipForConditionalGeneration
+
+            try:
+                self.processor = AutoProcessor.from_pretrained(self.name)
+                self.model = BlipForConditionalGeneration.from_pretrained(self.name).eval().requires_grad_(False)
+            except OSError as e:
+                raise ModelNotFoundError(
+                    f"cannot load captioner '{self.name}' ({str(e).splitlines()[0][:120]}) for a record without "
+                    "\"prompt\"; download it and pass the folder with --model.captioner.model DIR, or give every "
+                    "record a prompt"
+                ) from None
+        return self.to(device)
 
     @torch.no_grad()
     def forward(self, images: list[torch.Tensor]) -> list[str]:
         """Images (3, H, W) in [0, 1] → captions."""
+        self.load(images[0].device)
         pixels = [(i.clamp(0, 1) * 255).byte().cpu() for i in images]
         text = [self.prompt] * len(images) if self.prompt else None
         inputs = self.processor(images=pixels, text=text, return_tensors="pt").to(next(self.model.parameters()).device)

@@ -35,11 +35,13 @@ BACKBONES = {
     "sd3": "StableDiffusion3",
     "flux": "Flux",
 }
+TITLES = {"unet": "Stable Diffusion", "sdxl": "Stable Diffusion XL", "sd3": "Stable Diffusion 3", "flux": "Flux"}
 
 
-def resolve_model(model: str, what: str = "--model.backbone.model") -> Path:
-    """A local diffusers folder for ``model`` — a folder path, a hub id, or ``syncsde:<name>`` for a model shipped
-    inside the package (``syncsde:tiny-ldm``) — or a one-line ModelNotFoundError."""
+def resolve_model(model: str, what: str = "--model.backbone.model", variant: str | None = None) -> Path:
+    """A local diffusers folder for ``model`` — a folder path, a hub id (its ``variant`` weights, if given), or
+    ``syncsde:<name>`` for a model shipped inside the package (``syncsde:tiny-ldm``) — or a one-line
+    ModelNotFoundError."""
     if model.startswith("syncsde:"):
         path = embedded_path(model.split(":", 1)[1])
         if not (path / "model_index.json").is_file():
@@ -61,7 +63,7 @@ def resolve_model(model: str, what: str = "--model.backbone.model") -> Path:
     try:
         from diffusers import DiffusionPipeline
 
-        return Path(DiffusionPipeline.download(model, etag_timeout=10))
+        return Path(DiffusionPipeline.download(model, etag_timeout=10, variant=variant))
     except Exception as e:  # offline, unknown id, gated repository, ...
         reason = short_reason(e)
         raise ModelNotFoundError(
@@ -96,8 +98,29 @@ def read_index(folder: Path, option: str = "--model.backbone.model") -> dict:
         ) from None
 
 
-def load_component(folder: Path, name: str):
-    """Load one pipeline component by the class ``model_index.json`` names for it, as diffusers itself does."""
+def variant_only(folder: Path) -> list[str]:
+    """The weight variants of a model folder that holds only variant weight files (``STEM.fp16.safetensors``, sharded
+    ``STEM-00001-of-00002.fp16.safetensors``) and no plain ones (``STEM.safetensors``); [] otherwise."""
+    names = [f.name.split(".") for f in folder.glob("*") if f.suffix in (".safetensors", ".bin")]
+    variants = {parts[1] for parts in names if len(parts) == 3}
+    return sorted(variants) if variants and all(len(parts) == 3 for parts in names) else []
+
+
+def variant_error(folder: Path, name: str | None, option: str) -> ModelNotFoundError | None:
+    """The one-line refusal of a folder that holds only variant weights while no variant was given, or None."""
+    variants = variant_only(folder / name if name else folder)
+    if not variants:
+        return None
+    where = f"the {name} of '{folder}'" if name else f"'{folder}'"
+    return ModelNotFoundError(
+        f"{where} holds only {' and '.join(variants)} weights (*.{variants[0]}.safetensors); pass "
+        f"{option.rsplit('.', 1)[0]}.variant {variants[0]}"
+    )
+
+
+def load_component(folder: Path, name: str, variant: str | None = None):
+    """Load one pipeline component by the class ``model_index.json`` names for it, as diffusers itself does (its
+    ``variant`` weights, ``*.fp16.safetensors``, if given)."""
     option = "--model.backbone.model"
     entry = read_index(folder, option).get(name)
     if not entry or entry[0] is None:
@@ -106,10 +129,12 @@ def load_component(folder: Path, name: str):
     cls = getattr(importlib.import_module(library), cls_name)
     if name == "scheduler":
         return dict(cls.load_config(folder, subfolder=name, local_files_only=True))
+    weights = {} if name.startswith("tokenizer") or variant is None else {"variant": variant}
     try:
-        obj = cls.from_pretrained(folder, subfolder=name, local_files_only=True)
+        obj = cls.from_pretrained(folder, subfolder=name, local_files_only=True, **weights)
     except Exception as e:  # noqa: BLE001 (missing or corrupt files raise many types)
-        raise ModelNotFoundError(
+        refusal = variant_error(folder, name, option) if variant is None else None
+        raise refusal or ModelNotFoundError(
             f"cannot load the {name} of '{folder}' ({short_reason(e)}); the folder is incomplete or corrupt: "
             f"download it again and pass it with {option}"
         ) from None
@@ -132,6 +157,8 @@ class DiffusersModel(Backbone):
         model: hub id or local diffusers folder.
         dtype: "auto" (``cuda_dtype`` on CUDA — float16, bfloat16 for Flux — float32 on CPU, chosen when the task
             moves to its device), or "float32" / "float16" / "bfloat16".
+        variant: the weight files to load, as diffusers' ``variant``: ``fp16`` loads ``*.fp16.safetensors`` (a
+            folder that holds only those needs it); None: the plain files.
     """
 
     family = "unet"
@@ -140,7 +167,7 @@ class DiffusersModel(Backbone):
     cuda_dtype = torch.float16
     upcast_vae = False  # keep the VAE in float32 when the network runs in float16 and the VAE asks (force_upcast)
 
-    def __init__(self, model: str, dtype: str = "auto"):
+    def __init__(self, model: str, dtype: str = "auto", variant: str | None = None):
         super().__init__()
         if dtype != "auto" and dtype not in DTYPES:
             raise InputError(
@@ -149,7 +176,7 @@ class DiffusersModel(Backbone):
             )
         self.name = model
         self.requested_dtype = dtype
-        folder = resolve_model(model)
+        folder = resolve_model(model, variant=variant)
         self.pipeline_config = read_index(folder)
         family = checkpoint_family(self.pipeline_config)
         if family != self.family:
@@ -159,7 +186,7 @@ class DiffusersModel(Backbone):
                 f"syncsde.backbones.{BACKBONES[family]}"
             )
         for name in self.components:
-            setattr(self, name, load_component(folder, name))
+            setattr(self, name, load_component(folder, name, variant))
         self._scheduler_config = load_component(folder, "scheduler")
         for m in self.children():
             m.requires_grad_(False).eval()
@@ -220,13 +247,14 @@ class DiffusersBackbone(DiffusersModel):
         model: hub id or local diffusers folder.
         dtype: "auto" (float16 on CUDA, float32 on CPU — chosen when the task moves to its device), or
             "float32" / "float16" / "bfloat16".
+        variant: the weight files, as diffusers' (``fp16``: ``*.fp16.safetensors``); None: the plain ones.
     """
 
     components = ("unet", "vae", "text_encoder", "tokenizer")
     abilities = frozenset({"images", "vp_schedule", "unet_attention"})
 
-    def __init__(self, model: str, dtype: str = "auto"):
-        super().__init__(model, dtype)
+    def __init__(self, model: str, dtype: str = "auto", variant: str | None = None):
+        super().__init__(model, dtype, variant)
         self.prediction_type = self._scheduler_config.get("prediction_type", "epsilon")
         cfg = self.unet.config
         self.channels = cfg.in_channels
@@ -265,8 +293,10 @@ class DiffusersBackbone(DiffusersModel):
 class StableDiffusion(DiffusersBackbone):
     """Stable Diffusion (1.x, 2.x) through diffusers; default ``stabilityai/stable-diffusion-2-base``."""
 
-    def __init__(self, model: str = "stabilityai/stable-diffusion-2-base", dtype: str = "auto"):
-        super().__init__(model, dtype)
+    def __init__(
+        self, model: str = "stabilityai/stable-diffusion-2-base", dtype: str = "auto", variant: str | None = None
+    ):
+        super().__init__(model, dtype, variant)
         if self.vae is None:
             raise ModelNotFoundError(
                 f"'{model}' has no VAE: it is not a Stable Diffusion checkpoint (use DiffusersBackbone)"
@@ -280,8 +310,8 @@ class DeepFloydIF(DiffusersBackbone):
     licence, download, and pass the folder). Its scheduler config keeps clip_sample and dynamic thresholding, which
     syncsde's DDIM step applies as diffusers does (SYNCSDE.md §6.4)."""
 
-    def __init__(self, model: str = "DeepFloyd/IF-I-M-v1.0", dtype: str = "auto"):
-        super().__init__(model, dtype)
+    def __init__(self, model: str = "DeepFloyd/IF-I-M-v1.0", dtype: str = "auto", variant: str | None = None):
+        super().__init__(model, dtype, variant)
         if self.vae is not None:
             raise ModelNotFoundError(
                 f"'{model}' has a VAE: it is a latent model, not DeepFloyd IF (use StableDiffusion)"
@@ -360,7 +390,7 @@ class VaeTiling:
             return backbone.encode(images)
 
 
-def resolve_single(model: str, what: str) -> Path:
+def resolve_single(model: str, what: str, variant: str | None = None) -> Path:
     """A local folder for a single diffusers model (config.json + weights): a folder path or a hub id."""
     path = Path(os.path.expanduser(model))
     if path.is_dir():
@@ -374,7 +404,9 @@ def resolve_single(model: str, what: str) -> Path:
 
         return Path(
             snapshot_download(
-                model, allow_patterns=["config.json", "diffusion_pytorch_model.safetensors"], etag_timeout=10
+                model,
+                allow_patterns=["config.json", f"diffusion_pytorch_model{'.' + variant if variant else ''}.safetensors"],
+                etag_timeout=10,
             )
         )
     except Exception as e:  # noqa: BLE001
@@ -424,6 +456,7 @@ class ControlNet:
         scale_end: float = 0.9,
         guidance_end: float = 0.99,
         scale_schedule: Literal["linear", "official", "syncmvd"] = "linear",
+        variant: str | None = None,
     ):
         if scale_schedule not in SCALE_SCHEDULES:
             raise InputError(
@@ -433,23 +466,34 @@ class ControlNet:
         # both models are looked for before either is loaded, so that one line names all that is missing
         option = "--model.backbone.controlnet"
         missing = []
-        for name, find in ((model, resolve_model), (controlnet, lambda m: resolve_single(m, option))):
+        for name, find in (
+            (model, lambda m: resolve_model(m, variant=variant)),
+            (controlnet, lambda m: resolve_single(m, option, variant)),
+        ):
             try:
                 find(name)
             except ModelNotFoundError:
                 missing.append(name)
         if missing:
             raise ModelNotFoundError(
-                f"cannot load {' nor '.join(repr(m) for m in missing)}: the mesh backbone needs Stable Diffusion "
-                f"('{model}') and its depth ControlNet ('{controlnet}'); download what is missing where the hub is "
-                "reachable (hf download ID --local-dir DIR) and pass --model.backbone.model DIR "
+                f"cannot load {' nor '.join(repr(m) for m in missing)}: {type(self).__name__} needs "
+                f"{TITLES[self.family]} ('{model}') and its ControlNet ('{controlnet}'); download what is missing "
+                "where the hub is reachable (hf download ID --local-dir DIR) and pass --model.backbone.model DIR "
                 f"and {option} DIR"
             )
-        super().__init__(model, dtype)
+        super().__init__(model, dtype, variant)
         from diffusers import ControlNetModel
 
-        folder = resolve_single(controlnet, option)
-        self.controlnet = ControlNetModel.from_pretrained(folder, local_files_only=True).requires_grad_(False).eval()
+        folder = resolve_single(controlnet, option, variant)
+        try:
+            self.controlnet = ControlNetModel.from_pretrained(folder, local_files_only=True, variant=variant)
+        except Exception as e:  # noqa: BLE001 (missing or corrupt files raise many types)
+            refusal = variant_error(folder, None, option) if variant is None else None
+            raise refusal or ModelNotFoundError(
+                f"cannot load ControlNet '{controlnet}' ({short_reason(e)}); the folder is incomplete or corrupt: "
+                f"download it again and pass it with {option}"
+            ) from None
+        self.controlnet.requires_grad_(False).eval()
         for key in ("addition_embed_type", "cross_attention_dim"):
             if self.controlnet.config.get(key) != self.unet.config.get(key):
                 raise InputError(
@@ -532,5 +576,6 @@ class StableDiffusionControlNet(ControlNet, StableDiffusion):
         scale_end: float = 0.9,
         guidance_end: float = 0.99,
         scale_schedule: Literal["linear", "official", "syncmvd"] = "linear",
+        variant: str | None = None,
     ):
-        super().__init__(model, controlnet, dtype, scale_start, scale_end, guidance_end, scale_schedule)
+        super().__init__(model, controlnet, dtype, scale_start, scale_end, guidance_end, scale_schedule, variant)

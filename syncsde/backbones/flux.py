@@ -50,7 +50,7 @@ def unpack(z: Tensor) -> Tensor:
 class Flux(FlowMatchingBackbone):
     """Args: model (default ``black-forest-labs/FLUX.1-dev``, gated: accept the licence, download, pass the folder;
     ``FLUX.1-schnell`` works too, with 4 steps), dtype ("auto": bfloat16 on CUDA), max_sequence_length (T5 tokens:
-    512 for dev, 256 for schnell, as the pipeline)."""
+    512 for dev, 256 for schnell, as the pipeline), variant (``bf16``, ``fp16``: those weight files, as diffusers)."""
 
     family = "flux"
     components = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
@@ -59,9 +59,13 @@ class Flux(FlowMatchingBackbone):
     abilities = FlowMatchingBackbone.abilities | {"packed_tokens", "guidance_distilled"}
 
     def __init__(
-        self, model: str = "black-forest-labs/FLUX.1-dev", dtype: str = "auto", max_sequence_length: PositiveInt = 512
+        self,
+        model: str = "black-forest-labs/FLUX.1-dev",
+        dtype: str = "auto",
+        max_sequence_length: PositiveInt = 512,
+        variant: str | None = None,
     ):
-        super().__init__(model, dtype)
+        super().__init__(model, dtype, variant)
         latent_channels = self.vae.config.latent_channels
         if self.transformer.config.in_channels != 4 * latent_channels:
             raise InputError(

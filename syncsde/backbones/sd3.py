@@ -26,7 +26,8 @@ from syncsde.registry import register
 @register("backbone", "sd3")
 class StableDiffusion3(FlowMatchingBackbone):
     """Args: model (default ``stabilityai/stable-diffusion-3-medium-diffusers``; SD3.5 works the same way),
-    dtype ("auto": float16 on CUDA), max_sequence_length (T5 tokens, 256 as the pipeline)."""
+    dtype ("auto": float16 on CUDA), max_sequence_length (T5 tokens, 256 as the pipeline), variant (``fp16``: the
+    ``*.fp16.safetensors`` weights, as diffusers)."""
 
     family = "sd3"
     components = (
@@ -46,8 +47,9 @@ class StableDiffusion3(FlowMatchingBackbone):
         model: str = "stabilityai/stable-diffusion-3-medium-diffusers",
         dtype: str = "auto",
         max_sequence_length: PositiveInt = 256,
+        variant: str | None = None,
     ):
-        super().__init__(model, dtype)
+        super().__init__(model, dtype, variant)
         cfg = self.transformer.config
         self.channels, self.sample_size, self.patch_size = cfg.in_channels, cfg.sample_size, cfg.patch_size
         self.scale_factor = self.vae_scale_factor

@@ -39,8 +39,10 @@ class StableDiffusionXL(DiffusersBackbone):
     pipeline = "StableDiffusionXLPipeline"
     upcast_vae = True
 
-    def __init__(self, model: str = "stabilityai/stable-diffusion-xl-base-1.0", dtype: str = "auto"):
-        super().__init__(model, dtype)
+    def __init__(
+        self, model: str = "stabilityai/stable-diffusion-xl-base-1.0", dtype: str = "auto", variant: str | None = None
+    ):
+        super().__init__(model, dtype, variant)
         cfg = self.unet.config
         if self.text_encoder is None or self.text_encoder_2 is None or cfg.addition_embed_type != "text_time":
             raise InputError(f"'{model}' is not an SDXL base checkpoint (the refiner is not supported)")
@@ -87,5 +89,6 @@ class StableDiffusionXLControlNet(ControlNet, StableDiffusionXL):
         scale_end: float = 0.9,
         guidance_end: float = 0.99,
         scale_schedule: Literal["linear", "official", "syncmvd"] = "linear",
+        variant: str | None = None,
     ):
-        super().__init__(model, controlnet, dtype, scale_start, scale_end, guidance_end, scale_schedule)
+        super().__init__(model, controlnet, dtype, scale_start, scale_end, guidance_end, scale_schedule, variant)

@@ -6,7 +6,8 @@ import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import nn
 
-from syncsde.backbones.diffusers import DTYPES, resolve_model
+from syncsde.backbones.diffusers import DTYPES, resolve_model, short_reason, variant_error
+from syncsde.errors import ModelNotFoundError
 
 
 class IFUpscaler(nn.Module):
@@ -16,7 +17,7 @@ class IFUpscaler(nn.Module):
 
     Args: model (hub id or folder, default ``DeepFloyd/IF-II-M-v1.0``), num_inference_steps, guidance_scale,
     noise_level, dtype ("auto": float16 on CUDA — as the official code loads both IF stages — float32 on CPU; or
-    "float32" / "float16" / "bfloat16"). Stage II's state has the network's dtype (it is diffusers' loop).
+    "float32" / "float16" / "bfloat16"), variant (``fp16``: the ``*.fp16.safetensors`` weights, as diffusers). Stage II's state has the network's dtype (it is diffusers' loop).
     """
 
     def __init__(
@@ -26,22 +27,31 @@ class IFUpscaler(nn.Module):
         guidance_scale: float = 10.0,
         noise_level: NonNegativeInt = 250,
         dtype: str = "auto",
+        variant: str | None = None,
     ):
         super().__init__()
         from diffusers import IFSuperResolutionPipeline
 
         if dtype != "auto" and dtype not in DTYPES:
             raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
-        folder = resolve_model(model, "--model.upscaler.model")
-        self.pipe = IFSuperResolutionPipeline.from_pretrained(
-            folder,
-            text_encoder=None,
-            safety_checker=None,
-            feature_extractor=None,
-            watermarker=None,
-            requires_safety_checker=False,
-            local_files_only=True,
-        )
+        folder = resolve_model(model, "--model.upscaler.model", variant)
+        try:
+            self.pipe = IFSuperResolutionPipeline.from_pretrained(
+                folder,
+                text_encoder=None,
+                safety_checker=None,
+                feature_extractor=None,
+                watermarker=None,
+                requires_safety_checker=False,
+                local_files_only=True,
+                variant=variant,
+            )
+        except Exception as e:  # noqa: BLE001 (missing or corrupt files raise many types)
+            refusal = variant_error(folder, "unet", "--model.upscaler.model") if variant is None else None
+            raise refusal or ModelNotFoundError(
+                f"cannot load upscaler '{model}' ({short_reason(e)}); the folder is incomplete or corrupt: download "
+                "it again and pass it with --model.upscaler.model"
+            ) from None
         self.set_scheduler(self.pipe.scheduler.config)
         self.pipe.set_progress_bar_config(disable=True)
         self.unet = self.pipe.unet  # registered, so Lightning moves it with the task
