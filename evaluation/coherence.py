@@ -209,11 +209,14 @@ def panorama_measures(folder: Path, samples: list[dict], net: Network, crop: int
     for meta in samples:
         image = read_image(folder / meta["files"]["image"])
         size = crop or native_crop(meta, image)
+        style = intra_style(image, net, size)
         per_sample[meta["sample_id"]] = {
             "intra_lpips": intra_lpips(image, net, size)["value"],
-            "intra_style": intra_style(image, net, size)["value"],
+            "intra_style": style["value"],
+            "intra_style_sum_over_pairs": style["sum_over_pairs"],
             "crop": size,
             "crops": len(crop_grid(image, size)),
+            "pairs": style["pairs"],
         }
     extra = {"network": net.name, **({"network_note": net.note} if net.note else {})}
     first = next(iter(per_sample.values()))

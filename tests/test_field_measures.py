@@ -159,7 +159,9 @@ def test_wide_folder_end_to_end(tmp_path, monkeypatch):
     lp, st = record["measures"]["intra_lpips"], record["measures"]["intra_style"]
     assert lp["network"] == st["network"] == "tiny-clip" and lp["crop"] == 64 and lp["num_samples"] == 1
     assert lp["value"] > 0 and st["value"] > 0
-    assert record["per_sample"]["0"]["crops"] == 4  # 64x256: four native-size crops, six pairs
+    sample = record["per_sample"]["0"]
+    assert sample["crops"] == 4 and sample["pairs"] == 6  # 64x256: four native-size crops, six pairs
+    assert sample["intra_style_sum_over_pairs"] == pytest.approx(6 * sample["intra_style"])
 
 
 def test_ambiguous_folder_end_to_end(tmp_path, monkeypatch):
