@@ -111,8 +111,12 @@ def clip_network(model: str = "syncsde:tiny-clip", note: str | None = None) -> N
         out = clip.model.vision_model(pixel_values=normalize(x), output_hidden_states=True)
         return [h[:, 1:].transpose(1, 2).double() for h in out.hidden_states]  # (N, D, patches)
 
-    name = "tiny-clip" if model == "syncsde:tiny-clip" else f"clip:{model}"
-    return Network(name, lambda a, b: perceptual_distance(layers(a), layers(b)), layers, note)
+    return Network(clip_name(model), lambda a, b: perceptual_distance(layers(a), layers(b)), layers, note)
+
+
+def clip_name(model: str) -> str:
+    """How a CLIP is recorded: ``tiny-clip`` for the embedded one, else ``clip:<hub id or folder>``."""
+    return "tiny-clip" if model == "syncsde:tiny-clip" else f"clip:{model}"
 
 
 def lpips_network() -> Network:
@@ -174,7 +178,8 @@ def intra_lpips(image: Tensor, net: Network, size: int, stride: int | None = Non
     i, j = pairs(len(crops))
     if not i:
         raise InputError(f"a {tuple(image.shape[-2:])} image holds one {size}-pixel crop: Intra-LPIPS needs two")
-    return {"value": float(net.distance(crops[i], crops[j]).mean()), "pairs": len(i), "network": net.name}
+    value = float(net.distance(crops[i], crops[j]).mean())
+    return {"value": value, "crops": len(crops), "pairs": len(i), "network": net.name}
 
 
 def intra_style(image: Tensor, net: Network, size: int, stride: int | None = None) -> dict:
@@ -186,7 +191,13 @@ def intra_style(image: Tensor, net: Network, size: int, stride: int | None = Non
         raise InputError(f"a {tuple(image.shape[-2:])} image holds one {size}-pixel crop: Intra-Style-L needs two")
     feats = net.layers(crops)
     losses = style_loss([f[i] for f in feats], [f[j] for f in feats])
-    return {"value": float(losses.mean()), "sum_over_pairs": float(losses.sum()), "pairs": len(i), "network": net.name}
+    return {
+        "value": float(losses.mean()),
+        "sum_over_pairs": float(losses.sum()),
+        "crops": len(crops),
+        "pairs": len(i),
+        "network": net.name,
+    }
 
 
 def native_crop(meta: dict, image: Tensor) -> int:
@@ -215,7 +226,7 @@ def panorama_measures(folder: Path, samples: list[dict], net: Network, crop: int
             "intra_style": style["value"],
             "intra_style_sum_over_pairs": style["sum_over_pairs"],
             "crop": size,
-            "crops": len(crop_grid(image, size)),
+            "crops": style["crops"],
             "pairs": style["pairs"],
         }
     extra = {"network": net.name, **({"network_note": net.note} if net.note else {})}
@@ -248,9 +259,12 @@ def anagram_measures(folder: Path, samples: list[dict], clip_model: str) -> tupl
             "concealment": anagrams.concealment(S, tau),
             "scores": S.tolist(),
         }
-    network = "tiny-clip" if clip_model == "syncsde:tiny-clip" else clip_model
     measures = {
-        name: {**anagrams.summary([s[name] for s in per_sample.values()]), "network": network, "temperature": tau}
+        name: {
+            **anagrams.summary([s[name] for s in per_sample.values()]),
+            "network": clip_name(clip_model),
+            "temperature": tau,
+        }
         for name in ("alignment", "concealment")
     }
     return measures, per_sample

@@ -56,7 +56,7 @@ def test_identical_crops_score_zero_and_different_crops_do_not(tiny_clip):
     tile = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
     repeated = tile.repeat(1, 1, 4)  # a 64x256 panorama of one crop four times
     r = coherence.intra_lpips(repeated, tiny_clip, 64)
-    assert r == {"value": 0.0, "pairs": 6, "network": "tiny-clip"}
+    assert r == {"value": 0.0, "crops": 4, "pairs": 6, "network": "tiny-clip"}
     assert coherence.intra_style(repeated, tiny_clip, 64)["value"] == 0.0
     constant = torch.full((3, 64, 256), 0.3)  # a constant image: every crop has the same Gram matrices
     assert coherence.intra_style(constant, tiny_clip, 64)["value"] == 0.0
