@@ -15,22 +15,37 @@ def test_real_width_configs_match_the_released_parameter_counts(family, componen
     with torch.device("meta"):
         module = D.build_component(D.family_config(family)[component])
     millions = sum(p.numel() for p in module.parameters()) / 1e6
-    assert millions == pytest.approx(D.KNOWN_PARAMETERS[family, component], abs=0.1)
+    published, tolerance = D.KNOWN_PARAMETERS[family, component]
+    assert millions == pytest.approx(published, abs=tolerance)
 
 
 def test_config_folder_loads_through_the_backbone_with_random_weights_on_meta(tmp_path):
     """The GPU path's loading (configs only, random weights created on the device), here on the meta device: SD-1.5
     + its ControlNet at real width, no memory allocated."""
-    from syncsde.backbones import StableDiffusionControlNet
-
-    folder, controlnet = D.save_config_folder("sd15", tmp_path / "sd15")
-    assert not list(folder.rglob("*.safetensors"))
-    with D.random_weights(torch.device("meta"), torch.float16):
-        backbone = StableDiffusionControlNet(str(folder), str(controlnet))
-    assert backbone.unet.dtype == torch.float16 and backbone.unet.device.type == "meta"
+    folders = D.save_config_folder("sd15", tmp_path / "sd15")
+    assert not list(tmp_path.rglob("*.safetensors"))
+    backbone = D.make_backbone("syncsde.backbones.StableDiffusionControlNet", folders, torch.device("meta"))
+    assert backbone.unet.dtype == torch.float32 and backbone.unet.device.type == "meta"  # auto off CUDA
     assert sum(p.numel() for p in backbone.unet.parameters()) / 1e6 == pytest.approx(859.5, abs=0.1)
     assert backbone.unet.config.cross_attention_dim == backbone.controlnet.config.cross_attention_dim == 768
     assert torch.get_default_dtype() == torch.float32  # restored
+
+
+def test_deepfloyd_and_mdm_folders_load_with_random_weights_on_meta(tmp_path):
+    """IF-I-M with its T5-XXL encoder and IF-II-M as its upscaler, MDM with CLIP ViT-B/32: real width, no memory."""
+    from syncsde.backbones.upscaler import IFUpscaler
+
+    folders = D.save_config_folder("if", tmp_path / "if")
+    meta = torch.device("meta")
+    stage1 = D.make_backbone("syncsde.backbones.DeepFloydIF", folders, meta)
+    with D.random_weights(meta, torch.float16):
+        stage2 = IFUpscaler(str(folders["upscaler"]))
+    count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
+    assert count(stage1.text_encoder) == pytest.approx(4762.3, abs=0.1)
+    assert stage2.unet.dtype == torch.float16 and stage2.unet.config.sample_size == 256
+    mdm = D.make_backbone("syncsde.motion.mdm.MDM", D.save_config_folder("mdm", tmp_path / "mdm"), meta)
+    assert count(mdm._load_clip()[0]) == pytest.approx(151.3, abs=0.1) and mdm.net.embed_text.in_features == 512
+    assert count(mdm.net) == pytest.approx(17.9, abs=0.1)
 
 
 def test_table_names_the_gpu_and_gives_the_ratios():
@@ -60,3 +75,4 @@ def test_tiny_run_on_the_cpu(tmp_path):
     names = {r["name"] for r in data["rows"]}
     assert {name for name, _, _ in D.RUNS} <= names
     assert sum(r["section"] == "panorama 512×2048" for r in data["rows"]) >= 4
+    assert len(data["rows"]) == len(D.RUNS) + D.PANORAMA_CHECKS

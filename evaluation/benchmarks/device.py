@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import tempfile
 import time
 import warnings
@@ -39,12 +38,13 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "device"
-# (run name, task config, family of configs/device); the family's backbone class is the config's
+# (run name, task config, family of configs/device); the backbone class is the config's, on the family's folder
 RUNS = [
     ("wide", "wide.yaml", "sd2"),
     ("canvas", "canvas.yaml", "sd2"),
@@ -52,24 +52,36 @@ RUNS = [
     ("regions", "regions.yaml", "sd2"),
     ("sphere", "sphere.yaml", "sd2"),
     ("mesh", "mesh.yaml", "sd15"),
+    ("edit", "edit.yaml", "sd15"),  # SD-1.4: SD-1.5's architecture
     ("wide_sdxl", "wide_sdxl.yaml", "sdxl"),
     ("mask_t2i_sdxl", "mask_t2i_sdxl.yaml", "sdxl"),
     ("mesh_sdxl", "mesh_sdxl.yaml", "sdxl"),
     ("wide_sd3", "wide_sd3.yaml", "sd3"),
     ("wide_flux", "wide_flux.yaml", "flux"),
     ("mask_t2i_flux", "mask_t2i_flux.yaml", "flux"),
+    ("ambiguous", "ambiguous.yaml", "if"),  # IF-I-M, and IF-II-M (configs/device/if2.json) as its upscaler
+    ("motion", "motion.yaml", "mdm"),
 ]
-NATIVE = {"sd2": 512, "sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024}  # native image side, px
-SIZE_KEYS = ("height", "width", "stride", "vertical_stride", "view_size", "latent_texture_size", "rgb_texture_size")
-# parameters (millions) of the released checkpoints' networks, which configs/device must reproduce
+NATIVE = {"sd2": 512, "sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024, "if": 64, "mdm": 196}  # native side
+SIZE_KEYS = ("height", "width", "stride", "vertical_stride", "view_size", "latent_texture_size", "rgb_texture_size",
+             "mask_res")  # fmt: skip
+PANORAMA_CHECKS = 11  # without torch.compile's 2 (CUDA)
+MIN_SIZE = {"mask_res": 4}  # the tiny UNet's smallest attention map is 4²
+# parameters (millions) of the released checkpoints' networks, which configs/device must reproduce, and the tolerance:
+# 0.1 where the hub's config.json was read; DeepFloyd's M models are gated, so their configs are the published
+# IF-I-XL / IF-II-L configs at the width that gives the published counts ("400M", "450M": IF's README)
 KNOWN_PARAMETERS = {
-    ("sd2", "unet"): 865.9,
-    ("sd15", "unet"): 859.5,
-    ("sd15", "controlnet"): 361.3,
-    ("sdxl", "unet"): 2567.5,
-    ("sd3", "transformer"): 2028.3,
-    ("flux", "transformer"): 11901.4,
-    ("flux", "text_encoder_2"): 4762.3,  # T5-XXL's encoder
+    ("sd2", "unet"): (865.9, 0.1),
+    ("sd15", "unet"): (859.5, 0.1),
+    ("sd15", "controlnet"): (361.3, 0.1),
+    ("sdxl", "unet"): (2567.5, 0.1),
+    ("sd3", "transformer"): (2028.3, 0.1),
+    ("flux", "transformer"): (11901.4, 0.1),
+    ("flux", "text_encoder_2"): (4762.3, 0.1),  # T5-v1.1-XXL's encoder
+    ("if", "text_encoder"): (4762.3, 0.1),
+    ("if", "unet"): (400, 40),  # IF-I-M: 371.6
+    ("if2", "unet"): (450, 45),  # IF-II-M: 461.8
+    ("mdm", "clip"): (151.3, 0.1),  # CLIP ViT-B/32
 }
 
 
@@ -98,34 +110,57 @@ def library(name: str) -> str:
     return "diffusers" if hasattr(diffusers, name) else "transformers"
 
 
-def save_config_folder(family: str, path: Path) -> tuple[Path, Path | None]:
-    """A diffusers folder of ``family`` holding configs and tokenizers only (no weights), and its ControlNet's folder
-    if the family has one: loaded under :func:`random_weights`."""
-    from syncsde.testing import byte_level_clip_tokenizer, tiny_t5
-
-    config, controlnet = family_config(family), None
-    index = {"_class_name": config["_class_name"]}
+def save_config_folder(family: str, path: Path) -> dict:
+    """Folders of ``family`` holding configs and tokenizers only (no weights), loaded under :func:`random_weights`:
+    ``model`` (a diffusers folder; MDM: its CLIP's folder), and where the family has them ``controlnet``, ``upscaler``
+    (IF stage II, configs/device/if2.json), MDM's ``mean``, ``std`` and architecture (``mdm``)."""
+    config = family_config(family)
+    if family == "mdm":
+        build_config_json(config["clip"], path)
+        save_tokenizer("clip", path)
+        return {"model": path, **mdm_statistics(path), "mdm": config["mdm"]}
+    out, index = {"model": path}, {"_class_name": config["_class_name"]}
     for name, spec in config.items():
+        folder = path / name
         if name == "_class_name":
             continue
-        folder = path / name
         if name == "controlnet":
-            controlnet = path.parent / f"{family}_controlnet"
-            build_config_json(spec, controlnet)
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-        if name == "scheduler":
+            out["controlnet"] = path.parent / f"{family}_controlnet"
+            build_config_json(spec, out["controlnet"])
+        elif name.endswith("scheduler"):
+            folder.mkdir(parents=True, exist_ok=True)
             (folder / "scheduler_config.json").write_text(json.dumps(spec))
             index[name] = ["diffusers", spec["_class_name"]]
         elif isinstance(spec, str):  # a tokenizer, built
-            tok = byte_level_clip_tokenizer() if spec == "clip" else tiny_t5()[0]
-            tok.save_pretrained(folder)
-            index[name] = ["transformers", type(tok).__name__]
+            index[name] = ["transformers", save_tokenizer(spec, folder)]
         else:
             build_config_json(spec, folder)
             index[name] = [library(spec["_class_name"]), spec["_class_name"]]
     (path / "model_index.json").write_text(json.dumps(index))
-    return path, controlnet
+    if family == "if":
+        out["upscaler"] = save_config_folder("if2", path.parent / "if2")["model"]
+    return out
+
+
+def save_tokenizer(kind: str, folder: Path) -> str:
+    """A small built tokenizer of ``kind`` ("clip" or "t5", ``syncsde.testing``) saved in ``folder``; its class name."""
+    from syncsde.testing import byte_level_clip_tokenizer, tiny_t5
+
+    tok = byte_level_clip_tokenizer() if kind == "clip" else tiny_t5()[0]
+    tok.save_pretrained(folder)
+    return type(tok).__name__
+
+
+def mdm_statistics(path: Path) -> dict:
+    """HumanML3D's feature mean and std as MDM reads them (zeros and ones: the network's weights are random too)."""
+    import numpy as np
+
+    from syncsde.motion.mdm import FEATURES
+
+    path.mkdir(parents=True, exist_ok=True)
+    np.save(path / "Mean.npy", np.zeros(FEATURES, np.float32))
+    np.save(path / "Std.npy", np.ones(FEATURES, np.float32))
+    return {"mean": path / "Mean.npy", "std": path / "Std.npy"}
 
 
 def build_config_json(spec: dict, folder: Path) -> None:
@@ -165,16 +200,23 @@ def random_weights(device: torch.device, dtype: torch.dtype):
         torch.set_default_dtype(default)
 
 
-def save_tiny_folder(family: str, path: Path) -> tuple[Path, Path | None]:
-    """The tiny pipeline of ``family`` (``syncsde.testing``, 64 px native) and its ControlNet's folder if any."""
+TINY_MDM = dict(latent_dim=32, ff_size=64, num_layers=1, num_heads=2, clip_dim=64)  # on syncsde:tiny-clip
+
+
+def save_tiny_folder(family: str, path: Path) -> dict:
+    """The tiny pipeline of ``family`` (``syncsde.testing``) in the folders of :func:`save_config_folder`."""
     from syncsde import testing as T
 
-    save = {"sd2": T.save_tiny_sd, "sd15": T.save_tiny_sd, "sdxl": T.save_tiny_sdxl, "sd3": T.save_tiny_sd3}
-    folder = save.get(family, T.save_tiny_flux)(path)
-    controlnet = None
+    if family == "mdm":
+        return {"model": "syncsde:tiny-clip", **mdm_statistics(path), "mdm": TINY_MDM}
+    save = {"sd2": T.save_tiny_sd, "sd15": T.save_tiny_sd, "sdxl": T.save_tiny_sdxl, "sd3": T.save_tiny_sd3,
+            "flux": T.save_tiny_flux, "if": T.save_tiny_if}  # fmt: skip
+    out = {"model": save[family](path)}
     if family in ("sd15", "sdxl"):
-        controlnet = T.save_tiny_controlnet(path.parent / f"{family}_controlnet", folder)
-    return folder, controlnet
+        out["controlnet"] = T.save_tiny_controlnet(path.parent / f"{family}_controlnet", out["model"])
+    if family == "if":
+        out["upscaler"] = T.save_tiny_if_upscaler(path.parent / "if2")
+    return out
 
 
 # -- runs ---------------------------------------------------------------------------------------------------------------
@@ -183,13 +225,29 @@ def import_path(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-def expected_dtype(backbone, device: torch.device) -> torch.dtype:
-    return backbone.cuda_dtype if device.type == "cuda" else torch.float32
+def expected_dtype(cls, device: torch.device) -> torch.dtype:
+    """The dtype of ``dtype: auto`` for a backbone (or IF's upscaler) class."""
+    return cls.cuda_dtype if device.type == "cuda" else torch.float32
 
 
-def task_from_config(config_name: str, backbone, steps: int, scale: float):
+def make_backbone(class_path: str, folders: dict, device: torch.device):
+    """The backbone ``class_path`` (a task config's) on the family's folders, random weights on ``device``."""
+    cls = import_path(class_path)
+    with random_weights(device, expected_dtype(cls, device)):
+        if "ControlNet" in cls.__name__:
+            return cls(str(folders["model"]), str(folders["controlnet"]))
+        if cls.__name__ == "MDM":
+            mdm = cls(None, str(folders["mean"]), str(folders["std"]), clip=str(folders["model"]), **folders["mdm"])
+            mdm._load_clip()  # now, under random_weights (MDM loads its CLIP on the first prompt)
+            return mdm
+        return cls(str(folders["model"]))
+
+
+def task_from_config(config_name: str, backbone, steps: int, scale: float, folders: dict, device: torch.device):
     """The task of ``configs/<config_name>`` on ``backbone``: its options (sizes divided by ``scale``; tiny models
-    (``scale`` > 1) render 2 turntable frames of a mesh), its strategy, ``steps`` steps; and its first record."""
+    (``scale`` > 1) render 1 turntable frame of a mesh), its strategy, ``steps`` steps; and its first record. Its
+    captioner is left out (the record carries its prompt, so BLIP is never needed), its upscaler is built on
+    ``folders["upscaler"]``."""
     from syncsde.backbones.diffusers import VaeTiling
 
     config = yaml.safe_load((ROOT / "configs" / config_name).read_text())
@@ -197,27 +255,42 @@ def task_from_config(config_name: str, backbone, steps: int, scale: float):
     options = {k: v for k, v in model["init_args"].items() if k not in ("backbone", "strategy")}
     for key in SIZE_KEYS:
         if key in options:
-            options[key] = max(1, round(options[key] / scale))
+            options[key] = max(MIN_SIZE.get(key, 1) if scale > 1 else 1, round(options[key] / scale))
     if scale > 1 and model["class_path"].endswith("MeshTexturing"):
-        options["turntable_frames"] = 2
+        options["turntable_frames"] = 1
     if "vae_tiling" in options:
         options["vae_tiling"] = VaeTiling(**options["vae_tiling"])
+    if "captioner" in options:
+        options["captioner"] = None
+    if "upscaler" in options:
+        spec = options["upscaler"]
+        cls = import_path(spec["class_path"])
+        with random_weights(device, expected_dtype(cls, device)):
+            options["upscaler"] = cls(**{**spec["init_args"], "model": str(folders["upscaler"]), "num_inference_steps": steps})
     strategy = model["init_args"]["strategy"]
     strategy = import_path(strategy["class_path"])(**strategy.get("init_args", {}))
     options.update(num_inference_steps=steps, progress=False)
     task = import_path(model["class_path"])(backbone, strategy, **options)
     data = config["data"]["init_args"]
-    record = data["records"][0] if "records" in data else {"prompt": data["prompts"][0]}
+    if "records_file" in data:
+        record = json.loads((ROOT / data["records_file"]).read_text().splitlines()[0])
+    else:
+        record = data["records"][0] if "records" in data else {"prompt": data["prompts"][0]}
+    if "image" in record:
+        record["image"] = str(ROOT / data.get("base_dir", ".") / record["image"])
     return task, {**record, "sample_id": 0, "seed": 0}
 
 
 def expected_shape(task, name: str) -> tuple[int, ...] | None:
     if name.startswith(("wide", "canvas")):
         return (3, task.height, task.width)
-    if name.startswith("mask_t2i") or name == "regions":
+    if name.startswith("mask_t2i") or name in ("regions", "edit"):
         return (3, task.native_size, task.native_size)
     if name.startswith("mesh"):
         return (3, task.rgb_texture_size, task.rgb_texture_size)
+    if name == "ambiguous":  # the two views side by side, from stage II
+        side = task.upscaler.unet.config.sample_size
+        return (3, side, 2 * side)
     return None
 
 
@@ -263,43 +336,37 @@ class Checker:
         return row
 
 
-def load_backbone(family: str, folders: dict, device: torch.device, tiny: bool):
-    """The backbone of ``family`` (the class its task configs name) on random weights, on ``device``."""
-    from syncsde import backbones as B
-
-    folder, controlnet = folders[family]
-    cls = {"sd2": B.StableDiffusion, "sd15": B.StableDiffusionControlNet, "sdxl": B.StableDiffusionXL,
-           "sd3": B.StableDiffusion3, "flux": B.Flux}[family]  # fmt: skip
-    dtype = cls.cuda_dtype if device.type == "cuda" else torch.float32
-    with random_weights(device, dtype):
-        if family == "sd15":
-            return cls(str(folder), str(controlnet))
-        backbone = cls(str(folder))
-        if family == "sdxl":  # the SDXL mesh run needs the ControlNet variant on the same folder
-            backbone = (backbone, B.StableDiffusionXLControlNet(str(folder), str(controlnet)))
-    return backbone
-
-
-def check_task(name: str, config: str, backbone, device: torch.device, steps: int, scale: float) -> dict:
-    task, record = task_from_config(config, backbone, steps, scale)
+def check_task(name: str, config: str, backbone, device: torch.device, steps: int, scale: float, folders: dict) -> dict:
+    task, record = task_from_config(config, backbone, steps, scale, folders, device)
     task.to(device)
     task.on_predict_start()
     outputs, seconds, peak = timed(device, lambda: task.run([record]))
-    image = outputs[0].image
-    want = expected_shape(task, name)
-    net = next(getattr(task.backbone, n) for n in ("unet", "transformer") if hasattr(task.backbone, n))
+    out = outputs[0]
+    image, want = out.image, expected_shape(task, name)
+    upscaler = getattr(task, "upscaler", None)  # IF stage II
+    nets = [getattr(task.backbone, n) for n in ("unet", "transformer", "net") if hasattr(task.backbone, n)][:1]
+    nets += [upscaler.unet] if upscaler is not None else []
     problems = []
-    if not torch.isfinite(image).all():
+    if not torch.isfinite(image).all() or not all(np.isfinite(a).all() for a in out.arrays.values()):
         problems.append("non-finite output")
     if image.dtype != torch.float32:
         problems.append(f"image dtype {image.dtype}")
     if want is not None and tuple(image.shape) != want:
         problems.append(f"shape {tuple(image.shape)} != {want}")
-    if net.dtype != expected_dtype(task.backbone, device):
-        problems.append(f"network in {net.dtype}, not {expected_dtype(task.backbone, device)}")
+    if name == "motion":  # every segment's frames, HumanML3D's features
+        frames = task.segment_frames + (task.segment_frames - task.overlap) * (len(record["texts"]) - 1)
+        if out.arrays["features"].shape != (frames, task.backbone.channels):
+            problems.append(f"features {out.arrays['features'].shape} != {(frames, task.backbone.channels)}")
+    if getattr(task, "captioner", None) is not None or getattr(task, "_clip_words", None) is not None:
+        problems.append("a captioner or CLIP was loaded for a record whose words are in its prompt")
+    for net in nets:
+        dtype = next(p.dtype for p in net.parameters())
+        if dtype != expected_dtype(type(upscaler if net is nets[-1] and upscaler else task.backbone), device):
+            problems.append(f"{type(net).__name__} in {dtype}")
     if problems:
         raise AssertionError("; ".join(problems))
-    return {"shape": list(image.shape), "dtype": str(net.dtype), "seconds": round(seconds, 2), "peak_mib": peak}
+    dtype = next(p.dtype for p in nets[0].parameters())
+    return {"shape": list(image.shape), "dtype": str(dtype), "seconds": round(seconds, 2), "peak_mib": peak}
 
 
 # -- the panorama against diffusers ------------------------------------------------------------------------------
@@ -433,24 +500,28 @@ def main(argv=None) -> dict:
     runs = [r for r in RUNS if not args.only or r[0] in args.only]
     families = sorted({f for _, _, f in runs} | {"sd2"})
     compile_unet = device.type == "cuda" and not args.no_compile
-    check = Checker(len(runs) + 10 + 2 * compile_unet)
+    check = Checker(len(runs) + PANORAMA_CHECKS + 2 * compile_unet)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # SyncSDE's c_t > 2 at 2 steps, diffusers' deprecations: timings, not images
         save = save_tiny_folder if args.tiny else save_config_folder
-        folders = {f: save(f, Path(tmp) / f) for f in families}
         for family in families:
-            backbone = load_backbone(family, folders, device, args.tiny)
+            folders = save(family, Path(tmp) / family)
+            backbones = {}  # class path -> the backbone on this family's folders, shared by its runs
             for name, config, fam in runs:
                 if fam != family:
                     continue
-                b = backbone[1] if isinstance(backbone, tuple) and name.startswith("mesh") else backbone
-                b = b[0] if isinstance(b, tuple) else b
+                path = yaml.safe_load((ROOT / "configs" / config).read_text())["model"]["init_args"]["backbone"]
+                if path["class_path"] not in backbones:
+                    backbones[path["class_path"]] = make_backbone(path["class_path"], folders, device)
+                b = backbones[path["class_path"]]
                 scale = NATIVE[family] / (b.sample_size * b.scale_factor)
-                check.run("task", name, lambda n=name, c=config, b=b, s=scale: check_task(n, c, b, device, steps, s))
+                check.run("task", name, lambda n=name, c=config, b=b, s=scale: check_task(n, c, b, device, steps, s, folders))
             if family == "sd2":
-                scale = NATIVE["sd2"] / (backbone.sample_size * backbone.scale_factor)
-                panorama_checks(check, backbone, device, max(steps, 2), scale, compile_unet)
-            del backbone
+                sd2 = backbones.get("syncsde.backbones.StableDiffusion") or make_backbone("syncsde.backbones.StableDiffusion", folders, device)
+                scale = NATIVE["sd2"] / (sd2.sample_size * sd2.scale_factor)
+                panorama_checks(check, sd2, device, max(steps, 2), scale, compile_unet)
+                del sd2
+            del backbones
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     text = table(check.rows, device_name, steps)

@@ -19,6 +19,8 @@ class IFUpscaler(nn.Module):
     "float32" / "float16" / "bfloat16"). Stage II's state has the network's dtype (it is diffusers' loop).
     """
 
+    cuda_dtype = torch.float16  # "auto" on CUDA
+
     def __init__(
         self,
         model: str = "DeepFloyd/IF-II-M-v1.0",
@@ -62,7 +64,7 @@ class IFUpscaler(nn.Module):
 
     def adapt_dtype(self, device: torch.device) -> None:
         """Apply the requested dtype once the device is known ("auto": float16 on CUDA only)."""
-        auto = torch.float16 if device.type == "cuda" else torch.float32
+        auto = self.cuda_dtype if device.type == "cuda" else torch.float32
         self.unet.to(auto if self.requested_dtype == "auto" else DTYPES[self.requested_dtype])
 
     @torch.no_grad()

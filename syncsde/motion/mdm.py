@@ -134,6 +134,7 @@ class MDM(Backbone):
     """
 
     prediction_type = "sample"
+    cuda_dtype = torch.float32  # "auto" on every device
     abilities = frozenset({"joints", "vp_schedule"})
     channels, sample_size, scale_factor = FEATURES, 196, 1
 
@@ -194,7 +195,7 @@ class MDM(Backbone):
         return dict(SCHEDULER)
 
     def adapt_dtype(self, device: torch.device) -> None:
-        self.net.to(torch.float32 if self.requested_dtype == "auto" else DTYPES[self.requested_dtype])
+        self.net.to(self.cuda_dtype if self.requested_dtype == "auto" else DTYPES[self.requested_dtype])
 
     @torch.no_grad()
     def encode_prompts(self, prompts) -> Tensor:
