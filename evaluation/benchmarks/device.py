@@ -4,12 +4,12 @@ against diffusers, in one run prepared for a GPU lent for minutes.
     python -m syncsde.evaluation.benchmarks.device [--steps 2] [--out FILE] [--write]   # on CUDA, < 8 minutes
     python -m syncsde.evaluation.benchmarks.device --tiny                               # the same code on a CPU
 
-Models: the real networks of SD-2, SD-1.5 + depth ControlNet, SDXL, SD3 and Flux, built from the component configs
-in ``configs/device/<family>.json`` (their hub ``config.json`` arguments; parameter counts checked against the
+Models: the real networks of SD-2, SD-1.5 + depth ControlNet, SDXL, SD3, Flux, DeepFloyd IF-I-M with IF-II-M and MDM,
+built from the component configs in ``configs/device/<family>.json`` (their hub ``config.json`` arguments; parameter counts checked against the
 released checkpoints by ``tests/test_device_check.py``), with random weights created directly on the device in the
 backbone's ``dtype: auto`` (:func:`random_weights`): nothing is downloaded. Tokenizers are small built vocabularies
 (``syncsde.testing``). ``--tiny``: the tiny pipelines of ``syncsde.testing`` through the same loading code, the
-paper geometries scaled to their native size, 1 step.
+paper geometries scaled to their native size, 1 step, 1 thread.
 
 What it does:
 
@@ -495,6 +495,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--write", action="store_true", help="write the table into the docs (CUDA runs only)")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    if args.tiny:  # tiny tensors: a second thread only adds synchronisation (the same code paths)
+        torch.set_num_threads(1)
     steps = args.steps or (1 if args.tiny else 2)
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (tiny models)"
     runs = [r for r in RUNS if not args.only or r[0] in args.only]
