@@ -5,10 +5,10 @@ against diffusers, in one run prepared for a GPU lent for minutes.
     python -m syncsde.evaluation.benchmarks.device --tiny                               # the same code on a CPU
 
 Models: the real networks of SD-2, SD-1.5 + depth ControlNet, SDXL, SD3, Flux, DeepFloyd IF-I-M with IF-II-M and MDM,
-built from the component configs in ``configs/device/<family>.json`` (their hub ``config.json`` arguments; parameter counts checked against the
-released checkpoints by ``tests/test_device_check.py``), with random weights created directly on the device in the
-backbone's ``dtype: auto`` (:func:`random_weights`): nothing is downloaded. Tokenizers are small built vocabularies
-(``syncsde.testing``). ``--tiny``: the tiny pipelines of ``syncsde.testing`` through the same loading code, the
+built from the component configs in ``configs/device/<family>.json`` (their hub ``config.json`` arguments; parameter
+counts checked against the released checkpoints by ``tests/test_device_check.py``), with random weights created
+directly on the device in the backbone's ``dtype: auto`` (:func:`random_weights`): nothing is downloaded. Tokenizers
+are small built vocabularies (``syncsde.testing``). ``--tiny``: the tiny pipelines of ``syncsde.testing`` through the same loading code, the
 paper geometries scaled to their native size, 1 step, 1 thread.
 
 What it does:
@@ -65,6 +65,7 @@ RUNS = [
 NATIVE = {"sd2": 512, "sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024, "if": 64, "mdm": 196}  # native side
 SIZE_KEYS = ("height", "width", "stride", "vertical_stride", "view_size", "latent_texture_size", "rgb_texture_size",
              "mask_res")  # fmt: skip
+SD = "syncsde.backbones.StableDiffusion"  # SD-2, the panorama's backbone
 PANORAMA_CHECKS = 11  # without torch.compile's 2 (CUDA)
 MIN_SIZE = {"mask_res": 4}  # the tiny UNet's smallest attention map is 4²
 # parameters (millions) of the released checkpoints' networks, which configs/device must reproduce, and the tolerance:
@@ -219,7 +220,7 @@ def save_tiny_folder(family: str, path: Path) -> dict:
     return out
 
 
-# -- runs ---------------------------------------------------------------------------------------------------------------
+# -- runs --------------------------------------------------------------------------------------------------------------
 def import_path(path: str):
     module, name = path.rsplit(".", 1)
     return getattr(importlib.import_module(module), name)
@@ -266,7 +267,8 @@ def task_from_config(config_name: str, backbone, steps: int, scale: float, folde
         spec = options["upscaler"]
         cls = import_path(spec["class_path"])
         with random_weights(device, expected_dtype(cls, device)):
-            options["upscaler"] = cls(**{**spec["init_args"], "model": str(folders["upscaler"]), "num_inference_steps": steps})
+            args = {**spec["init_args"], "model": str(folders["upscaler"]), "num_inference_steps": steps}
+            options["upscaler"] = cls(**args)
     strategy = model["init_args"]["strategy"]
     strategy = import_path(strategy["class_path"])(**strategy.get("init_args", {}))
     options.update(num_inference_steps=steps, progress=False)
@@ -336,7 +338,7 @@ class Checker:
         return row
 
 
-def check_task(name: str, config: str, backbone, device: torch.device, steps: int, scale: float, folders: dict) -> dict:
+def check_task(name: str, config: str, backbone, device, steps: int, scale: float, folders: dict) -> dict:
     task, record = task_from_config(config, backbone, steps, scale, folders, device)
     task.to(device)
     task.on_predict_start()
@@ -429,7 +431,8 @@ def panorama_checks(check: Checker, sd2, device: torch.device, steps: int, scale
         check.run("panorama 512×2048", name, lambda v=vbs: per_step(diffusers_run(v)))
     for window_batch in (1, 4, None):
         label = "all 13" if window_batch is None else window_batch
-        check.run("SyncSDE scaling", f"window_batch {label}", lambda w=window_batch: per_step(syncsde(SyncSDE(5.0), stride, window_batch=w)))
+        run = syncsde(SyncSDE(5.0), stride, window_batch=window_batch)
+        check.run("SyncSDE scaling", f"window_batch {label}", lambda run=run: per_step(run))
     check.run("SyncSDE scaling", "max_batch 2", lambda: per_step(syncsde(SyncSDE(5.0), stride, max_batch=2)))
     sdpa = sd2.unet.attn_processors
     sd2.unet.set_attn_processor(AttnProcessor())
@@ -444,13 +447,14 @@ def panorama_checks(check: Checker, sd2, device: torch.device, steps: int, scale
         sd2.unet = torch.compile(unet)
         try:
             run = syncsde(SyncSDE(5.0), stride)
-            check.run("torch.compile", "UNet compile + first run", lambda: {"seconds": round(timed(device, lambda: run(1))[1], 1)})
+            first = lambda: {"seconds": round(timed(device, lambda: run(1))[1], 1)}  # noqa: E731
+            check.run("torch.compile", "UNet compile + first run", first)
             check.run("torch.compile", "UNet compiled", lambda: per_step(run))
         finally:
             sd2.unet = unet
 
 
-# -- the table ----------------------------------------------------------------------------------------------------------
+# -- the table ---------------------------------------------------------------------------------------------------------
 def table(rows: list[dict], device_name: str, steps: int) -> str:
     """One markdown table of every check, and the syncsde / diffusers ratios of the panorama."""
     lines = [
@@ -517,9 +521,10 @@ def main(argv=None) -> dict:
                     backbones[path["class_path"]] = make_backbone(path["class_path"], folders, device)
                 b = backbones[path["class_path"]]
                 scale = NATIVE[family] / (b.sample_size * b.scale_factor)
-                check.run("task", name, lambda n=name, c=config, b=b, s=scale: check_task(n, c, b, device, steps, s, folders))
+                run = partial(check_task, name, config, b, device, steps, scale, folders)
+                check.run("task", name, run)
             if family == "sd2":
-                sd2 = backbones.get("syncsde.backbones.StableDiffusion") or make_backbone("syncsde.backbones.StableDiffusion", folders, device)
+                sd2 = backbones.get(SD) or make_backbone(SD, folders, device)
                 scale = NATIVE["sd2"] / (sd2.sample_size * sd2.scale_factor)
                 panorama_checks(check, sd2, device, max(steps, 2), scale, compile_unet)
                 del sd2
