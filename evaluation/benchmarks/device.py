@@ -8,8 +8,8 @@ Models: the real networks of SD-2, SD-1.5 + depth ControlNet, SDXL, SD3, Flux, D
 built from the component configs in ``configs/device/<family>.json`` (their hub ``config.json`` arguments; parameter
 counts checked against the released checkpoints by ``tests/test_device_check.py``), with random weights created
 directly on the device in the backbone's ``dtype: auto`` (:func:`random_weights`): nothing is downloaded. Tokenizers
-are small built vocabularies (``syncsde.testing``). ``--tiny``: the tiny pipelines of ``syncsde.testing`` through the same loading code, the
-paper geometries scaled to their native size, 1 step, 1 thread.
+are small built vocabularies (``syncsde.testing``). ``--tiny``: the tiny pipelines of ``syncsde.testing`` through the
+same loading code, the paper geometries scaled to their native size, 1 step, 1 thread.
 
 What it does:
 
