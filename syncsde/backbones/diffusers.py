@@ -23,6 +23,7 @@ from torch import Tensor
 
 from syncsde.backbones.base import Backbone, Conditioning
 from syncsde.errors import InputError, ModelNotFoundError
+from syncsde.hub import check_withdrawn
 from syncsde.registry import register
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -60,6 +61,7 @@ def resolve_model(model: str, what: str = "--model.backbone.model", variant: str
         raise ModelNotFoundError(
             f"model folder '{model}' not found; give an existing diffusers folder or a hub id with {what}"
         )
+    check_withdrawn(model, what)
     try:
         from diffusers import DiffusionPipeline
 
@@ -399,6 +401,7 @@ def resolve_single(model: str, what: str, variant: str | None = None) -> Path:
         return path
     if model.startswith((".", "/", "~")) or model.count("/") != 1:
         raise ModelNotFoundError(f"model folder '{model}' not found; give an existing folder or a hub id with {what}")
+    check_withdrawn(model, what)
     try:
         from huggingface_hub import snapshot_download
 
@@ -569,7 +572,7 @@ class StableDiffusionControlNet(ControlNet, StableDiffusion):
 
     def __init__(
         self,
-        model: str = "runwayml/stable-diffusion-v1-5",
+        model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
         controlnet: str = "lllyasviel/control_v11f1p_sd15_depth",
         dtype: str = "auto",
         scale_start: float = 0.7,

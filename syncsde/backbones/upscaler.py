@@ -20,6 +20,8 @@ class IFUpscaler(nn.Module):
     "float32" / "float16" / "bfloat16"), variant (``fp16``: the ``*.fp16.safetensors`` weights, as diffusers). Stage II's state has the network's dtype (it is diffusers' loop).
     """
 
+    cuda_dtype = torch.float16  # "auto" on CUDA
+
     def __init__(
         self,
         model: str = "DeepFloyd/IF-II-M-v1.0",
@@ -72,7 +74,7 @@ class IFUpscaler(nn.Module):
 
     def adapt_dtype(self, device: torch.device) -> None:
         """Apply the requested dtype once the device is known ("auto": float16 on CUDA only)."""
-        auto = torch.float16 if device.type == "cuda" else torch.float32
+        auto = self.cuda_dtype if device.type == "cuda" else torch.float32
         self.unet.to(auto if self.requested_dtype == "auto" else DTYPES[self.requested_dtype])
 
     @torch.no_grad()

@@ -18,6 +18,7 @@ from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
 
 from syncsde.backbones.base import Backbone
+from syncsde.backbones.diffusers import DTYPES
 from syncsde.errors import InputError, ModelNotFoundError
 from syncsde.motion.humanml import FEATURES, SCHEDULER, Normalizer, features_to_joints
 from syncsde.registry import register
@@ -128,9 +129,12 @@ class MDM(Backbone):
         clip: CLIP for the text (hub id or folder), ``openai/clip-vit-base-patch32`` as MDM.
         text_tokens: MDM truncates HumanML3D texts to 20 CLIP tokens.
         latent_dim, ff_size, num_layers, num_heads, clip_dim: architecture (official: 512, 1024, 8, 4, 512).
+        dtype: of the network: "auto" (float32 on every device, as the official code runs this 20M-parameter model)
+            or "float32" / "float16" / "bfloat16"; the CLIP text encoder stays in float32.
     """
 
     prediction_type = "sample"
+    cuda_dtype = torch.float32  # "auto" on every device
     abilities = frozenset({"joints", "vp_schedule"})
     channels, sample_size, scale_factor = FEATURES, 196, 1
 
@@ -146,8 +150,12 @@ class MDM(Backbone):
         num_layers: PositiveInt = 8,
         num_heads: PositiveInt = 4,
         clip_dim: PositiveInt = 512,
+        dtype: str = "auto",
     ):
         super().__init__()
+        if dtype != "auto" and dtype not in DTYPES:
+            raise InputError(f"--model.backbone.dtype {dtype!r}: give 'auto' or one of {', '.join(sorted(DTYPES))}")
+        self.requested_dtype = dtype
         normalizer = Normalizer(mean, std) if mean is not None and std is not None else None  # before the weights
         self.net = MDMNet(
             latent_dim=latent_dim, ff_size=ff_size, num_layers=num_layers, num_heads=num_heads, clip_dim=clip_dim
@@ -185,6 +193,9 @@ class MDM(Backbone):
 
     def scheduler_config(self) -> dict:
         return dict(SCHEDULER)
+
+    def adapt_dtype(self, device: torch.device) -> None:
+        self.net.to(self.cuda_dtype if self.requested_dtype == "auto" else DTYPES[self.requested_dtype])
 
     @torch.no_grad()
     def encode_prompts(self, prompts) -> Tensor:
