@@ -33,6 +33,10 @@ class PromptedWideImage(WideImage):
         per_column = [prompts[j * len(prompts) // columns.n] for j in range(columns.n)]
         return [per_column[k % columns.n] for k in range(self.n)]  # the same prompts on every row
 
+    def validate(self, record):
+        super().validate(record)
+        self.window_prompts(record.get("prompts"))
+
     def trajectory_prompts(self, batch):
         return [self.window_prompts(s["prompts"]) for s in batch]
 

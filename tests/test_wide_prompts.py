@@ -56,3 +56,13 @@ def test_registered_and_run_by_short_names(tmp_path, monkeypatch):
     assert meta["prompt"] == "a sunny day over sand | a sunset over the sea"
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert metrics["clip_score_reading1"]["available"] and metrics["clip_score_reading2"]["available"]
+
+
+def test_a_bad_record_stops_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "o"
+    records = '[{"prompts": ["a sunny day over sand"]}, {"prompt": "no list"}]'
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "--config", "configs/tiny/wide_prompts.yaml", "--output_dir", str(out), "--data.records", records])
+    assert e.value.code == 2 and "non-empty list of strings" in capsys.readouterr().err
+    assert not out.exists() or not list(out.iterdir())
