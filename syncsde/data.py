@@ -42,7 +42,8 @@ class SampleDataModule(LightningDataModule):
         out = []
         for rec in self.records():
             for _ in range(self.samples_per_record):
-                out.append({**rec, "sample_id": len(out), "seed": self.seed})
+                # batch_size: the rows of a network call, which its float results depend on (SyncTask.settings)
+                out.append({**rec, "sample_id": len(out), "seed": self.seed, "batch_size": self.batch_size})
         return out
 
     def attach_output(self, output_dir: str | Path, overwrite: bool = False, settings: dict | None = None) -> None:

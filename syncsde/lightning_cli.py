@@ -400,7 +400,7 @@ def prepare_output(trainer, model, datamodule, out: Path, overwrite: bool, confi
         if not out.is_dir():
             raise InputError(f"--output_dir {out} is a file; give a folder")
         lock = take_lock(out)
-    datamodule.attach_output(out, overwrite, model.settings())
+    datamodule.attach_output(out, overwrite, model.settings(trainer.strategy.root_device))
     todo = datamodule.pending()
     if not todo:
         total = len(datamodule.samples())

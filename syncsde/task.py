@@ -162,9 +162,12 @@ class SyncTask(LightningModule):
         """Task parameters for the sidecars."""
         return {}
 
-    def settings(self) -> dict:
+    def settings(self, device: torch.device | None = None) -> dict:
         """Everything that changes a sample besides its record and seed, as written into its sidecar (a resumed
-        run must match the folder's samples on these)."""
+        run must match the folder's samples on these): among them the backbone's (:meth:`Backbone.settings`: the
+        dtype its network runs in on ``device``, default this module's) and the rows of a network call
+        (``window_batch``, ``max_batch``; the data's ``batch_size`` is in each record), as the network's float
+        results depend on them."""
         return {
             "task": self.task_name,
             **self.strategy.describe(),
@@ -174,8 +177,9 @@ class SyncTask(LightningModule):
             "sampler_dtype": self.sampler_dtype,
             "guidance_scale": self.guidance_scale,
             "negative_prompt": self.negative_prompt,
-            "backbone": self.backbone.name,
+            **self.backbone.settings(device or self.device),
             "window_batch": self.call_group,
+            "max_batch": self.max_batch,
             **self.describe(),
         }
 

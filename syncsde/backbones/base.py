@@ -96,6 +96,18 @@ class Backbone(nn.Module):
     def adapt_dtype(self, device: torch.device) -> None:
         """Choose the dtype once the device is known (default: keep it)."""
 
+    def run_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype the network will run in on ``device`` (what :meth:`adapt_dtype` chooses; default: its own)."""
+        return self.dtype
+
+    recorded: tuple[str, ...] = ()  # options (attribute names) that change a sample besides the name and dtype
+
+    def settings(self, device: torch.device) -> dict:
+        """What of the backbone changes a sample run on ``device``, for the sidecars (a resumed run compares them):
+        its name, the dtype its network runs in, and the attributes named in ``recorded``."""
+        dtype = str(self.run_dtype(device)).removeprefix("torch.")
+        return {"backbone": self.name, "dtype": dtype, **{k: getattr(self, k) for k in self.recorded}}
+
     def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:
         raise NotImplementedError
 

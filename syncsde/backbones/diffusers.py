@@ -164,12 +164,15 @@ class DiffusersModel(Backbone):
         for m in self.children():
             m.requires_grad_(False).eval()
 
-    def adapt_dtype(self, device: torch.device) -> None:
-        """Apply the requested dtype once the device is known ("auto": half precision on CUDA only)."""
+    def run_dtype(self, device: torch.device) -> torch.dtype:
+        """The requested dtype on ``device`` ("auto": half precision on CUDA only)."""
         if self.requested_dtype == "auto":
-            dtype = self.cuda_dtype if device.type == "cuda" else torch.float32
-        else:
-            dtype = DTYPES[self.requested_dtype]
+            return self.cuda_dtype if device.type == "cuda" else torch.float32
+        return DTYPES[self.requested_dtype]
+
+    def adapt_dtype(self, device: torch.device) -> None:
+        """Apply the requested dtype once the device is known (:meth:`run_dtype`)."""
+        dtype = self.run_dtype(device)
         self.to(dtype)
         vae = getattr(self, "vae", None)
         if self.upcast_vae and vae is not None and dtype == torch.float16 and vae.config.get("force_upcast", False):
@@ -414,6 +417,7 @@ class ControlNet:
     """
 
     abilities = DiffusersBackbone.abilities | {"controlnet"}
+    recorded = ("controlnet_name", "scale_start", "scale_end", "guidance_end", "scale_schedule")
 
     def __init__(
         self,
@@ -457,7 +461,7 @@ class ControlNet:
                     f"vs {self.unet.config.get(key)}): use a ControlNet trained for this base model"
                 )
         self.scale_start, self.scale_end, self.guidance_end = scale_start, scale_end, guidance_end
-        self.scale_schedule = scale_schedule
+        self.scale_schedule, self.controlnet_name = scale_schedule, controlnet
         self.control: Tensor | None = None
         self.timesteps: list[int] | None = None
 

@@ -29,6 +29,7 @@ class StableDiffusion3(FlowMatchingBackbone):
     dtype ("auto": float16 on CUDA), max_sequence_length (T5 tokens, 256 as the pipeline)."""
 
     family = "sd3"
+    recorded = ("max_sequence_length",)
     components = (
         "transformer",
         "vae",
