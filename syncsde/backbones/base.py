@@ -111,6 +111,19 @@ class Backbone(nn.Module):
     def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:
         raise NotImplementedError
 
+    @property
+    def token_limit(self) -> int | None:
+        """The tokens (start and end included) of a prompt the text encoder reads — the tokenizer's
+        ``model_max_length``, 77 for a T5 that declares none — or None without a ``tokenizer``."""
+        tokenizer = getattr(self, "tokenizer", None)
+        if tokenizer is None:
+            return None
+        return tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else 77
+
+    def token_counts(self, prompts: Sequence[str]) -> list[int]:
+        """Each prompt's token count (start and end included) before truncation to :attr:`token_limit`."""
+        return [len(ids) for ids in self.tokenizer(list(prompts), truncation=False).input_ids]
+
     def forward(self, x: Tensor, t: Tensor, context: Conditioning) -> Tensor:
         raise NotImplementedError
 

@@ -240,10 +240,8 @@ class DiffusersBackbone(DiffusersModel):
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
-        length = self.tokenizer.model_max_length
-        length = length if length < 100_000 else 77  # T5 declares no limit; DeepFloyd IF pads to 77
-        tok = self.tokenizer(
-            list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt"
+        tok = self.tokenizer(  # T5 declares no limit: DeepFloyd IF pads to 77 (token_limit)
+            list(prompts), padding="max_length", max_length=self.token_limit, truncation=True, return_tensors="pt"
         )
         device = self.text_encoder.device
         cfg = self.text_encoder.config  # T5 (DeepFloyd IF) reads the padding mask; SD's CLIP does not
