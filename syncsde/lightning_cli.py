@@ -30,6 +30,7 @@ from lightning.pytorch.cli import LightningCLI
 from syncsde.console import DESCRIPTION, THREADS_HELP, VERBOSE_HELP, quiet
 from syncsde.errors import InputError, Stopped, SyncSDEError
 from syncsde.io import FolderBusy, lock_folder, remove_temporaries
+from syncsde.parallel import end_process_group
 from syncsde.progress import SampleProgress
 from syncsde.strategies.base import Strategy
 from syncsde.task import SyncTask
@@ -62,9 +63,11 @@ def run(argv: list[str] | None) -> None:
         sys.exit(128 + e.signum)
     finally:
         stop_on_signals(False)
+        end_process_group()
         while _locks:
             _locks.pop().close()
         _folder.clear()
+
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
