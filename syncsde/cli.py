@@ -24,7 +24,7 @@ import re
 import sys
 from pathlib import Path
 
-from syncsde.console import DESCRIPTION, quiet
+from syncsde.console import DESCRIPTION, _said, quiet
 
 __all__ = ["main", "quiet"]
 
@@ -41,6 +41,7 @@ TYPED: list[str] = []  # the arguments of the running command, as the user typed
 def main(args=None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     TYPED[:] = argv
+    _said.clear()  # every warning is said once per run
     quiet(not _flag(argv, "--verbose"))
     try:
         if not argv or argv[0] in ("-h", "--help"):
@@ -54,6 +55,12 @@ def main(args=None) -> None:
         else:
             from syncsde import registry
 
+            plugins = registry.names("command")
+            if registry.key(argv[0]) not in plugins:
+                raise registry.InputError(
+                    f"no subcommand {argv[0]!r}; choose one of {', '.join([*SUBCOMMANDS, *plugins])} (`syncsde "
+                    "--help` says what each does)"
+                )
             registry.get("command", argv[0])(argv[1:])
     except Exception as e:  # noqa: BLE001 (every known mistake becomes one line; anything else is re-raised)
         message = one_line(e)
@@ -159,8 +166,12 @@ def parser_error(text: str) -> str:
         reason = f"got {given if given is not None else got[1] if got else 'a value of the wrong type'}; give {wanted}"
     if reason.startswith(("No module named", "module ")) or "not accessible" in reason:
         reason = f"cannot import {given or 'the class'} ({reason}); give an importable class path"
+    configured = config_value(keys) if option else None
     default = signature_default(classes[-1], keys[-1]) if option and classes else None
-    hint = f" (the default is {default})" if default is not None else ""
+    if configured is not None and str(configured) != given:  # the value the config gives, which this one replaced
+        hint = f" (the config's value is {configured})"
+    else:
+        hint = f" (the default is {default})" if default is not None else ""
     return f"{option}: {reason}{hint}" if option else reason
 
 
@@ -186,17 +197,47 @@ def as_typed(message: str) -> str:
 
 
 def signature_default(class_path: str, param: str):
+    """The default of ``param`` in the class's signature, or in its bases' for the options it passes on."""
     import importlib
     import inspect
 
     try:
         module, name = class_path.rsplit(".", 1)
-        p = inspect.signature(getattr(importlib.import_module(module), name)).parameters.get(param)
-    except (ImportError, AttributeError, ValueError):
+        cls = getattr(importlib.import_module(module), name)
+        p = next((q for c in cls.__mro__ if (q := inspect.signature(c).parameters.get(param)) is not None), None)
+    except (ImportError, AttributeError, ValueError, TypeError):
         return None
     if p is None or p.default is inspect.Parameter.empty or p.default is None:
         return None
     return p.default
+
+
+def config_value(keys: list[str]):
+    """The value that the config files of the running command (``--config``, as typed; the last one wins) give the
+    option ``keys`` (short or long form), or None."""
+    import yaml
+
+    value = None
+    for i, a in enumerate(TYPED):
+        if a in ("--config", "-c") and i + 1 < len(TYPED):
+            path = TYPED[i + 1]
+        elif a.startswith("--config="):
+            path = a.split("=", 1)[1]
+        else:
+            continue
+        try:
+            node = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        for k in keys:
+            if isinstance(node, dict) and k not in node:
+                node = node.get("init_args")
+            if not isinstance(node, dict) or k not in node:
+                break
+            node = node[k]
+        else:
+            value = node if not isinstance(node, dict) else value
+    return value
 
 
 # -- methods --------------------------------------------------------------------------------------------------

@@ -15,6 +15,15 @@ THREADS_HELP = (
 )
 VERBOSE_HELP = "show library logs, per-component loading bars and library warnings"
 
+_said: set = set()  # the keys of the warnings said in this run (``syncsde`` clears it when a command starts)
+
+
+def warn_once(key, message: str) -> None:
+    """One line on stderr, ``syncsde: warning: message``, the first time ``key`` is warned about in a run."""
+    if key not in _said:
+        _said.add(key)
+        print(f"syncsde: warning: {message}", file=sys.stderr)
+
 
 def quiet(on: bool = True) -> None:
     """Libraries say only warnings and errors, and show no loading bars (``--verbose true`` undoes it). Environment

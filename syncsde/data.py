@@ -42,7 +42,8 @@ class SampleDataModule(LightningDataModule):
         out = []
         for rec in self.records():
             for _ in range(self.samples_per_record):
-                out.append({**rec, "sample_id": len(out), "seed": self.seed})
+                # batch_size: the rows of a network call, which its float results depend on (SyncTask.settings)
+                out.append({**rec, "sample_id": len(out), "seed": self.seed, "batch_size": self.batch_size})
         return out
 
     def attach_output(self, output_dir: str | Path, overwrite: bool = False, settings: dict | None = None) -> None:
@@ -129,11 +130,16 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def not_a_file(path) -> str:
+    """Why ``path`` (not a file) cannot be read: a folder, or nothing there."""
+    return "is a folder, not a file" if isinstance(path, (str, Path)) and Path(path).is_dir() else "does not exist"
+
+
 def read_lines(path: str | Path, what: str) -> list[str]:
     """The non-empty, non-comment lines of a text file; ``what`` names the option in errors."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"{what} '{path}' does not exist; give a text file with one entry per line")
+        raise InputError(f"{what} '{path}' {not_a_file(path)}; give a text file with one entry per line")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -233,7 +239,7 @@ class RecordDataModule(SampleDataModule):
             for key in self.path_keys:
                 what = f"record {n}'s {key} ({where})"
                 if not isinstance(rec[key], str) or not Path(rec[key]).is_file():
-                    raise InputError(f"{what} '{rec[key]}' does not exist; give an existing file")
+                    raise InputError(f"{what} '{rec[key]}' {not_a_file(rec[key])}; give an existing file")
                 self.file_checks.get(key, lambda path, what: None)(rec[key], what)
 
     def records(self):

@@ -12,6 +12,7 @@ sample is about to be generated. Results go to the writer and are released (pred
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import math
@@ -29,6 +30,7 @@ from lightning.pytorch.cli import LightningCLI
 from syncsde.console import DESCRIPTION, THREADS_HELP, VERBOSE_HELP, quiet
 from syncsde.errors import InputError, Stopped, SyncSDEError
 from syncsde.io import FolderBusy, lock_folder, remove_temporaries
+from syncsde.parallel import end_process_group
 from syncsde.progress import SampleProgress
 from syncsde.strategies.base import Strategy
 from syncsde.task import SyncTask
@@ -43,7 +45,7 @@ def run(argv: list[str] | None) -> None:
     SyncSDEError.last = None
     argv = list(sys.argv[1:] if argv is None else argv)
     check_config_files(argv)
-    argv = expand(argv)
+    argv, SyncCLI.full_help = full_help(expand(argv))
     try:
         SyncCLI(
             LightningModule,
@@ -61,9 +63,11 @@ def run(argv: list[str] | None) -> None:
         sys.exit(128 + e.signum)
     finally:
         stop_on_signals(False)
+        end_process_group()
         while _locks:
             _locks.pop().close()
         _folder.clear()
+
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -104,10 +108,52 @@ def stopped_line(signum: int) -> str:
     )
 
 
+# what `syncsde predict --help` shows; `--help full` shows every option (the trainer's training options too)
+SHORT_HELP = {
+    "help", "config", "method", "output_dir", "overwrite", "threads", "verbose", "model", "model.help", "data",
+    "data.help", "trainer.devices", "trainer.strategy", "trainer.strategy.help", "trainer.accelerator",
+    "trainer.accelerator.help",
+}  # fmt: skip
+
+
+SHORT_TITLES = {
+    "trainer": "the processes of a run (`--help full` lists the trainer's other options)",
+    "model": "the task, its backbone and method: `syncsde predict --model.help CLASS` lists a task's options",
+    "data": "the samples: `syncsde predict --data.help CLASS` lists a data module's options",
+}
+
+
+def full_help(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` without the ``full`` of ``--help full``, and whether it was there."""
+    for i, a in enumerate(argv[:-1]):
+        if a in ("-h", "--help") and argv[i + 1] == "full":
+            return argv[: i + 1] + argv[i + 2 :], True
+    return argv, False
+
+
 class SyncCLI(LightningCLI):
+    full_help = False  # `--help full`: every option; otherwise predict's help lists the generation options only
+
     @staticmethod
     def subcommands():
         return {k: v for k, v in LightningCLI.subcommands().items() if k in ("fit", "predict")}
+
+    def setup_parser(self, *args, **kwargs):
+        super().setup_parser(*args, **kwargs)
+        predict = self._subcommand_parsers.get("predict")
+        if predict is None or self.full_help:
+            return
+        predict.description = (
+            "Run a task into an output folder. The generation options; `syncsde predict --help full` lists every "
+            "option (the trainer's training options too)."
+        )
+        for group in predict._action_groups:
+            shown = [a for a in group._group_actions if a.dest in SHORT_HELP]
+            for action in group._group_actions:
+                if action.dest not in SHORT_HELP:
+                    action.help = argparse.SUPPRESS
+            group.description = None
+            group.title = SHORT_TITLES.get(shown[0].dest.split(".")[0], group.title) if shown else None
 
     def add_arguments_to_parser(self, parser):
         parser.add_argument(
@@ -403,7 +449,7 @@ def prepare_output(trainer, model, datamodule, out: Path, overwrite: bool, confi
         if not out.is_dir():
             raise InputError(f"--output_dir {out} is a file; give a folder")
         lock = take_lock(out)
-    datamodule.attach_output(out, overwrite, model.settings())
+    datamodule.attach_output(out, overwrite, model.settings(trainer.strategy.root_device))
     todo = datamodule.pending()
     if not todo:
         total = len(datamodule.samples())

@@ -300,3 +300,12 @@ def halo(problem: SyncProblem, reads: Reads, own: range) -> dict[int, Positions 
         j: None if covered is None else Positions(covered[columns[j]].nonzero().flatten(), columns.shape[1])
         for j in sorted(needed)
     }
+
+
+def end_process_group() -> None:
+    """Destroy the run's process group (if any) while the interpreter still runs. Lightning destroys only NCCL's
+    (at exit); a gloo group left to the interpreter's finalization is torn down with its threads still running, and
+    about 1 process in 20 then aborts after its work is done (``terminate called without an active exception``,
+    SIGABRT): reproduced with two processes that init a gloo group, all-reduce and exit under CPU load."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

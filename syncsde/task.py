@@ -20,6 +20,7 @@ from lightning import LightningModule
 from torch import Tensor
 
 from syncsde.backbones.base import Backbone, Conditioning, guided_eps, take_rows
+from syncsde.console import warn_once
 from syncsde.coupling import SyncProblem
 from syncsde.errors import InputError
 from syncsde.parallel import WindowSplit
@@ -162,9 +163,12 @@ class SyncTask(LightningModule):
         """Task parameters for the sidecars."""
         return {}
 
-    def settings(self) -> dict:
+    def settings(self, device: torch.device | None = None) -> dict:
         """Everything that changes a sample besides its record and seed, as written into its sidecar (a resumed
-        run must match the folder's samples on these)."""
+        run must match the folder's samples on these): among them the backbone's (:meth:`Backbone.settings`: the
+        dtype its network runs in on ``device``, default this module's) and the rows of a network call
+        (``window_batch``, ``max_batch``; the data's ``batch_size`` is in each record), as the network's float
+        results depend on them."""
         return {
             "task": self.task_name,
             **self.strategy.describe(),
@@ -174,8 +178,9 @@ class SyncTask(LightningModule):
             "sampler_dtype": self.sampler_dtype,
             "guidance_scale": self.guidance_scale,
             "negative_prompt": self.negative_prompt,
-            "backbone": self.backbone.name,
+            **self.backbone.settings(device or self.device),
             "window_batch": self.call_group,
+            "max_batch": self.max_batch,
             **self.describe(),
         }
 
@@ -222,11 +227,26 @@ class SyncTask(LightningModule):
         ]
         guided = self.guidance_scale != 1.0 and not self.backbone.guidance_distilled
         unique = sorted({text for pair in pairs for text in (pair if guided else pair[:1])})
+        self.warn_overlong(unique)
         emb = self.backbone.encode_prompts(unique)
         pos = {p: i for i, p in enumerate(unique)}
         cond = take_rows(emb, [pos[p] for p, _ in pairs])
         uncond = take_rows(emb, [pos[n] for _, n in pairs]) if guided else None
         return cond, uncond
+
+    def warn_overlong(self, prompts: Sequence[str]) -> None:
+        """One warning per run when a prompt is longer than the text encoder reads (its end is cut off)."""
+        limit = self.backbone.token_limit
+        if limit is None:
+            return
+        for prompt, count in zip(prompts, self.backbone.token_counts(prompts)):
+            if count > limit:
+                text = prompt if len(prompt) <= 30 else prompt[:27] + "..."
+                warn_once(
+                    "overlong prompt",
+                    f"the prompt '{text}' has {count} tokens; {self.backbone.name}'s text encoder reads {limit} (start "
+                    "and end included) and ignores the rest: shorten it",
+                )
 
     @torch.no_grad()
     def trajectories(self, batch: Sequence[dict], x_T: Tensor | None = None) -> Tensor | None:

@@ -69,7 +69,7 @@ class MaskTextToImage(SyncTask):
 
     def masks(self, batch) -> torch.Tensor:
         """(B, 1, h, w) binary masks at the working-space size."""
-        return torch.stack([load_mask(s["mask"], *self.latent_size) for s in batch]).to(self.device)
+        return torch.stack([load_mask(s["mask"], *self.latent_size, self.backbone.scale_factor) for s in batch]).to(self.device)
 
     def validate(self, record):
         self.masks([record])  # readable, not empty (regions: not covering everything) at the working size

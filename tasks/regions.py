@@ -91,7 +91,7 @@ class RegionTextToImage(MaskTextToImage):
         h, w = self.latent_size
         out = []
         for s in batch:
-            masks = [load_mask(r["mask"], h, w) for r in s["regions"]]
+            masks = [load_mask(r["mask"], h, w, self.backbone.scale_factor) for r in s["regions"]]
             for r, m in zip(s["regions"], masks):
                 if bool(m.all()):
                     raise InputError(

@@ -37,6 +37,39 @@ from syncsde.task import DEFAULT_STRATEGY, SampleOutput, SyncTask
 from syncsde.windows import Grid
 
 
+def size_problem(sizes: dict, f: int, native: int, circular: bool) -> tuple[str, str] | None:
+    """The first of the sizes in pixels (height, width, stride, vertical_stride: None = stride) that does not fit a
+    backbone of scale factor ``f`` and window ``native`` px, and why; None when they all fit."""
+    vertical = sizes["vertical_stride"] or sizes["stride"]
+    for name, v in sizes.items():
+        if v is not None and v % f:
+            return name, f"{name} {v} px is not a multiple of the backbone's scale factor {f}"
+    for name, v in (("stride", sizes["stride"]), ("vertical_stride", vertical)):
+        if not f <= v <= native:
+            return name, f"{name} {v} px must be between {f} and the window size {native} px"
+    height, width, stride = sizes["height"], sizes["width"], sizes["stride"]
+    if height < native:
+        return "height", f"height {height} px is below the backbone's native size {native} px (the window size)"
+    if (height - native) % vertical:
+        return "height", f"height {height} px does not fit patches of {native} px at vertical stride {vertical} px"
+    if circular and (width % stride or width < native):
+        return "width", f"circular width {width} px must be a multiple of the stride {stride} px and at least {native} px"
+    if not circular and (width < native or (width - native) % stride):
+        return "width", f"width {width} px does not fit patches of {native} px at stride {stride} px"
+    return None
+
+
+def nearest_fit(sizes: dict, name: str, f: int, native: int, circular: bool) -> int | None:
+    """The value of ``name`` nearest to the given one with which all the sizes fit (the others unchanged), if any
+    within a few windows of it: the hint of a size that does not fit is one that works."""
+    given = sizes[name] or sizes["stride"]
+    for d in range(0, 8 * native + 1):
+        for v in (given - d, given + d):
+            if v > 0 and size_problem({**sizes, name: v}, f, native, circular) is None:
+                return v
+    return None
+
+
 class WideImage(SyncTask):
     """Args (besides :class:`~syncsde.task.SyncTask`'s):
     height, width: output size in pixels (the native size, e.g. 512 for SD-2-base, or taller: a 2-D grid).
@@ -79,38 +112,13 @@ class WideImage(SyncTask):
         self.circular, self.init_from_canonical = circular, init_from_canonical
         self.assembly, self.canonical_blend, self.vae_tiling = assembly, canonical_blend, vae_tiling
         f, w = backbone.scale_factor, backbone.sample_size
-        native = w * f
-        for name, v in (("height", height), ("width", width), ("stride", stride), ("vertical_stride", vertical_stride)):
-            if v is not None and v % f:
-                raise InputError(
-                    f"{name} {v} px is not a multiple of the backbone's scale factor {f}; use a multiple of {f}, e.g. "
-                    f"{max(f, v - v % f)}"
-                )
+        sizes = {"height": height, "width": width, "stride": stride, "vertical_stride": vertical_stride}
+        problem = size_problem(sizes, f, w * f, circular)
+        if problem is not None:
+            name, why = problem
+            hint = nearest_fit(sizes, name, f, w * f, circular)
+            raise InputError(why + (f"; use e.g. {hint} px" if hint is not None else ""))
         self.w, self.s, self.W, self.H = w, stride // f, width // f, height // f
-        for name, v in (("stride", stride), ("vertical_stride", self.vertical_stride)):
-            if not f <= v <= native:
-                raise InputError(f"{name} {v} px must be between {f} and the window size {native} px")
-        if height < native:
-            raise InputError(
-                f"height {height} px is below the backbone's native size {native} px (the window size); "
-                f"use at least {native} px"
-            )
-        if (height - native) % self.vertical_stride:
-            ok = native + self.vertical_stride * max(round((height - native) / self.vertical_stride), 0)
-            raise InputError(
-                f"height {height} px does not fit patches of {native} px at vertical stride "
-                f"{self.vertical_stride} px; use e.g. {ok} px"
-            )
-        if circular:
-            if self.W % self.s or self.W < self.w:
-                raise InputError(
-                    f"circular width {width} px must be a multiple of the stride {stride} px and at least {native} px"
-                )
-        elif self.W < self.w or (self.W - self.w) % self.s:
-            ok = native + stride * max(round((width - native) / stride), 0)
-            raise InputError(
-                f"width {width} px does not fit patches of {native} px at stride {stride} px; use e.g. {ok} px"
-            )
         self.grid = Grid((self.H, self.W), (w, w), (self.vertical_stride // f, self.s), circular)
         self.n = self.grid.n
         self._couplings = self.grid.couplings()

@@ -27,7 +27,8 @@ from syncsde.lightning_cli import load_yaml
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs" / "tiny").glob("*.yaml")) + sorted((ROOT / "configs").glob("*.yaml"))
 FIX_WORDS = re.compile(
-    r"\b(give|use|choose|set|must|the default is|add|rerun|lists|train with|run it with|pass|point|download)\b"
+    r"\b(give|use|choose|set|must|the default is|the config's value is|add|rerun|lists|train with|run it with|pass|"
+    r"point|download)\b"
 )
 
 

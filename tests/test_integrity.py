@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -246,3 +247,33 @@ def test_empty_and_broken_config_files_are_one_line_naming_the_file(text, expect
         main(["predict", "--config", str(path)])
     assert e.value.code == 2
     assert capsys.readouterr().err.splitlines() == [f"syncsde: error: {expected.format(path=path)}"]
+
+
+def test_the_rows_of_a_call_and_the_dtype_are_in_the_sidecar_and_a_resume_compares_them(tmp_path, monkeypatch, capsys):
+    from syncsde.backbones import StableDiffusion
+
+    monkeypatch.chdir(ROOT)
+    config, out = tiny_wide(tmp_path), tmp_path / "out"
+    cfg = yaml.safe_load(Path(config).read_text())
+    cfg["data"]["init_args"]["prompts"] = ["a sunny day over grass"]
+    cfg["trainer"]["callbacks"] = []
+    Path(config).write_text(yaml.safe_dump(cfg))
+    main(["predict", "--config", config, "--output_dir", str(out)])
+    meta = json.loads((out / "00000.json").read_text())
+    assert (meta["max_batch"], meta["batch_size"], meta["dtype"]) == (None, 1, "float32")
+    before = hashes(out)
+    for option, value, expected in [
+        ("--model.max_batch", "2", "max_batch: null there, 2 now"),
+        ("--data.batch_size", "2", "batch_size: 1 there, 2 now"),
+        ("--model.backbone.dtype", "bfloat16", 'dtype: "float32" there, "bfloat16" now'),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main(["predict", "--config", config, "--output_dir", str(out), option, value])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and expected in err, err
+    with pytest.raises(SystemExit) as e:  # auto is float32 on the CPU: the same samples, nothing to do
+        main(["predict", "--config", config, "--output_dir", str(out), "--model.backbone.dtype", "float32"])
+    assert e.value.code == 0 and "nothing to do" in capsys.readouterr().err and hashes(out) == before
+    backbone = StableDiffusion("syncsde:tiny-ldm")  # auto: float16 on CUDA, so a GPU's folder is refused on the CPU
+    assert backbone.settings(torch.device("cuda"))["dtype"] == "float16"
+    assert backbone.settings(torch.device("cpu"))["dtype"] == "float32"

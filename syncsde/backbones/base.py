@@ -96,8 +96,33 @@ class Backbone(nn.Module):
     def adapt_dtype(self, device: torch.device) -> None:
         """Choose the dtype once the device is known (default: keep it)."""
 
+    def run_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype the network will run in on ``device`` (what :meth:`adapt_dtype` chooses; default: its own)."""
+        return self.dtype
+
+    recorded: tuple[str, ...] = ()  # options (attribute names) that change a sample besides the name and dtype
+
+    def settings(self, device: torch.device) -> dict:
+        """What of the backbone changes a sample run on ``device``, for the sidecars (a resumed run compares them):
+        its name, the dtype its network runs in, and the attributes named in ``recorded``."""
+        dtype = str(self.run_dtype(device)).removeprefix("torch.")
+        return {"backbone": self.name, "dtype": dtype, **{k: getattr(self, k) for k in self.recorded}}
+
     def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:
         raise NotImplementedError
+
+    @property
+    def token_limit(self) -> int | None:
+        """The tokens (start and end included) of a prompt the text encoder reads — the tokenizer's
+        ``model_max_length``, 77 for a T5 that declares none — or None without a ``tokenizer``."""
+        tokenizer = getattr(self, "tokenizer", None)
+        if tokenizer is None:
+            return None
+        return tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else 77
+
+    def token_counts(self, prompts: Sequence[str]) -> list[int]:
+        """Each prompt's token count (start and end included) before truncation to :attr:`token_limit`."""
+        return [len(ids) for ids in self.tokenizer(list(prompts), truncation=False).input_ids]
 
     def forward(self, x: Tensor, t: Tensor, context: Conditioning) -> Tensor:
         raise NotImplementedError

@@ -193,12 +193,15 @@ class DiffusersModel(Backbone):
         for m in self.children():
             m.requires_grad_(False).eval()
 
-    def adapt_dtype(self, device: torch.device) -> None:
-        """Apply the requested dtype once the device is known ("auto": half precision on CUDA only)."""
+    def run_dtype(self, device: torch.device) -> torch.dtype:
+        """The requested dtype on ``device`` ("auto": half precision on CUDA only)."""
         if self.requested_dtype == "auto":
-            dtype = self.cuda_dtype if device.type == "cuda" else torch.float32
-        else:
-            dtype = DTYPES[self.requested_dtype]
+            return self.cuda_dtype if device.type == "cuda" else torch.float32
+        return DTYPES[self.requested_dtype]
+
+    def adapt_dtype(self, device: torch.device) -> None:
+        """Apply the requested dtype once the device is known (:meth:`run_dtype`)."""
+        dtype = self.run_dtype(device)
         self.to(dtype)
         vae = getattr(self, "vae", None)
         if self.upcast_vae and vae is not None and dtype == torch.float16 and vae.config.get("force_upcast", False):
@@ -267,10 +270,8 @@ class DiffusersBackbone(DiffusersModel):
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
-        length = self.tokenizer.model_max_length
-        length = length if length < 100_000 else 77  # T5 declares no limit; DeepFloyd IF pads to 77
-        tok = self.tokenizer(
-            list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt"
+        tok = self.tokenizer(  # T5 declares no limit: DeepFloyd IF pads to 77 (token_limit)
+            list(prompts), padding="max_length", max_length=self.token_limit, truncation=True, return_tensors="pt"
         )
         device = self.text_encoder.device
         cfg = self.text_encoder.config  # T5 (DeepFloyd IF) reads the padding mask; SD's CLIP does not
@@ -449,6 +450,7 @@ class ControlNet:
     """
 
     abilities = DiffusersBackbone.abilities | {"controlnet"}
+    recorded = ("controlnet_name", "scale_start", "scale_end", "guidance_end", "scale_schedule")
 
     def __init__(
         self,
@@ -504,7 +506,7 @@ class ControlNet:
                     f"vs {self.unet.config.get(key)}): use a ControlNet trained for this base model"
                 )
         self.scale_start, self.scale_end, self.guidance_end = scale_start, scale_end, guidance_end
-        self.scale_schedule = scale_schedule
+        self.scale_schedule, self.controlnet_name = scale_schedule, controlnet
         self.control: Tensor | None = None
         self.timesteps: list[int] | None = None
 
