@@ -486,6 +486,9 @@ def test_variant_folders_load_with_variant_and_are_refused_in_one_line_without(t
         assert torch.equal(a, b)
     both = StableDiffusionControlNet(str(sd16), str(cn16), variant="fp16")
     assert torch.equal(both.controlnet.conv_in.weight, ControlNetModel.from_pretrained(cn).conv_in.weight)
+    cpu = torch.device("cpu")  # the variant is recorded: a resumed run with other weight files is refused
+    assert variant.settings(cpu)["variant"] == "fp16" and plain.settings(cpu)["variant"] is None
+    assert both.settings(cpu)["variant"] == "fp16"
 
     with pytest.raises(SystemExit):
         main(

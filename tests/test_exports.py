@@ -46,7 +46,7 @@ def test_writer_mp4_beside_gif_or_gif_only(tmp_path, monkeypatch):
     assert Image.open(tmp_path / "v/00000_anim.gif").info["duration"] == 50  # the sample's 20 fps
     w = SampleWriter(tmp_path / "g")
     w.video = False  # as without the extra
-    with pytest.warns(UserWarning, match=r"syncsde\[video\]"):
+    with pytest.warns(UserWarning, match=r"GIF only; MP4 needs imageio-ffmpeg"):
         w.write_sample(out)
     assert not (tmp_path / "g/00000_anim.mp4").exists() and (tmp_path / "g/00000_anim.gif").exists()
 

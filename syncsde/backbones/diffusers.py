@@ -168,6 +168,7 @@ class DiffusersModel(Backbone):
     pipeline: str | None = None  # the diffusers pipeline class whose ``encode_prompt`` encodes this family's prompts
     cuda_dtype = torch.float16
     upcast_vae = False  # keep the VAE in float32 when the network runs in float16 and the VAE asks (force_upcast)
+    recorded = ("variant",)  # fp16 weight files round the weights: another sample
 
     def __init__(self, model: str, dtype: str = "auto", variant: str | None = None):
         super().__init__()
@@ -177,7 +178,7 @@ class DiffusersModel(Backbone):
                 f"{', '.join(sorted(DTYPES))}"
             )
         self.name = model
-        self.requested_dtype = dtype
+        self.requested_dtype, self.variant = dtype, variant
         folder = resolve_model(model, variant=variant)
         self.pipeline_config = read_index(folder)
         family = checkpoint_family(self.pipeline_config)
@@ -450,7 +451,7 @@ class ControlNet:
     """
 
     abilities = DiffusersBackbone.abilities | {"controlnet"}
-    recorded = ("controlnet_name", "scale_start", "scale_end", "guidance_end", "scale_schedule")
+    recorded = ("variant", "controlnet_name", "scale_start", "scale_end", "guidance_end", "scale_schedule")
 
     def __init__(
         self,

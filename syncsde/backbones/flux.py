@@ -53,7 +53,7 @@ class Flux(FlowMatchingBackbone):
     512 for dev, 256 for schnell, as the pipeline), variant (``bf16``, ``fp16``: those weight files, as diffusers)."""
 
     family = "flux"
-    recorded = ("max_sequence_length",)
+    recorded = ("variant", "max_sequence_length")
     components = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
     pipeline = "FluxPipeline"
     cuda_dtype = torch.bfloat16

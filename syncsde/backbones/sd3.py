@@ -30,7 +30,7 @@ class StableDiffusion3(FlowMatchingBackbone):
     ``*.fp16.safetensors`` weights, as diffusers)."""
 
     family = "sd3"
-    recorded = ("max_sequence_length",)
+    recorded = ("variant", "max_sequence_length")
     components = (
         "transformer",
         "vae",
