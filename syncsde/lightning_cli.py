@@ -45,7 +45,9 @@ def run(argv: list[str] | None) -> None:
     SyncSDEError.last = None
     argv = list(sys.argv[1:] if argv is None else argv)
     check_config_files(argv)
-    argv, SyncCLI.full_help = full_help(expand(argv))
+    argv, full = full_help(expand(argv))
+    # the short help hides options from the parser, which would drop them from the config it dumps: help only
+    SyncCLI.short_help = not full and any(a in ("-h", "--help") for a in argv)
     try:
         SyncCLI(
             LightningModule,
@@ -132,7 +134,7 @@ def full_help(argv: list[str]) -> tuple[list[str], bool]:
 
 
 class SyncCLI(LightningCLI):
-    full_help = False  # `--help full`: every option; otherwise predict's help lists the generation options only
+    short_help = False  # `--help` (not `--help full`): predict's help lists the generation options only
 
     @staticmethod
     def subcommands():
@@ -141,7 +143,7 @@ class SyncCLI(LightningCLI):
     def setup_parser(self, *args, **kwargs):
         super().setup_parser(*args, **kwargs)
         predict = self._subcommand_parsers.get("predict")
-        if predict is None or self.full_help:
+        if predict is None or not self.short_help:
             return
         predict.description = (
             "Run a task into an output folder. The generation options; `syncsde predict --help full` lists every "

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from syncsde.cli import main
 from syncsde import console
+from syncsde.cli import main
 from syncsde.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,3 +175,18 @@ def test_two_processes_end_their_gloo_group_cleanly_every_time():
             if p.returncode != 0:
                 failures.append((i, p.returncode, err.strip().splitlines()[-1:]))
     assert not failures, failures
+
+
+def test_a_runs_config_keeps_every_option_the_short_help_hides(tmp_path, monkeypatch):
+    """The short help hides options from the parser; the config.yaml a run writes must still hold all of them (the
+    metrics callback and its reference among the trainer's options: `syncsde evaluate` and `syncsde compare` read
+    them back)."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "o"
+    main(["predict", "--config", "configs/tiny/wide.yaml", "--output_dir", str(out), "--data.prompts", "[a red sky]",
+          "--model.num_inference_steps", "1", "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    callbacks = config["trainer"]["callbacks"]
+    assert callbacks[0]["class_path"] == "syncsde.evaluation.Metrics"
+    assert callbacks[0]["init_args"]["reference"] == "outputs/tiny/reference_wide"
+    assert "max_steps" in config["trainer"] and "enable_progress_bar" in config["trainer"]
