@@ -120,6 +120,22 @@ def variant_error(folder: Path, name: str | None, option: str) -> ModelNotFoundE
     )
 
 
+def from_folder(cls, folder: Path, what: str, option: str, variant: str | None, subfolder: str | None = None):
+    """``cls.from_pretrained`` on a local folder (its ``variant`` weights, if given), or a one-line
+    ModelNotFoundError: a folder of variant weights only while no variant was given, or an incomplete folder."""
+    options = {"subfolder": subfolder} if subfolder else {}
+    if variant is not None:
+        options["variant"] = variant
+    try:
+        return cls.from_pretrained(folder, local_files_only=True, **options)
+    except Exception as e:  # noqa: BLE001 (missing or corrupt files raise many types)
+        refusal = variant_error(folder, subfolder, option) if variant is None else None
+        raise refusal or ModelNotFoundError(
+            f"cannot load {what} ({short_reason(e)}); the folder is incomplete or corrupt: download it again and "
+            f"pass it with {option}"
+        ) from None
+
+
 def load_component(folder: Path, name: str, variant: str | None = None):
     """Load one pipeline component by the class ``model_index.json`` names for it, as diffusers itself does (its
     ``variant`` weights, ``*.fp16.safetensors``, if given)."""
@@ -131,15 +147,8 @@ def load_component(folder: Path, name: str, variant: str | None = None):
     cls = getattr(importlib.import_module(library), cls_name)
     if name == "scheduler":
         return dict(cls.load_config(folder, subfolder=name, local_files_only=True))
-    weights = {} if name.startswith("tokenizer") or variant is None else {"variant": variant}
-    try:
-        obj = cls.from_pretrained(folder, subfolder=name, local_files_only=True, **weights)
-    except Exception as e:  # noqa: BLE001 (missing or corrupt files raise many types)
-        refusal = variant_error(folder, name, option) if variant is None else None
-        raise refusal or ModelNotFoundError(
-            f"cannot load the {name} of '{folder}' ({short_reason(e)}); the folder is incomplete or corrupt: "
-            f"download it again and pass it with {option}"
-        ) from None
+    variant = None if name.startswith("tokenizer") else variant  # tokenizers have no weight files
+    obj = from_folder(cls, folder, f"the {name} of '{folder}'", option, variant, subfolder=name)
     if name.startswith("tokenizer") and len(obj) <= 2:
         raise ModelNotFoundError(f"the tokenizer in '{folder}' loaded with {len(obj)} tokens; the folder is incomplete")
     return obj
@@ -491,14 +500,7 @@ class ControlNet:
         from diffusers import ControlNetModel
 
         folder = resolve_single(controlnet, option, variant)
-        try:
-            self.controlnet = ControlNetModel.from_pretrained(folder, local_files_only=True, variant=variant)
-        except Exception as e:  # noqa: BLE001 (missing or corrupt files raise many types)
-            refusal = variant_error(folder, None, option) if variant is None else None
-            raise refusal or ModelNotFoundError(
-                f"cannot load ControlNet '{controlnet}' ({short_reason(e)}); the folder is incomplete or corrupt: "
-                f"download it again and pass it with {option}"
-            ) from None
+        self.controlnet = from_folder(ControlNetModel, folder, f"ControlNet '{controlnet}'", option, variant)
         self.controlnet.requires_grad_(False).eval()
         for key in ("addition_embed_type", "cross_attention_dim"):
             if self.controlnet.config.get(key) != self.unet.config.get(key):
