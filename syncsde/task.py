@@ -8,6 +8,7 @@ the assembly of the output — and never steps a scheduler itself. Subclasses im
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Literal, NamedTuple, Sequence
@@ -59,6 +60,23 @@ class NetworkCall(NamedTuple):
     trajectories: range
     rows: list[int]
     run: Callable[[], Tensor]
+
+
+@contextmanager
+def count_rows(module: torch.nn.Module):
+    """Counts the rows ``module`` is called on (yields a one-element list, updated in place): the network
+    evaluations (NFE) of a batch, every guidance branch, inversion step and extra call of a strategy included."""
+    count = [0]
+
+    def hook(_module, args, kwargs):
+        x = args[0] if args else next(iter(kwargs.values()))
+        count[0] += int(x.shape[0])
+
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield count
+    finally:
+        handle.remove()
 
 
 class SyncTask(LightningModule):
@@ -324,8 +342,10 @@ class SyncTask(LightningModule):
     def run(self, batch: Sequence[dict], x_T: Tensor | None = None) -> list[SampleOutput]:
         """Sample and assemble one batch; every output carries its sidecar metadata."""
         start = time.perf_counter()
-        batch = self.prepare(batch)
-        x0 = self._sample(batch, x_T)
+        with count_rows(self.backbone) as rows:
+            batch = self.prepare(batch)
+            x0 = self._sample(batch, x_T)
+        nfe = self.total_rows(rows[0]) / len(batch)
         if x0 is None:  # parallel: windows, a process other than 0: its share is with process 0, which writes
             return []
         outputs = self.assemble(x0, batch)
@@ -333,8 +353,17 @@ class SyncTask(LightningModule):
         common = self.settings()
         for out, s in zip(outputs, batch):
             record = {k: v for k, v in s.items() if isinstance(v, (str, int, float, list))}
-            out.meta = {**record, **common, **out.meta, "seconds": round(seconds, 3)}
+            out.meta = {**record, **common, **out.meta, "seconds": round(seconds, 3), "nfe": nfe}
         return outputs
+
+    def total_rows(self, rows: int) -> int:
+        """The network rows of a batch over every process that sampled it (``parallel: windows`` splits one batch's
+        rows between processes; otherwise each process samples its own batches)."""
+        if self.split is None or not dist.is_initialized():
+            return rows
+        total = torch.tensor(rows, dtype=torch.float64, device=self.device)
+        dist.all_reduce(total)
+        return int(total.item())
 
     def predict_step(self, batch: Sequence[dict], batch_idx: int = 0) -> list[SampleOutput]:
         return self.run(batch)

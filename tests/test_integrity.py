@@ -277,3 +277,18 @@ def test_the_rows_of_a_call_and_the_dtype_are_in_the_sidecar_and_a_resume_compar
     backbone = StableDiffusion("syncsde:tiny-ldm")  # auto: float16 on CUDA, so a GPU's folder is refused on the CPU
     assert backbone.settings(torch.device("cuda"))["dtype"] == "float16"
     assert backbone.settings(torch.device("cpu"))["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("guidance, batch", [(7.5, 1), (1.0, 2)])
+def test_sidecar_counts_network_evaluations(guidance, batch):
+    """``nfe`` in a sample's sidecar is the rows the network evaluated for it: steps × windows × guidance branches."""
+    from syncsde.backbones import GaussianBackbone
+    from syncsde.strategies import SyncSDE
+    from syncsde.tasks import WideImage
+
+    task = WideImage(GaussianBackbone(sample_size=8), SyncSDE(), height=64, width=128, stride=32,
+                     num_inference_steps=3, guidance_scale=guidance, progress=False)
+    records = [{"prompt": "p", "sample_id": i, "seed": 0} for i in range(batch)]
+    outputs = task.run(records)
+    branches = 2 if guidance != 1.0 else 1
+    assert [o.meta["nfe"] for o in outputs] == [3 * task.n * branches] * batch

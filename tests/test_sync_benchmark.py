@@ -122,8 +122,8 @@ def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
             "bench",
             "--model.init_args.num_inference_steps",
             "2",
-            "--figure",
-            "grid.png",
+            "--figures",
+            "figures",
         ]
     )
     rows = results["wide_image"]
@@ -131,13 +131,15 @@ def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
     for row in rows.values():
         assert row["num_samples"] >= 2 and row["seam_ratio"] > 0 and row["coherence"] > 0
         assert row["seam_ratio_se"] > 0 and row["coherence_se"] > 0
+        assert row["nfe"] == 2 * 2 * 13  # steps × guidance branches × the config's 13 windows
+        assert 0 < row["intra_lpips"] and row["intra_style"] > 0 and "tiny-clip" in row["measures_network"]
     paired = rows["independent"]
     assert paired["paired_with"] == own and "seam_ratio_diff" not in rows[own]
     assert paired["seam_ratio_diff_se"] > 0 and paired["coherence_diff_se"] > 0
     assert abs(paired["coherence_diff"] - (paired["coherence"] - rows[own]["coherence"])) < 1e-9  # a mean: exact
     saved = json.loads((tmp_path / "bench" / "sync_benchmark.json").read_text())
     assert saved["wide_image"]["independent"] == rows["independent"]
-    figure = Image.open(tmp_path / "grid.png")  # 2 methods side by side, one row per sample (4 at most), upscaled
+    figure = Image.open(tmp_path / "figures" / "tiny_wide_methods.png")  # 2 methods side by side, one row per sample (4 at most), upscaled
     init = yaml.safe_load((ROOT / "configs/tiny/wide.yaml").read_text())["model"]["init_args"]
     scale = figure.width // (2 * init["width"])
     assert scale >= 1 and figure.width == 2 * init["width"] * scale

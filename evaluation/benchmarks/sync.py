@@ -2,7 +2,7 @@
 
     python -m syncsde.evaluation.benchmarks.sync [--tasks wide_image,motion,mask_t2i,ambiguous] [--samples 32,32,16,16]
                                       [--configs configs/tiny] [--output_dir outputs/sync_benchmark] [--readme]
-                                      [--figure notebooks/figures/tiny_wide_methods.png]
+                                      [--figures notebooks/figures]
 
 Each (task, method) runs ``syncsde predict`` on the task's embedded config (``<configs>/<task config>.yaml``) with that
 method's overrides (:func:`syncsde.evaluation.compare.methods`, plus the faithful and the seamless SyncSDE) into
@@ -20,8 +20,12 @@ The figures, per folder:
 - **mask T2I**: of the pixels of the object's colour (named in the object prompt), the share inside the mask
   (0 for a sample that shows no such pixel).
 - **ambiguous images**: the worst reading's CLIP score (each reading against its own prompt).
-- FID, KID and CLIP score from the folder's ``metrics.json`` (the config's ``syncsde.evaluation.Metrics`` callback), seconds
-  per sample from the sidecars.
+- the field's own measures (:mod:`syncsde.evaluation.coherence`): Intra-LPIPS and Intra-Style-L of wide images
+  (SyncDiffusion's protocol; the network used is named under the table), Visual Anagrams' alignment and concealment of
+  ambiguous images, FlowMDM's Peak Jerk and Area Under the Jerk of motion transitions;
+- FID, KID and CLIP score from the folder's ``metrics.json`` (the config's ``syncsde.evaluation.Metrics`` callback);
+- the cost: seconds and network evaluations (NFE: rows the network ran, each guidance branch counted) per sample,
+  from the sidecars.
 
 Each figure of ours comes with its standard error over samples (``<figure>_se``, printed as ± in the table): of the
 mean of per-sample values, or, for the wide-image seam ratio (a ratio of means pooled over samples), from bootstrap
@@ -31,9 +35,10 @@ same prompts and seeds, with the standard error of the paired difference. The sp
 most of each figure's own ±, cancels there, so a difference too small to read in the first table can still be
 clear in the second (:meth:`Figure.minus`).
 
-``--readme`` writes the table into the README (``notebooks/results/sync_benchmark.md``); ``--figure`` saves four
-panoramas (evenly spaced sample ids: one per prompt) of every wide-image method side by side
-(:func:`syncsde.evaluation.compare.grid`), the README's figure.
+Under each table, the best method on each measure with a direction is named (ties within two standard errors are not
+resolved: read the paired table). ``--readme`` writes the tables into the docs (``notebooks/results/sync_benchmark.md``);
+``--figures DIR`` saves, per task, four samples (evenly spaced sample ids) of every method side by side
+(:func:`syncsde.evaluation.compare.grid`) as ``DIR/tiny_<task>_methods.png``.
 """
 
 from __future__ import annotations
@@ -355,6 +360,28 @@ def ambiguous_figures(folder: Path, clip_model: str) -> dict[str, Figure]:
     return {"worst_reading_clip": Figure(sample_ids(recs), np.array(worst))}
 
 
+def field_figures(task: str, folder: Path, recs: list[dict], clip_model: str) -> tuple[dict[str, Figure], str | None]:
+    """The field's own measures of a folder, per sample (:mod:`syncsde.evaluation.coherence`), and the network that
+    computed them (None where no learned network is involved)."""
+    from syncsde.evaluation import coherence, motion_metrics
+
+    if task == "wide_image":
+        net = coherence.network("auto", clip_model)
+        _, per = coherence.panorama_measures(folder, recs, net, None)
+        keys, name = ("intra_lpips", "intra_style"), net.name
+    elif task == "ambiguous":
+        _, per = coherence.anagram_measures(folder, recs, clip_model)
+        keys, name = ("alignment", "concealment"), coherence.clip_name(clip_model)
+    elif task == "motion":
+        length, jerk = motion_metrics.TRANSITION_LENGTH, motion_metrics.HUMANML3D_JERK
+        _, per = coherence.motion_measures(folder, recs, length, jerk)
+        keys, name = ("peak_jerk", "auj"), None
+    else:
+        return {}, None
+    ids = sample_ids(recs)
+    return {k: Figure(ids, np.array([per[s["sample_id"]][k] for s in recs])) for k in keys}, name
+
+
 def has_metrics(config: dict) -> bool:
     """Whether the config measures its outputs (an ``syncsde.evaluation.Metrics`` callback)."""
     from syncsde.evaluation.evaluate import METRICS_CLASSES
@@ -381,11 +408,42 @@ COLUMNS = {
     "seam_acceleration": "seam/inside accel.",
     "object_in_mask": "object colour inside the mask",
     "worst_reading_clip": "worst reading CLIP",
+    "intra_lpips": "Intra-LPIPS",
+    "intra_style": "Intra-Style-L",
+    "alignment": "alignment A",
+    "concealment": "concealment C",
+    "peak_jerk": "Peak Jerk",
+    "auj": "AUJ",
     "fid": "FID",
     "kid": "KID",
     "clip_score": "CLIP",
     "seconds": "s/sample",
+    "nfe": "NFE/sample",
 }
+# the measures with a direction (+1: higher is better, -1: lower), for the line naming the best method of each
+BETTER = {
+    "object_in_mask": 1, "worst_reading_clip": 1, "intra_lpips": -1, "intra_style": -1, "alignment": 1,
+    "concealment": 1, "peak_jerk": -1, "auj": -1, "fid": -1, "kid": -1, "clip_score": 1, "seconds": -1, "nfe": -1,
+}
+
+
+def best_line(rows: dict, keys: list[str]) -> str:
+    """``Best: <measure> <method>, …`` for the measures with a direction; where the runner-up is within two standard
+    errors of the best (the larger of the two), both are named with "≈"."""
+    parts = []
+    for k in keys:
+        if k not in BETTER:
+            continue
+        ranked = sorted(
+            ((r[k], r.get(f"{k}_se", 0.0), m) for m, r in rows.items() if r.get(k) is not None),
+            key=lambda v: -BETTER[k] * v[0],
+        )
+        if len(ranked) < 2:
+            continue
+        (v1, se1, m1), (v2, se2, m2) = ranked[:2]
+        close = abs(v1 - v2) <= 2 * max(se1, se2)
+        parts.append(f"{COLUMNS[k]} {m1}" + (f" ≈ {m2}" if close else ""))
+    return ("Best (" + "; ".join(parts) + ").\n") if parts else ""
 
 
 def to_markdown(results: dict) -> str:
@@ -409,8 +467,15 @@ def to_markdown(results: dict) -> str:
                 cells.append(cell)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
+        network = next((r["measures_network"] for r in rows.values() if r.get("measures_network")), None)
+        if network:
+            lines.append(f"{' and '.join(COLUMNS[k] for k in keys if k in FIELD_NETWORK)} computed with {network}.\n")
+        lines.append(best_line(rows, keys))
         lines += paired_markdown(rows)
     return "\n".join(lines)
+
+
+FIELD_NETWORK = ("intra_lpips", "intra_style", "alignment", "concealment")  # the measures a learned network computes
 
 
 def paired_markdown(rows: dict) -> list[str]:
@@ -450,7 +515,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--ablation", action="store_true", help="SyncSDE variants one option at a time (wide, motion)")
     ap.add_argument("--readme", action="store_true", help="write the table into the README")
     ap.add_argument(
-        "--figure", default=None, help="save a grid of 4 wide images (one per prompt) of every method to this PNG"
+        "--figures", default=None, help="save a grid of 4 samples of every method per task to DIR/tiny_<task>_methods.png"
     )
     args, rest = ap.parse_known_args(argv)
     tasks = args.tasks.split(",")
@@ -489,6 +554,10 @@ def main(argv=None) -> dict:
             if has_metrics(config):  # every sample in the folder (an earlier run's too), by today's metrics code
                 evaluate_folder(folder, reference=None if reference is None else str(reference))
             recs = samples(folder)
+            clip = next(
+                (c["init_args"].get("clip_model") for c in config["trainer"].get("callbacks") or [] if "init_args" in c),
+                None,
+            ) or "syncsde:tiny-clip"
             if task == "wide_image":
                 figures[method] = wide_figures(folder, reference)
             elif task == "motion":
@@ -496,24 +565,31 @@ def main(argv=None) -> dict:
             elif task == "mask_t2i":
                 figures[method] = mask_figures(folder)
             else:
-                clip = config["trainer"]["callbacks"][0]["init_args"].get("clip_model", "syncsde:tiny-clip")
                 figures[method] = ambiguous_figures(folder, clip)
+            field, network = field_figures(task, folder, recs, clip)
+            figures[method].update(field)
             row = {"num_samples": len(recs), "seconds": float(np.mean([s["seconds"] for s in recs]))}
+            if all("nfe" in s for s in recs):  # samples made before the sidecars recorded it have none
+                row["nfe"] = float(np.mean([s["nfe"] for s in recs]))
+            if network:
+                row["measures_network"] = network
             row.update(summaries(figures[method]))
             row.update(metrics_of(folder))
             results[task][method] = row
-            print(f"{task} {method}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()), file=sys.stderr)
+            numbers = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, (int, float)))
+            print(f"{task} {method}: {numbers}", file=sys.stderr)
         base = anchor(chosen, args.ablation)
         if base in figures:
             for method, row in results[task].items():
                 if method != base:
                     row.update(paired(figures[method], figures[base], base))
-        if args.figure and task == "wide_image":
+        if args.figures:
             from syncsde.evaluation.compare import grid
             from syncsde.io import save_png
 
             labels = {m.replace("λ", "lambda"): f for m, f in folders.items()}  # PIL's default font has no Greek
-            save_png(Path(args.figure), grid(labels, min_height=96, rows=4))
+            name = {"wide_image": "wide"}.get(task, task)
+            save_png(Path(args.figures) / f"tiny_{name}_methods.png", grid(labels, min_height=96, rows=4))
     markdown = to_markdown(results)
     print(markdown)
     from syncsde.io import save_json
