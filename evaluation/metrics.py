@@ -228,21 +228,30 @@ class Metrics(Callback):
         cos = self.clip.encode_images(images) @ self.clip.encode_texts([text]).T
         return 100 * cos.clamp_min(0).mean()
 
-    def _clip_scores(self, out, device) -> None:
-        readings = []
+    def sample_clip_scores(self, out, device) -> dict[str, list[torch.Tensor]]:
+        """The CLIP-score values one sample adds to each CLIP metric (``clip_score``: its worst reading; with
+        ``crop``, ``clip_score_center``: one per reading; ``clip_score_readingN`` where it has several readings)."""
+        readings, values = [], {}
         for img, text in out.clip_pairs():
             img = img.to(device)
             if self.crop and max(img.shape[-2:]) > self.crop:
                 readings.append(
                     self.clip_score(random_crops(img, self.crop, self.crops_per_image, out.sample_id), text)
                 )
-                self._update("clip_score_center", self.clip_score(center_crop(img, self.crop)[None], text))
+                values.setdefault("clip_score_center", []).append(
+                    self.clip_score(center_crop(img, self.crop)[None], text)
+                )
             else:
                 readings.append(self.clip_score(img[None], text))
-        self.metrics["clip_score"].update(torch.stack(readings).min())
+        values["clip_score"] = [torch.stack(readings).min()]
         if len(readings) > 1:
-            for i, score in enumerate(readings):
-                self._update(f"clip_score_reading{i + 1}", score)
+            values.update({f"clip_score_reading{i + 1}": [score] for i, score in enumerate(readings)})
+        return values
+
+    def _clip_scores(self, out, device) -> None:
+        for name, scores in self.sample_clip_scores(out, device).items():
+            for score in scores:
+                self._update(name, score)
 
     def _update(self, name: str, value: torch.Tensor) -> None:
         """A mean metric created when a sample first reports it (every process reports the same names)."""
