@@ -80,6 +80,7 @@ class Row:
     label: str
     method: str
     paper: dict = field(default_factory=dict)
+    trajectories: int | None = None  # per sample where the method's differ from the protocol's (its own stride)
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ PROTOCOLS = {
         table="wide images",
         config="wide",
         rows=(
-            Row("MultiDiffusion", "multidiffusion"),
+            Row("MultiDiffusion", "multidiffusion", trajectories=25),  # windows at stride 1/8 of the window
             Row("SyncTweedies", "synctweedies"),
             Row("SyncSDE 1/λ = 5", "syncsde"),
         ),
@@ -412,6 +413,15 @@ def manifest_samples(folder: Path) -> list[dict]:
     from syncsde.writer import sidecars
 
     return [json.loads(p.read_text()) for p in sidecars(folder)] if Path(folder).is_dir() else []
+
+
+def stale(folder: Path, reference: Path | None) -> bool:
+    """Whether ``folder``'s metrics.json is missing or older than its samples or the reference set's."""
+    metrics = folder / "metrics.json"
+    if not metrics.is_file():
+        return True
+    manifests = [folder / "manifest.json"] + ([reference / "manifest.json"] if reference is not None else [])
+    return any(m.is_file() and m.stat().st_mtime > metrics.stat().st_mtime for m in manifests)
 
 
 def done(folder: Path) -> int:
@@ -657,8 +667,9 @@ def main(argv: list[str] | None = None) -> dict:
     devices = int(devices_opt) if devices_opt and devices_opt.isdigit() else 1
 
     work = Work()
-    for method in runnable:
-        work.add(out / method, len(recs.records), proto.trajectories * steps)
+    for row in proto.rows:
+        if row.method in runnable:
+            work.add(out / row.method, len(recs.records), (row.trajectories or proto.trajectories) * steps)
     ref_prompts = []
     if reference is not None:
         ref_n = max(2, round(proto.reference * args.scale))
@@ -681,8 +692,8 @@ def main(argv: list[str] | None = None) -> dict:
         options = rest if method else reference_options(rest)
         run_in_process(["predict", "--config", str(config), *extra, "--output_dir", str(folder), *options], label)
 
-    if runnable and args.probe > 0:  # the first samples of the first method: this device's seconds per evaluation
-        probe = max(args.probe, devices)
+    probe = max(args.probe, devices) if args.probe > 0 else 0
+    if runnable and done(out / runnable[0]) < probe:  # the first samples of the first method: seconds per evaluation
         probe_file = out / "probe.yaml"
         probe_cfg = protocol_config(base, proto, recs.records[:probe], reference, args.backbone)
         probe_file.write_text(yaml.safe_dump(probe_cfg, sort_keys=False, allow_unicode=True))
@@ -698,7 +709,7 @@ def main(argv: list[str] | None = None) -> dict:
         folders[method] = out / method
         predict(protocol_file, method, folders[method], f"syncsde reproduce: {method}")
         print(work.line(devices), file=sys.stderr)
-    recompute_metrics(folders.values())
+    recompute_metrics([f for f in folders.values() if stale(f, reference)])
 
     rows = table_rows(proto, folders, skipped, args.bootstrap)
     subs = substitutions(proto, cfg, paper_cfg, rows, folders, args.scale, n, recs.notes, rest)
