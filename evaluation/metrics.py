@@ -48,6 +48,21 @@ from syncsde.writer import SampleWriter, read_sample, sidecars
 def load_folder(folder: str | Path, limit: int | None = None) -> torch.Tensor:
     """The images of a folder as (N, 3, H, W): the main image of every sample of a syncsde output folder (from its
     manifest), or every PNG/JPEG of any other folder, sorted by name."""
+    return load_images(folder_files(folder, limit))
+
+
+def load_images(files) -> torch.Tensor:
+    """Image files as (N, 3, H, W) in [0, 1]."""
+    return torch.stack(
+        [
+            torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+            for p in files
+        ]
+    )
+
+
+def folder_files(folder: str | Path, limit: int | None = None) -> list[Path]:
+    """The image files :func:`load_folder` reads."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"reference folder '{folder}' does not exist")
@@ -58,13 +73,7 @@ def load_folder(folder: str | Path, limit: int | None = None) -> torch.Tensor:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
         raise FileNotFoundError(f"reference folder '{folder}' has no images")
-    files = files[:limit] if limit else files
-    return torch.stack(
-        [
-            torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
-            for p in files
-        ]
-    )
+    return files[:limit] if limit else files
 
 
 def random_crops(image: torch.Tensor, size: int, count: int, seed: int) -> torch.Tensor:
@@ -171,7 +180,7 @@ class Metrics(Callback):
 
         try:
             features = self._features()
-            reference = load_folder(self.reference)
+            reference = folder_files(self.reference)  # read 64 at a time below: 20,000 images do not fit at once
             self.metrics["fid"] = FrechetInceptionDistance(feature=features, normalize=True)
             subset = min(self.kid_subset_size, len(reference))
             self.metrics["kid"] = KernelInceptionDistance(feature=features, normalize=True, subset_size=subset)
@@ -188,9 +197,15 @@ class Metrics(Callback):
         # states are gathered over processes: each adds its share of the reference set, so the whole set counts once
         # and every process holds features (list states must not be empty on any process when they are synced)
         share = reference[trainer.global_rank :: trainer.world_size]
-        for name in ("fid", "kid"):
-            for chunk in share.split(64):
-                self.metrics[name].update(chunk.to(pl_module.device), real=True)
+        try:
+            for start in range(0, len(share), 64):
+                chunk = load_images(share[start : start + 64]).to(pl_module.device)
+                for name in ("fid", "kid"):
+                    self.metrics[name].update(chunk, real=True)
+        except Exception as e:  # noqa: BLE001 (an unreadable reference image, images of different sizes)
+            for name in ("fid", "kid"):
+                self.metrics.pop(name)
+                self.status[name] = unavailable(f"{type(e).__name__}: {str(e).splitlines()[0]}")
 
     # -- collection -----------------------------------------------------------------------------------------
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):

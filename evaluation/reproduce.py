@@ -17,11 +17,11 @@ difference and its standard error (bootstrap over samples; the paper's figure is
   after the known ones) is passed to every run.
 - Every record is listed once per sample (``samples_per_record: 1``), so a sample's id, and with it its noise, does
   not depend on how many samples are asked for: the first samples of a run are the first samples of the full run.
-  The first ``--probe`` samples of the first method run before everything else; their seconds give the estimate of
-  the hours the whole reproduction takes on this device, printed with the count of denoiser evaluations before
-  anything runs, and updated after every method.
-- The metrics are recomputed over each finished folder (``syncsde evaluate``) with the config's
-  ``syncsde.evaluation.Metrics`` callback; where the paper's network (Inception features, CLIP ViT-B/32, LPIPS) is
+  The first ``--probe`` samples of the first method run before everything else (unless its folder holds them
+  already); their seconds give the estimate of the hours the whole reproduction takes on this device, printed with
+  the count of denoiser evaluations before anything runs, and updated after every run.
+- The metrics are the config's ``syncsde.evaluation.Metrics`` callback's, recomputed (``syncsde evaluate``) where a
+  folder's metrics.json is older than its samples or the reference set's; where the paper's network (Inception features, CLIP ViT-B/32, LPIPS) is
   not installed the config's stand-in is used and recorded. Everything that differs from the paper's protocol
   (networks, backbone, sample counts, data, unavailable metrics) is listed under the table and in
   ``DIR/reproduction.json``; the table is also written to ``DIR/table.md``.
@@ -47,7 +47,8 @@ from syncsde.io import save_json
 
 # the networks the paper's metrics use (the configs/paper Metrics callback names them)
 PAPER_NETWORKS = {"feature_network": "inception", "clip_model": "openai/clip-vit-base-patch32"}
-UNCHECKED = "as transcribed; not checked against the paper"
+UNCHECKED = "as transcribed in public notes; not checked against the paper"
+NOT_TRANSCRIBED = "not transcribed here (the table shows the measured figures only)"
 REFERENCE_SEED = 1000  # the reference set's seed: other noises than the generated samples' (seed 0)
 # the task options a reference run shares with the protocol's runs (plain sampling with the same backbone)
 SHARED_OPTIONS = ("num_inference_steps", "guidance_scale", "negative_prompt", "sampler_dtype", "sampler", "eta")
@@ -247,7 +248,7 @@ PROTOCOLS = {
         records=wide_records,
         description="250 wide images per prompt; reference: 2,000 native-size images per prompt from the same "
         "model; FID/KID on random native-size crops of the wide images, CLIP-S on the centre crop",
-        source="the paper's figures are not transcribed here",
+        source=NOT_TRANSCRIBED,
     ),
     "edit": Protocol(
         table="Table 2: real-image editing",
@@ -278,7 +279,7 @@ PROTOCOLS = {
         records=ambiguous_records,
         description="5 prompt pairs × 4 transforms × 250 images; CLIP-S of each reading with its own prompt (the "
         "worst reading per image)",
-        source="the paper's figures are not transcribed here",
+        source=NOT_TRANSCRIBED,
     ),
     "mesh": Protocol(
         table="mesh texturing",
@@ -289,7 +290,7 @@ PROTOCOLS = {
         trajectories=10,
         records=mesh_records,
         description="6 meshes × 100 textures, rendered from a fixed view; CLIP-S of the front view with the prompt",
-        source="the paper's figures are not transcribed here",
+        source=NOT_TRANSCRIBED,
     ),
 }
 
@@ -449,9 +450,10 @@ def folder_statistics(folder: Path, keys: set[str], draws: int) -> dict[str, dic
     import torch
 
     from syncsde.evaluation.evaluate import metrics_options
-    from syncsde.evaluation.metrics import Metrics, load_folder, random_crops
+    from syncsde.evaluation.metrics import Metrics, folder_files, load_images, random_crops
     from syncsde.writer import read_sample
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     metrics = Metrics(**metrics_options(folder))
     samples = [read_sample(folder, meta) for meta in manifest_samples(folder)]
     out: dict[str, dict] = {}
@@ -459,20 +461,20 @@ def folder_statistics(folder: Path, keys: set[str], draws: int) -> dict[str, dic
         from syncsde.evaluation.features import CLIPEmbedder
 
         try:
-            metrics.clip = CLIPEmbedder(metrics.clip_model)
+            metrics.clip = CLIPEmbedder(metrics.clip_model).to(device)
         except Exception:  # noqa: BLE001 (metrics.json says why)
             metrics.clip = None
         if metrics.clip is not None:
             per: dict[str, list[float]] = {}
             for s in samples:
-                for name, values in metrics.sample_clip_scores(s, "cpu").items():
+                for name, values in metrics.sample_clip_scores(s, device).items():
                     per.setdefault(name, []).append(float(torch.stack(values).mean()))
             out.update({k: {"value": float(np.mean(v)), "se": standard_error(v)} for k, v in per.items() if k in keys})
     if {"lpips", "background_lpips"} & keys and metrics.want_lpips:
         try:
             from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-            lpips = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
+            lpips = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).to(device)
         except Exception:  # noqa: BLE001 (no torchvision: metrics.json says so)
             lpips = None
         if lpips is not None:
@@ -480,33 +482,34 @@ def folder_statistics(folder: Path, keys: set[str], draws: int) -> dict[str, dic
             for s in samples:
                 if "source" not in s.extras:
                     continue
-                src = s.extras["source"][None]
-                per["lpips"].append(float(lpips(s.image[None], src)))
+                image, src = s.image[None].to(device), s.extras["source"][None].to(device)
+                per["lpips"].append(float(lpips(image, src)))
                 if "mask" in s.extras:
-                    keep = 1 - s.extras["mask"][None]
-                    per["background_lpips"].append(float(lpips(s.image[None] * keep, src * keep)))
+                    keep = 1 - s.extras["mask"][None].to(device)
+                    per["background_lpips"].append(float(lpips(image * keep, src * keep)))
             out.update({k: {"value": float(np.mean(v)), "se": standard_error(v)} for k, v in per.items() if v})
     if {"fid", "kid"} & keys and metrics.reference:
         from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
         from torchmetrics.image.kid import poly_mmd
 
         try:
-            metric = FrechetInceptionDistance(feature=metrics._features(), normalize=True)
-            reference = load_folder(metrics.reference)
+            metric = FrechetInceptionDistance(feature=metrics._features(), normalize=True).to(device)
+            files = folder_files(metrics.reference)
         except Exception:  # noqa: BLE001 (metrics.json says why)
             return out
 
         def features(images):  # as torchmetrics' update: Inception takes 8-bit images, a custom network [0, 1]
             to_net = (lambda c: c) if metric.used_custom_model else (lambda c: (c * 255).byte())
             with torch.no_grad():
-                return torch.cat([metric.inception(to_net(c)).double() for c in images.split(64)])
+                return metric.inception(to_net(images.to(device))).double()
 
-        real = features(reference)
+        # the reference set 64 images at a time: 2,000 images per prompt do not fit in memory as one tensor
+        real = torch.cat([features(load_images(files[i : i + 64])) for i in range(0, len(files), 64)])
         crops = [
             random_crops(s.image, metrics.crop, metrics.crops_per_image, s.sample_id) if metrics.crop else s.image[None]
             for s in samples
         ]
-        fake = features(torch.cat(crops)).reshape(len(samples), -1, real.shape[1])  # (samples, crops, features)
+        fake = torch.cat([features(c) for c in torch.cat(crops).split(64)]).reshape(len(samples), -1, real.shape[1])  # (samples, crops, features)
 
         def moments(x):
             mu = x.mean(0)
@@ -577,7 +580,7 @@ def markdown(proto: Protocol, rows: list[dict], substitutions: list[str]) -> str
             cells.append(fmt(f["measured"]) + se if "measured" in f else ("n/a" if "unavailable" in f else "–"))
             cells.append(fmt(f["difference"]) + se if "difference" in f else "–")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"{proto.table}; paper figures {proto.source}. Δ = measured − paper; its SE is the measured "
+    lines += ["", f"{proto.table}; the paper's figures: {proto.source}. Δ = measured − paper; its SE is the measured "
               "figure's (bootstrap over samples; the paper's figure taken as exact)."]
     lines += ["", "Substitutions and differences from the paper's protocol:"] + [f"- {s}" for s in substitutions]
     return "\n".join(lines)
@@ -589,6 +592,10 @@ def substitutions(proto, cfg, paper_cfg, rows, folders, scale, n, notes, rest) -
     paper_model = paper_cfg["model"]["init_args"]["backbone"]["init_args"].get("model")
     if model != paper_model:
         out.append(f"backbone: {model} instead of the paper's {paper_model}")
+    ours, paper = cfg["model"]["init_args"].get("strategy", {}), paper_cfg["model"]["init_args"].get("strategy", {})
+    if ours != paper:
+        out.append(f"SyncSDE: {json.dumps(ours.get('init_args', ours))} instead of the paper's "
+                   f"{json.dumps(paper.get('init_args', paper))}")
     if scale != 1:
         out.append(f"samples: {n} per record instead of {proto.samples} (--scale {scale:g})")
         if proto.reference:
@@ -612,8 +619,7 @@ def substitutions(proto, cfg, paper_cfg, rows, folders, scale, n, notes, rest) -
     if proto.background:
         out.append("BG-LPIPS: the background is the complement of each method's own edit mask, not a segmentation "
                    "of the source image")
-    passed = [k for k, _ in option_pairs(rest)]
-    if passed:
+    if rest:
         out.append(f"options passed to every run: {' '.join(flatten(option_pairs(rest)))}")
     return out
 

@@ -61,6 +61,7 @@ def test_mask_t2i_table_beside_the_paper(mask_run):
         "reference: 16 images per prompt instead of 2000",
     ):
         assert line in subs, subs
+    assert '"preset": "canonical"' in next(s for s in subs if s.startswith("SyncSDE: "))  # the tiny config's own
     assert json.loads((out / "reproduction.json").read_text())["substitutions"] == subs
     assert all(s in table for s in subs)
 
@@ -152,3 +153,5 @@ def test_protocol_records_are_valid(task, data_module):
     assert len(samples) == len(recs.records) and len(samples) % 3 == 0
     assert [s["sample_id"] for s in samples] == list(range(len(samples)))
     assert recs.notes  # the public data differ from the paper's: said
+    swapped = protocol_config(base, proto, recs.records, None, "some/model")
+    assert swapped["model"]["init_args"]["backbone"]["init_args"]["model"] == "some/model"
