@@ -21,10 +21,10 @@ difference and its standard error (bootstrap over samples; the paper's figure is
   already); their seconds give the estimate of the hours the whole reproduction takes on this device, printed with
   the count of denoiser evaluations before anything runs, and updated after every run.
 - The metrics are the config's ``syncsde.evaluation.Metrics`` callback's, recomputed (``syncsde evaluate``) where a
-  folder's metrics.json is older than its samples or the reference set's; where the paper's network (Inception features, CLIP ViT-B/32, LPIPS) is
-  not installed the config's stand-in is used and recorded. Everything that differs from the paper's protocol
-  (networks, backbone, sample counts, data, unavailable metrics) is listed under the table and in
-  ``DIR/reproduction.json``; the table is also written to ``DIR/table.md``.
+  folder's metrics.json is older than its samples or the reference set's; where the paper's network (Inception
+  features, CLIP ViT-B/32, LPIPS) is not installed the config's stand-in is used and recorded. Everything that
+  differs from the paper's protocol (networks, backbone, sample counts, data, unavailable metrics) is listed under
+  the table and in ``DIR/reproduction.json``; the table is also written to ``DIR/table.md``.
 """
 
 from __future__ import annotations
@@ -149,10 +149,14 @@ def wide_records(data, n, base) -> Records:
     from syncsde.data import read_lines
 
     prompts = read_lines(data, "--data") if data else [OFFICIAL_WIDE]
-    notes = [f"prompts: {len(prompts)} from {data}"] if data else [
-        "prompts: the official repository's one prompt (data/prompt_wide_image.txt); the paper's prompt list is "
-        "not public; give --data FILE (one prompt a line) for others"
-    ]
+    notes = (
+        [f"prompts: {len(prompts)} from {data}"]
+        if data
+        else [
+            "prompts: the official repository's one prompt (data/prompt_wide_image.txt); the paper's prompt list is "
+            "not public; give --data FILE (one prompt a line) for others"
+        ]
+    )
     return Records(_repeat([{"prompt": p} for p in prompts], n), prompts, notes)
 
 
@@ -509,7 +513,8 @@ def folder_statistics(folder: Path, keys: set[str], draws: int) -> dict[str, dic
             random_crops(s.image, metrics.crop, metrics.crops_per_image, s.sample_id) if metrics.crop else s.image[None]
             for s in samples
         ]
-        fake = torch.cat([features(c) for c in torch.cat(crops).split(64)]).reshape(len(samples), -1, real.shape[1])  # (samples, crops, features)
+        fake = torch.cat([features(c) for c in torch.cat(crops).split(64)])
+        fake = fake.reshape(len(samples), -1, real.shape[1])  # (samples, crops, features)
 
         def moments(x):
             mu = x.mean(0)
@@ -580,8 +585,11 @@ def markdown(proto: Protocol, rows: list[dict], substitutions: list[str]) -> str
             cells.append(fmt(f["measured"]) + se if "measured" in f else ("n/a" if "unavailable" in f else "–"))
             cells.append(fmt(f["difference"]) + se if "difference" in f else "–")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"{proto.table}; the paper's figures: {proto.source}. Δ = measured − paper; its SE is the measured "
-              "figure's (bootstrap over samples; the paper's figure taken as exact)."]
+    lines += [
+        "",
+        f"{proto.table}; the paper's figures: {proto.source}. Δ = measured − paper; its SE is the measured "
+        "figure's (bootstrap over samples; the paper's figure taken as exact).",
+    ]
     lines += ["", "Substitutions and differences from the paper's protocol:"] + [f"- {s}" for s in substitutions]
     return "\n".join(lines)
 
@@ -594,8 +602,10 @@ def substitutions(proto, cfg, paper_cfg, rows, folders, scale, n, notes, rest) -
         out.append(f"backbone: {model} instead of the paper's {paper_model}")
     ours, paper = cfg["model"]["init_args"].get("strategy", {}), paper_cfg["model"]["init_args"].get("strategy", {})
     if ours != paper:
-        out.append(f"SyncSDE: {json.dumps(ours.get('init_args', ours))} instead of the paper's "
-                   f"{json.dumps(paper.get('init_args', paper))}")
+        out.append(
+            f"SyncSDE: {json.dumps(ours.get('init_args', ours))} instead of the paper's "
+            f"{json.dumps(paper.get('init_args', paper))}"
+        )
     if scale != 1:
         out.append(f"samples: {n} per record instead of {proto.samples} (--scale {scale:g})")
         if proto.reference:
@@ -617,8 +627,10 @@ def substitutions(proto, cfg, paper_cfg, rows, folders, scale, n, notes, rest) -
                 if line not in out:
                     out.append(line)
     if proto.background:
-        out.append("BG-LPIPS: the background is the complement of each method's own edit mask, not a segmentation "
-                   "of the source image")
+        out.append(
+            "BG-LPIPS: the background is the complement of each method's own edit mask, not a segmentation "
+            "of the source image"
+        )
     if rest:
         out.append(f"options passed to every run: {' '.join(flatten(option_pairs(rest)))}")
     return out
@@ -667,8 +679,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     reference = out / "reference" if proto.reference else None
     cfg = protocol_config(base, proto, recs.records, reference, args.backbone)
-    steps = int(option(rest, ("--model.num_inference_steps", "--model.init_args.num_inference_steps"))
-                or cfg["model"]["init_args"].get("num_inference_steps", 50))
+    steps = int(
+        option(rest, ("--model.num_inference_steps", "--model.init_args.num_inference_steps"))
+        or cfg["model"]["init_args"].get("num_inference_steps", 50)
+    )
     devices_opt = option(rest, ("--trainer.devices",))
     devices = int(devices_opt) if devices_opt and devices_opt.isdigit() else 1
 

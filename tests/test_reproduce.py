@@ -29,8 +29,22 @@ def run(args):
 def mask_run(tmp_path_factory):
     """Table 1's protocol for the config's SyncSDE alone: 2 samples (scale 0.008), a reference set of 16, 1 step."""
     out = tmp_path_factory.mktemp("reproduce") / "mask_t2i"
-    args = ["mask_t2i", "--scale", "0.008", "--methods", "syncsde", "--probe", "1", "--bootstrap", "20",
-            "--output_dir", str(out), *FAST, "--model.save_trajectories", "false"]
+    args = [
+        "mask_t2i",
+        "--scale",
+        "0.008",
+        "--methods",
+        "syncsde",
+        "--probe",
+        "1",
+        "--bootstrap",
+        "20",
+        "--output_dir",
+        str(out),
+        *FAST,
+        "--model.save_trajectories",
+        "false",
+    ]
     result, err = run(args)
     return out, args, result, err
 
@@ -112,11 +126,16 @@ def test_edit_end_to_end(tmp_path):
     """Table 2's protocol on one image: MasaCtrl, not in syncsde, keeps the paper's row; LPIPS without torchvision is
     reported as not measured, in the table and the JSON."""
     data = tmp_path / "edits.jsonl"
-    record = {"image": str(ROOT / "configs/assets/house_64.png"), "source_word": "house", "target_word": "tree",
-              "prompt": "a sunny day over grass with mountains, a red house in the middle"}
+    record = {
+        "image": str(ROOT / "configs/assets/house_64.png"),
+        "source_word": "house",
+        "target_word": "tree",
+        "prompt": "a sunny day over grass with mountains, a red house in the middle",
+    }
     data.write_text(json.dumps(record) + "\n")
-    result, _ = run(["edit", "--scale", "0.004", "--data", str(data), "--probe", "0", "--output_dir",
-                     str(tmp_path / "e"), *FAST])
+    result, _ = run(
+        ["edit", "--scale", "0.004", "--data", str(data), "--probe", "0", "--output_dir", str(tmp_path / "e"), *FAST]
+    )
     rows = {r["label"]: r for r in result["rows"]}
     assert rows["MasaCtrl"]["not_run"] == "not in syncsde" and rows["MasaCtrl"]["figures"]["LPIPS"]["paper"] == 0.290
     clip = rows["SyncSDE"]["figures"]["CLIP-S"]
@@ -140,8 +159,9 @@ def test_dry_run_counts_the_papers_work(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("task,data_module", [("wide", PromptDataModule), ("ambiguous", PromptPairDataModule),
-                                              ("mesh", MeshDataModule)])
+@pytest.mark.parametrize(
+    "task,data_module", [("wide", PromptDataModule), ("ambiguous", PromptPairDataModule), ("mesh", MeshDataModule)]
+)
 def test_protocol_records_are_valid(task, data_module):
     """Each protocol's records, as its config lists them, pass the task's data module (files, views, prompts)."""
     proto = PROTOCOLS[task]
