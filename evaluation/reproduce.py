@@ -668,6 +668,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     task_name = task_of(base)
     wanted = args.methods.split(",") if args.methods else [r.method for r in proto.rows]
+    unknown = sorted(set(wanted) - {r.method for r in proto.rows})
+    if unknown:
+        names = ", ".join(r.method for r in proto.rows)
+        raise InputError(
+            f"--methods {','.join(unknown)}: not a row of the paper's {args.task} table; choose from {names}"
+        )
     runnable, skipped = [], {}
     for row in proto.rows:
         if row.method not in wanted:

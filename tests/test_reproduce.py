@@ -120,6 +120,8 @@ def test_edit_needs_the_papers_images(tmp_path):
     with pytest.raises(InputError, match="holds no images"):
         main(["edit", *FAST, "--data", str(tmp_path), "--output_dir", str(tmp_path / "e")])
     assert not (tmp_path / "e").exists()
+    with pytest.raises(InputError, match="not a row of the paper's mask_t2i table; choose from multidiffusion_boot"):
+        main(["mask_t2i", "--methods", "syncsde,masactrl", "--output_dir", str(tmp_path / "e")])
 
 
 def test_edit_end_to_end(tmp_path):
