@@ -48,6 +48,21 @@ from syncsde.writer import SampleWriter, read_sample, sidecars
 def load_folder(folder: str | Path, limit: int | None = None) -> torch.Tensor:
     """The images of a folder as (N, 3, H, W): the main image of every sample of a syncsde output folder (from its
     manifest), or every PNG/JPEG of any other folder, sorted by name."""
+    return load_images(folder_files(folder, limit))
+
+
+def load_images(files) -> torch.Tensor:
+    """Image files as (N, 3, H, W) in [0, 1]."""
+    return torch.stack(
+        [
+            torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+            for p in files
+        ]
+    )
+
+
+def folder_files(folder: str | Path, limit: int | None = None) -> list[Path]:
+    """The image files :func:`load_folder` reads."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"reference folder '{folder}' does not exist")
@@ -58,13 +73,7 @@ def load_folder(folder: str | Path, limit: int | None = None) -> torch.Tensor:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
         raise FileNotFoundError(f"reference folder '{folder}' has no images")
-    files = files[:limit] if limit else files
-    return torch.stack(
-        [
-            torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
-            for p in files
-        ]
-    )
+    return files[:limit] if limit else files
 
 
 def random_crops(image: torch.Tensor, size: int, count: int, seed: int) -> torch.Tensor:
@@ -171,7 +180,7 @@ class Metrics(Callback):
 
         try:
             features = self._features()
-            reference = load_folder(self.reference)
+            reference = folder_files(self.reference)  # read 64 at a time below: 20,000 images do not fit at once
             self.metrics["fid"] = FrechetInceptionDistance(feature=features, normalize=True)
             subset = min(self.kid_subset_size, len(reference))
             self.metrics["kid"] = KernelInceptionDistance(feature=features, normalize=True, subset_size=subset)
@@ -188,9 +197,15 @@ class Metrics(Callback):
         # states are gathered over processes: each adds its share of the reference set, so the whole set counts once
         # and every process holds features (list states must not be empty on any process when they are synced)
         share = reference[trainer.global_rank :: trainer.world_size]
-        for name in ("fid", "kid"):
-            for chunk in share.split(64):
-                self.metrics[name].update(chunk.to(pl_module.device), real=True)
+        try:
+            for start in range(0, len(share), 64):
+                chunk = load_images(share[start : start + 64]).to(pl_module.device)
+                for name in ("fid", "kid"):
+                    self.metrics[name].update(chunk, real=True)
+        except Exception as e:  # noqa: BLE001 (an unreadable reference image, images of different sizes)
+            for name in ("fid", "kid"):
+                self.metrics.pop(name)
+                self.status[name] = unavailable(f"{type(e).__name__}: {str(e).splitlines()[0]}")
 
     # -- collection -----------------------------------------------------------------------------------------
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
@@ -228,21 +243,30 @@ class Metrics(Callback):
         cos = self.clip.encode_images(images) @ self.clip.encode_texts([text]).T
         return 100 * cos.clamp_min(0).mean()
 
-    def _clip_scores(self, out, device) -> None:
-        readings = []
+    def sample_clip_scores(self, out, device) -> dict[str, list[torch.Tensor]]:
+        """The CLIP-score values one sample adds to each CLIP metric (``clip_score``: its worst reading; with
+        ``crop``, ``clip_score_center``: one per reading; ``clip_score_readingN`` where it has several readings)."""
+        readings, values = [], {}
         for img, text in out.clip_pairs():
             img = img.to(device)
             if self.crop and max(img.shape[-2:]) > self.crop:
                 readings.append(
                     self.clip_score(random_crops(img, self.crop, self.crops_per_image, out.sample_id), text)
                 )
-                self._update("clip_score_center", self.clip_score(center_crop(img, self.crop)[None], text))
+                values.setdefault("clip_score_center", []).append(
+                    self.clip_score(center_crop(img, self.crop)[None], text)
+                )
             else:
                 readings.append(self.clip_score(img[None], text))
-        self.metrics["clip_score"].update(torch.stack(readings).min())
+        values["clip_score"] = [torch.stack(readings).min()]
         if len(readings) > 1:
-            for i, score in enumerate(readings):
-                self._update(f"clip_score_reading{i + 1}", score)
+            values.update({f"clip_score_reading{i + 1}": [score] for i, score in enumerate(readings)})
+        return values
+
+    def _clip_scores(self, out, device) -> None:
+        for name, scores in self.sample_clip_scores(out, device).items():
+            for score in scores:
+                self._update(name, score)
 
     def _update(self, name: str, value: torch.Tensor) -> None:
         """A mean metric created when a sample first reports it (every process reports the same names)."""
