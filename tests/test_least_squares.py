@@ -13,7 +13,7 @@ from syncsde.errors import InputError
 from syncsde.sphere import SPHERE_VIEWS, Sphere
 from syncsde.strategies import LeastSquares, MultiDiffusion, SyncTweedies
 from syncsde.strategies.least_squares import least_squares
-from syncsde.tasks import WideImage
+from syncsde.tasks import SpherePanorama, WideImage
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = [{"prompt": "a wide river", "sample_id": 0, "seed": 0}]
@@ -25,7 +25,8 @@ def test_conjugate_gradients_match_dense_least_squares(mu):
     problem [√ρ F; √μ I] z = [√ρ v; √μ z̄], for each of two samples."""
     g = torch.Generator().manual_seed(0)
     F = torch.randn(30, 12, generator=g, dtype=torch.float64)
-    v, prior = torch.randn(2, 30, generator=g, dtype=torch.float64), torch.randn(2, 12, generator=g, dtype=torch.float64)
+    v = torch.randn(2, 30, generator=g, dtype=torch.float64)
+    prior = torch.randn(2, 12, generator=g, dtype=torch.float64)
     rho = torch.rand(30, generator=g, dtype=torch.float64) + 0.1
     z, steps = least_squares(lambda z: z @ F.T, v, prior, rho, mu, iterations=100, tolerance=1e-12)
     A = torch.cat([rho.sqrt()[:, None] * F, mu**0.5 * torch.eye(12, dtype=torch.float64)])
@@ -91,6 +92,25 @@ def test_large_mu_on_the_sphere_is_the_bake_and_small_mu_is_the_fit():
     shared = ~alone
     assert shared.any() and not torch.allclose(fit[:, shared], v[:, shared], atol=1e-2)
     assert not torch.allclose(fit, bake, atol=1e-2)
+
+
+def test_a_sample_does_not_depend_on_its_batch():
+    """CG runs per sample (two steps, short of convergence, on a canvas coarse enough that views share cells: there a
+    step size shared by the batch would show), and DDPM noise comes from each sample's own generator: a sample beside
+    another equals the sample alone."""
+    ls = LeastSquares(iterations=2, tolerance=0)
+    task = SpherePanorama(
+        GaussianBackbone(4, 8, 1), ls, views="synctweedies", canonical_height=16, sampler="ddpm",
+        num_inference_steps=3, prompt_prefix="", progress=False,
+    )  # fmt: skip
+    first, second = ({"prompt": "a sky", "sample_id": k, "seed": 0} for k in (0, 1))
+    scale = torch.tensor([1.0, 3.0]).view(2, 1, 1, 1, 1)  # samples of different sizes
+    v = torch.randn(2, 8, 4, 8, 8, generator=torch.Generator().manual_seed(4)) * scale
+    problem = task.problem([first])
+    torch.testing.assert_close(ls.sync(v, problem)[1:], ls.sync(v[1:], problem), rtol=1e-6, atol=1e-6)
+    both, alone = task.trajectories([first, second]), task.trajectories([second])
+    torch.testing.assert_close(both[1], alone[0], rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(both[0], both[1], atol=1e-2)
 
 
 def test_bad_fuse_is_one_line():

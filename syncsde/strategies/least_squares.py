@@ -136,7 +136,5 @@ class LeastSquares(Strategy):
         return self.sync(step.update(x, x0, eps, n), problem)
 
     def describe(self):
-        return {
-            "method": self.name, "fuse": self.fuse, "mu": self.mu, "iterations": self.iterations,
-            "tolerance": self.tolerance,
-        }
+        keys = ("fuse", "mu", "iterations", "tolerance")
+        return {"method": self.name, **{k: getattr(self, k) for k in keys}}
