@@ -6,12 +6,14 @@ from functools import partial
 
 from syncsde.registry import get, method, names
 from syncsde.strategies.base import Independent, Strategy
+from syncsde.strategies.least_squares import LeastSquares
 from syncsde.strategies.mixture import MixtureOfDiffusers
 from syncsde.strategies.syncsde import SyncSDE
 from syncsde.strategies.synctweedies import MultiDiffusion, SyncTweedies, VisualAnagrams
 
 __all__ = [
     "Strategy", "Independent", "SyncSDE", "SyncTweedies", "MultiDiffusion", "VisualAnagrams", "MixtureOfDiffusers",
+    "LeastSquares",
 ]
 
 
@@ -54,3 +56,6 @@ method("syncmvd", SyncTweedies,
 method("mixture_of_diffusers", MixtureOfDiffusers,
        "Mixture of Diffusers: ε fused with Gaussian weights centred on each window (BASELINES.md §8)",
        tasks=("wide_image", "wide_prompts"))
+method("least_squares", LeastSquares,
+       "LF-MultiDiffusion: x_{t-1} fused by regularised least squares through linear views (BASELINES.md §11)",
+       tasks=("wide_image", "motion", "sphere"), baseline_for=("sphere",))
