@@ -6,12 +6,14 @@ from functools import partial
 
 from syncsde.registry import get, method, names
 from syncsde.strategies.base import Independent, Strategy
+from syncsde.strategies.doubletake import DoubleTake
 from syncsde.strategies.mixture import MixtureOfDiffusers
 from syncsde.strategies.syncsde import SyncSDE
 from syncsde.strategies.synctweedies import MultiDiffusion, SyncTweedies, VisualAnagrams
 
 __all__ = [
     "Strategy", "Independent", "SyncSDE", "SyncTweedies", "MultiDiffusion", "VisualAnagrams", "MixtureOfDiffusers",
+    "DoubleTake",
 ]
 
 
@@ -54,3 +56,7 @@ method("syncmvd", SyncTweedies,
 method("mixture_of_diffusers", MixtureOfDiffusers,
        "Mixture of Diffusers: ε fused with Gaussian weights centred on each window (BASELINES.md §8)",
        tasks=("wide_image", "wide_prompts"))
+method("doubletake", DoubleTake,
+       "DoubleTake: handshake-blended segments, then a second take over each transition (BASELINES.md §13)",
+       task_args={"motion": {"overlap": 20, "init_from_canonical": False}}, tasks=("motion",),
+       baseline_for=("motion",))
