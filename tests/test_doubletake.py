@@ -146,3 +146,23 @@ def test_refusals():
     with pytest.raises(InputError, match="--model.strategy.skip 1.0"):
         DoubleTake(skip=1.0)
     assert DoubleTake().needs() == {"canonical", "denoise"} and DoubleTake(second_take=False).needs() == {"canonical"}
+
+
+def test_motion_task_gives_its_denoiser_and_the_method_its_overlap():
+    from syncsde.backbones import GaussianBackbone
+    from syncsde.motion.procedural import ProceduralMotion
+    from syncsde.registry import get
+    from syncsde.tasks import LongMotion, WideImage
+
+    options = get("method", "doubletake").options("motion")
+    assert options == {"overlap": 20, "init_from_canonical": False}
+    task = LongMotion(ProceduralMotion(clips=4, rank=2), DoubleTake(), num_inference_steps=4, guidance_scale=1.0,
+                      progress=False, **options)  # fmt: skip
+    batch = [{"texts": ["a person walks", "a person jumps"], "sample_id": 0, "seed": 0}]
+    x0 = task.trajectories(batch)
+    assert torch.equal(x0[:, 0, ..., 100:], x0[:, 1, ..., :20])
+    first = LongMotion(ProceduralMotion(clips=4, rank=2), DoubleTake(second_take=False), num_inference_steps=4,
+                       guidance_scale=1.0, progress=False, **options).trajectories(batch)  # fmt: skip
+    assert not torch.equal(x0, first) and torch.equal(x0[:, 0, ..., :90], first[:, 0, ..., :90])
+    with pytest.raises(InputError, match="DoubleTake needs a task that provides denoise.*tasks that do: motion"):
+        WideImage(GaussianBackbone(), DoubleTake(), progress=False)
