@@ -40,9 +40,6 @@ class Spy:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def before_denoise(self, x, step, problem, noise=None):
-        return x
-
     def step(self, *args):
         out = self.inner.step(*args)
         self.states.append(out.clone())
