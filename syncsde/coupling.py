@@ -7,10 +7,13 @@ A task declares its couplings; a strategy applies them. Trajectory states are st
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from syncsde.schedule import Step
 
 
 @dataclass(frozen=True)
@@ -108,13 +111,16 @@ class Regions:
 class SyncProblem:
     """What a task tells a strategy about one batch: the number of trajectories, their couplings (SyncSDE), and
     optionally the canonical geometry (SyncTweedies, MultiDiffusion, Visual Anagrams) and the foreground regions
-    (region-based MultiDiffusion). What a task can give is declared by its ``provides``
+    (region-based MultiDiffusion), and the task's denoiser for extra sampling passes (DoubleTake's second take):
+    ``denoise(x, step)`` is the CFG-combined ε of one network call on a (B, N, ...) stack shaped like the trajectories,
+    row j conditioned as trajectory j. What a task can give is declared by its ``provides``
     (:data:`syncsde.registry.PROVISIONS`)."""
 
     num_trajectories: int
     couplings: Sequence[Coupling] = ()
     canonical: Canonical | None = None
     regions: Regions | None = None
+    denoise: Callable[[Tensor, Step], Tensor] | None = None
 
     def __post_init__(self):
         for c in self.couplings:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Callable, Literal, NamedTuple, Sequence
 
@@ -299,6 +299,8 @@ class SyncTask(LightningModule):
             eps = self.network_calls(calls, f"step {step.index + 1} of {len(schedule.steps)}")
             return torch.cat([e.view(B, -1, *e.shape[1:]) for e in eps], 1)
 
+        if "denoise" in self.provides and split is None:  # extra sampling passes of a strategy (DoubleTake)
+            problem = replace(problem, denoise=denoise)
         schedule = self.schedule(x_T.shape[2:])
         self.split = split
         x0 = sample(denoise, x_T, schedule, self.strategy, problem, generators, self.progress, split)

@@ -48,6 +48,7 @@ class LongMotion(SyncTask):
 
     task_name = "motion"
     needs = frozenset({"joints", "vp_schedule"})
+    provides = frozenset({"couplings", "canonical", "denoise"})
 
     def __init__(
         self,

@@ -58,7 +58,7 @@ METHODS = {
     "ambiguous": ["syncsde", "independent", "synctweedies", "visual_anagrams"],
     "edit": ["syncsde", "independent"],
     "mesh": ["syncsde", "independent", "syncmvd"],
-    "motion": ["syncsde", "independent", "synctweedies", "multidiffusion"],
+    "motion": ["syncsde", "independent", "synctweedies", "multidiffusion", "doubletake"],
 }
 
 

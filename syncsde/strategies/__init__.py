@@ -7,6 +7,7 @@ from functools import partial
 from syncsde.registry import get, method, names
 from syncsde.strategies.base import Independent, Strategy
 from syncsde.strategies.least_squares import LeastSquares
+from syncsde.strategies.doubletake import DoubleTake
 from syncsde.strategies.mixture import MixtureOfDiffusers
 from syncsde.strategies.syncsde import SyncSDE
 from syncsde.strategies.synctweedies import MultiDiffusion, SyncTweedies, VisualAnagrams
@@ -14,6 +15,7 @@ from syncsde.strategies.synctweedies import MultiDiffusion, SyncTweedies, Visual
 __all__ = [
     "Strategy", "Independent", "SyncSDE", "SyncTweedies", "MultiDiffusion", "VisualAnagrams", "MixtureOfDiffusers",
     "LeastSquares",
+    "DoubleTake",
 ]
 
 
@@ -59,3 +61,7 @@ method("mixture_of_diffusers", MixtureOfDiffusers,
 method("least_squares", LeastSquares,
        "LF-MultiDiffusion: x_{t-1} fused by regularised least squares through linear views (BASELINES.md §11)",
        tasks=("wide_image", "motion", "sphere"), baseline_for=("sphere",))
+method("doubletake", DoubleTake,
+       "DoubleTake: handshake-blended segments, then a second take over each transition (BASELINES.md §13)",
+       task_args={"motion": {"overlap": 20, "init_from_canonical": False}}, tasks=("motion",),
+       baseline_for=("motion",))
