@@ -7,11 +7,13 @@ from functools import partial
 from syncsde.registry import get, method, names
 from syncsde.strategies.base import Independent, Strategy
 from syncsde.strategies.mixture import MixtureOfDiffusers
+from syncsde.strategies.spotdiffusion import SpotDiffusion
 from syncsde.strategies.syncsde import SyncSDE
 from syncsde.strategies.synctweedies import MultiDiffusion, SyncTweedies, VisualAnagrams
 
 __all__ = [
     "Strategy", "Independent", "SyncSDE", "SyncTweedies", "MultiDiffusion", "VisualAnagrams", "MixtureOfDiffusers",
+    "SpotDiffusion",
 ]
 
 
@@ -54,3 +56,7 @@ method("syncmvd", SyncTweedies,
 method("mixture_of_diffusers", MixtureOfDiffusers,
        "Mixture of Diffusers: ε fused with Gaussian weights centred on each window (BASELINES.md §8)",
        tasks=("wide_image", "wide_prompts"))
+method("spotdiffusion", SpotDiffusion,
+       "SpotDiffusion: non-overlapping windows shifted at random every step, canvas wrapped (BASELINES.md §10)",
+       task_args={"wide_image": {"stride": "window", "vertical_stride": "window"}}, tasks=("wide_image",),
+       baseline_for=("wide_image",))
