@@ -54,8 +54,8 @@ method("syncmvd", SyncTweedies,
        args=dict(case=5, sync_t_min=200), task_args={"mesh": {"multiview_attention": True}}, tasks=("mesh",),
        baseline_for=("mesh",))
 method("mixture_of_diffusers", MixtureOfDiffusers,
-       "Mixture of Diffusers: ε fused with Gaussian weights centred on each window (BASELINES.md §8)",
-       tasks=("wide_image", "wide_prompts"))
+       "Mixture of Diffusers: ε fused with Gaussian weights centred on each window or region (BASELINES.md §8)",
+       tasks=("wide_image", "wide_prompts", "regions", "mask_t2i"))
 method("spotdiffusion", SpotDiffusion,
        "SpotDiffusion: non-overlapping windows shifted at random every step, canvas wrapped (BASELINES.md §10)",
        task_args={"wide_image": {"stride": "window", "vertical_stride": "window"}}, tasks=("wide_image",),
