@@ -73,8 +73,10 @@ def nearest_fit(sizes: dict, name: str, f: int, native: int, circular: bool) -> 
 class WideImage(SyncTask):
     """Args (besides :class:`~syncsde.task.SyncTask`'s):
     height, width: output size in pixels (the native size, e.g. 512 for SD-2-base, or taller: a 2-D grid).
-    stride: patch stride in pixels (a multiple of the backbone's scale factor).
-    vertical_stride: row stride in pixels of a canvas taller than the native size (None: ``stride``).
+    stride: patch stride in pixels (a multiple of the backbone's scale factor); ``window``: the window size (patches
+        that tile the canvas without overlap, as SpotDiffusion's).
+    vertical_stride: row stride in pixels of a canvas taller than the native size (None: ``stride``; ``window``: the
+        window size).
     circular: 360° seamless panorama.
     init_from_canonical: draw one noise on the whole canvas and crop it (official ``init_xt_from_zt``);
         otherwise independent noise per patch.
@@ -97,8 +99,8 @@ class WideImage(SyncTask):
         strategy: Strategy = DEFAULT_STRATEGY,
         height: PositiveInt = 512,
         width: PositiveInt = 2048,
-        stride: PositiveInt = 128,
-        vertical_stride: PositiveInt | None = None,
+        stride: Literal["window"] | PositiveInt = 128,
+        vertical_stride: Literal["window"] | PositiveInt | None = None,
         circular: bool = False,
         init_from_canonical: bool = True,
         assembly: Literal["overwrite", "nearest", "feather"] = "overwrite",
@@ -107,6 +109,7 @@ class WideImage(SyncTask):
         **kwargs,
     ):
         super().__init__(backbone, strategy, **kwargs)
+        stride, vertical_stride = (self.native_size if v == "window" else v for v in (stride, vertical_stride))
         self.height, self.width, self.stride = height, width, stride
         self.vertical_stride = vertical_stride or stride
         self.circular, self.init_from_canonical = circular, init_from_canonical

@@ -75,3 +75,61 @@ def test_weights_peak_at_the_centre_and_official_rows_sit_half_a_position_low():
     assert official[4, 3] > official[3, 3]  # rows centred at h/2 = 4, not 3.5
     with pytest.raises(InputError, match="choose official or exact"):
         MixtureOfDiffusers(centre="middle")
+
+
+def public_canvas_weights(h: int, w: int) -> torch.Tensor:
+    """The public canvas pipeline's ``_gaussian_weights`` of a region of h × w latents: both axes centred at (n − 1)/2."""
+    axis = [
+        torch.tensor([math.exp(-((p - (n - 1) / 2) ** 2) / (n * n) / 0.02) / math.sqrt(0.02 * math.pi) for p in range(n)])
+        for n in (h, w)
+    ]
+    return torch.outer(*axis)
+
+
+def public_canvas(backbone, z, regions, steps, gaussian=True):
+    """The public canvas pipeline's loop (``mixdiff/canvas.py``) on the latent z (1, C, h, w) for ``regions``
+    [(prompt, (row0, row1, col0, col1))]: each region's ε weighted on its rectangle, divided by the weights' sum, one
+    DDIM step. Each region's ε is predicted on the whole latent, as the regions task's trajectories are whole images."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(backbone.scheduler_config())
+    scheduler.set_timesteps(steps)
+    for t in scheduler.timesteps:
+        eps, contributors = torch.zeros_like(z), torch.zeros_like(z)
+        for prompt, (r0, r1, c0, c1) in regions:
+            weights = public_canvas_weights(r1 - r0, c1 - c0).float() if gaussian else torch.ones(r1 - r0, c1 - c0)
+            e = backbone(z, t.view(1), backbone.encode_prompts([prompt]))
+            eps[:, :, r0:r1, c0:c1] += e[:, :, r0:r1, c0:c1] * weights
+            contributors[:, :, r0:r1, c0:c1] += weights
+        z = scheduler.step(eps / contributors, t, z).prev_sample
+    return z
+
+
+def test_regions_equal_the_public_canvas_pipeline(tiny_sd_dir, tmp_path):
+    """Two overlapping rectangular regions on the background's full-canvas region, on a prompt-conditioned tiny
+    random UNet: the whole-image output is the public canvas pipeline's latent."""
+    import numpy as np
+    from PIL import Image
+
+    from syncsde.backbones import StableDiffusion
+    from syncsde.tasks import RegionTextToImage
+
+    def mask(name, box):  # box in pixels (row0, row1, col0, col1) on a 64-px image (8 latents)
+        a = np.zeros((64, 64), np.uint8)
+        a[box[0] : box[1], box[2] : box[3]] = 255
+        Image.fromarray(a).save(tmp_path / name)
+        return str(tmp_path / name)
+
+    sd = StableDiffusion(str(tiny_sd_dir))
+    boxes = {"a sun": (0, 40, 0, 40), "a boat": (24, 64, 24, 56)}
+    record = {
+        "prompt": "a beach with a sun and a boat", "background": "a beach", "sample_id": 0, "seed": 0,
+        "regions": [{"prompt": p, "mask": mask(f"{i}.png", b)} for i, (p, b) in enumerate(boxes.items())],
+    }  # fmt: skip
+    task = RegionTextToImage(sd, MixtureOfDiffusers(), num_inference_steps=3, guidance_scale=1.0, progress=False)
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    ours = task.trajectories([record], x_T=z[:, None].expand(1, 4, 4, 8, 8))
+    regions = [("a beach", (0, 8, 0, 8))] + [(p, tuple(v // 8 for v in b)) for p, b in boxes.items()]
+    torch.testing.assert_close(ours[:, 3], public_canvas(sd, z, regions, 3), rtol=1e-4, atol=1e-4)
+    assert torch.equal(ours[:, 0], ours[:, 3])  # every trajectory holds the canvas
+    assert not torch.allclose(ours[:, 3], public_canvas(sd, z, regions, 3, gaussian=False), rtol=1e-4, atol=1e-4)

@@ -6,16 +6,16 @@ from functools import partial
 
 from syncsde.registry import get, method, names
 from syncsde.strategies.base import Independent, Strategy
-from syncsde.strategies.least_squares import LeastSquares
 from syncsde.strategies.doubletake import DoubleTake
+from syncsde.strategies.least_squares import LeastSquares
 from syncsde.strategies.mixture import MixtureOfDiffusers
+from syncsde.strategies.spotdiffusion import SpotDiffusion
 from syncsde.strategies.syncsde import SyncSDE
 from syncsde.strategies.synctweedies import MultiDiffusion, SyncTweedies, VisualAnagrams
 
 __all__ = [
     "Strategy", "Independent", "SyncSDE", "SyncTweedies", "MultiDiffusion", "VisualAnagrams", "MixtureOfDiffusers",
-    "LeastSquares",
-    "DoubleTake",
+    "LeastSquares", "DoubleTake", "SpotDiffusion",
 ]
 
 
@@ -56,8 +56,8 @@ method("syncmvd", SyncTweedies,
        args=dict(case=5, sync_t_min=200), task_args={"mesh": {"multiview_attention": True}}, tasks=("mesh",),
        baseline_for=("mesh",))
 method("mixture_of_diffusers", MixtureOfDiffusers,
-       "Mixture of Diffusers: ε fused with Gaussian weights centred on each window (BASELINES.md §8)",
-       tasks=("wide_image", "wide_prompts"))
+       "Mixture of Diffusers: ε fused with Gaussian weights centred on each window or region (BASELINES.md §8)",
+       tasks=("wide_image", "wide_prompts", "regions", "mask_t2i"))
 method("least_squares", LeastSquares,
        "LF-MultiDiffusion: x_{t-1} fused by regularised least squares through linear views (BASELINES.md §11)",
        tasks=("wide_image", "motion", "sphere"), baseline_for=("sphere",))
@@ -65,3 +65,7 @@ method("doubletake", DoubleTake,
        "DoubleTake: handshake-blended segments, then a second take over each transition (BASELINES.md §13)",
        task_args={"motion": {"overlap": 20, "init_from_canonical": False}}, tasks=("motion",),
        baseline_for=("motion",))
+method("spotdiffusion", SpotDiffusion,
+       "SpotDiffusion: non-overlapping windows shifted at random every step, canvas wrapped (BASELINES.md §10)",
+       task_args={"wide_image": {"stride": "window", "vertical_stride": "window"}}, tasks=("wide_image",),
+       baseline_for=("wide_image",))
