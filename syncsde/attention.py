@@ -16,7 +16,7 @@ probabilities): the recorder reads the query and key each watched layer computes
 ``to_k``) and forms the probabilities itself, a block of query rows at a time, so that it never holds more than
 ``chunk_elements`` of them at once. Running means keep memory constant in the number of steps (the reference
 implementation stores every step's 4096×4096 map); what remains is the running sum of the self-attention itself
-(r⁴ floats per sample: 64 MiB at 64²). ``python -m syncsde.evaluation.benchmarks.edit_memory`` measures the peak (README).
+(r⁴ floats per sample: 64 MiB at 64²). ``python -m syncsde.evaluation.benchmarks.edit_memory`` measures the peak.
 """
 
 from __future__ import annotations

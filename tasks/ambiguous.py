@@ -30,7 +30,7 @@ trajectory only (the official code upscales both images and keeps x^2's), which 
 the cost.
 
 Stage II samples with DDIM built from IF-II's own scheduler config; ``stage2_scheduler: stage1`` reuses stage I's
-(the official script hands stage I's DDIM object to stage II; README "Differences from the official code").
+(the official script hands stage I's DDIM object to stage II; docs/differences.md).
 """
 
 from __future__ import annotations

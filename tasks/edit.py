@@ -14,7 +14,7 @@
 The target prompt replaces the source word by the target word in the source prompt; a source word the prompt does
 not contain is looked up by CLIP text similarity among the prompt's words, as the official code does
 (``missing_word``). The source word's tokens are all its sub-tokens (``source_tokens: word_index``: the official word
-index + 1). Differences from the official code: README "Differences from the official code".
+index + 1). Differences from the official code: docs/differences.md.
 """
 
 from __future__ import annotations

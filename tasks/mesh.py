@@ -18,7 +18,7 @@ with Voronoi fill. Differences from the official code: ``syncsde/docs/difference
 
 Outputs per mesh: the texture (main PNG), the views, a turntable GIF, a textured GLB and OBJ+MTL+PNG.
 
-``parallel: windows`` (:mod:`syncsde.parallel`, README "One canvas on many devices") splits the views over the run's
+``parallel: windows`` (:mod:`syncsde.parallel`, docs/parallel.md) splits the views over the run's
 processes: each runs the denoiser (and ControlNet, with its views' depth) on its own views in calls of
 ``window_batch`` views; between steps it receives the states its strategy reads (SyncSDE: every earlier view, whose
 joint bake pulls view i; the averaging baselines: every view), and inside the UNet, at every self-attention layer,
