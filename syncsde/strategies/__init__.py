@@ -57,4 +57,4 @@ method("mixture_of_diffusers", MixtureOfDiffusers,
 method("global", SyncSDE,
        "SyncSDE canonical + a global view: one more trajectory sees the whole canvas, one scene (SYNCSDE.md §4.2)",
        args=dict(preset="global", inv_lambda=20.0, **RESET, global_view=None, global_schedule=None),
-       tasks=("wide_image", "sphere"), baseline_for=("wide_image", "sphere"))
+       tasks=("wide_image", "sphere"), baseline_for=("sphere",))
