@@ -87,6 +87,11 @@ class SpherePanorama(SyncTask):
         self.n = len(self.views)
         size = backbone.sample_size
         self.global_view = global_view(self, (size, size), (self.canonical_height, 2 * self.canonical_height))
+        if self.global_view is not None and "controlnet" in backbone.abilities:
+            raise InputError(
+                "--model.strategy.global_view: the global view has no depth picture of its own; use a backbone "
+                "without ControlNet, or global_view: 0"
+            )
 
     def validate(self, record):
         control = "controlnet" in self.backbone.abilities

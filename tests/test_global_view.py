@@ -137,3 +137,11 @@ def test_the_sphere_gets_a_global_view_of_its_canvas():
     assert view.index == 20 and view.size == (8, 8) and view.canvas == (64, 128)
     out = task.generate(["a sunny day"])[0]
     assert out.image.shape == (3, 16, 32) and task.describe()["global_view"] is True
+
+
+def test_tasks_without_a_global_view_refuse_it_in_one_line():
+    from syncsde.tasks import PromptedWideImage
+
+    backbone = GaussianBackbone(channels=1, sample_size=8, scale_factor=1)
+    with pytest.raises(InputError, match="needs a task that provides .*global"):
+        PromptedWideImage(backbone, SyncSDE(20.0, preset="global"), height=8, width=16, stride=4)

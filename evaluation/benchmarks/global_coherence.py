@@ -18,8 +18,8 @@ seeds:
 - **std**: the canvases' element standard deviation around their block means, over the ideal's (averaging shrinks
   it).
 
-**Embedded model** (``--embedded``, small): the tiny LDM's wide image (64×256, 13 windows) and 2-D canvas (128×128,
-3×3 windows), a few samples per method at 30 steps: Intra-LPIPS and Intra-Style-L on the tiny CLIP's features
+**Embedded model** (``--embedded``, small): the tiny LDM's wide image (64×256 at stride 32 px: 7 windows) and 2-D
+canvas (128×128, 3×3 windows), a few samples per method: Intra-LPIPS and Intra-Style-L on the tiny CLIP's features
 (:mod:`syncsde.evaluation.coherence`; lower = more alike crops), paired with the global preset on the same seeds, and
 the spread across the canvas of global statistics: the horizon row of each native-size column band (the row where
 the mean colour changes most) and the sky colour above it.
@@ -214,7 +214,7 @@ def exact_markdown(results: dict, samples: int, steps: int) -> str:
 # -- the embedded model ------------------------------------------------------------------------------------------------
 EMBEDDED = {  # task options (pixels) and prompts: the embedded wide image and 2-D canvas (configs/tiny)
     "wide image 64×256": (
-        dict(height=64, width=256, stride=16),
+        dict(height=64, width=256, stride=32),
         [
             "a sunset over the sea with mountains",
             "a sunny day over grass with mountains",
@@ -312,12 +312,12 @@ EMBEDDED_COLUMNS = ("Intra-LPIPS", "Intra-Style-L", "horizon spread", "sky colou
 
 def embedded_markdown(values: dict, samples: int, steps: int) -> str:
     lines = [
-        f"Embedded model (tiny LDM, {steps} DDIM steps, guidance 3, {samples} samples per method on the same prompts "
-        "and seeds). Intra-LPIPS / Intra-Style-L on the tiny CLIP's features (`syncsde.evaluation.coherence`, "
-        "non-overlapping native-size crops; lower = the crops are more alike); horizon / sky colour spread: the "
-        "standard deviation across the canvas's native-width column bands of the horizon row (fraction of the height) "
-        f"and of the sky's mean colour. Each figure ± its standard error; Δ: minus `{ANCHOR}` on the same samples, "
-        "± the paired standard error.",
+        f"Embedded model (tiny LDM; wide image at stride 32 px: 7 windows; {steps} DDIM steps, guidance 3, {samples} "
+        "samples per method on the same prompts and seeds). Intra-LPIPS / Intra-Style-L on the tiny CLIP's features "
+        "(`syncsde.evaluation.coherence`, non-overlapping native-size crops; lower = the crops are more alike); "
+        "horizon / sky colour spread: the standard deviation across the canvas's native-width column bands of the "
+        "horizon row (fraction of the height) and of the sky's mean colour. Each figure ± its standard error; Δ: minus "
+        f"`{ANCHOR}` on the same samples, ± the paired standard error.",
         "",
     ]
     for geometry, rows in values.items():
