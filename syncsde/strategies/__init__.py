@@ -55,6 +55,6 @@ method("mixture_of_diffusers", MixtureOfDiffusers,
        "Mixture of Diffusers: ε fused with Gaussian weights centred on each window (BASELINES.md §8)",
        tasks=("wide_image", "wide_prompts"))
 method("global", SyncSDE,
-       "SyncSDE canonical + a global view: one more trajectory sees the whole canvas, one scene (SYNCSDE.md §4.2)",
+       "SyncSDE canonical + a global view of the canvas: one scene on tall canvases and spheres (SYNCSDE.md §4.2)",
        args=dict(preset="global", inv_lambda=20.0, **RESET, global_view=None, global_schedule=None),
        tasks=("wide_image", "sphere"), baseline_for=("sphere",))

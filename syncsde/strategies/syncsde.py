@@ -76,7 +76,8 @@ class SyncSDE(Strategy):
         preset: ``paper`` (the official update); ``chain`` (the task's couplings with constant precision, exact
             integration, post-step targets: the best for long motion); ``canonical`` (the canonical model with the
             same settings: the best for wide images); ``global`` (``canonical`` with the global view, ρ = 1 fading:
-            one scene on large canvases). Options given explicitly override the preset's.
+            one scene on canvases taller than a window and on the sphere; not for one row of windows). Options given
+            explicitly override the preset's.
         correlation, schedule_floor, correction, target, global_view, global_schedule: see above (None = the
             preset's value).
     """
