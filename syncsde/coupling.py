@@ -107,20 +107,39 @@ class Regions:
     encode: Callable[[Tensor], Tensor]
 
 
+@dataclass(frozen=True)
+class GlobalView:
+    """Trajectory ``index`` (after the windows or views 0..index−1) sees the whole canonical canvas (B, C, *canvas) at
+    the backbone's native ``size`` (SyncSDE's global view, SYNCSDE.md §4.2): ``down`` takes the canvas to it by area
+    averaging, ``up`` brings a native-size image back to the canvas (bilinear), so ``up(down(z))`` is the canvas's
+    low band."""
+
+    index: int
+    size: tuple[int, int]
+    canvas: tuple[int, int]
+
+    def down(self, z: Tensor) -> Tensor:
+        return torch.nn.functional.interpolate(z, size=self.size, mode="area")
+
+    def up(self, g: Tensor) -> Tensor:
+        return torch.nn.functional.interpolate(g, size=self.canvas, mode="bilinear", align_corners=False)
+
+
 @dataclass
 class SyncProblem:
     """What a task tells a strategy about one batch: the number of trajectories, their couplings (SyncSDE), and
-    optionally the canonical geometry (SyncTweedies, MultiDiffusion, Visual Anagrams) and the foreground regions
-    (region-based MultiDiffusion), and the task's denoiser for extra sampling passes (DoubleTake's second take):
-    ``denoise(x, step)`` is the CFG-combined ε of one network call on a (B, N, ...) stack shaped like the trajectories,
-    row j conditioned as trajectory j. What a task can give is declared by its ``provides``
-    (:data:`syncsde.registry.PROVISIONS`)."""
+    optionally the canonical geometry (SyncTweedies, MultiDiffusion, Visual Anagrams), the foreground regions
+    (region-based MultiDiffusion), the global view (one more trajectory seeing the whole canvas, the last one), and
+    the task's denoiser for extra sampling passes (DoubleTake's second take): ``denoise(x, step)`` is the CFG-combined
+    ε of one network call on a (B, N, ...) stack shaped like the trajectories, row j conditioned as trajectory j.
+    What a task can give is declared by its ``provides`` (:data:`syncsde.registry.PROVISIONS`)."""
 
     num_trajectories: int
     couplings: Sequence[Coupling] = ()
     canonical: Canonical | None = None
     regions: Regions | None = None
     denoise: Callable[[Tensor, Step], Tensor] | None = None
+    global_view: GlobalView | None = None
 
     def __post_init__(self):
         for c in self.couplings:

@@ -42,6 +42,7 @@ PROVISIONS = {
     "canonical": "a canonical variable (canvas, image, texture, motion) with forward maps and an aggregation",
     "regions": "foreground masks and an image encoder (region-based MultiDiffusion's bootstrapping)",
     "denoise": "its denoiser for extra sampling passes: problem.denoise(x, step) → ε of a (B, N, ...) stack",
+    "global_view": "one more trajectory seeing the whole canvas at the native size (SyncSDE's global view)",
 }
 KINDS = ("method", "backbone", "geometry")
 # the core's modules that register plug-ins when imported

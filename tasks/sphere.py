@@ -26,6 +26,7 @@ from syncsde.masks import load_image
 from syncsde.sphere import VIEW_SETS, Sphere, perspective
 from syncsde.strategies import Strategy
 from syncsde.task import DEFAULT_STRATEGY, SampleOutput, SyncTask
+from syncsde.tasks.wide_image import global_view, with_global_noise
 
 # the viewer picture: perspective crops (elevation, azimuth) of the finished panorama
 VIEWER = [(0.0, 0.0), (0.0, 90.0), (0.0, 180.0), (0.0, -90.0), (90.0, 0.0), (-90.0, 0.0)]
@@ -52,6 +53,7 @@ class SpherePanorama(SyncTask):
     """
 
     task_name = "sphere"
+    provides = SyncTask.provides | {"global_view"}
 
     def __init__(
         self,
@@ -82,6 +84,14 @@ class SpherePanorama(SyncTask):
         self.geometry = sphere(self.views, self.fov, backbone.sample_size, self.canonical_height)
         self._couplings = self.geometry.couplings()
         self._canonical = self.geometry.canonical((backbone.channels,))
+        self.n = len(self.views)
+        size = backbone.sample_size
+        self.global_view = global_view(self, (size, size), (self.canonical_height, 2 * self.canonical_height))
+        if self.global_view is not None and "controlnet" in backbone.abilities:
+            raise InputError(
+                "--model.strategy.global_view: the global view has no depth picture of its own; use a backbone "
+                "without ControlNet, or global_view: 0"
+            )
 
     def validate(self, record):
         control = "controlnet" in self.backbone.abilities
@@ -119,17 +129,20 @@ class SpherePanorama(SyncTask):
         return gray[None].expand(3, -1, -1)
 
     def trajectory_prompts(self, batch):
-        return [[f"{self.prompt_prefix}{s['prompt']}"] * len(self.views) for s in batch]
+        return [[f"{self.prompt_prefix}{s['prompt']}"] * (self.n + (self.global_view is not None)) for s in batch]
 
     def initial_noise(self, batch, generators):
         C, h = self.backbone.channels, self.backbone.sample_size
         if self.init_from_canonical:
             H = self.canonical_height
-            return self._canonical.forward(torch.stack([torch.randn(C, H, 2 * H, generator=g) for g in generators]))
-        return torch.stack([torch.randn(len(self.views), C, h, h, generator=g) for g in generators])
+            x = self._canonical.forward(torch.stack([torch.randn(C, H, 2 * H, generator=g) for g in generators]))
+        else:
+            x = torch.stack([torch.randn(len(self.views), C, h, h, generator=g) for g in generators])
+        return with_global_noise(x, self.global_view, generators)
 
     def problem(self, batch):
-        return SyncProblem(len(self.views), self._couplings, canonical=self._canonical)
+        view = self.global_view
+        return SyncProblem(self.n + (view is not None), self._couplings, canonical=self._canonical, global_view=view)
 
     def equirectangular(self, views: Tensor) -> Tensor:
         """Decoded views (B, N, 3, S, S) → equirectangular images (B, 3, height, 2·height) by the task's assembly."""
@@ -143,6 +156,7 @@ class SpherePanorama(SyncTask):
         return torch.cat([top, bottom], -2).clamp(0, 1)
 
     def assemble(self, x0, batch):
+        x0 = x0[:, : self.n]  # the views (a global view, if any, is not part of the output)
         B, N = x0.shape[:2]
         views = self.backbone.decode(x0.flatten(0, 1)).unflatten(0, (B, N))
         panoramas = self.equirectangular(views)
@@ -171,4 +185,5 @@ class SpherePanorama(SyncTask):
             "canonical_height": self.canonical_height,
             "init_from_canonical": self.init_from_canonical,
             "assembly": self.assembly,
+            **({"global_view": True} if self.global_view is not None else {}),
         }

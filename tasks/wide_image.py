@@ -30,7 +30,7 @@ from torch import Tensor
 
 from syncsde.backbones.base import Backbone
 from syncsde.backbones.diffusers import VaeTiling
-from syncsde.coupling import SyncProblem
+from syncsde.coupling import GlobalView, SyncProblem
 from syncsde.errors import InputError
 from syncsde.strategies import Strategy
 from syncsde.task import DEFAULT_STRATEGY, SampleOutput, SyncTask
@@ -70,6 +70,28 @@ def nearest_fit(sizes: dict, name: str, f: int, native: int, circular: bool) -> 
     return None
 
 
+def global_view(task: SyncTask, size: tuple[int, int], canvas: tuple[int, int]) -> GlobalView | None:
+    """The global view of the task's canvas (one more trajectory, after the windows) when its strategy asks for one
+    (SyncSDE's ``global_view``, SYNCSDE.md §4.2); None otherwise. Its trajectory reads every window, so the windows
+    of a sample are not split over processes."""
+    if "global_view" not in task.strategy.needs():
+        return None
+    if task.parallel == "windows":
+        raise InputError(
+            "--model.strategy.global_view: the global view reads every window each step; use parallel: samples"
+        )
+    return GlobalView(task.n, size, canvas)
+
+
+def with_global_noise(x: Tensor, view: GlobalView | None, generators) -> Tensor:
+    """x_T of the windows (B, n, C, h, w) and, with a global view, its own noise after theirs (from each sample's
+    generator, so that the windows' noise is that of a run without it)."""
+    if view is None:
+        return x
+    extra = torch.stack([torch.randn(x.shape[2], *view.size, generator=g) for g in generators])
+    return torch.cat([x, extra[:, None]], 1)
+
+
 class WideImage(SyncTask):
     """Args (besides :class:`~syncsde.task.SyncTask`'s):
     height, width: output size in pixels (the native size, e.g. 512 for SD-2-base, or taller: a 2-D grid).
@@ -91,6 +113,7 @@ class WideImage(SyncTask):
 
     task_name = "wide_image"
     needs = frozenset({"images"})  # the sampler alone: VP and flow-matching models
+    provides = SyncTask.provides | {"global_view"}
     window_parallel = True
 
     def __init__(
@@ -126,13 +149,15 @@ class WideImage(SyncTask):
         self.n = self.grid.n
         self._couplings = self.grid.couplings()
         self._canonical = self.grid.canonical((backbone.channels,), canonical_blend)
+        self.global_view = global_view(self, (w, w), (self.H, self.W))
 
     def problem(self, batch):
-        return SyncProblem(self.n, self._couplings, canonical=self._canonical)
+        view = self.global_view
+        return SyncProblem(self.n + (view is not None), self._couplings, canonical=self._canonical, global_view=view)
 
     # -- trajectories ---------------------------------------------------------------------------------------
     def trajectory_prompts(self, batch):
-        return [[s["prompt"]] * self.n for s in batch]
+        return [[s["prompt"]] * (self.n + (self.global_view is not None)) for s in batch]
 
     def crops(self, canvas: Tensor) -> Tensor:
         """(B, C, H, W) canvas → (B, n, C, h, w) patches."""
@@ -141,12 +166,14 @@ class WideImage(SyncTask):
     def initial_noise(self, batch, generators):
         C, w = self.backbone.channels, self.w
         if self.init_from_canonical:
-            return self.crops(torch.stack([torch.randn(C, self.H, self.W, generator=g) for g in generators]))
-        return torch.stack([torch.randn(self.n, C, w, w, generator=g) for g in generators])
+            x = self.crops(torch.stack([torch.randn(C, self.H, self.W, generator=g) for g in generators]))
+        else:
+            x = torch.stack([torch.randn(self.n, C, w, w, generator=g) for g in generators])
+        return with_global_noise(x, self.global_view, generators)
 
     def assemble_latent(self, x: Tensor) -> Tensor:
         """(B, n, C, h, w) → (B, C, H, W), by the task's ``assembly`` (:meth:`syncsde.windows.Grid.assemble`)."""
-        return self.grid.assemble(x, self.assembly)
+        return self.grid.assemble(x[:, : self.n], self.assembly)
 
     def decode_canvas(self, canvas: Tensor) -> Tensor:
         """The canvas latent → image; circular: decoded with 8 wrapped columns on each side, then cropped. When the
@@ -181,6 +208,7 @@ class WideImage(SyncTask):
             "assembly": self.assembly,
             "canonical_blend": self.canonical_blend,
             "vae_tiling": self.tiling(),
+            **({"global_view": True} if self.global_view is not None else {}),
         }
 
     def tiling(self) -> dict | str:

@@ -20,6 +20,7 @@ class PromptedWideImage(WideImage):
     most one per window)."""
 
     task_name = "wide_prompts"
+    provides = WideImage.provides - {"global_view"}  # one prompt per window: none for a view of the whole canvas
 
     def window_prompts(self, prompts: list[str]) -> list[str]:
         """The prompt of each window (row-major): window j of a row of n gets prompt ⌊jK/n⌋."""

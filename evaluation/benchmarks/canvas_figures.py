@@ -22,6 +22,7 @@ from syncsde.strategies import Independent, SyncSDE
 from syncsde.tasks import RegionTextToImage, SpherePanorama, WideImage
 
 FIGURES = ROOT / "notebooks" / "figures"
+GLOBAL = SyncSDE(20.0, preset="global")  # the embedded canvas and sphere configs' strategy (SYNCSDE.md §4.2)
 
 
 def save(name: str, image: torch.Tensor, scale: int) -> str:
@@ -49,7 +50,7 @@ def main(argv=None) -> None:
     geometry = dict(height=2 * n, width=3 * n, stride=n // 2, vertical_stride=n // 2)
     canvases = [
         WideImage(backbone, strategy, **geometry, **common).generate([prompt])[0]
-        for strategy in (SyncSDE(5.0), SyncSDE(5.0, preset="canonical"), Independent())
+        for strategy in (SyncSDE(5.0), SyncSDE(5.0, preset="canonical"), GLOBAL, Independent())
     ]
     canvas = save("canvas_2d", side_by_side([o.image for o in canvases]), 2)
 
@@ -65,7 +66,7 @@ def main(argv=None) -> None:
     regions = RegionTextToImage(backbone, SyncSDE(5.0), height=2 * n, width=2 * n, **common).generate([record])[0]
     region = save("regions", side_by_side([regions.extras["masks"], regions.image]), 2)
 
-    sphere = SpherePanorama(backbone, SyncSDE(5.0), height=4 * n, prompt_prefix="", viewer_size=2 * n, **common)
+    sphere = SpherePanorama(backbone, GLOBAL, height=4 * n, prompt_prefix="", viewer_size=2 * n, **common)
     out = sphere.generate([prompt])[0]
     panorama, viewer = save("sphere_equirect", out.image, 2), save("sphere_viewer", out.extras["viewer"], 2)
 
@@ -74,10 +75,11 @@ def main(argv=None) -> None:
             f"Made by `python -m syncsde.evaluation.benchmarks.canvas_figures` (embedded latent model, {n}-px windows, "
             f'{args.steps} steps, seed 0, prompt "{prompt}").',
             "",
-            f"![2-D canvas: SyncSDE, SyncSDE canonical preset, independent windows]({canvas})",
+            f"![2-D canvas: SyncSDE, SyncSDE canonical preset, global preset, independent windows]({canvas})",
             "",
             f"2-D canvas {2 * n}×{3 * n} from 3×5 windows of {n} px: SyncSDE (paper update), SyncSDE "
-            "`preset: canonical`, independent windows.",
+            "`preset: canonical`, SyncSDE `preset: global` (1/λ = 20, the embedded config's: one horizon), "
+            "independent windows.",
             "",
             f"![region prompts: the masks and the image]({region})",
             "",
@@ -87,8 +89,9 @@ def main(argv=None) -> None:
             "",
             f"![viewer: four horizon crops, up and down]({viewer})",
             "",
-            f"A 360×180 panorama from 20 views of {n} px (SyncSDE), as the equirectangular PNG and the viewer picture "
-            "(90° crops: four on the horizon, then up and down).",
+            f"A 360×180 panorama from 20 views of {n} px (SyncSDE `preset: global`, the embedded config's: sky above, "
+            "ground below), as the equirectangular PNG and the viewer picture (90° crops: four on the horizon, then "
+            "up and down).",
         ]
     )
     write_result("canvas_figures", markdown)

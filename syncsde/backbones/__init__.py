@@ -4,7 +4,7 @@ Families (README, "Backbones"): ε/v-prediction UNets — Stable Diffusion 1/2, 
 and flow-matching transformers — SD3, Flux — each one file, sampled through :mod:`syncsde.schedule`.
 """
 
-from syncsde.backbones.analytic import GaussianBackbone
+from syncsde.backbones.analytic import GaussianBackbone, GaussianMixtureBackbone
 from syncsde.backbones.base import Backbone, guided_eps
 from syncsde.backbones.diffusers import (
     ControlNet,
@@ -21,6 +21,7 @@ __all__ = [
     "Backbone",
     "guided_eps",
     "GaussianBackbone",
+    "GaussianMixtureBackbone",
     "DiffusersBackbone",
     "StableDiffusion",
     "DeepFloydIF",

@@ -69,3 +69,7 @@ method("spotdiffusion", SpotDiffusion,
        "SpotDiffusion: non-overlapping windows shifted at random every step, canvas wrapped (BASELINES.md §10)",
        task_args={"wide_image": {"stride": "window", "vertical_stride": "window"}}, tasks=("wide_image",),
        baseline_for=("wide_image",))
+method("global", SyncSDE,
+       "SyncSDE canonical + a global view of the canvas: one scene on tall canvases and spheres (SYNCSDE.md §4.2)",
+       args=dict(preset="global", inv_lambda=20.0, **RESET, global_view=None, global_schedule=None),
+       tasks=("wide_image", "sphere"), baseline_for=("sphere",))

@@ -4,6 +4,7 @@ variants derived from the same Gaussian-likelihood view (SYNCSDE.md §4) as name
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -15,10 +16,19 @@ from syncsde.schedule import inv_lambda_schedule
 from syncsde.strategies.base import Reads, Strategy
 
 # the paper's update, and the combinations chosen by `python -m syncsde.evaluation.benchmarks.sync` (README)
+LOCAL = dict(global_view=0.0, global_schedule="constant")  # no global view
 PRESETS = {
-    "paper": dict(correlation="autoregressive", schedule_floor=0.0, correction="explicit", target="pre_step"),
-    "chain": dict(correlation="autoregressive", schedule_floor=1.0, correction="exact", target="post_step"),
-    "canonical": dict(correlation="canonical", schedule_floor=1.0, correction="exact", target="post_step"),
+    "paper": dict(correlation="autoregressive", schedule_floor=0.0, correction="explicit", target="pre_step", **LOCAL),
+    "chain": dict(correlation="autoregressive", schedule_floor=1.0, correction="exact", target="post_step", **LOCAL),
+    "canonical": dict(correlation="canonical", schedule_floor=1.0, correction="exact", target="post_step", **LOCAL),
+    "global": dict(
+        correlation="canonical",
+        schedule_floor=1.0,
+        correction="exact",
+        target="post_step",
+        global_view=1.0,
+        global_schedule="fade",
+    ),
 }
 
 
@@ -51,14 +61,25 @@ class SyncSDE(Strategy):
       the trajectories corrected in the autoregressive order so each one sees the corrected states of those it is
       conditioned on (ancestral sampling of the factorisation at every step); for the canonical model, the consensus
       of the plain-stepped states. Still one batched network call per step.
+    - ``global_view`` = ρ (SYNCSDE.md §4.2): the task adds one trajectory that sees the whole canvas at the native
+      size (:class:`~syncsde.coupling.GlobalView`, D = area downsampling, U = bilinear upsampling). Every step the
+      canvas's low band is estimated from two Gaussian views of it, the windows' consensus D(g(x̂₀)) and the global
+      trajectory's x̂₀^G, fused with the global view's share ρ_t of the precision; each window's x̂₀ takes the fused
+      low band, x̂₀^i += ρ_t f_i(U(x̂₀^G) − U(D(g(x̂₀)))), the global's x̂₀ becomes the fused estimate,
+      x̂₀^G ← ρ_t x̂₀^G + (1 − ρ_t) D(g(x̂₀)), and every trajectory steps from its new x̂₀ with its own ε. The
+      local coupling above then acts on the windows. ``global_schedule``: ``constant`` (ρ_t = ρ) or ``fade``
+      (ρ_t = ρ·t/T: the global view decides the layout early, the windows the detail late). 0 = no global view.
 
     Args:
         inv_lambda: 1/λ, the coupling inverse variance (0 = independent trajectories). Paper default 5.
         sync_t_min: couple only while t > sync_t_min (the mesh task uses 200, §6.5); 0 = every step.
         preset: ``paper`` (the official update); ``chain`` (the task's couplings with constant precision, exact
             integration, post-step targets: the best for long motion); ``canonical`` (the canonical model with the
-            same settings: the best for wide images). Options given explicitly override the preset's.
-        correlation, schedule_floor, correction, target: see above (None = the preset's value).
+            same settings: the best for wide images); ``global`` (``canonical`` with the global view, ρ = 1 fading:
+            one scene on canvases taller than a window and on the sphere; not for one row of windows). Options given
+            explicitly override the preset's.
+        correlation, schedule_floor, correction, target, global_view, global_schedule: see above (None = the
+            preset's value).
     """
 
     name = "syncsde"
@@ -67,11 +88,13 @@ class SyncSDE(Strategy):
         self,
         inv_lambda: float = 5.0,
         sync_t_min: int = 0,
-        preset: Literal["paper", "chain", "canonical"] = "paper",
+        preset: Literal["paper", "chain", "canonical", "global"] = "paper",
         correlation: Literal["autoregressive", "canonical"] | None = None,
         schedule_floor: float | None = None,
         correction: Literal["explicit", "exact"] | None = None,
         target: Literal["pre_step", "post_step"] | None = None,
+        global_view: float | None = None,
+        global_schedule: Literal["constant", "fade"] | None = None,
     ):
         option = "--model.strategy."
         if not 0 <= inv_lambda < float("inf"):
@@ -83,12 +106,20 @@ class SyncSDE(Strategy):
             raise InputError(f"{option}sync_t_min {sync_t_min}: give a timestep >= 0 (0 = every step)")
         if preset not in PRESETS:
             raise InputError(f"{option}preset '{preset}' is unknown; choose one of {', '.join(PRESETS)}")
-        given = dict(correlation=correlation, schedule_floor=schedule_floor, correction=correction, target=target)
+        given = dict(
+            correlation=correlation,
+            schedule_floor=schedule_floor,
+            correction=correction,
+            target=target,
+            global_view=global_view,
+            global_schedule=global_schedule,
+        )
         options = {k: PRESETS[preset][k] if v is None else v for k, v in given.items()}
         for name, allowed in (
             ("correlation", ("autoregressive", "canonical")),
             ("correction", ("explicit", "exact")),
             ("target", ("pre_step", "post_step")),
+            ("global_schedule", ("constant", "fade")),
         ):
             if options[name] not in allowed:
                 raise InputError(f"{option}{name} {options[name]!r}: choose one of {', '.join(allowed)}")
@@ -98,11 +129,18 @@ class SyncSDE(Strategy):
             )
         self.inv_lambda, self.sync_t_min, self.preset = float(inv_lambda), int(sync_t_min), preset
         self.correlation, self.schedule_floor = options["correlation"], float(options["schedule_floor"])
+        if not 0 <= options["global_view"] <= 1:
+            raise InputError(
+                f"{option}global_view {options['global_view']}: give the global view's share of the low band's "
+                "precision, in [0, 1] (0 = no global view)"
+            )
         self.correction, self.target = options["correction"], options["target"]
+        self.global_view, self.global_schedule = float(options["global_view"]), options["global_schedule"]
         self._warned = False
 
     def needs(self):
-        return frozenset({"canonical"}) if self.correlation == "canonical" and self.inv_lambda else frozenset()
+        needs = frozenset({"canonical"}) if self.correlation == "canonical" and self.inv_lambda else frozenset()
+        return needs | {"canonical", "global_view"} if self.global_view else needs
 
     @property
     def faithful(self) -> bool:
@@ -120,7 +158,36 @@ class SyncSDE(Strategy):
         return torch.where(precision > 0, -torch.expm1(-c * precision) / precision.clamp_min(1e-12), c)
 
     def step(self, x, eps, step, problem, noise=None):
-        out = self.plain_update(x, eps, step, noise)
+        view = problem.global_view if self.global_view else None
+        if view is None:
+            return self.couple(x, self.plain_update(x, eps, step, noise), step, problem)
+        out = self.global_update(x, eps, step, problem, noise)
+        n = view.index  # the windows are 0..n−1, the global view n
+        local = replace(problem, num_trajectories=n, global_view=None)
+        return torch.cat([self.couple(x[:, :n], out[:, :n], step, local), out[:, n:]], 1)
+
+    def global_share(self, step) -> float:
+        """ρ_t: the global view's share of the precision of the canvas's low band."""
+        return self.global_view * (step.t / step.T if self.global_schedule == "fade" else 1.0)
+
+    def global_update(self, x, eps, step, problem, noise=None):
+        """Every trajectory's plain step from the x̂₀ whose low band is the fusion of the windows' consensus and the
+        global view's (SYNCSDE.md §4.2)."""
+        view, canon = problem.global_view, problem.canonical
+        if canon is None:
+            raise InputError("global_view needs a problem with a canonical space (a task that provides it)")
+        n, rho = view.index, self.global_share(step)
+        x0 = step.x0(x, eps)
+        low = view.down(canon.aggregate(x0[:, :n]))  # the windows' consensus at the native size
+        glob = x0[:, n]
+        x0 = torch.cat(
+            [x0[:, :n] + rho * canon.forward(view.up(glob) - view.up(low)), (rho * glob + (1 - rho) * low)[:, None]],
+            1,
+        )
+        return step.update(x, x0, eps, noise() if step.stochastic else None)
+
+    def couple(self, x, out, step, problem):
+        """The coupling of the trajectories of ``problem`` (pre-step states ``x``, plain-stepped ``out``)."""
         if self.inv_lambda == 0 or step.t <= self.sync_t_min:
             return out
         if self.correlation == "autoregressive" and not problem.couplings:
@@ -148,6 +215,8 @@ class SyncSDE(Strategy):
         return new
 
     def reads(self):
+        if self.global_view:  # the global view reads every window and every window reads it
+            return Reads(everything=True)
         if self.inv_lambda == 0:
             return Reads()
         if self.correlation == "canonical":  # the consensus at its positions: of x_t (pre_step) or of x̃ (post_step)
@@ -175,4 +244,5 @@ class SyncSDE(Strategy):
             "schedule_floor": self.schedule_floor,
             "correction": self.correction,
             "target": self.target,
+            **({"global_view": self.global_view, "global_schedule": self.global_schedule} if self.global_view else {}),
         }

@@ -1,0 +1,147 @@
+"""Global coherence (issue 30, SYNCSDE.md §4.2): the exact global-mode model and SyncSDE's global view — exactness,
+limits, fixed points, and one scene on a canvas many windows wide where the local couplings make a montage."""
+
+import pytest
+import torch
+
+from syncsde.backbones import GaussianBackbone, GaussianMixtureBackbone
+from syncsde.coupling import SyncProblem
+from syncsde.errors import InputError
+from syncsde.evaluation.benchmarks import global_coherence as gc
+from syncsde.strategies import SyncSDE
+from syncsde.strategies.syncsde import PRESETS
+from syncsde.tasks import SpherePanorama, WideImage
+
+PROFILES = [[0.5, 0.5, -0.5, -0.5], [0.5, 0.5, 0.5, -0.5], [-0.2, 0.1, 0.0, 0.3]]
+
+
+def score_eps(model: GaussianMixtureBackbone, x: torch.Tensor, t: int) -> torch.Tensor:
+    """−σ_t ∇ log p(x_t), the mixture's density written out and differentiated by autograd (per image)."""
+    ab = model.alphas_cumprod[t].double()
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    v = a**2 * model.std**2 + s**2
+    x = x.double().requires_grad_(True)
+    mu = model.means.double()[:, None, None, :, None]  # (K, 1, 1, rows, 1)
+    logp = -((x[None] - a * mu) ** 2).flatten(2).sum(-1) / (2 * v) + model.log_weights.double()[:, None]
+    (grad,) = torch.autograd.grad(torch.logsumexp(logp, 0).sum(), x)
+    return -s * grad
+
+
+@pytest.mark.parametrize("means", [PROFILES, [-0.5, 0.5, 1.5]])
+def test_mixture_denoiser_is_the_exact_score(means):
+    model = GaussianMixtureBackbone(means, weights=[1.0, 2.0, 3.0], channels=2, sample_size=4, std=0.4)
+    x = torch.randn(3, 2, 4, 4)
+    for t in (999, 500, 100, 5):
+        eps = model(x, torch.full((3,), t), None)
+        torch.testing.assert_close(eps.double(), score_eps(model, x, t), rtol=1e-4, atol=1e-5)
+
+
+def test_one_level_is_the_gaussian_model_and_clean_samples_are_classified():
+    twin = GaussianMixtureBackbone([0.3, 0.3], channels=1, sample_size=4, std=0.5)
+    plain = GaussianBackbone(channels=1, sample_size=4, mean=0.3, std=0.5)
+    x, t = torch.randn(2, 1, 4, 4), torch.tensor([700, 20])
+    torch.testing.assert_close(twin(x, t, None), plain(x, t, None))
+    model = GaussianMixtureBackbone(PROFILES[:2], channels=1, sample_size=4, std=0.2)
+    clean = model.means[[1, 0, 1]].view(3, 1, 4, 1) + 0.2 * torch.randn(3, 1, 4, 4)
+    assert model.classify(clean).tolist() == [1, 0, 1]
+    with pytest.raises(InputError, match="profiles have 4 rows"):
+        model(torch.zeros(1, 1, 8, 4), torch.tensor([10]), None)
+    with pytest.raises(InputError, match="two or more components"):
+        GaussianMixtureBackbone([[0.0, 1.0]], sample_size=2)
+
+
+def tiny_task(strategy, **kw):
+    backbone = GaussianMixtureBackbone([-0.5, 0.5], channels=1, sample_size=8, std=0.5)
+    options = dict(height=8, width=24, stride=2, num_inference_steps=8, guidance_scale=1.0, progress=False)
+    return WideImage(backbone, strategy, **{**options, **kw})
+
+
+def test_the_task_adds_one_global_trajectory_after_the_windows():
+    batch = [{"prompt": "", "sample_id": 3, "seed": 1}]
+    local, glob = tiny_task(SyncSDE(20.0, preset="canonical")), tiny_task(SyncSDE(20.0, preset="global"))
+    gens = lambda: [torch.Generator().manual_seed(5)]  # noqa: E731
+    x_local, x_glob = local.initial_noise(batch, gens()), glob.initial_noise(batch, gens())
+    assert x_glob.shape[1] == local.n + 1 and torch.equal(x_glob[:, : local.n], x_local)  # the windows' noise kept
+    assert glob.problem(batch).num_trajectories == local.n + 1 and glob.problem(batch).global_view.index == local.n
+    assert glob.assemble_latent(glob.trajectories(batch)).shape == (1, 1, 8, 24)
+    assert glob.describe()["global_view"] is True and "global_view" not in local.describe()
+    # ρ = 0 is no global view at all: the canonical preset's run, bit for bit
+    off = tiny_task(SyncSDE(20.0, preset="global", global_view=0.0))
+    assert torch.equal(off.trajectories(batch), local.trajectories(batch))
+    with pytest.raises(InputError, match="global_view.*parallel: samples"):
+        tiny_task(SyncSDE(20.0, preset="global"), parallel="windows")
+
+
+def test_consistent_global_view_is_a_fixed_point():
+    """When the global view's x̂₀ is the windows' consensus at the native size, the fusion changes nothing: the
+    windows take the plain step and the local coupling, and the global view its plain step."""
+    task = tiny_task(SyncSDE(20.0, preset="global", global_schedule="constant"))
+    problem, step = task.problem([{}]), task.schedule().steps[3]
+    n, view = task.n, task.problem([{}]).global_view
+    x, eps = torch.randn(2, n + 1, 1, 8, 8), torch.randn(2, n + 1, 1, 8, 8)
+    low = view.down(problem.canonical.aggregate(step.x0(x[:, :n], eps[:, :n])))
+    eps[:, n] = (x[:, n] - step.abar_t**0.5 * low) / (1 - step.abar_t) ** 0.5  # x̂₀ of the global view = low
+    out = task.strategy.step(x, eps, step, problem)
+    local = SyncSDE(20.0, preset="canonical").step(x[:, :n], eps[:, :n], step, SyncProblem(n, (), problem.canonical))
+    torch.testing.assert_close(out[:, :n], local)
+    torch.testing.assert_close(out[:, n], step.update(x[:, n], low, eps[:, n]))
+    # away from it, the windows' consensus moves toward the global view's low band (ρ = 1: onto it, to the
+    # accuracy of D∘U on the coarse grid)
+    eps[:, n] = torch.randn_like(eps[:, n])
+    out = task.strategy.step(x, eps, step, problem)
+    moved = problem.canonical.aggregate(step.x0(out[:, :n], eps[:, :n]))
+    before = problem.canonical.aggregate(step.x0(x[:, :n], eps[:, :n]))
+    target = step.x0(x[:, n], eps[:, n])
+    assert (view.down(moved) - target).norm() < 0.5 * (view.down(before) - target).norm()
+
+
+def test_fade_schedule_and_options():
+    step = tiny_task(SyncSDE(20.0)).schedule().steps[2]
+    assert SyncSDE(20.0, preset="global", global_view=0.5).global_share(step) == pytest.approx(0.5 * step.t / step.T)
+    assert SyncSDE(20.0, preset="global", global_schedule="constant").global_share(step) == 1.0
+    assert SyncSDE(5.0).faithful and not SyncSDE(5.0, preset="global").faithful
+    assert PRESETS["paper"]["global_view"] == 0 and "global_view" not in SyncSDE(5.0).describe()
+    assert SyncSDE(5.0, preset="global").needs() == {"canonical", "global_view"}
+    with pytest.raises(InputError, match="--model.strategy.global_view 2"):
+        SyncSDE(5.0, global_view=2)
+    with pytest.raises(InputError, match="--model.strategy.global_schedule 'linear'"):
+        SyncSDE(5.0, global_schedule="linear")
+
+
+def test_one_mode_across_a_canvas_many_windows_wide():
+    """The exact global-mode model on a canvas of 21 windows in a row: the whole-canvas ideal is in one mode; the
+    local couplings make a montage of modes; the global view makes one scene."""
+    c = gc.CANVASES["wide"]
+    backbone = GaussianMixtureBackbone(c["means"], channels=1, sample_size=8, std=0.5)
+    rates = {}
+    for name in ("canonical", "global"):
+        z = gc.run_task(gc.exact_task(backbone, SyncSDE(20.0, preset=name), c["size"], c["stride"], 20), 16, 0)
+        rates[name] = float(gc.single_mode(backbone, z, 8, c["stride"]).float().mean())
+    ideal = gc.whole_canvas(backbone, c["size"], 16, 0, 20)
+    assert float(gc.single_mode(backbone, ideal, 8, c["stride"]).float().mean()) > 0.9
+    assert rates["canonical"] < 0.2 and rates["global"] > 0.8
+
+
+def test_the_sphere_gets_a_global_view_of_its_canvas():
+    backbone = GaussianBackbone(channels=1, sample_size=8, scale_factor=1)
+    task = SpherePanorama(
+        backbone,
+        SyncSDE(20.0, preset="global"),
+        height=16,
+        num_inference_steps=2,
+        viewer_size=8,
+        prompt_prefix="",
+        progress=False,
+    )
+    view = task.problem([{}]).global_view
+    assert view.index == 20 and view.size == (8, 8) and view.canvas == (64, 128)
+    out = task.generate(["a sunny day"])[0]
+    assert out.image.shape == (3, 16, 32) and task.describe()["global_view"] is True
+
+
+def test_tasks_without_a_global_view_refuse_it_in_one_line():
+    from syncsde.tasks import PromptedWideImage
+
+    backbone = GaussianBackbone(channels=1, sample_size=8, scale_factor=1)
+    with pytest.raises(InputError, match="needs a task that provides .*global"):
+        PromptedWideImage(backbone, SyncSDE(20.0, preset="global"), height=8, width=16, stride=4)
