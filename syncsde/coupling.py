@@ -104,17 +104,34 @@ class Regions:
     encode: Callable[[Tensor], Tensor]
 
 
+@dataclass(frozen=True)
+class Denoise:
+    """The task's own guided network call, for a strategy that calls the denoiser again within a step (StochSync's
+    multi-step x̂₀, BASELINES.md §12): ``denoise(x, step, trajectories)`` is the CFG ε of the states ``x`` (B, k, ...)
+    of those k trajectories of every sample at ``step.t``, by the same network calls as the sampler's (conditioning,
+    call groups, control images); ``abar(t)`` is the backbone's ᾱ at any timestep t (the VP equivalent on a flow
+    model), so that the strategy can write steps between timesteps of its own (:class:`~syncsde.schedule.Step`)."""
+
+    eps: Callable[..., Tensor]
+    abar: Callable[[float], float]
+
+    def __call__(self, x: Tensor, step, trajectories: Sequence[int]) -> Tensor:
+        return self.eps(x, step, trajectories)
+
+
 @dataclass
 class SyncProblem:
     """What a task tells a strategy about one batch: the number of trajectories, their couplings (SyncSDE), and
     optionally the canonical geometry (SyncTweedies, MultiDiffusion, Visual Anagrams) and the foreground regions
-    (region-based MultiDiffusion). What a task can give is declared by its ``provides``
+    (region-based MultiDiffusion), and the task's network call (``denoise``, filled by the base task for strategies
+    that denoise again within a step). What a task can give is declared by its ``provides``
     (:data:`syncsde.registry.PROVISIONS`)."""
 
     num_trajectories: int
     couplings: Sequence[Coupling] = ()
     canonical: Canonical | None = None
     regions: Regions | None = None
+    denoise: Denoise | None = None
 
     def __post_init__(self):
         for c in self.couplings:

@@ -41,6 +41,7 @@ PROVISIONS = {
     "couplings": "couplings between trajectories (SyncSDE's autoregressive correlation)",
     "canonical": "a canonical variable (canvas, image, texture, motion) with forward maps and an aggregation",
     "regions": "foreground masks and an image encoder (region-based MultiDiffusion's bootstrapping)",
+    "denoise": "the task's guided network call, for more calls within a step (StochSync's multi-step x̂₀)",
 }
 KINDS = ("method", "backbone", "geometry")
 # the core's modules that register plug-ins when imported

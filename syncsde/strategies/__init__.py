@@ -7,11 +7,13 @@ from functools import partial
 from syncsde.registry import get, method, names
 from syncsde.strategies.base import Independent, Strategy
 from syncsde.strategies.mixture import MixtureOfDiffusers
+from syncsde.strategies.stochsync import StochSync
 from syncsde.strategies.syncsde import SyncSDE
 from syncsde.strategies.synctweedies import MultiDiffusion, SyncTweedies, VisualAnagrams
 
 __all__ = [
     "Strategy", "Independent", "SyncSDE", "SyncTweedies", "MultiDiffusion", "VisualAnagrams", "MixtureOfDiffusers",
+    "StochSync",
 ]
 
 
@@ -54,3 +56,9 @@ method("syncmvd", SyncTweedies,
 method("mixture_of_diffusers", MixtureOfDiffusers,
        "Mixture of Diffusers: ε fused with Gaussian weights centred on each window (BASELINES.md §8)",
        tasks=("wide_image", "wide_prompts"))
+method("stochsync", StochSync,
+       "StochSync: fused x̂₀ re-noised with fresh noise, multi-step x̂₀, disjoint views per step (BASELINES.md §12)",
+       task_args={"sphere": {"views": "cubes", "fov": 90.0, "num_inference_steps": 12},
+                  "mesh": {"multiview_attention": False, "num_inference_steps": 25},
+                  "wide_image": {"num_inference_steps": 25}},
+       tasks=("sphere", "mesh", "wide_image"), baseline_for=("sphere", "mesh", "wide_image"))
