@@ -56,7 +56,7 @@ class NetworkCall(NamedTuple):
     """One network call of a step: on ``trajectories`` of every sample, i.e. on ``rows`` of the (B·N)-row stack of
     a batch's trajectories (row b·N + j: trajectory j of sample b); ``run()`` gives their ε."""
 
-    trajectories: range
+    trajectories: Sequence[int]
     rows: list[int]
     run: Callable[[], Tensor]
 
