@@ -7,13 +7,10 @@ A task declares its couplings; a strategy applies them. Trajectory states are st
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from syncsde.schedule import Step
 
 
 @dataclass(frozen=True)
@@ -125,20 +122,36 @@ class GlobalView:
         return torch.nn.functional.interpolate(g, size=self.canvas, mode="bilinear", align_corners=False)
 
 
+@dataclass(frozen=True)
+class Denoise:
+    """The task's own guided network call, for a strategy that calls the denoiser more than once per step
+    (StochSync's multi-step x̂₀, BASELINES.md §12; DoubleTake's second take, §13): ``denoise(x, step, trajectories)``
+    is the CFG ε of the states ``x`` (B, k, ...) of those k trajectories of every sample (default: all, k = N) at
+    ``step.t``, by the same network calls as the sampler's (conditioning, call groups, control images); ``abar(t)``
+    is the backbone's ᾱ at any timestep t (the VP equivalent on a flow model), so that the strategy can write steps
+    between timesteps of its own (:class:`~syncsde.schedule.Step`)."""
+
+    eps: Callable[..., Tensor]
+    abar: Callable[[float], float]
+
+    def __call__(self, x: Tensor, step, trajectories: Sequence[int] | None = None) -> Tensor:
+        return self.eps(x, step, range(x.shape[1]) if trajectories is None else trajectories)
+
+
 @dataclass
 class SyncProblem:
     """What a task tells a strategy about one batch: the number of trajectories, their couplings (SyncSDE), and
     optionally the canonical geometry (SyncTweedies, MultiDiffusion, Visual Anagrams), the foreground regions
     (region-based MultiDiffusion), the global view (one more trajectory seeing the whole canvas, the last one), and
-    the task's denoiser for extra sampling passes (DoubleTake's second take): ``denoise(x, step)`` is the CFG-combined
-    ε of one network call on a (B, N, ...) stack shaped like the trajectories, row j conditioned as trajectory j.
-    What a task can give is declared by its ``provides`` (:data:`syncsde.registry.PROVISIONS`)."""
+    the task's network call (``denoise``, :class:`Denoise`, filled by the base task for strategies that call the
+    network more than once per step). What a task can give is declared by its ``provides``
+    (:data:`syncsde.registry.PROVISIONS`)."""
 
     num_trajectories: int
     couplings: Sequence[Coupling] = ()
     canonical: Canonical | None = None
     regions: Regions | None = None
-    denoise: Callable[[Tensor, Step], Tensor] | None = None
+    denoise: Denoise | None = None
     global_view: GlobalView | None = None
 
     def __post_init__(self):

@@ -41,7 +41,7 @@ PROVISIONS = {
     "couplings": "couplings between trajectories (SyncSDE's autoregressive correlation)",
     "canonical": "a canonical variable (canvas, image, texture, motion) with forward maps and an aggregation",
     "regions": "foreground masks and an image encoder (region-based MultiDiffusion's bootstrapping)",
-    "denoise": "its denoiser for extra sampling passes: problem.denoise(x, step) → ε of a (B, N, ...) stack",
+    "denoise": "the task's guided network call, for more calls than the one per step (StochSync, DoubleTake)",
     "global_view": "one more trajectory seeing the whole canvas at the native size (SyncSDE's global view)",
 }
 KINDS = ("method", "backbone", "geometry")

@@ -204,6 +204,19 @@ def inv_lambda_schedule(inv_lambda: float, t: int | float, T: int | float) -> fl
     return float(inv_lambda) * float(t) / float(T)
 
 
+def abar_function(config: dict):
+    """ᾱ at any timestep t of the model whose scheduler config is given: ``alphas_cumprod[t]`` of a β schedule, the
+    VP equivalent :func:`flow_abar` of σ = t/N_train on a flow-matching model (float64 values as Python floats)."""
+    n_train = int(config.get("num_train_timesteps", 1000))
+    if config.get("_class_name") in FLOW_SCHEDULERS:
+        return lambda t: float(flow_abar(float(t) / n_train))
+    from diffusers import DDIMScheduler
+
+    table = DDIMScheduler.from_config({k: v for k, v in config.items() if not k.startswith("_")}).alphas_cumprod
+    table = table.to(torch.float64)
+    return lambda t: float(table[int(t)])
+
+
 @dataclass(frozen=True)
 class Step:
     """One inference step: timestep ``t`` → ``t_prev`` with ᾱ values and the sampler rule.

@@ -45,7 +45,11 @@ SPHERE_VIEWS = (
     + [(-45.0, float(a)) for a in range(36, 360, 72)]
     + [(90.0, 0.0), (-90.0, 0.0)]
 )
-VIEW_SETS = {"synctweedies": SYNCTWEEDIES_VIEWS, "sphere": SPHERE_VIEWS}
+# two cube maps (FoV 90°), the second turned 45° in azimuth: two groups of views that tile the sphere without
+# overlapping, for StochSync's alternating views (its public code turns one cube map at random every step)
+CUBE = [(0.0, 0.0), (0.0, 90.0), (0.0, 180.0), (0.0, 270.0), (90.0, 0.0), (-90.0, 0.0)]
+CUBES = CUBE + [(e, a + 45.0) for e, a in CUBE]
+VIEW_SETS = {"synctweedies": SYNCTWEEDIES_VIEWS, "sphere": SPHERE_VIEWS, "cubes": CUBES}
 
 
 def cell_directions(height: int, width: int) -> Tensor:

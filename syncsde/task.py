@@ -22,12 +22,12 @@ from torch import Tensor
 
 from syncsde.backbones.base import Backbone, Conditioning, guided_eps, take_rows
 from syncsde.console import warn_once
-from syncsde.coupling import SyncProblem
+from syncsde.coupling import Denoise, SyncProblem
 from syncsde.errors import InputError
 from syncsde.parallel import WindowSplit
 from syncsde.registry import check
 from syncsde.sampler import sample, sample_generator
-from syncsde.schedule import Schedule
+from syncsde.schedule import Schedule, abar_function
 from syncsde.strategies import Strategy, SyncSDE
 
 SAMPLER_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -57,7 +57,7 @@ class NetworkCall(NamedTuple):
     """One network call of a step: on ``trajectories`` of every sample, i.e. on ``rows`` of the (B·N)-row stack of
     a batch's trajectories (row b·N + j: trajectory j of sample b); ``run()`` gives their ε."""
 
-    trajectories: range
+    trajectories: Sequence[int]
     rows: list[int]
     run: Callable[[], Tensor]
 
@@ -112,7 +112,8 @@ class SyncTask(LightningModule):
     task_name = "task"
     window_parallel = False  # whether parallel: windows applies (trajectories are windows of one canvas, or views)
     needs: frozenset[str] = frozenset({"images", "vp_schedule"})  # of the backbone (syncsde.registry.ABILITIES)
-    provides: frozenset[str] = frozenset({"couplings", "canonical"})  # to strategies (syncsde.registry.PROVISIONS)
+    # to strategies (syncsde.registry.PROVISIONS); "denoise" is filled here, by the base task's sampling
+    provides: frozenset[str] = frozenset({"couplings", "canonical", "denoise"})
 
     def __init__(
         self,
@@ -141,6 +142,11 @@ class SyncTask(LightningModule):
         if sampler_dtype not in SAMPLER_DTYPES:
             raise InputError(f"sampler_dtype must be one of {', '.join(SAMPLER_DTYPES)}, got {sampler_dtype!r}")
         check(self, backbone, strategy)
+        if parallel == "windows" and strategy is not None and "denoise" in strategy.needs():
+            raise InputError(
+                f"{type(strategy).__name__} calls the network again within a step, on trajectories of its choice; "
+                "it runs with parallel: samples only"
+            )
         if backbone.guidance_distilled and negative_prompt:
             raise InputError(
                 f"{backbone.name} is guidance-distilled (no unconditional branch): it takes no negative prompt; "
@@ -286,11 +292,11 @@ class SyncTask(LightningModule):
         rows = split.own if split is not None else range(N)  # the trajectories this process denoises
         group = self.call_group or N
 
-        def denoise(x: Tensor, step) -> Tensor:  # x: (B, len(rows), ...), called in fixed groups of trajectories
+        def network(x: Tensor, step, rows: Sequence[int]) -> Tensor:  # x: (B, len(rows), ...), in fixed groups
             calls = []
             for a in range(0, x.shape[1], group):
                 part = x[:, a : a + group]
-                index = [b * N + rows[a] + k for b in range(B) for k in range(part.shape[1])]
+                index = [b * N + rows[a + k] for b in range(B) for k in range(part.shape[1])]
                 c, u = cond, uncond
                 if len(index) < B * N:
                     c, u = take_rows(cond, index), None if uncond is None else take_rows(uncond, index)
@@ -299,8 +305,12 @@ class SyncTask(LightningModule):
             eps = self.network_calls(calls, f"step {step.index + 1} of {len(schedule.steps)}")
             return torch.cat([e.view(B, -1, *e.shape[1:]) for e in eps], 1)
 
-        if "denoise" in self.provides and split is None:  # extra sampling passes of a strategy (DoubleTake)
-            problem = replace(problem, denoise=denoise)
+        def denoise(x: Tensor, step) -> Tensor:  # the sampler's call: this process's trajectories
+            return network(x, step, rows)
+
+        if split is None and "denoise" in self.strategy.needs():  # more calls within a step (syncsde.coupling.Denoise)
+            abar = abar_function(self.backbone.scheduler_config())
+            problem = replace(problem, denoise=Denoise(lambda x, step, ks: network(x, step, list(ks)), abar))
         schedule = self.schedule(x_T.shape[2:])
         self.split = split
         x0 = sample(denoise, x_T, schedule, self.strategy, problem, generators, self.progress, split)

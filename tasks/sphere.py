@@ -39,7 +39,8 @@ def sphere(views: tuple, fov: float, size: int, height: int) -> Sphere:
 
 class SpherePanorama(SyncTask):
     """Args (besides :class:`~syncsde.task.SyncTask`'s):
-    views: ``sphere`` (20 views covering the sphere), ``synctweedies`` (their 8 horizon views) or a list of
+    views: ``sphere`` (20 views covering the sphere), ``synctweedies`` (their 8 horizon views), ``cubes`` (two cube
+        maps at FoV 90°, the second turned 45°: StochSync's alternating views) or a list of
         (elevation, azimuth) pairs in degrees, in the order of the autoregressive couplings.
     fov: field of view of every view in degrees (72, SyncTweedies').
     height: output equirectangular height in pixels (width = 2·height; SyncTweedies' RGB canvas is 1024×2048).

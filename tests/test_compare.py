@@ -53,11 +53,11 @@ TINY_CONFIG = {
 STRATEGY_NAME = {"syncmvd": "synctweedies", "multidiffusion_bootstrap": "multidiffusion"}
 # the comparison of each task: the config's SyncSDE and the paper's baselines
 METHODS = {
-    "wide_image": ["syncsde", "independent", "synctweedies", "multidiffusion", "spotdiffusion"],
+    "wide_image": ["syncsde", "independent", "synctweedies", "multidiffusion", "spotdiffusion", "stochsync"],
     "mask_t2i": ["syncsde", "independent", "synctweedies", "multidiffusion_bootstrap"],
     "ambiguous": ["syncsde", "independent", "synctweedies", "visual_anagrams"],
     "edit": ["syncsde", "independent"],
-    "mesh": ["syncsde", "independent", "syncmvd"],
+    "mesh": ["syncsde", "independent", "syncmvd", "stochsync"],
     "motion": ["syncsde", "independent", "synctweedies", "multidiffusion", "doubletake"],
 }
 

@@ -10,12 +10,13 @@ from syncsde.strategies.doubletake import DoubleTake
 from syncsde.strategies.least_squares import LeastSquares
 from syncsde.strategies.mixture import MixtureOfDiffusers
 from syncsde.strategies.spotdiffusion import SpotDiffusion
+from syncsde.strategies.stochsync import StochSync
 from syncsde.strategies.syncsde import SyncSDE
 from syncsde.strategies.synctweedies import MultiDiffusion, SyncTweedies, VisualAnagrams
 
 __all__ = [
     "Strategy", "Independent", "SyncSDE", "SyncTweedies", "MultiDiffusion", "VisualAnagrams", "MixtureOfDiffusers",
-    "LeastSquares", "DoubleTake", "SpotDiffusion",
+    "LeastSquares", "DoubleTake", "SpotDiffusion", "StochSync",
 ]
 
 
@@ -73,3 +74,9 @@ method("global", SyncSDE,
        "SyncSDE canonical + a global view of the canvas: one scene on tall canvases and spheres (SYNCSDE.md §4.2)",
        args=dict(preset="global", inv_lambda=20.0, **RESET, global_view=None, global_schedule=None),
        tasks=("wide_image", "sphere"), baseline_for=("sphere",))
+method("stochsync", StochSync,
+       "StochSync: fused x̂₀ re-noised with fresh noise, multi-step x̂₀, disjoint views per step (BASELINES.md §12)",
+       task_args={"sphere": {"views": "cubes", "fov": 90.0, "num_inference_steps": 12},
+                  "mesh": {"multiview_attention": False, "num_inference_steps": 25},
+                  "wide_image": {"num_inference_steps": 25}},
+       tasks=("sphere", "mesh", "wide_image"), baseline_for=("sphere", "mesh", "wide_image"))
