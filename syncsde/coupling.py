@@ -7,10 +7,13 @@ A task declares its couplings; a strategy applies them. Trajectory states are st
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from syncsde.schedule import Step
 
 
 @dataclass(frozen=True)
@@ -104,17 +107,30 @@ class Regions:
     encode: Callable[[Tensor], Tensor]
 
 
+@dataclass(frozen=True)
+class Differentiable:
+    """The task's denoiser and decoder with gradients (SyncDiffusion's perceptual gradient, BASELINES.md §9), filled by
+    the base task from its backbone: ``eps(x, step, trajectories)`` is the CFG-combined ε — as the sampler's call
+    computes it — of the states ``x`` (B, k, ...) of the trajectories ``trajectories`` (k indices among each sample's
+    N), and ``decode(z)`` maps (M, C, h, w) in the working space to (M, 3, H, W) images in [0, 1] as the backbone
+    decodes. Both are differentiable in their input; run them under ``torch.enable_grad()``."""
+
+    eps: Callable[[Tensor, "Step", Sequence[int]], Tensor]
+    decode: Callable[[Tensor], Tensor]
+
+
 @dataclass
 class SyncProblem:
     """What a task tells a strategy about one batch: the number of trajectories, their couplings (SyncSDE), and
-    optionally the canonical geometry (SyncTweedies, MultiDiffusion, Visual Anagrams) and the foreground regions
-    (region-based MultiDiffusion). What a task can give is declared by its ``provides``
-    (:data:`syncsde.registry.PROVISIONS`)."""
+    optionally the canonical geometry (SyncTweedies, MultiDiffusion, Visual Anagrams), the foreground regions
+    (region-based MultiDiffusion) and the differentiable denoiser and decoder (SyncDiffusion). What a task can give is
+    declared by its ``provides`` (:data:`syncsde.registry.PROVISIONS`)."""
 
     num_trajectories: int
     couplings: Sequence[Coupling] = ()
     canonical: Canonical | None = None
     regions: Regions | None = None
+    differentiable: Differentiable | None = None
 
     def __post_init__(self):
         for c in self.couplings:

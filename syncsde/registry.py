@@ -41,6 +41,7 @@ PROVISIONS = {
     "couplings": "couplings between trajectories (SyncSDE's autoregressive correlation)",
     "canonical": "a canonical variable (canvas, image, texture, motion) with forward maps and an aggregation",
     "regions": "foreground masks and an image encoder (region-based MultiDiffusion's bootstrapping)",
+    "differentiable": "the guided denoiser and the decoder with gradients (SyncDiffusion's perceptual gradient)",
 }
 KINDS = ("method", "backbone", "geometry")
 # the core's modules that register plug-ins when imported

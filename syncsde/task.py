@@ -8,7 +8,7 @@ the assembly of the output — and never steps a scheduler itself. Subclasses im
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Callable, Literal, NamedTuple, Sequence
 
@@ -21,7 +21,7 @@ from torch import Tensor
 
 from syncsde.backbones.base import Backbone, Conditioning, guided_eps, take_rows
 from syncsde.console import warn_once
-from syncsde.coupling import SyncProblem
+from syncsde.coupling import Differentiable, SyncProblem
 from syncsde.errors import InputError
 from syncsde.parallel import WindowSplit
 from syncsde.registry import check
@@ -123,6 +123,11 @@ class SyncTask(LightningModule):
         if sampler_dtype not in SAMPLER_DTYPES:
             raise InputError(f"sampler_dtype must be one of {', '.join(SAMPLER_DTYPES)}, got {sampler_dtype!r}")
         check(self, backbone, strategy)
+        if parallel == "windows" and "differentiable" in strategy.needs():
+            raise InputError(
+                f"{type(strategy).__name__} differentiates through every window's denoiser, which parallel: windows "
+                "does not split; use parallel: samples"
+            )
         if backbone.guidance_distilled and negative_prompt:
             raise InputError(
                 f"{backbone.name} is guidance-distilled (no unconditional branch): it takes no negative prompt; "
@@ -262,6 +267,8 @@ class SyncTask(LightningModule):
         x_T = x_T.to(self.device, self.state_dtype)
         cond, uncond = self.conditioning(batch)
         problem = self.problem(batch).to(self.device, self.state_dtype)  # placed once: nothing moves per step
+        if "differentiable" in self.strategy.needs():
+            problem = replace(problem, differentiable=self.differentiable(cond, uncond, x_T.shape[1]))
         variance = "learned_variance" in self.strategy.uses
         B, N = x_T.shape[:2]
         split = self.window_split(problem)
@@ -285,6 +292,22 @@ class SyncTask(LightningModule):
         self.split = split
         x0 = sample(denoise, x_T, schedule, self.strategy, problem, generators, self.progress, split)
         return None if x0 is None else x0.float()
+
+    def differentiable(self, cond: Conditioning, uncond: Conditioning | None, N: int) -> Differentiable:
+        """The provision ``differentiable`` for a batch of N trajectories per sample conditioned on ``cond`` and
+        ``uncond`` (rows b·N + j): the backbone's guided ε of any of its trajectories, as the sampler's call computes
+        it, and the backbone's decoder; both differentiable."""
+
+        def eps(x: Tensor, step, trajectories: Sequence[int]) -> Tensor:
+            B, k = x.shape[:2]
+            index = [b * N + j for b in range(B) for j in trajectories]
+            u = None if uncond is None else take_rows(uncond, index)
+            c = take_rows(cond, index)
+            return guided_eps(self.backbone, x.flatten(0, 1), step, c, u, self.guidance_scale, self.max_batch).unflatten(
+                0, (B, k)
+            )
+
+        return Differentiable(eps, self.backbone.decode)
 
     def network_calls(self, calls: Sequence[NetworkCall], what: str) -> list[Tensor]:
         """One step's network calls (``what`` names the step), each giving ε of its rows; one after another. A task
@@ -319,6 +342,8 @@ class SyncTask(LightningModule):
     def setup(self, stage: str) -> None:
         if self.parallel == "windows":  # every process sees every sample (Trainer(use_distributed_sampler=False))
             self.trainer._accelerator_connector.use_distributed_sampler = False
+        if "differentiable" in self.strategy.needs():  # its gradients: no_grad, not inference mode (the same values)
+            self.trainer.predict_loop.inference_mode = False
 
     @torch.no_grad()
     def run(self, batch: Sequence[dict], x_T: Tensor | None = None) -> list[SampleOutput]:

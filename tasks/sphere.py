@@ -52,6 +52,7 @@ class SpherePanorama(SyncTask):
     """
 
     task_name = "sphere"
+    provides = SyncTask.provides | {"differentiable"}  # the base fills it from the backbone (SyncDiffusion)
 
     def __init__(
         self,

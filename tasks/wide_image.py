@@ -90,6 +90,7 @@ class WideImage(SyncTask):
     task_name = "wide_image"
     needs = frozenset({"images"})  # the sampler alone: VP and flow-matching models
     window_parallel = True
+    provides = SyncTask.provides | {"differentiable"}  # the base fills it from the backbone (SyncDiffusion)
 
     def __init__(
         self,

@@ -7,11 +7,13 @@ from functools import partial
 from syncsde.registry import get, method, names
 from syncsde.strategies.base import Independent, Strategy
 from syncsde.strategies.mixture import MixtureOfDiffusers
+from syncsde.strategies.syncdiffusion import SyncDiffusion
 from syncsde.strategies.syncsde import SyncSDE
 from syncsde.strategies.synctweedies import MultiDiffusion, SyncTweedies, VisualAnagrams
 
 __all__ = [
     "Strategy", "Independent", "SyncSDE", "SyncTweedies", "MultiDiffusion", "VisualAnagrams", "MixtureOfDiffusers",
+    "SyncDiffusion",
 ]
 
 
@@ -54,3 +56,6 @@ method("syncmvd", SyncTweedies,
 method("mixture_of_diffusers", MixtureOfDiffusers,
        "Mixture of Diffusers: ε fused with Gaussian weights centred on each window (BASELINES.md §8)",
        tasks=("wide_image", "wide_prompts"))
+method("syncdiffusion", SyncDiffusion,
+       "SyncDiffusion: each window moved down an LPIPS gradient toward an anchor window, then MultiDiffusion "
+       "(BASELINES.md §9)", tasks=("wide_image", "sphere"), baseline_for=("wide_image", "sphere"))
