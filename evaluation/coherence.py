@@ -77,7 +77,7 @@ def style_loss(fa: list[Tensor], fb: list[Tensor]) -> Tensor:
 
 def network(choice: str = "auto", clip: str = "syncsde:tiny-clip") -> Network:
     """``lpips`` (SyncDiffusion's networks: needs torchvision), ``clip`` (the CLIP ``clip``'s features), or ``auto``:
-    lpips when torchvision is installed and its weights load, else clip, noting why (:func:`syncsde.perceptual.network`)."""
+    lpips when torchvision is installed and its weights load, else clip, noting why (:mod:`syncsde.perceptual`)."""
     return perceptual.network(choice, clip, installed=torchvision_installed())
 
 

@@ -301,11 +301,9 @@ class SyncTask(LightningModule):
         def eps(x: Tensor, step, trajectories: Sequence[int]) -> Tensor:
             B, k = x.shape[:2]
             index = [b * N + j for b in range(B) for j in trajectories]
-            u = None if uncond is None else take_rows(uncond, index)
-            c = take_rows(cond, index)
-            return guided_eps(self.backbone, x.flatten(0, 1), step, c, u, self.guidance_scale, self.max_batch).unflatten(
-                0, (B, k)
-            )
+            c, u = take_rows(cond, index), None if uncond is None else take_rows(uncond, index)
+            eps = guided_eps(self.backbone, x.flatten(0, 1), step, c, u, self.guidance_scale, self.max_batch)
+            return eps.unflatten(0, (B, k))
 
         return Differentiable(eps, self.backbone.decode)
 

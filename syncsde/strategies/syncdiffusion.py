@@ -27,7 +27,7 @@ from syncsde.strategies.synctweedies import MultiDiffusion
 
 
 class SyncDiffusion(MultiDiffusion):
-    """Args (defaults: the public code's sample script and the paper's w = 20, decay 0.95, stride 16 latents):
+    """Args (defaults: the public code's sample script, w = 20 decaying by 0.95 a step, every step of the first 10):
     sync_weight: the gradient step w at the first step (0: MultiDiffusion exactly).
     sync_decay_rate: w_i = sync_weight · sync_decay_rate^i.
     sync_freq: take the gradient step every ``sync_freq`` steps (at steps i with (i + 1) divisible by it).
@@ -129,6 +129,6 @@ class SyncDiffusion(MultiDiffusion):
             "sync_freq": self.sync_freq,
             "sync_thres": self.sync_thres,
             "anchor": self.anchor,
+            "grad_batch": self.grad_batch,  # rows of a gradient pass: the network's float results depend on them
             "network": "lpips-vgg" if self.kind == "lpips" else clip_name(self.clip),
         }
-
