@@ -17,25 +17,27 @@ tiny CLIP by default); every value records the network it used. Protocol and equ
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from syncsde import perceptual
 from syncsde.errors import InputError
 from syncsde.evaluation import motion_metrics as mm
 from syncsde.io import save_json
+from syncsde.perceptual import (  # noqa: F401 (clip_network, perceptual_distance: the measures' networks, kept here too)
+    Network,
+    clip_name,
+    clip_network,
+    perceptual_distance,
+    torchvision_installed,
+)
 from syncsde.writer import read_image, sidecars
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-VGG_STYLE_LAYERS = (0, 2, 5, 7, 10)  # conv_1 .. conv_5 of torchvision's vgg19().features (SyncDiffusion's style layers)
 PANORAMA_TASKS = ("wide_image",)
 
 
@@ -63,16 +65,6 @@ def pairs(n: int) -> tuple[list[int], list[int]]:
 
 
 # -- the distances -----------------------------------------------------------------------------------------------------
-def unit(f: Tensor, eps: float = 1e-10) -> Tensor:
-    """Each position's feature vector (channel axis 1 of (N, C, P)) scaled to unit length (LPIPS's normalisation)."""
-    return f / (f.pow(2).sum(1, keepdim=True).sqrt() + eps)
-
-
-def perceptual_distance(fa: list[Tensor], fb: list[Tensor]) -> Tensor:
-    """LPIPS with equal channel weights: Σ_layers mean_positions ‖unit(a) − unit(b)‖², per item. (N,)"""
-    return sum((unit(a) - unit(b)).pow(2).sum(1).mean(-1) for a, b in zip(fa, fb))
-
-
 def gram(f: Tensor) -> Tensor:
     """Gram matrices of features (N, C, P): F Fᵀ / (C·P), as in SyncDiffusion's style loss. (N, C, C)"""
     return f @ f.transpose(1, 2) / (f.shape[1] * f.shape[2])
@@ -83,95 +75,14 @@ def style_loss(fa: list[Tensor], fb: list[Tensor]) -> Tensor:
     return sum((gram(a) - gram(b)).pow(2).mean(dim=(1, 2)) for a, b in zip(fa, fb))
 
 
-@dataclass
-class Network:
-    """A feature network for the panorama measures: ``distance(a, b)`` (N,) between crops in [0, 1] (Intra-LPIPS) and
-    ``layers(x)``, a list of (N, C, P) feature maps (Intra-Style-L); ``name`` is recorded with every value."""
-
-    name: str
-    distance: Callable[[Tensor, Tensor], Tensor]
-    layers: Callable[[Tensor], list[Tensor]]
-    note: str | None = None
-
-
-def clip_network(model: str = "syncsde:tiny-clip", note: str | None = None) -> Network:
-    """A CLIP vision tower's hidden states (the patch embedding and each transformer layer; the class token left
-    out) as features: crops are resized to the model's input size."""
-    from syncsde.evaluation.features import CLIPEmbedder
-    from syncsde.tiny.clip import normalize
-
-    clip = CLIPEmbedder(model)
-    size = clip.image_size
-
-    @torch.no_grad()
-    def layers(x: Tensor) -> list[Tensor]:
-        x = x.float()
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out = clip.model.vision_model(pixel_values=normalize(x), output_hidden_states=True)
-        return [h[:, 1:].transpose(1, 2).double() for h in out.hidden_states]  # (N, D, patches)
-
-    return Network(clip_name(model), lambda a, b: perceptual_distance(layers(a), layers(b)), layers, note)
-
-
-def clip_name(model: str) -> str:
-    """How a CLIP is recorded: ``tiny-clip`` for the embedded one, else ``clip:<hub id or folder>``."""
-    return "tiny-clip" if model == "syncsde:tiny-clip" else f"clip:{model}"
-
-
-def lpips_network() -> Network:
-    """SyncDiffusion's networks: LPIPS with VGG (torchmetrics' copy of the ``lpips`` package, inputs in [−1, 1]) for
-    Intra-LPIPS, and the outputs of VGG-19's first five convolutions (ImageNet normalisation) for Intra-Style-L.
-    Needs torchvision and its VGG weights."""
-    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-    from torchvision.models import VGG19_Weights, vgg19
-
-    lpips = LearnedPerceptualImagePatchSimilarity(net_type="vgg", normalize=True).eval()
-    vgg = vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features[: VGG_STYLE_LAYERS[-1] + 1].eval()
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
-
-    @torch.no_grad()
-    def distance(a: Tensor, b: Tensor) -> Tensor:
-        return torch.stack([lpips(x[None].float(), y[None].float()).double() for x, y in zip(a, b)])
-
-    @torch.no_grad()
-    def layers(x: Tensor) -> list[Tensor]:
-        x, out = (x.float() - mean) / std, []
-        for i, layer in enumerate(vgg):
-            x = F.relu(x) if isinstance(layer, torch.nn.ReLU) else layer(x)  # not in place: kept outputs stay intact
-            if i in VGG_STYLE_LAYERS:
-                out.append(x.flatten(2).double())
-        return out
-
-    return Network("lpips-vgg", distance, layers)
-
-
-def torchvision_installed() -> bool:
-    return importlib.util.find_spec("torchvision") is not None
-
-
 def network(choice: str = "auto", clip: str = "syncsde:tiny-clip") -> Network:
     """``lpips`` (SyncDiffusion's networks: needs torchvision), ``clip`` (the CLIP ``clip``'s features), or ``auto``:
-    lpips when torchvision is installed and its weights load, else clip, noting why."""
-    if choice == "clip":
-        return clip_network(clip)
-    if choice not in ("auto", "lpips"):
-        raise InputError(f"--network {choice!r}: choose auto, lpips or clip")
-    if not torchvision_installed():
-        reason = "LPIPS/VGG need torchvision, which is not installed"
-        if choice == "lpips":
-            raise InputError(f"--network lpips: {reason}; pip install torchvision, or use --network clip")
-        return clip_network(clip, note=reason)
-    try:
-        return lpips_network()
-    except Exception as e:  # noqa: BLE001 (e.g. the VGG weights cannot be downloaded offline)
-        reason = f"LPIPS/VGG could not be loaded ({str(e).splitlines()[0][:160]})"
-        if choice == "lpips":
-            raise InputError(f"--network lpips: {reason}; use --network clip") from None
-        return clip_network(clip, note=reason)
+    lpips when torchvision is installed and its weights load, else clip, noting why (:mod:`syncsde.perceptual`)."""
+    return perceptual.network(choice, clip, installed=torchvision_installed())
 
 
 # -- the measures ------------------------------------------------------------------------------------------------------
+@torch.no_grad()
 def intra_lpips(image: Tensor, net: Network, size: int, stride: int | None = None) -> dict:
     """Intra-LPIPS of one panorama (3, H, W) in [0, 1]: the mean distance over every pair of its crops."""
     crops = crop_grid(image, size, stride)
@@ -182,6 +93,7 @@ def intra_lpips(image: Tensor, net: Network, size: int, stride: int | None = Non
     return {"value": value, "crops": len(crops), "pairs": len(i), "network": net.name}
 
 
+@torch.no_grad()
 def intra_style(image: Tensor, net: Network, size: int, stride: int | None = None) -> dict:
     """Intra-Style-L of one panorama: the mean style loss over every pair of its crops; ``sum_over_pairs`` is the
     number SyncDiffusion's script accumulates per panorama (it does not divide by the number of pairs)."""

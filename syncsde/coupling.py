@@ -7,10 +7,13 @@ A task declares its couplings; a strategy applies them. Trajectory states are st
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from syncsde.schedule import Step
 
 
 @dataclass(frozen=True)
@@ -138,14 +141,26 @@ class Denoise:
         return self.eps(x, step, range(x.shape[1]) if trajectories is None else trajectories)
 
 
+@dataclass(frozen=True)
+class Differentiable:
+    """The task's denoiser and decoder with gradients (SyncDiffusion's perceptual gradient, BASELINES.md §9), filled by
+    the base task from its backbone: ``eps(x, step, trajectories)`` is the CFG-combined ε — as the sampler's call
+    computes it — of the states ``x`` (B, k, ...) of the trajectories ``trajectories`` (k indices among each sample's
+    N), and ``decode(z)`` maps (M, C, h, w) in the working space to (M, 3, H, W) images in [0, 1] as the backbone
+    decodes. Both are differentiable in their input; run them under ``torch.enable_grad()``."""
+
+    eps: Callable[[Tensor, "Step", Sequence[int]], Tensor]
+    decode: Callable[[Tensor], Tensor]
+
+
 @dataclass
 class SyncProblem:
     """What a task tells a strategy about one batch: the number of trajectories, their couplings (SyncSDE), and
     optionally the canonical geometry (SyncTweedies, MultiDiffusion, Visual Anagrams), the foreground regions
-    (region-based MultiDiffusion), the global view (one more trajectory seeing the whole canvas, the last one), and
-    the task's network call (``denoise``, :class:`Denoise`, filled by the base task for strategies that call the
-    network more than once per step). What a task can give is declared by its ``provides``
-    (:data:`syncsde.registry.PROVISIONS`)."""
+    (region-based MultiDiffusion), the global view (one more trajectory seeing the whole canvas, the last one), the
+    task's network call (``denoise``, :class:`Denoise`, filled by the base task for strategies that call the network
+    more than once per step) and the differentiable denoiser and decoder (``differentiable``, SyncDiffusion). What a
+    task can give is declared by its ``provides`` (:data:`syncsde.registry.PROVISIONS`)."""
 
     num_trajectories: int
     couplings: Sequence[Coupling] = ()
@@ -153,6 +168,7 @@ class SyncProblem:
     regions: Regions | None = None
     denoise: Denoise | None = None
     global_view: GlobalView | None = None
+    differentiable: Differentiable | None = None
 
     def __post_init__(self):
         for c in self.couplings:

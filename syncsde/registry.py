@@ -43,6 +43,7 @@ PROVISIONS = {
     "regions": "foreground masks and an image encoder (region-based MultiDiffusion's bootstrapping)",
     "denoise": "the task's guided network call, for more calls than the one per step (StochSync, DoubleTake)",
     "global_view": "one more trajectory seeing the whole canvas at the native size (SyncSDE's global view)",
+    "differentiable": "the guided denoiser and the decoder with gradients (SyncDiffusion's perceptual gradient)",
 }
 KINDS = ("method", "backbone", "geometry")
 # the core's modules that register plug-ins when imported

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from syncsde.backbones.base import Backbone, Conditioning, guided_eps, take_rows
 from syncsde.console import warn_once
-from syncsde.coupling import Denoise, SyncProblem
+from syncsde.coupling import Denoise, Differentiable, SyncProblem
 from syncsde.errors import InputError
 from syncsde.parallel import WindowSplit
 from syncsde.registry import check
@@ -142,10 +142,10 @@ class SyncTask(LightningModule):
         if sampler_dtype not in SAMPLER_DTYPES:
             raise InputError(f"sampler_dtype must be one of {', '.join(SAMPLER_DTYPES)}, got {sampler_dtype!r}")
         check(self, backbone, strategy)
-        if parallel == "windows" and strategy is not None and "denoise" in strategy.needs():
+        if parallel == "windows" and strategy.needs() & {"denoise", "differentiable"}:
             raise InputError(
-                f"{type(strategy).__name__} calls the network again within a step, on trajectories of its choice; "
-                "it runs with parallel: samples only"
+                f"{type(strategy).__name__} calls the network again within a step, on windows of its choice, which "
+                "parallel: windows does not split; use parallel: samples"
             )
         if backbone.guidance_distilled and negative_prompt:
             raise InputError(
@@ -286,6 +286,8 @@ class SyncTask(LightningModule):
         x_T = x_T.to(self.device, self.state_dtype)
         cond, uncond = self.conditioning(batch)
         problem = self.problem(batch).to(self.device, self.state_dtype)  # placed once: nothing moves per step
+        if "differentiable" in self.strategy.needs():
+            problem = replace(problem, differentiable=self.differentiable(cond, uncond, x_T.shape[1]))
         variance = "learned_variance" in self.strategy.uses
         B, N = x_T.shape[:2]
         split = self.window_split(problem)
@@ -315,6 +317,20 @@ class SyncTask(LightningModule):
         self.split = split
         x0 = sample(denoise, x_T, schedule, self.strategy, problem, generators, self.progress, split)
         return None if x0 is None else x0.float()
+
+    def differentiable(self, cond: Conditioning, uncond: Conditioning | None, N: int) -> Differentiable:
+        """The provision ``differentiable`` for a batch of N trajectories per sample conditioned on ``cond`` and
+        ``uncond`` (rows b·N + j): the backbone's guided ε of any of its trajectories, as the sampler's call computes
+        it, and the backbone's decoder; both differentiable."""
+
+        def eps(x: Tensor, step, trajectories: Sequence[int]) -> Tensor:
+            B, k = x.shape[:2]
+            index = [b * N + j for b in range(B) for j in trajectories]
+            c, u = take_rows(cond, index), None if uncond is None else take_rows(uncond, index)
+            eps = guided_eps(self.backbone, x.flatten(0, 1), step, c, u, self.guidance_scale, self.max_batch)
+            return eps.unflatten(0, (B, k))
+
+        return Differentiable(eps, self.backbone.decode)
 
     def network_calls(self, calls: Sequence[NetworkCall], what: str) -> list[Tensor]:
         """One step's network calls (``what`` names the step), each giving ε of its rows; one after another. A task
@@ -349,6 +365,8 @@ class SyncTask(LightningModule):
     def setup(self, stage: str) -> None:
         if self.parallel == "windows":  # every process sees every sample (Trainer(use_distributed_sampler=False))
             self.trainer._accelerator_connector.use_distributed_sampler = False
+        if "differentiable" in self.strategy.needs():  # its gradients: no_grad, not inference mode (the same values)
+            self.trainer.predict_loop.inference_mode = False
 
     @torch.no_grad()
     def run(self, batch: Sequence[dict], x_T: Tensor | None = None) -> list[SampleOutput]:

@@ -54,7 +54,7 @@ class SpherePanorama(SyncTask):
     """
 
     task_name = "sphere"
-    provides = SyncTask.provides | {"global_view"}
+    provides = SyncTask.provides | {"global_view", "differentiable"}  # differentiable: SyncDiffusion
 
     def __init__(
         self,

@@ -115,6 +115,7 @@ class WideImage(SyncTask):
     needs = frozenset({"images"})  # the sampler alone: VP and flow-matching models
     provides = SyncTask.provides | {"global_view"}
     window_parallel = True
+    provides = SyncTask.provides | {"differentiable"}  # the base fills it from the backbone (SyncDiffusion)
 
     def __init__(
         self,

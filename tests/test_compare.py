@@ -53,7 +53,8 @@ TINY_CONFIG = {
 STRATEGY_NAME = {"syncmvd": "synctweedies", "multidiffusion_bootstrap": "multidiffusion"}
 # the comparison of each task: the config's SyncSDE and the paper's baselines
 METHODS = {
-    "wide_image": ["syncsde", "independent", "synctweedies", "multidiffusion", "spotdiffusion", "stochsync"],
+    "wide_image": ["syncsde", "independent", "synctweedies", "multidiffusion", "spotdiffusion", "stochsync",
+                   "syncdiffusion"],
     "mask_t2i": ["syncsde", "independent", "synctweedies", "multidiffusion_bootstrap"],
     "ambiguous": ["syncsde", "independent", "synctweedies", "visual_anagrams"],
     "edit": ["syncsde", "independent"],

@@ -136,7 +136,7 @@ def test_bad_settings_say_which_option():
         StochSync(stochasticity=1.5)
     with pytest.raises(InputError, match="choose disjoint or all"):
         StochSync(views="some")
-    with pytest.raises(InputError, match="parallel: samples only"):
+    with pytest.raises(InputError, match="use parallel: samples"):
         WideImage(GaussianBackbone(sample_size=8, scale_factor=1), StochSync(), height=8, width=32, stride=4,
                   parallel="windows")  # fmt: skip
 

@@ -232,9 +232,9 @@ class DiffusersModel(Backbone):
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
-        """Latents → images in [0, 1]: z / scaling_factor + shift_factor (SD3, Flux), then the VAE."""
+        """Latents → images in [0, 1]: z / scaling_factor + shift_factor (SD3, Flux), then the VAE. Differentiable in z
+        (the weights are frozen; the tasks decode under no_grad, SyncDiffusion's gradient through it)."""
         if self.vae is None:
             return super().decode(z)
         cfg = self.vae.config

@@ -11,12 +11,13 @@ from syncsde.strategies.least_squares import LeastSquares
 from syncsde.strategies.mixture import MixtureOfDiffusers
 from syncsde.strategies.spotdiffusion import SpotDiffusion
 from syncsde.strategies.stochsync import StochSync
+from syncsde.strategies.syncdiffusion import SyncDiffusion
 from syncsde.strategies.syncsde import SyncSDE
 from syncsde.strategies.synctweedies import MultiDiffusion, SyncTweedies, VisualAnagrams
 
 __all__ = [
     "Strategy", "Independent", "SyncSDE", "SyncTweedies", "MultiDiffusion", "VisualAnagrams", "MixtureOfDiffusers",
-    "LeastSquares", "DoubleTake", "SpotDiffusion", "StochSync",
+    "LeastSquares", "DoubleTake", "SpotDiffusion", "StochSync", "SyncDiffusion",
 ]
 
 
@@ -80,3 +81,6 @@ method("stochsync", StochSync,
                   "mesh": {"multiview_attention": False, "num_inference_steps": 25},
                   "wide_image": {"num_inference_steps": 25}},
        tasks=("sphere", "mesh", "wide_image"), baseline_for=("sphere", "mesh", "wide_image"))
+method("syncdiffusion", SyncDiffusion,
+       "SyncDiffusion: each window moved down an LPIPS gradient toward an anchor window, then MultiDiffusion "
+       "(BASELINES.md §9)", tasks=("wide_image", "sphere"), baseline_for=("wide_image", "sphere"))
