@@ -144,3 +144,17 @@ def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
     scale = figure.width // (2 * init["width"])
     assert scale >= 1 and figure.width == 2 * init["width"] * scale
     assert figure.height > min(rows["independent"]["num_samples"], 4) * init["height"] * scale
+
+
+def test_every_method_runs_once_per_task():
+    """The config's own SyncSDE is not run a second time under another name: not as "syncsde (paper)" where the
+    config is the faithful update already (ambiguous images, the mesh), nor as the method its preset is (the sphere's
+    preset "global")."""
+    rows = {}
+    for task, name in sync.CONFIGS.items():
+        config = yaml.safe_load((ROOT / "configs/tiny" / name).read_text())
+        rows[task] = list(sync.methods(task, config))
+    assert [m for m in rows["ambiguous"] if m.startswith("syncsde")] == ["syncsde (paper, 1/λ = 5)"]
+    assert "global" not in rows["sphere"] and "syncsde (global, 1/λ = 20)" in rows["sphere"]
+    assert {"syncsde (paper)", "syncdiffusion", "spotdiffusion", "stochsync"} <= set(rows["wide_image"])
+    assert "doubletake" in rows["motion"] and "stochsync" in rows["mesh"] and "least_squares" in rows["sphere"]

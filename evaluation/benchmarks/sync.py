@@ -1,6 +1,7 @@
 """Synchronization benchmark: every method on the same prompts and seeds on the embedded models, one table.
 
-    python -m syncsde.evaluation.benchmarks.sync [--tasks wide_image,motion,mask_t2i,ambiguous] [--samples 32,32,16,16]
+    python -m syncsde.evaluation.benchmarks.sync [--tasks wide_image,motion,mask_t2i,ambiguous,sphere,mesh]
+                                      [--samples 32,32,16,16,4,4]
                                       [--configs configs/tiny] [--output_dir outputs/sync_benchmark] [--readme]
                                       [--figures notebooks/figures]
 
@@ -20,6 +21,7 @@ The figures, per folder:
 - **mask T2I**: of the pixels of the object's colour (named in the object prompt), the share inside the mask
   (0 for a sample that shows no such pixel).
 - **ambiguous images**: the worst reading's CLIP score (each reading against its own prompt).
+- **sphere, mesh**: only the metrics callback's figures (CLIP score) and the cost; look at the figures.
 - the field's own measures (:mod:`syncsde.evaluation.coherence`): Intra-LPIPS and Intra-Style-L of wide images
   (SyncDiffusion's protocol; the network used is named under the table), Visual Anagrams' alignment and concealment of
   ambiguous images, FlowMDM's Peak Jerk and Area Under the Jerk of motion transitions;
@@ -67,9 +69,11 @@ CONFIGS = {
     "motion": "motion.yaml",
     "mask_t2i": "mask_t2i.yaml",
     "ambiguous": "ambiguous.yaml",
+    "sphere": "sphere.yaml",
+    "mesh": "mesh.yaml",
 }
 REFERENCE = {"wide_image": "reference_wide.yaml"}
-DEFAULT_SAMPLES = {"wide_image": 32, "motion": 32, "mask_t2i": 16, "ambiguous": 16}
+DEFAULT_SAMPLES = {"wide_image": 32, "motion": 32, "mask_t2i": 16, "ambiguous": 16, "sphere": 4, "mesh": 4}
 
 
 def syncsde_inv_lambda(config: dict) -> float:
@@ -83,8 +87,11 @@ def syncsde_variants(task: str, config: dict) -> dict[str, list[str]]:
     paper = [STRATEGY, "syncsde.strategies.SyncSDE"] + option("preset", "paper")
     paper += option("inv_lambda", 20.0 if task == "motion" else 5.0)
     paper += {"wide_image": ["--model.init_args.assembly", "overwrite"]}.get(task, [])
-    best = init.get("preset", "paper")
-    return {"syncsde (paper)": paper, f"syncsde ({best}, 1/λ = {syncsde_inv_lambda(config):g})": []}
+    best, lam = init.get("preset", "paper"), syncsde_inv_lambda(config)
+    own = {f"syncsde ({best}, 1/λ = {lam:g})": []}
+    if best == "paper" and lam == (20.0 if task == "motion" else 5.0) and task != "wide_image":
+        return own  # the config is the faithful SyncSDE already
+    return {"syncsde (paper)": paper, **own}
 
 
 def option(name: str, value) -> list[str]:
@@ -130,7 +137,9 @@ def methods(task: str, config: dict, ablation: bool = False) -> dict[str, list[s
         base = [STRATEGY, "syncsde.strategies.SyncSDE"] + option("inv_lambda", syncsde_inv_lambda(config))
         return {name: base + switch for name, switch in ABLATIONS.get(task, {}).items()}
     out = syncsde_variants(task, config)
-    out.update({m: overrides(task, m, config) for m in methods(task) if m != "syncsde"})
+    own = config["model"]["init_args"]["strategy"]["init_args"].get("preset")
+    # every other method, but the one the config's SyncSDE already is (the sphere's preset "global" is a method too)
+    out.update({m: overrides(task, m, config) for m in methods(task) if m not in ("syncsde", own)})
     return out
 
 
@@ -505,7 +514,7 @@ def paired_markdown(rows: dict) -> list[str]:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default=",".join(CONFIGS))
-    ap.add_argument("--samples", default=None, help="per task, comma-separated (default 32,32,16,16)")
+    ap.add_argument("--samples", default=None, help="per task, comma-separated (default 32,32,16,16,4,4)")
     ap.add_argument("--methods", default=None, help="comma-separated folder names (default: every applicable method)")
     ap.add_argument(
         "--configs", default="configs/tiny", help="folder of the task configs (wide.yaml, motion.yaml, ...)"
@@ -564,8 +573,10 @@ def main(argv=None) -> dict:
                 figures[method] = motion_figures(folder)
             elif task == "mask_t2i":
                 figures[method] = mask_figures(folder)
-            else:
+            elif task == "ambiguous":
                 figures[method] = ambiguous_figures(folder, clip)
+            else:  # the sphere, the mesh: the metrics callback's figures and the cost
+                figures[method] = {}
             field, network = field_figures(task, folder, recs, clip)
             figures[method].update(field)
             row = {"num_samples": len(recs), "seconds": float(np.mean([s["seconds"] for s in recs]))}
