@@ -286,8 +286,6 @@ class SyncTask(LightningModule):
         x_T = x_T.to(self.device, self.state_dtype)
         cond, uncond = self.conditioning(batch)
         problem = self.problem(batch).to(self.device, self.state_dtype)  # placed once: nothing moves per step
-        if "differentiable" in self.strategy.needs():
-            problem = replace(problem, differentiable=self.differentiable(cond, uncond, x_T.shape[1]))
         variance = "learned_variance" in self.strategy.uses
         B, N = x_T.shape[:2]
         split = self.window_split(problem)
@@ -310,27 +308,17 @@ class SyncTask(LightningModule):
         def denoise(x: Tensor, step) -> Tensor:  # the sampler's call: this process's trajectories
             return network(x, step, rows)
 
-        if split is None and "denoise" in self.strategy.needs():  # more calls within a step (syncsde.coupling.Denoise)
-            abar = abar_function(self.backbone.scheduler_config())
-            problem = replace(problem, denoise=Denoise(lambda x, step, ks: network(x, step, list(ks)), abar))
+        needs = self.strategy.needs()
+        if split is None and needs & {"denoise", "differentiable"}:  # more network calls within a step (a strategy's)
+            call = lambda x, step, ks: network(x, step, list(ks))  # noqa: E731
+            if "denoise" in needs:
+                problem = replace(problem, denoise=Denoise(call, abar_function(self.backbone.scheduler_config())))
+            if "differentiable" in needs:  # the same call, run by the strategy under torch.enable_grad()
+                problem = replace(problem, differentiable=Differentiable(call, self.backbone.decode))
         schedule = self.schedule(x_T.shape[2:])
         self.split = split
         x0 = sample(denoise, x_T, schedule, self.strategy, problem, generators, self.progress, split)
         return None if x0 is None else x0.float()
-
-    def differentiable(self, cond: Conditioning, uncond: Conditioning | None, N: int) -> Differentiable:
-        """The provision ``differentiable`` for a batch of N trajectories per sample conditioned on ``cond`` and
-        ``uncond`` (rows b·N + j): the backbone's guided ε of any of its trajectories, as the sampler's call computes
-        it, and the backbone's decoder; both differentiable."""
-
-        def eps(x: Tensor, step, trajectories: Sequence[int]) -> Tensor:
-            B, k = x.shape[:2]
-            index = [b * N + j for b in range(B) for j in trajectories]
-            c, u = take_rows(cond, index), None if uncond is None else take_rows(uncond, index)
-            eps = guided_eps(self.backbone, x.flatten(0, 1), step, c, u, self.guidance_scale, self.max_batch)
-            return eps.unflatten(0, (B, k))
-
-        return Differentiable(eps, self.backbone.decode)
 
     def network_calls(self, calls: Sequence[NetworkCall], what: str) -> list[Tensor]:
         """One step's network calls (``what`` names the step), each giving ε of its rows; one after another. A task

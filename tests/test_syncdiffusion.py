@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from syncsde.backbones import StableDiffusion
+from syncsde.backbones.base import guided_eps, take_rows
+from syncsde.coupling import Differentiable
 from syncsde.errors import InputError
 from syncsde.perceptual import clip_network, torchvision_installed
 from syncsde.strategies import MultiDiffusion, SyncDiffusion
@@ -122,7 +124,14 @@ def problem_and_step(sd):
     """The 3-window wide image's problem with the differentiable provision, its states and its first step."""
     task = wide(sd, SyncDiffusion(network="clip"))
     cond, uncond = task.conditioning(BATCH)
-    problem = replace(task.problem(BATCH), differentiable=task.differentiable(cond, uncond, task.n))
+
+    def eps(x, step, trajectories):  # the guided ε of those windows, with gradients (as the task's own call)
+        B, k = x.shape[:2]
+        rows = [b * task.n + j for b in range(B) for j in trajectories]
+        c, u = take_rows(cond, rows), None if uncond is None else take_rows(uncond, rows)
+        return guided_eps(task.backbone, x.flatten(0, 1), step, c, u, task.guidance_scale).unflatten(0, (B, k))
+
+    problem = replace(task.problem(BATCH), differentiable=Differentiable(eps, task.backbone.decode))
     x = task.crops(canvas_noise(seed=2)) + 0.3 * torch.randn(1, 3, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     return task, problem, x, task.schedule(x.shape[2:]).steps[0]
 
