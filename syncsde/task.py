@@ -193,9 +193,13 @@ class SyncTask(LightningModule):
         dtype its network runs in on ``device``, default this module's) and the rows of a network call
         (``window_batch``, ``max_batch``; the data's ``batch_size`` is in each record), as the network's float
         results depend on them."""
+        strategy, task = self.strategy.describe(), self.describe()
+        clash = sorted((strategy.keys() & task.keys()) - {"method"})
+        if clash:  # one value would overwrite the other in the sidecar: a folder that lies about its samples
+            raise ValueError(f"{type(self.strategy).__name__} and the {self.task_name} task both describe {clash}")
         return {
             "task": self.task_name,
-            **self.strategy.describe(),
+            **strategy,
             "steps": self.num_inference_steps,
             "sampler": self.sampler,
             "eta": self.eta,
@@ -205,7 +209,7 @@ class SyncTask(LightningModule):
             **self.backbone.settings(device or self.device),
             "window_batch": self.call_group,
             "max_batch": self.max_batch,
-            **self.describe(),
+            **task,
         }
 
     def validate(self, record: dict) -> None:

@@ -186,5 +186,5 @@ class SpherePanorama(SyncTask):
             "canonical_height": self.canonical_height,
             "init_from_canonical": self.init_from_canonical,
             "assembly": self.assembly,
-            **({"global_view": True} if self.global_view is not None else {}),
+            **({"global_trajectory": True} if self.global_view is not None else {}),
         }

@@ -113,9 +113,9 @@ class WideImage(SyncTask):
 
     task_name = "wide_image"
     needs = frozenset({"images"})  # the sampler alone: VP and flow-matching models
-    provides = SyncTask.provides | {"global_view"}
     window_parallel = True
-    provides = SyncTask.provides | {"differentiable"}  # the base fills it from the backbone (SyncDiffusion)
+    # the base fills "differentiable" from the backbone (SyncDiffusion); the task builds the global view
+    provides = SyncTask.provides | {"global_view", "differentiable"}
 
     def __init__(
         self,
@@ -209,7 +209,7 @@ class WideImage(SyncTask):
             "assembly": self.assembly,
             "canonical_blend": self.canonical_blend,
             "vae_tiling": self.tiling(),
-            **({"global_view": True} if self.global_view is not None else {}),
+            **({"global_trajectory": True} if self.global_view is not None else {}),
         }
 
     def tiling(self) -> dict | str:

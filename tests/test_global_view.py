@@ -64,7 +64,7 @@ def test_the_task_adds_one_global_trajectory_after_the_windows():
     assert x_glob.shape[1] == local.n + 1 and torch.equal(x_glob[:, : local.n], x_local)  # the windows' noise kept
     assert glob.problem(batch).num_trajectories == local.n + 1 and glob.problem(batch).global_view.index == local.n
     assert glob.assemble_latent(glob.trajectories(batch)).shape == (1, 1, 8, 24)
-    assert glob.describe()["global_view"] is True and "global_view" not in local.describe()
+    assert glob.describe()["global_trajectory"] is True and "global_trajectory" not in local.describe()
     # ρ = 0 is no global view at all: the canonical preset's run, bit for bit
     off = tiny_task(SyncSDE(20.0, preset="global", global_view=0.0))
     assert torch.equal(off.trajectories(batch), local.trajectories(batch))
@@ -136,7 +136,7 @@ def test_the_sphere_gets_a_global_view_of_its_canvas():
     view = task.problem([{}]).global_view
     assert view.index == 20 and view.size == (8, 8) and view.canvas == (64, 128)
     out = task.generate(["a sunny day"])[0]
-    assert out.image.shape == (3, 16, 32) and task.describe()["global_view"] is True
+    assert out.image.shape == (3, 16, 32) and task.describe()["global_trajectory"] is True
 
 
 def test_tasks_without_a_global_view_refuse_it_in_one_line():

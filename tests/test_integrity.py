@@ -292,3 +292,33 @@ def test_sidecar_counts_network_evaluations(guidance, batch):
     outputs = task.run(records)
     branches = 2 if guidance != 1.0 else 1
     assert [o.meta["nfe"] for o in outputs] == [3 * task.n * branches] * batch
+
+
+def test_a_strategy_and_its_task_never_describe_the_same_key():
+    """The sidecar merges the strategy's and the task's descriptions: a key both use would keep only one value (the
+    global view's share ρ was overwritten by the task's flag). Every registered method on the tasks it applies to,
+    built on the exact Gaussian model where the task takes it; a clash is refused when the settings are read."""
+    from syncsde.backbones import GaussianBackbone
+    from syncsde.errors import InputError
+    from syncsde.registry import get, names
+    from syncsde.strategies import SyncSDE
+    from syncsde.tasks import SpherePanorama, WideImage
+
+    build = {"wide_image": lambda s: WideImage(GaussianBackbone(sample_size=8), s, height=64, width=128, stride=32),
+             "sphere": lambda s: SpherePanorama(GaussianBackbone(sample_size=8), s, height=32)}  # fmt: skip
+    checked = 0
+    for name in names("method"):
+        method = get("method", name)
+        for task_name in sorted(set(method.tasks or build) & set(build)):
+            try:
+                task = build[task_name](method.strategy(**method.args))
+            except InputError:  # the method does not apply to this task (refused in one line when built)
+                continue
+            strategy, described = task.strategy.describe(), task.describe()
+            assert not (strategy.keys() & described.keys()) - {"method"}, (name, task_name)
+            task.settings()
+            checked += 1
+    assert checked > 10
+    glob = WideImage(GaussianBackbone(sample_size=8), SyncSDE(preset="global", global_view=0.5), height=64, width=128,
+                     stride=32)
+    assert glob.settings()["global_view"] == 0.5 and glob.settings()["global_trajectory"] is True

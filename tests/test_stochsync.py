@@ -44,9 +44,9 @@ def test_no_stochasticity_one_step_x0_and_all_views_is_synctweedies_case_2(task)
                                 guidance_scale=1.0, prompt_prefix="", progress=False)  # fmt: skip
         return sphere.trajectories(BATCH)
 
-    limit = run(StochSync(stochasticity=0.0, ode_steps=0, views="all"))
+    limit = run(StochSync(stochasticity=0.0, ode_steps=0, groups="all"))
     assert torch.equal(limit, run(SyncTweedies(case=2)))
-    assert not torch.allclose(run(StochSync(stochasticity=0.5, ode_steps=0, views="all")), limit)
+    assert not torch.allclose(run(StochSync(stochasticity=0.5, ode_steps=0, groups="all")), limit)
 
 
 def test_multistep_x0_is_the_public_ddim_loop_by_hand():
@@ -135,7 +135,7 @@ def test_bad_settings_say_which_option():
     with pytest.raises(InputError, match="--model.strategy.stochasticity 1.5"):
         StochSync(stochasticity=1.5)
     with pytest.raises(InputError, match="choose disjoint or all"):
-        StochSync(views="some")
+        StochSync(groups="some")
     with pytest.raises(InputError, match="use parallel: samples"):
         WideImage(GaussianBackbone(sample_size=8, scale_factor=1), StochSync(), height=8, width=32, stride=4,
                   parallel="windows")  # fmt: skip

@@ -12,7 +12,7 @@ turn) and z the canonical clean estimate the strategy keeps between steps:
     x_{t'}^i = √ᾱ_{t'} x̂₀^i + √(1−ᾱ_{t'}) ε^i         (t' ≤ 0: ᾱ_{t'} = 1, the clean fused estimate)
 
 r = ``stochasticity``: 1 (StochSync) re-noises the fused estimate with fresh noise as score distillation does; 0 is
-DDIM's own direction, so r = 0, ``ode_steps`` = 0 and ``views`` = all is SyncTweedies case 2 (x̂₀ averaged through
+DDIM's own direction, so r = 0, ``ode_steps`` = 0 and ``groups`` = all is SyncTweedies case 2 (x̂₀ averaged through
 the canonical variable) under the DDIM η = 0 sampler, step for step.
 
 The multi-step x̂₀ is the public code's ``ddim_loop(x_t, t, 0, num_steps=ode_steps)``: the timesteps t, then those of
@@ -44,7 +44,7 @@ class StochSync(Strategy):
         stochasticity; 0: DDIM's direction, SyncTweedies).
     ode_steps: the x̂₀ grid, as the public ``ode_steps`` (25): every step solves the ODE from t to 0 through the
         points of ``linspace(999, 0, ode_steps)`` below t (one network call per point); 0 = Tweedie's x̂₀.
-    views: ``disjoint``: each step fuses one group of views whose canonical footprints do not overlap (groups built
+    groups: ``disjoint``: each step fuses one group of views whose canonical footprints do not overlap (groups built
         greedily in view order, taken in turn); ``all``: every view every step.
     max_overlap: two views go together while the canonical cells they share are at most this share of the smaller
         footprint (a footprint includes the bake's margin of about a view pixel, which touching views share).
@@ -56,17 +56,17 @@ class StochSync(Strategy):
         self,
         stochasticity: float = 1.0,
         ode_steps: NonNegativeInt = 25,
-        views: Literal["disjoint", "all"] = "disjoint",
+        groups: Literal["disjoint", "all"] = "disjoint",
         max_overlap: float = 0.1,
     ):
         if not 0 <= stochasticity <= 1:
             raise InputError(f"--model.strategy.stochasticity {stochasticity}: give a value from 0 to 1")
-        if views not in ("disjoint", "all"):
-            raise InputError(f"--model.strategy.views {views!r}: choose disjoint or all")
+        if groups not in ("disjoint", "all"):
+            raise InputError(f"--model.strategy.groups {groups!r}: choose disjoint or all")
         if not 0 <= max_overlap < 1:
             raise InputError(f"--model.strategy.max_overlap {max_overlap}: give a share from 0 to below 1")
-        self.stochasticity, self.ode_steps, self.views, self.max_overlap = (
-            float(stochasticity), int(ode_steps), views, float(max_overlap)
+        self.stochasticity, self.ode_steps, self.groups, self.max_overlap = (
+            float(stochasticity), int(ode_steps), groups, float(max_overlap)
         )  # fmt: skip
         self._groups: list[list[int]] | None = None  # the view groups of the batch being sampled
         self._z: Tensor | None = None  # its canonical estimate
@@ -78,7 +78,7 @@ class StochSync(Strategy):
         """The trajectories' groups (greedy colouring in trajectory order: a view joins the first group none of whose
         views it overlaps by more than ``max_overlap``)."""
         N = x.shape[1]
-        if self.views == "all":
+        if self.groups == "all":
             return [list(range(N))]
         feet = []
         for i in range(N):  # view i's footprint: where the aggregate of a one on view i alone is non-zero
@@ -153,6 +153,6 @@ class StochSync(Strategy):
             "method": self.name,
             "stochasticity": self.stochasticity,
             "ode_steps": self.ode_steps,
-            "views": self.views,
+            "groups": self.groups,  # not "views": the sphere and mesh tasks describe their views
             "max_overlap": self.max_overlap,
         }
