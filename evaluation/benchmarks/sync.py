@@ -14,8 +14,9 @@ The figures, per folder:
 - **seam ratio**: the mean squared jump across the columns (wide images), frames (motion) or pixel pairs (mask T2I:
   across the mask boundary) where the output switches from one trajectory to another, over the same across all other
   neighbouring columns, frames or pixel pairs. 1 = seamless.
-- **coherence** (wide images): the spread of block statistics — the variance of the mean colours of stride-wide blocks
-  within each native-size crop of the canvas — over the same in plain single-window samples of the same prompts
+- **coherence** (wide images): the spread of block statistics — the variance of the mean colours of blocks as wide as
+  the config's stride, whatever the method's, within each native-size crop of the canvas — over the same in plain
+  single-window samples of the same prompts
   (the reference run). 1 = as coherent as one image; bands of differently coloured blocks raise it.
 - **motion**: seam/inside joint acceleration (:func:`acceleration_ratio`).
 - **mask T2I**: of the pixels of the object's colour (named in the object prompt), the share inside the mask
@@ -279,7 +280,9 @@ def sample_ids(recs: list[dict]) -> list[tuple]:
     return [(s.get("seed"), s["sample_id"]) for s in recs]
 
 
-def wide_figures(folder: Path, reference: Path | None) -> dict[str, Figure]:
+def wide_figures(folder: Path, reference: Path | None, block: int | None = None) -> dict[str, Figure]:
+    """Seam ratio and coherence; ``block``: the coherence's block width (default the folder's stride; the benchmark
+    gives every method the config's, as SpotDiffusion's stride is a whole window: one block per crop)."""
     recs = samples(folder)
     ids = sample_ids(recs)
     images = torch.stack([load_image(folder / s["files"]["image"]) for s in recs])
@@ -290,7 +293,7 @@ def wide_figures(folder: Path, reference: Path | None) -> dict[str, Figure]:
     out = {"seam_ratio": Figure(ids, jumps.numpy(), lambda j: seam_ratio(torch.from_numpy(j).mean(0), seams))}
     if reference is not None:
         plain = torch.stack([load_image(reference / s["files"]["image"]) for s in samples(reference)])
-        native, block = s0["height"], s0["stride"]
+        native, block = s0["height"], block or s0["stride"]
         crops = images.unfold(-1, native, block).permute(0, 3, 1, 2, 4)  # (N, crops, 3, H, native): every crop
         plain_spread = block_spread(plain, block)
         out["coherence"] = Figure(ids, np.array([block_spread(c, block) / plain_spread for c in crops]))
@@ -568,7 +571,7 @@ def main(argv=None) -> dict:
                 None,
             ) or "syncsde:tiny-clip"
             if task == "wide_image":
-                figures[method] = wide_figures(folder, reference)
+                figures[method] = wide_figures(folder, reference, config["model"]["init_args"].get("stride"))
             elif task == "motion":
                 figures[method] = motion_figures(folder)
             elif task == "mask_t2i":
