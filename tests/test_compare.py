@@ -28,7 +28,8 @@ def test_compare_wide_methods(tmp_path, tiny_sd_dir):
     md = json.loads((out / "multidiffusion" / "00000.json").read_text())
     assert md["method"] == "multidiffusion" and md["stride"] == 8  # window/8 for this 64 px backbone
     grid = Image.open(out / "grid.png")
-    assert grid.size == (5 * 128 * 3, 26 + 2 * 64 * 3)  # upscaled 3x to rows of at least 192 px, a label row on top
+    columns = len(methods("wide_image"))  # one per method
+    assert grid.size == (columns * 128 * 3, 26 + 2 * 64 * 3)  # upscaled 3x to rows of at least 192 px, labels on top
     assert len(grid.crop((0, 0, grid.width, 26)).getcolors()) > 1  # the labels are drawn in their own row
     main(["--config", str(path), "--output_dir", str(out), "--methods", "syncsde"])  # re-run: samples skipped
     with pytest.raises(InputError, match="does not apply"):
