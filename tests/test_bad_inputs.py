@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from syncsde.cli import main
 from syncsde.lightning_cli import load_yaml
