@@ -26,8 +26,9 @@ from syncsde.registry import register
 @register("backbone", "sd3")
 class StableDiffusion3(FlowMatchingBackbone):
     """Args: model (default ``stabilityai/stable-diffusion-3-medium-diffusers``; SD3.5 works the same way),
-    dtype ("auto": float16 on CUDA), max_sequence_length (T5 tokens, 256 as the pipeline), variant (``fp16``: the
-    ``*.fp16.safetensors`` weights, as diffusers)."""
+    dtype ("auto": float16 on CUDA), max_sequence_length (T5 tokens; None: 256 as the pipeline, or fewer where the
+    model's T5 tokenizer reads fewer — ``syncsde:tiny-flow``'s 32, which it was trained with), variant (``fp16``:
+    the ``*.fp16.safetensors`` weights, as diffusers)."""
 
     family = "sd3"
     recorded = ("variant", "max_sequence_length")
@@ -47,13 +48,16 @@ class StableDiffusion3(FlowMatchingBackbone):
         self,
         model: str = "stabilityai/stable-diffusion-3-medium-diffusers",
         dtype: str = "auto",
-        max_sequence_length: PositiveInt = 256,
+        max_sequence_length: PositiveInt | None = None,
         variant: str | None = None,
     ):
         super().__init__(model, dtype, variant)
         cfg = self.transformer.config
         self.channels, self.sample_size, self.patch_size = cfg.in_channels, cfg.sample_size, cfg.patch_size
         self.scale_factor = self.vae_scale_factor
+        if max_sequence_length is None:
+            limit = getattr(self.tokenizer_3, "model_max_length", 256) if self.tokenizer_3 is not None else 256
+            max_sequence_length = min(256, limit)
         self.max_sequence_length = max_sequence_length
 
     @torch.no_grad()

@@ -107,6 +107,55 @@ def ldm_unet(latent_channels: int = 4, widths: tuple[int, int, int] = (48, 96, 1
     )
 
 
+def text_encoder_with_projection(projection_dim: int = TEXT_HIDDEN):
+    """The CLIP text encoder with a projection of its pooled output (SD3's ``CLIPTextModelWithProjection``)."""
+    from transformers import CLIPTextModelWithProjection
+
+    config = text_config()
+    config.projection_dim = projection_dim
+    return CLIPTextModelWithProjection(config)
+
+
+def t5_encoder(d_model: int = 2 * TEXT_HIDDEN):
+    """A small ``T5EncoderModel`` over the word tokenizer (SD3's third text encoder)."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=len(SPECIALS) + len(vocabulary()),
+        d_model=d_model,
+        d_kv=d_model // 4,
+        d_ff=2 * d_model,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=16,
+        pad_token_id=0,
+        eos_token_id=3,
+        decoder_start_token_id=0,
+    )
+    return T5EncoderModel(config)
+
+
+def flow_transformer(latent_channels: int = 4, width: int = 128, layers: int = 6):
+    """The MMDiT of ``syncsde:tiny-flow`` (SD3's ``SD3Transformer2DModel``): 2×2 patches on the 16×16 latents (64
+    image tokens), ``width`` channels in heads of 32, joint attention with the 64 text tokens (two CLIPs side by side,
+    then T5), pooled projection of both CLIPs' pooled outputs. Position embeddings cover 32 patches a side."""
+    from diffusers import SD3Transformer2DModel
+
+    return SD3Transformer2DModel(
+        sample_size=LATENT_SIZE,
+        patch_size=2,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        num_layers=layers,
+        attention_head_dim=32,
+        num_attention_heads=width // 32,
+        joint_attention_dim=2 * TEXT_HIDDEN,
+        caption_projection_dim=width,
+        pooled_projection_dim=2 * TEXT_HIDDEN,
+        pos_embed_max_size=32,
+    )
+
+
 def clip_model():
     from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
 
@@ -147,6 +196,44 @@ def save_ldm(folder: Path, unet, text_encoder, tokenizer, vae) -> Path:
         "requires_safety_checker": False,
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return folder
+
+
+FLOW_SCHEDULER = {"shift": 1.0}  # FlowMatchEulerDiscreteScheduler: 64 image tokens need no shift (SD3's 3.0: 4096)
+
+
+def save_flow(folder: Path, transformer, text_encoders, tokenizer, vae) -> Path:
+    """Save in Stable Diffusion 3's diffusers layout (``StableDiffusion3Pipeline.save_pretrained``): transformer/,
+    vae/ (tiny-ldm's autoencoder, ``shift_factor`` 0 written out, which SD3's pipeline reads), text_encoder/,
+    text_encoder_2/, text_encoder_3/, their tokenizer/, tokenizer_2/, tokenizer_3/ (the same word tokenizer),
+    scheduler/. The transformer is stored in float16, as tiny-ldm's UNet. Written beside ``folder``, then renamed
+    over it."""
+    import os
+    import shutil
+
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    folder = Path(folder)
+    tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    vae = copy.deepcopy(vae).half()
+    vae.register_to_config(shift_factor=0.0)
+    te1, te2, te3 = text_encoders
+    StableDiffusion3Pipeline(
+        transformer=copy.deepcopy(transformer).half(),
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLOW_SCHEDULER),
+        vae=vae,
+        text_encoder=te1,
+        tokenizer=tokenizer,
+        text_encoder_2=te2,
+        tokenizer_2=tokenizer,
+        text_encoder_3=te3,
+        tokenizer_3=tokenizer,
+    ).save_pretrained(tmp)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
     return folder
 
 

@@ -4,6 +4,8 @@
     syncsde fit --config configs/tiny/train_ldm.yaml      # 2. its text-conditioned latent UNet and text encoder
     syncsde fit --config configs/tiny/train_decoder.yaml  # 3. the exported pipeline's decoder again (GAN loss)
     syncsde fit --config configs/tiny/train_clip.yaml     #    tiny CLIP (contrastive, same data; independent of 1-3)
+    syncsde fit --config configs/tiny/train_flow.yaml     #    tiny-flow: an SD3-style rectified-flow MMDiT on tiny-ldm's
+                                                          #    autoencoder (after 1-3)
 
 Data is the procedural scene stream (syncsde.tiny.scenes), deterministic from the seed; held-out captions are
 never seen. At the end of training the (EMA) weights are exported in diffusers / transformers layout to
@@ -412,3 +414,94 @@ class TinyCLIPTraining(_Recipe):
 
     def export(self, folder: Path) -> Path:
         return M.save_clip(folder, self.clip, self.tokenizer)
+
+
+class TinyFlowTraining(_Recipe):
+    """Rectified-flow training of ``syncsde:tiny-flow`` (Stable Diffusion 3's objective, Esser et al. 2024): an MMDiT
+    (``SD3Transformer2DModel``) and its three text encoders, jointly, on the latents of tiny-ldm's frozen autoencoder.
+    x_σ = (1 − σ) z₀ + σ ε, the network predicts v = ε − z₀ (plain MSE), σ drawn logit-normal (SD3's default
+    density) and moved by the scheduler's ``shift``; captions dropped to "" for classifier-free guidance. Prompts are
+    encoded by diffusers' own ``StableDiffusion3Pipeline.encode_prompt`` on the modules being trained, so the exported
+    folder samples exactly as it was trained: two CLIP text encoders (penultimate layer, side by side; both start
+    from tiny-ldm's trained encoder) and a small T5, ``MAX_TOKENS`` tokens each.
+
+    Args: pipeline (the tiny-ldm folder whose ``vae/`` and ``text_encoder/`` are read), width and layers (of the
+    transformer), lr, warmup_steps, lr_decay, caption_dropout, logit_mean, logit_std (the σ density), export_dir.
+    """
+
+    def __init__(
+        self,
+        pipeline: str = str(EMBEDDED / "tiny-ldm"),
+        width: PositiveInt = 128,
+        layers: PositiveInt = 8,
+        lr: PositiveFloat = 5e-4,
+        warmup_steps: NonNegativeInt = 200,
+        lr_decay: Literal["constant", "cosine"] = "cosine",
+        caption_dropout: ClosedUnitInterval = 0.1,
+        logit_mean: float = 0.0,
+        logit_std: PositiveFloat = 1.0,
+        export_dir: str | None = str(EMBEDDED / "tiny-flow"),
+    ):
+        super().__init__(lr, warmup_steps, export_dir, lr_decay)
+        from transformers import CLIPTextModel
+
+        self.vae = load_vae(str(Path(pipeline) / "vae"), "configs/tiny/train_decoder.yaml")
+        self.vae.requires_grad_(False).eval()
+        self.transformer = M.flow_transformer(self.vae.config.latent_channels, width, layers)
+        trained = CLIPTextModel.from_pretrained(Path(pipeline) / "text_encoder", local_files_only=True)
+        self.text_encoder, self.text_encoder_2 = M.text_encoder_with_projection(), M.text_encoder_with_projection()
+        for encoder in (self.text_encoder, self.text_encoder_2):
+            encoder.text_model.load_state_dict(trained.state_dict())  # all but the new projection
+        self.text_encoder_3 = M.t5_encoder()
+        self.caption_dropout, self.logit_mean, self.logit_std = caption_dropout, float(logit_mean), float(logit_std)
+        self.shift = M.FLOW_SCHEDULER["shift"]
+
+    def trainable(self):
+        modules = (self.transformer, self.text_encoder, self.text_encoder_2, self.text_encoder_3)
+        return [p for m in modules for p in m.parameters()]
+
+    def on_fit_start(self):
+        self.vae.to(memory_format=torch.channels_last)  # the only convolutions
+
+    def encode(self, captions):
+        """(prompt_embeds, pooled_prompt_embeds) by diffusers' SD3 pipeline on the modules being trained."""
+        from diffusers import StableDiffusion3Pipeline
+
+        pipe = StableDiffusion3Pipeline(
+            transformer=self.transformer, scheduler=None, vae=self.vae,
+            text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+            text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer,
+            text_encoder_3=self.text_encoder_3, tokenizer_3=self.tokenizer,
+        )  # fmt: skip
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            prompt=list(captions), prompt_2=None, prompt_3=None, device=self.device,
+            do_classifier_free_guidance=False, max_sequence_length=M.MAX_TOKENS,
+        )  # fmt: skip
+        return embeds, pooled
+
+    def training_step(self, batch, batch_idx):
+        images, captions = batch["images"], batch["captions"]
+        g = self.generator()
+        drop = torch.rand(len(captions), generator=g) < self.caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop)]
+        with torch.no_grad():
+            self.vae.eval()
+            posterior = self.vae.encode(images.to(self.device) * 2 - 1).latent_dist
+            z0 = posterior.sample(generator=g) * self.vae.config.scaling_factor
+        noise = torch.randn(z0.shape, generator=g).to(z0)
+        u = torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(len(z0), generator=g)).to(z0)
+        sigma = self.shift * u / (1 + (self.shift - 1) * u)
+        s = sigma.view(-1, 1, 1, 1)
+        x = (1 - s) * z0 + s * noise
+        embeds, pooled = self.encode(captions)
+        v = self.transformer(
+            hidden_states=x, timestep=sigma * 1000, encoder_hidden_states=embeds, pooled_projections=pooled,
+            return_dict=False,
+        )[0]  # fmt: skip
+        loss = F.mse_loss(v, noise - z0)
+        self.log("loss", loss, prog_bar=True)
+        return loss
+
+    def export(self, folder: Path) -> Path:
+        encoders = (self.text_encoder, self.text_encoder_2, self.text_encoder_3)
+        return M.save_flow(folder, self.transformer, encoders, self.tokenizer, self.vae)
