@@ -4,8 +4,7 @@
     syncsde fit --config configs/tiny/train_ldm.yaml      # 2. its text-conditioned latent UNet and text encoder
     syncsde fit --config configs/tiny/train_decoder.yaml  # 3. the exported pipeline's decoder again (GAN loss)
     syncsde fit --config configs/tiny/train_clip.yaml     #    tiny CLIP (contrastive, same data; independent of 1-3)
-    syncsde fit --config configs/tiny/train_flow.yaml     #    tiny-flow: an SD3-style rectified-flow MMDiT on tiny-ldm's
-                                                          #    autoencoder (after 1-3)
+    syncsde fit --config configs/tiny/train_flow.yaml     #    tiny-flow: SD3-style rectified flow (after 1-3)
 
 Data is the procedural scene stream (syncsde.tiny.scenes), deterministic from the seed; held-out captions are
 never seen. At the end of training the (EMA) weights are exported in diffusers / transformers layout to
