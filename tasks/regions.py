@@ -58,7 +58,6 @@ class RegionTextToImage(MaskTextToImage):
     (:class:`syncsde.data.RegionPromptDataModule`). ``save_trajectories`` saves the decoded background and regions."""
 
     task_name = "regions"
-    needs = frozenset({"images", "vp_schedule"})
 
     def __init__(
         self,

@@ -54,6 +54,7 @@ class SpherePanorama(SyncTask):
     """
 
     task_name = "sphere"
+    needs = frozenset({"images"})  # the sampler alone: VP and flow-matching models (SYNCSDE.md §6.7)
     provides = SyncTask.provides | {"global_view", "differentiable"}  # differentiable: SyncDiffusion
 
     def __init__(

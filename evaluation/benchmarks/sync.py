@@ -54,6 +54,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -131,7 +132,9 @@ ABLATIONS = {
 }
 
 
-def methods(task: str, config: dict, ablation: bool = False) -> dict[str, list[str]]:
+def methods(task: str, config: dict, ablation: bool = False, inv_lambdas: Sequence[float] = ()) -> dict[str, list[str]]:
+    """The rows of a task: the SyncSDE variants and every other method, or the ablation's; ``inv_lambdas`` adds the
+    config's SyncSDE at each of those 1/λ (how the flow configs' 1/λ was chosen)."""
     from syncsde.evaluation.compare import methods, overrides
 
     if ablation:
@@ -139,6 +142,8 @@ def methods(task: str, config: dict, ablation: bool = False) -> dict[str, list[s
         return {name: base + switch for name, switch in ABLATIONS.get(task, {}).items()}
     out = syncsde_variants(task, config)
     own = config["model"]["init_args"]["strategy"]["init_args"].get("preset")
+    for lam in inv_lambdas:
+        out.setdefault(f"syncsde ({own or 'paper'}, 1/λ = {lam:g})", option("inv_lambda", lam))
     # every other method, but the one the config's SyncSDE already is (the sphere's preset "global" is a method too)
     out.update({m: overrides(task, m, config) for m in methods(task) if m not in ("syncsde", own)})
     return out
@@ -436,7 +441,7 @@ COLUMNS = {
 BETTER = {
     "object_in_mask": 1, "worst_reading_clip": 1, "intra_lpips": -1, "intra_style": -1, "alignment": 1,
     "concealment": 1, "peak_jerk": -1, "auj": -1, "fid": -1, "kid": -1, "clip_score": 1, "seconds": -1, "nfe": -1,
-}
+}  # fmt: skip
 
 
 def best_line(rows: dict, keys: list[str]) -> str:
@@ -525,15 +530,21 @@ def main(argv=None) -> dict:
     ap.add_argument("--output_dir", default="outputs/sync_benchmark")
     ap.add_argument("--name", default=None, help="results name (default sync_benchmark, or sync_ablation)")
     ap.add_argument("--ablation", action="store_true", help="SyncSDE variants one option at a time (wide, motion)")
+    ap.add_argument("--inv_lambdas", default="", help="comma-separated 1/λ: the config's SyncSDE at each, as more rows")
     ap.add_argument("--readme", action="store_true", help="write the table into the README")
     ap.add_argument(
-        "--figures", default=None, help="save a grid of 4 samples of every method per task to DIR/tiny_<task>_methods.png"
+        "--figures",
+        default=None,
+        help="save a grid of 4 samples of every method per task to DIR/<prefix>_<task>_methods.png",
     )
+    ap.add_argument("--figure_prefix", default="tiny", help="the figures' file name prefix (default tiny)")
     args, rest = ap.parse_known_args(argv)
     tasks = args.tasks.split(",")
     unknown = [t for t in tasks if t not in CONFIGS]
     if unknown:
-        raise SystemExit(f"syncsde.evaluation.benchmarks.sync: unknown task(s) {unknown}; choose from {', '.join(CONFIGS)}")
+        raise SystemExit(
+            f"syncsde.evaluation.benchmarks.sync: unknown task(s) {unknown}; choose from {', '.join(CONFIGS)}"
+        )
     counts = dict(zip(tasks, map(int, args.samples.split(",")))) if args.samples else DEFAULT_SAMPLES
     from syncsde.evaluation.evaluate import evaluate_folder
 
@@ -553,7 +564,8 @@ def main(argv=None) -> dict:
                 + ["--output_dir", str(reference), *rest]
             )
             metrics_reference = ["--trainer.callbacks.init_args.reference", str(reference)]
-        chosen = methods(task, config, args.ablation)
+        inv_lambdas = [float(v) for v in args.inv_lambdas.split(",") if v]
+        chosen = methods(task, config, args.ablation, inv_lambdas)
         if args.methods:
             chosen = {m: v for m, v in chosen.items() if slug(m) in args.methods.split(",")}
         results[task], folders, figures = {}, {}, {}
@@ -566,10 +578,17 @@ def main(argv=None) -> dict:
             if has_metrics(config):  # every sample in the folder (an earlier run's too), by today's metrics code
                 evaluate_folder(folder, reference=None if reference is None else str(reference))
             recs = samples(folder)
-            clip = next(
-                (c["init_args"].get("clip_model") for c in config["trainer"].get("callbacks") or [] if "init_args" in c),
-                None,
-            ) or "syncsde:tiny-clip"
+            clip = (
+                next(
+                    (
+                        c["init_args"].get("clip_model")
+                        for c in config["trainer"].get("callbacks") or []
+                        if "init_args" in c
+                    ),
+                    None,
+                )
+                or "syncsde:tiny-clip"
+            )
             if task == "wide_image":
                 figures[method] = wide_figures(folder, reference, config["model"]["init_args"].get("stride"))
             elif task == "motion":
@@ -603,7 +622,9 @@ def main(argv=None) -> dict:
 
             labels = {m.replace("λ", "lambda"): f for m, f in folders.items()}  # PIL's default font has no Greek
             name = {"wide_image": "wide"}.get(task, task)
-            save_png(Path(args.figures) / f"tiny_{name}_methods.png", grid(labels, min_height=96, rows=4))
+            save_png(
+                Path(args.figures) / f"{args.figure_prefix}_{name}_methods.png", grid(labels, min_height=96, rows=4)
+            )
     markdown = to_markdown(results)
     print(markdown)
     from syncsde.io import save_json
