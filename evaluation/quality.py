@@ -1,10 +1,13 @@
-"""The model card of the embedded latent diffusion model, measured with the embedded tiny CLIP:
+"""The model card of an embedded generator (``syncsde:tiny-ldm``, ``syncsde:tiny-flow``), measured with the embedded
+tiny CLIP:
 
-    python -m syncsde.evaluation.quality [--num 400] [--steps 50] [--samplers ddim ddpm] [--guidance 2 3] [--dry-run]
+    python -m syncsde.evaluation.quality [--model syncsde:tiny-ldm] [--num 400] [--steps 50] [--samplers ddim ddpm]
+                                         [--guidance 2 3] [--dry-run]
 
 1. ``--num`` images are generated with each sampler at each guidance scale (plain sampling, no synchronization)
    from captions of the held-out split, which training never saw. The embedded configs sample with DDIM (η = 0) at
-   CFG 3; guidance trades sample diversity for prompt fidelity, and a stochastic sampler (DDPM) corrects some of a
+   CFG 3 (a flow-matching model: its Euler steps, which are DDIM in VP coordinates; it has no DDPM sampler);
+   guidance trades sample diversity for prompt fidelity, and a stochastic sampler (DDPM) corrects some of a
    small model's errors on the way, so the card lists each setting rather than one.
 2. Retrieval: for each image the tiny CLIP picks one caption among 10 (its own + 9 other held-out captions); top-1
    accuracy is reported for the generated images and, as a reference, for procedural renders of the same captions.
@@ -14,9 +17,9 @@
    did, generated images and renders each against renders of *other* held-out captions (a looser floor: caption
    sampling dominates it at this size).
 
-The table goes to the README (``syncsde.evaluation.benchmarks.readme.write_result``, block ``tiny_ldm_quality``) and a sample
-grid — procedural renders of held-out captions above the images generated from them in each setting — to
-``notebooks/figures/tiny_ldm_samples.png``; ``--dry-run`` only prints.
+The table goes to the docs (``syncsde.evaluation.benchmarks.readme.write_result``, block ``<name>_quality``, name
+``tiny_ldm`` or ``tiny_flow``) and a sample grid — procedural renders of held-out captions above the images generated
+from them in each setting — to ``notebooks/figures/<name>_samples.png``; ``--dry-run`` only prints.
 """
 
 from __future__ import annotations
@@ -31,14 +34,22 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from syncsde.backbones import StableDiffusion
+from syncsde.backbones.diffusers import load_backbone
 from syncsde.cli import quiet
 from syncsde.evaluation.features import CLIPEmbedder
 from syncsde.tasks import TextToImage
 from syncsde.tiny import scenes
 
-FIGURE = Path(__file__).resolve().parents[1] / "notebooks" / "figures" / "tiny_ldm_samples.png"
-RESULT = "tiny_ldm_quality"
+FIGURES = Path(__file__).resolve().parents[1] / "notebooks" / "figures"
+
+
+def card_name(model: str) -> str:
+    """``syncsde:tiny-flow`` → ``tiny_flow``: the name of the card's docs block and figure."""
+    return model.removeprefix("syncsde:").replace("-", "_").replace("/", "_")
+
+
+def sampler_label(sampler: str, backbone) -> str:
+    return "Euler" if sampler == "ddim" and backbone.prediction_type == "flow" else sampler.upper()
 
 
 def retrieval_accuracy(
@@ -103,7 +114,9 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num", type=int, default=400, help="generated images per setting (and per render set)")
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--samplers", nargs="+", choices=["ddim", "ddpm"], default=["ddim", "ddpm"])
+    ap.add_argument(
+        "--samplers", nargs="+", choices=["ddim", "ddpm"], default=None, help="default: ddim ddpm (flow models: ddim)"
+    )
     ap.add_argument("--guidance", type=float, nargs="+", default=[2.0, 3.0], help="CFG scales")
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--figure_samples", type=int, default=8, help="columns of the sample grid")
@@ -117,7 +130,9 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(0)
     picked = [pool[i] for i in rng.integers(0, len(pool), args.num)]
     captions, pool = [s.caption for s in picked], [s.caption for s in pool]
-    backbone = StableDiffusion(args.model)
+    backbone = load_backbone(args.model)
+    flow = backbone.prediction_type == "flow"
+    samplers = args.samplers or (["ddim"] if flow else ["ddim", "ddpm"])
     real_a = renders(picked, 1001)  # the same captions as the generated images
     real_b = renders(picked, 1002)  # the same captions again, other random details: the floor
     other = torch.from_numpy(scenes.batch(1003, 0, args.num, held_out=True)[0])  # other held-out captions
@@ -137,7 +152,7 @@ def main(argv=None) -> dict:
         "settings": {},
     }
     rows = [real_a[: args.figure_samples]]
-    for sampler, guidance in itertools.product(args.samplers, args.guidance):
+    for sampler, guidance in itertools.product(samplers, args.guidance):
         generated, seconds = generate(backbone, captions, args.steps, guidance, args.batch, sampler)
         rows.append(generated[: args.figure_samples])
         r = {
@@ -147,7 +162,7 @@ def main(argv=None) -> dict:
             "fid_generated_vs_other_captions": fid(other, generated, clip),
         }
         r["fid_ratio_to_floor"] = r["fid_generated_vs_real"] / results["fid_real_vs_real"]
-        results["settings"][f"{sampler.upper()}, CFG {guidance:g}"] = r
+        results["settings"][f"{sampler_label(sampler, backbone)}, CFG {guidance:g}"] = r
     for k, v in results.items():
         if k != "settings":
             print(f"{k:<34} {v:.4f}" if isinstance(v, float) else f"{k:<34} {v}")
@@ -157,13 +172,15 @@ def main(argv=None) -> dict:
         from syncsde.evaluation.benchmarks.readme import write_result
         from syncsde.io import save_png
 
-        save_png(FIGURE, sample_grid(rows))
-        write_result(RESULT, markdown(results, captions[: args.figure_samples]), results)
-        print(f"wrote {FIGURE} and the README block {RESULT}")
+        name = card_name(args.model)
+        figure = FIGURES / f"{name}_samples.png"
+        save_png(figure, sample_grid(rows))
+        write_result(f"{name}_quality", markdown(results, captions[: args.figure_samples], figure.name), results)
+        print(f"wrote {figure} and the docs block {name}_quality")
     return results
 
 
-def markdown(r: dict, captions: list[str]) -> str:
+def markdown(r: dict, captions: list[str], figure: str) -> str:
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     by = r["settings"]
     row = lambda name, cells, target="": f"| {name} | " + " | ".join(cells) + f" | {target} |"  # noqa: E731
@@ -174,7 +191,7 @@ def markdown(r: dict, captions: list[str]) -> str:
         [
             f"Measured by `python -m syncsde.evaluation.quality`: {r['num_images']} images from held-out captions in each "
             f"setting (sampler, classifier-free guidance scale), {r['steps']} steps, features and retrieval by "
-            f"`{r['feature_network']}`. The embedded configs sample with DDIM at CFG 3.",
+            f"`{r['feature_network']}`. The embedded configs sample with {next(iter(by)).split(',')[0]} at CFG 3.",
             "",
             "| measure | " + " | ".join(by) + " | target |",
             "|---|" + "---|" * (len(by) + 1),
@@ -209,7 +226,7 @@ def markdown(r: dict, captions: list[str]) -> str:
             ),
             "",
             "![procedural renders (top) and generated images in each setting (rows below) of held-out captions]"
-            "(notebooks/figures/tiny_ldm_samples.png)",
+            f"(notebooks/figures/{figure})",
             "",
             "Top row rendered, then one row per setting (" + "; ".join(by) + "), left to right:",
             "",

@@ -301,7 +301,7 @@ def test_model_card_measures_each_sampler_and_guidance_scale(monkeypatch, capsys
     for g in r["settings"].values():
         assert 0 <= g["retrieval_top1_of_10_generated"] <= 1 and g["fid_generated_vs_real"] > r["fid_real_vs_real"]
         assert g["fid_ratio_to_floor"] == pytest.approx(g["fid_generated_vs_real"] / r["fid_real_vs_real"])
-    table = quality.markdown(r, ["a", "b"]).splitlines()
+    table = quality.markdown(r, ["a", "b"], "tiny_ldm_samples.png").splitlines()
     header = next(line for line in table if line.startswith("| measure"))
     assert header == "| measure | DDIM, CFG 1 | DDIM, CFG 3 | DDPM, CFG 1 | DDPM, CFG 3 | target |"
     assert all(line.count("|") == header.count("|") for line in table if line.startswith("| "))

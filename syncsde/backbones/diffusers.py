@@ -160,6 +160,15 @@ def checkpoint_family(index: dict) -> str:
     return next((family for prefix, family in FAMILIES.items() if pipeline.startswith(prefix)), "unet")
 
 
+def load_backbone(model: str, **options) -> "DiffusersModel":
+    """The backbone for a diffusers folder or hub id, of the class its ``model_index.json`` names (SD, SDXL, SD3,
+    Flux), with ``options`` (dtype, variant, ...)."""
+    import syncsde.backbones as backbones
+
+    family = checkpoint_family(read_index(resolve_model(model)))
+    return getattr(backbones, BACKBONES[family])(model, **options)
+
+
 class DiffusersModel(Backbone):
     """What every backbone on a diffusers folder shares: loading its ``components`` (after checking that the folder
     is of this backbone's ``family``), the dtype choice, and the VAE between images and latents.
@@ -182,10 +191,7 @@ class DiffusersModel(Backbone):
     def __init__(self, model: str, dtype: str = "auto", variant: str | None = None):
         super().__init__()
         if dtype != "auto" and dtype not in DTYPES:
-            raise InputError(
-                f"--model.backbone.dtype {dtype!r}: give 'auto' or one of "
-                f"{', '.join(sorted(DTYPES))}"
-            )
+            raise InputError(f"--model.backbone.dtype {dtype!r}: give 'auto' or one of {', '.join(sorted(DTYPES))}")
         self.name = model
         self.requested_dtype, self.variant = dtype, variant
         folder = resolve_model(model, variant=variant)
@@ -419,7 +425,10 @@ def resolve_single(model: str, what: str, variant: str | None = None) -> Path:
         return Path(
             snapshot_download(
                 model,
-                allow_patterns=["config.json", f"diffusion_pytorch_model{'.' + variant if variant else ''}.safetensors"],
+                allow_patterns=[
+                    "config.json",
+                    f"diffusion_pytorch_model{'.' + variant if variant else ''}.safetensors",
+                ],
                 etag_timeout=10,
             )
         )
@@ -475,8 +484,7 @@ class ControlNet:
     ):
         if scale_schedule not in SCALE_SCHEDULES:
             raise InputError(
-                f"--model.backbone.scale_schedule {scale_schedule!r}: choose one of "
-                f"{', '.join(SCALE_SCHEDULES)}"
+                f"--model.backbone.scale_schedule {scale_schedule!r}: choose one of {', '.join(SCALE_SCHEDULES)}"
             )
         # both models are looked for before either is loaded, so that one line names all that is missing
         option = "--model.backbone.controlnet"
