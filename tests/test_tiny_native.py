@@ -98,3 +98,19 @@ def test_controlnet_refusal_names_the_family(native, tmp_path):
     ):
         with pytest.raises(ModelNotFoundError, match=f"{cls.__name__} needs {title} \\('.*{base}'\\) and its ControlNet"):
             cls(str(native / base), str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("config", ["regions_sd3", "canvas_sd3", "sphere_sd3"])
+def test_sd3_configs_of_the_other_tasks_run_as_shipped_on_the_tiny_folder(native, config, tmp_path, monkeypatch):
+    """Regions, 2-D canvases and the sphere on SD3 (flow matching), at the native 1024 px, 1 step, one prompt."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / config
+    main(
+        ["predict", "--config", f"configs/{config}.yaml", "--model.backbone.model", str(native / "sd3")]
+        + ["--model.num_inference_steps", "1", "--trainer.enable_progress_bar=false", "--output_dir", str(out)]
+        + ([] if config == "regions_sd3" else ["--data.init_args.prompts=[a red sky]"])
+    )
+    side = json.loads((out / "00000.json").read_text())
+    assert side["backbone"] == str(native / "sd3") and side["max_sequence_length"] == 256
+    size = {"regions_sd3": (1024, 1024), "canvas_sd3": (2048, 2048), "sphere_sd3": (2048, 1024)}[config]
+    assert Image.open(out / side["files"]["image"]).size == size
