@@ -17,6 +17,9 @@ probabilities): the recorder reads the query and key each watched layer computes
 ``chunk_elements`` of them at once. Running means keep memory constant in the number of steps (the reference
 implementation stores every step's 4096×4096 map); what remains is the running sum of the self-attention itself
 (r⁴ floats per sample: 64 MiB at 64²). ``python -m syncsde.evaluation.benchmarks.edit_memory`` measures the peak.
+
+A :class:`JointAttentionRecorder` gathers the same two statistics from an SD3 MMDiT's joint attention (SYNCSDE.md
+§6.2.1): image-to-text for the word's map, image-to-image for the smoothing, over every joint block.
 """
 
 from __future__ import annotations
@@ -122,6 +125,97 @@ class AttentionRecorder:
         return (self.cross_sum[:, 0] / self.steps).clamp(0, 1), self.self_sum / self.steps
 
 
+class JointAttentionRecorder:
+    """The edit mask's statistics from an SD3 MMDiT (``SD3Transformer2DModel``; SYNCSDE.md §6.2.1), with
+    :class:`AttentionRecorder`'s interface (``begin_step``, the network call(s), ``end_step``, ``means``).
+
+    Every joint block attends over one sequence, the image tokens followed by the text tokens. The image-token queries'
+    probabilities split into two parts that play the UNet's two roles: against the text keys (image-to-text: the
+    cross-attention) and against the image keys (image-to-image: the self-attention). Each part is renormalised over
+    its own keys — the joint softmax conditioned on the key lying in that part, i.e. a softmax over those keys
+    alone — so the text part is a distribution over the prompt's tokens as a UNet's cross-attention is, and the image
+    part is row-stochastic as :func:`edit_mask` needs. Per step, both are averaged over heads and over every joint
+    block (``block.attn``; SD3.5's image-only ``attn2`` is not read); the word's map is the mean over its token
+    columns, divided by its max; over steps, running means. The maps are at the transformer's token grid (the latent
+    over the patch size: 8×8 for ``syncsde:tiny-flow``, 64×64 for SD3 at 1024 px, where the running sum of the
+    image part holds 64 MiB per sample as the UNet recorder's at 64²).
+
+    The transformer keeps its own attention processors: a forward pre-hook on each block's attention reads the
+    block's inputs, computes the query of the image tokens and the keys of both streams again (with the block's q/k
+    norms, as SD3.5 has them; SD3 has no rotary embedding) and forms the probabilities of the image-token rows only,
+    ``chunk_elements`` at a time. ``grid`` is the token grid (rows, columns).
+    """
+
+    def __init__(self, transformer, grid: tuple[int, int], chunk_elements: int = 1 << 22):
+        self.layers = [block.attn for block in transformer.transformer_blocks]
+        self.grid, self.chunk_elements = tuple(grid), chunk_elements
+        self.cross_sum: Tensor | None = None
+        self.self_sum: Tensor | None = None
+        self.steps = 0
+        self._columns: Sequence[Sequence[int]] = ()
+        self._cross: dict[int, list[Tensor]] = {}  # this step's image-to-word maps per block, in row chunks
+        self._rows: dict[int, int] = {}  # rows of this step each block has seen
+
+    def __enter__(self):
+        self._hooks = [
+            layer.register_forward_pre_hook(partial(self._observe, index=index), with_kwargs=True)
+            for index, layer in enumerate(self.layers)
+        ]
+        return self
+
+    def __exit__(self, *exc):
+        for hook in self._hooks:
+            hook.remove()
+
+    def begin_step(self, token_columns: Sequence[Sequence[int]]):
+        self._columns, self._cross, self._rows = token_columns, {}, {}
+
+    @staticmethod
+    def _heads(attn, x: Tensor, proj, norm) -> Tensor:
+        out = proj(x).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, heads, n, d)
+        return (out if norm is None else norm(out)).float()
+
+    def _observe(self, attn, args, kwargs, index: int):
+        image = kwargs.get("hidden_states", args[0] if args else None)
+        text = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
+        if text is None:
+            raise InputError("an SD3 block attended without text tokens; editing reads joint attention")
+        q = self._heads(attn, image, attn.to_q, attn.norm_q)
+        k_image = self._heads(attn, image, attn.to_k, attn.norm_k)
+        k_text = self._heads(attn, text, attn.add_k_proj, getattr(attn, "norm_added_k", None))
+        B, heads, N, d = q.shape
+        if N != self.grid[0] * self.grid[1]:
+            raise InputError(f"the transformer sees {N} image tokens, not the {self.grid[0]}x{self.grid[1]} grid")
+        start = self._rows.get(index, 0)
+        self._rows[index] = start + B
+        columns = self._columns[start : start + B]
+        if self.self_sum is None:
+            self.self_sum = q.new_zeros(len(self._columns), N, N)
+        word = q.new_zeros(B, N)
+        block = max(1, self.chunk_elements // (B * heads * max(N, k_text.shape[2])))
+        scale = d**-0.5  # scaled_dot_product_attention's
+        for r in range(0, N, block):
+            rows = q[:, :, r : r + block]
+            to_image = (rows @ k_image.transpose(-1, -2) * scale).softmax(-1).mean(1)  # (B, rows, image tokens)
+            self.self_sum[start : start + B, r : r + block] += to_image / len(self.layers)
+            to_text = (rows @ k_text.transpose(-1, -2) * scale).softmax(-1).mean(1)  # (B, rows, text tokens)
+            word[:, r : r + block] = torch.stack([to_text[b][:, list(c)].mean(-1) for b, c in enumerate(columns)])
+        self._cross.setdefault(index, []).append(word)
+
+    def end_step(self):
+        if len(self._cross) != len(self.layers):
+            raise InputError(f"{len(self._cross)} of the {len(self.layers)} joint blocks ran during the step")
+        m = torch.stack([torch.cat(chunks) for chunks in self._cross.values()]).mean(0)  # blocks
+        m = (m / m.max(-1, keepdim=True).values.clamp_min(1e-12)).view(-1, *self.grid)
+        self.cross_sum = m if self.cross_sum is None else self.cross_sum + m
+        self.steps += 1
+
+    def means(self) -> tuple[Tensor, Tensor]:
+        """(image-to-word mask M_c (B, h, w) in [0, 1], image-to-image attention A (B, hw, hw)), averaged over steps,
+        at the token grid (h, w)."""
+        return (self.cross_sum / self.steps).clamp(0, 1), self.self_sum / self.steps
+
+
 def edit_mask(cross: Tensor, self_attn: Tensor, threshold: float = 0.3) -> Tensor:
     """M = 1[A · M_c > threshold] (SYNCSDE.md §6.2): the cross-attention mask smoothed by self-attention.
     ``cross`` (B, h, w) in [0, 1], ``self_attn`` (B, hw, hw) row-stochastic → (B, 1, h, w) binary."""
@@ -152,11 +246,18 @@ def missing_word_error(prompt: str, word: str) -> InputError:
 
 
 def word_token_columns(tokenizer, prompt: str, index: int) -> list[int]:
-    """Token positions (BOS = 0) of every sub-token of word ``index`` of ``prompt`` (whitespace-separated)."""
+    """Token positions (BOS = 0) of every sub-token of word ``index`` of ``prompt`` (whitespace-separated), after
+    the special tokens the tokenizer puts before the first word (CLIP's BOS; none for T5)."""
     words = prompt.split()
-    start = 1 + sum(len(tokenizer(w, add_special_tokens=False).input_ids) for w in words[:index])
+    start = leading_tokens(tokenizer) + sum(len(tokenizer(w, add_special_tokens=False).input_ids) for w in words[:index])
     return list(range(start, start + len(tokenizer(words[index], add_special_tokens=False).input_ids)))
 
+
+def leading_tokens(tokenizer) -> int:
+    """How many special tokens the tokenizer puts before the text (1 for CLIP's BOS, 0 for T5)."""
+    plain = tokenizer("a", add_special_tokens=False).input_ids
+    ids = tokenizer("a").input_ids
+    return next(k for k in range(len(ids)) if ids[k : k + len(plain)] == plain)
 
 def replace_word(prompt: str, index: int, source: str, target: str) -> str:
     """The target prompt: word ``index`` of the prompt edited. The source word itself (case and punctuation ignored)

@@ -29,6 +29,7 @@ ABILITIES = {
     "images": "decodes its working space to RGB images",
     "vp_schedule": "samples a variance-preserving ε/v schedule (DDPM steps, DDIM inversion), not a flow-matching one",
     "unet_attention": "a diffusers UNet whose attention layers can be recorded and rewired",
+    "attention_maps": "its text and image attention can be recorded as maps (the edit mask: a UNet's, SD3's joint)",
     "controlnet": "a ControlNet that takes a control image (depth) per trajectory",
     "learned_variance": "returns learned-variance channels beside ε (DeepFloyd IF)",
     "flow_matching": "a flow-matching velocity model (SD3, Flux)",

@@ -10,7 +10,7 @@ from torch import Tensor
 from syncsde.coupling import SyncProblem
 from syncsde.parallel import WindowSplit
 from syncsde.progress import steps as progress_steps
-from syncsde.schedule import Schedule, Step, ddim_step, tweedie_x0
+from syncsde.schedule import Schedule, Step, ddim_step, flow_sigma, tweedie_x0
 from syncsde.strategies.base import Strategy
 
 Denoiser = Callable[[Tensor, Step], Tensor]
@@ -67,7 +67,11 @@ def invert(denoise: Denoiser, x0: Tensor, schedule: Schedule, progress: bool = F
     """Deterministic DDIM inversion along the exact reverse of the sampling schedule (SYNCSDE.md §6.2, clean form
     of BASELINES.md §5.1): for each sampling step t → t' taken backwards, ε = ε(x_{t'}, t) and
     x_t = √ᾱ_t x̂₀ + √(1−ᾱ_t) ε with x̂₀ = (x_{t'} − √(1−ᾱ_{t'}) ε)/√ᾱ_{t'}. ``x0`` is the clean latent (B, N, ...);
-    the state keeps its dtype."""
+    the state keeps its dtype.
+
+    On a flow schedule the network returns the velocity v = v(x_{t'}, t) and (x̂₀, ε̂) are read off it at the
+    state's own level σ' (x_{σ'} = r'·x): x̂₀ = x_{σ'} − σ'·v, ε̂ = x_{σ'} + (1−σ')·v, so that the DDIM step to σ is
+    the reverse Euler step x_σ = x_{σ'} + (σ−σ')·v of the flow ODE (SYNCSDE.md §6.2.1)."""
     return _invert(denoise, x0, [(step, step.abar_prev, step.abar_t) for step in schedule.steps[::-1]], progress)
 
 
@@ -89,7 +93,12 @@ def _invert(denoise: Denoiser, x0: Tensor, plan: Sequence[tuple[Step, float, flo
     x = x0
     for step, abar_in, abar_out in progress_steps(plan, "inversion", progress):
         eps = denoise(x, step).to(x.dtype)
-        x = ddim_step(tweedie_x0(x, eps, abar_in), eps, abar_out).to(x0.dtype)
+        if step.kind == "flow":  # eps is v: x̂₀ and ε̂ at the state's level (σ' = 0 at the clean latent)
+            sigma, r = (float(c) for c in flow_sigma(abar_in))
+            x_sigma = r * x
+            x = ddim_step(x_sigma - sigma * eps, x_sigma + (1 - sigma) * eps, abar_out).to(x0.dtype)
+        else:
+            x = ddim_step(tweedie_x0(x, eps, abar_in), eps, abar_out).to(x0.dtype)
     return x
 
 

@@ -15,6 +15,12 @@ The target prompt replaces the source word by the target word in the source prom
 not contain is looked up by CLIP text similarity among the prompt's words, as the official code does
 (``missing_word``). The source word's tokens are all its sub-tokens (``source_tokens: word_index``: the official word
 index + 1). Differences from the official code: docs/differences.md.
+
+On SD3-family backbones (flow matching; SYNCSDE.md §6.2.1) the inversion is the reverse Euler step of the flow
+ODE, which is DDIM inversion in the sampler's VP coordinates, and the mask comes from the MMDiT's joint attention:
+image-to-text for the word's map, image-to-image for the smoothing, averaged over every joint block at the token grid
+(:class:`~syncsde.attention.JointAttentionRecorder`). Flux is refused: it is guidance-distilled and cannot take the
+source prompt as the edit's negative prompt.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from PIL import Image
 
 from syncsde.attention import (
     AttentionRecorder,
+    JointAttentionRecorder,
     edit_mask,
     find_word,
     missing_word_error,
@@ -49,7 +56,8 @@ from syncsde.task import DEFAULT_STRATEGY, SampleOutput, SyncTask
 class ImageEdit(SyncTask):
     """Args (besides :class:`~syncsde.task.SyncTask`'s):
     mask_threshold: binarisation threshold of the smoothed mask (0.3).
-    mask_res: cross-attention layers with at most mask_res² queries make the mask (16 for SD at 512 px).
+    mask_res: cross-attention layers with at most mask_res² queries make the mask (16 for SD at 512 px); UNets only:
+        on SD3 every joint block makes it, at the token grid.
     captioner: writes the source prompt of records that have none (BLIP through transformers).
     missing_word: a source word absent from the prompt: ``clip`` (the official code's fallback: edit the prompt word
         with the highest CLIP text cosine similarity to it; the sidecar's ``source_word_used`` names it) or ``error``.
@@ -60,11 +68,12 @@ class ImageEdit(SyncTask):
         token).
     inversion: ``exact`` (DDIM inversion along the exact reverse of the sampling schedule, from the VAE posterior
         mean) or ``official`` (the official code's, BASELINES.md §5.1: 48 steps for 50, ᾱ one index off, from a
-        posterior sample drawn from the sample's own generator).
+        posterior sample drawn from the sample's own generator; SD's UNet only, refused on flow-matching models as
+        ``source_tokens: word_index`` is).
     """
 
     task_name = "edit"
-    needs = frozenset({"images", "vp_schedule", "unet_attention"})  # DDIM inversion; the attention mask
+    needs = frozenset({"images", "attention_maps"})  # the attention mask (inversion: VP or flow schedules alike)
     provides = frozenset({"couplings"})
 
     def __init__(
@@ -81,7 +90,22 @@ class ImageEdit(SyncTask):
         guidance_scale: float = 5.0,
         **kwargs,
     ):
+        if backbone.guidance_distilled:
+            raise InputError(
+                "the edit task guides the edit away from the source prompt, its negative prompt; "
+                f"{backbone.name} is guidance-distilled (Flux) and takes none: use an SD or SD3 backbone "
+                "(--model.backbone sd3)"
+            )
         super().__init__(backbone, strategy, guidance_scale=guidance_scale, negative_prompt="", **kwargs)
+        self.flow = "flow_matching" in backbone.abilities
+        if self.flow:  # the official code's quirks are defined for SD's UNet only
+            chosen = {"inversion": inversion, "source_tokens": source_tokens}
+            for name, quirk, fix in (("inversion", "official", "exact"), ("source_tokens", "word_index", "subtokens")):
+                if chosen[name] == quirk:
+                    raise InputError(
+                        f"{name}: {quirk} is a quirk of the official code for SD's UNet; {backbone.name} is a "
+                        f"flow-matching model: use --model.{name} {fix}"
+                    )
         for name, value, allowed in (
             ("missing_word", missing_word, ("clip", "error")),
             ("source_tokens", source_tokens, ("subtokens", "word_index")),
@@ -123,7 +147,14 @@ class ImageEdit(SyncTask):
         return index, "clip"
 
     def token_columns(self, prompt: str, index: int) -> list[int]:
-        """The source word's token positions in the prompt (BOS = 0), by ``source_tokens``."""
+        """The source word's token positions in the prompt (BOS = 0), by ``source_tokens``.
+
+        On SD3 they index the transformer's text sequence [CLIP tokens (the CLIP tokenizer's length: 77) ; T5 tokens]:
+        the word's sub-tokens in the CLIP part (CLIP-L and CLIP-G share the tokenizer and their positions), and in
+        the T5 part too when the checkpoint has a T5 (without one that part holds zero embeddings, whose keys say
+        nothing about the word) and the word lies within the T5 tokens read (``max_sequence_length``, the last
+        one T5's end token). Both parts name the word, so both carry its attention; the map averages over all its
+        columns."""
         tokenizer = self.backbone.tokenizer
         columns = word_token_columns(tokenizer, prompt, index) if self.source_tokens == "subtokens" else [index + 1]
         if max(columns) >= tokenizer.model_max_length:
@@ -131,6 +162,10 @@ class ImageEdit(SyncTask):
                 f"the word to edit in '{prompt}' lies past the text encoder's {tokenizer.model_max_length} tokens; "
                 "shorten the prompt"
             )
+        if self.flow and getattr(self.backbone, "text_encoder_3", None) is not None:
+            t5 = word_token_columns(self.backbone.tokenizer_3, prompt, index)
+            read = self.backbone.max_sequence_length - 1  # truncation keeps the end token last
+            columns += [tokenizer.model_max_length + c for c in t5 if c < read]
         return columns
 
     def invert(self, images: torch.Tensor, batch, denoise) -> torch.Tensor:
@@ -178,7 +213,12 @@ class ImageEdit(SyncTask):
 
         x_T = self.invert(images, batch, denoise)
         schedule = self.schedule()
-        with AttentionRecorder(self.backbone.unet, self.mask_res) as rec:
+        if self.flow:  # SD3's joint attention, at the token grid
+            grid = (x_T.shape[-2] // self.backbone.patch_size, x_T.shape[-1] // self.backbone.patch_size)
+            recorder = JointAttentionRecorder(self.backbone.transformer, grid)
+        else:
+            recorder = AttentionRecorder(self.backbone.unet, self.mask_res)
+        with recorder as rec:
 
             def recording(x, step):
                 rec.begin_step([r["columns"] for r in records])

@@ -423,10 +423,10 @@ def test_flow_backbones_refuse_tasks_that_cannot_work(backbones):
     for family in ("sd3", "flux"):
         with pytest.raises(InputError, match="the ambiguous task needs a backbone with .*vp_schedule"):
             AmbiguousImage(backbones[family])
-        with pytest.raises(InputError, match="the edit task needs a backbone with .*vp_schedule"):
-            ImageEdit(backbones[family])
         with pytest.raises(InputError, match="the mesh task needs a backbone with .*vp_schedule"):
             MeshTexturing(backbones[family])
+    with pytest.raises(InputError, match="the edit task .* guidance-distilled"):  # SD3 edits: tests/test_edit_flow.py
+        ImageEdit(backbones["flux"])
     with pytest.raises(InputError, match="flow-matching model.*not sampler 'ddpm'"):
         backbones["sd3"].schedule(10, "ddpm")
 

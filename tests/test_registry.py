@@ -111,7 +111,7 @@ def test_one_check_refuses_in_one_line_with_what_is_missing_and_what_serves(tiny
     with pytest.raises(InputError, match="the wide_image task needs a backbone with images .*ProceduralMotion"):
         WideImage(ProceduralMotion(clips=8, rank=4), SyncSDE())
     with pytest.raises(
-        InputError, match="the edit task needs a backbone with unet_attention .*backbones that serve: sd"
+        InputError, match="the edit task needs a backbone with attention_maps .*backbones that serve: sd"
     ):
         ImageEdit(image, SyncSDE())
 

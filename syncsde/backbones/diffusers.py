@@ -272,7 +272,7 @@ class DiffusersBackbone(DiffusersModel):
     """
 
     components = ("unet", "vae", "text_encoder", "tokenizer")
-    abilities = frozenset({"images", "vp_schedule", "unet_attention"})
+    abilities = frozenset({"images", "vp_schedule", "unet_attention", "attention_maps"})
 
     def __init__(self, model: str, dtype: str = "auto", variant: str | None = None):
         super().__init__(model, dtype, variant)

@@ -9,6 +9,8 @@ true classifier-free guidance and a 16-channel VAE.
   ``transformer.config.sample_size`` latents (128: 1024 px).
 - Schedule: FlowMatchEulerDiscreteScheduler with the config's static shift (3.0); a config with dynamic shifting
   gets the pipeline's μ for the window's token count.
+- Editing (``attention_maps``): the joint attention is recorded by :class:`~syncsde.attention.JointAttentionRecorder`
+  (SYNCSDE.md §6.2.1).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class StableDiffusion3(FlowMatchingBackbone):
         "tokenizer_3",
     )
     pipeline = "StableDiffusion3Pipeline"
+    abilities = FlowMatchingBackbone.abilities | {"attention_maps"}  # joint attention: syncsde.attention
 
     def __init__(
         self,
