@@ -164,7 +164,7 @@ class SyncProblem:
 
     ``observe(x, eps, step)``, if set, is called by the sampler every step with the pre-step states and the network's
     output, before the strategy: for maps that depend on the step's clean estimate x̂₀ (the ambiguous task's views
-    through the autoencoder, SYNCSDE.md "Views through the autoencoder")."""
+    through the autoencoder, SYNCSDE.md §6.4.1)."""
 
     num_trajectories: int
     couplings: Sequence[Coupling] = ()

@@ -12,7 +12,7 @@ exact transforms of the square — identity, flip, the rotations — and negate;
 autoencoder is trained for), and a backbone says which symmetries its autoencoder commutes with
 (``Backbone.view_symmetries``; None: the working space is pixels, every view commutes). :func:`commutes` compares
 the two; the ambiguous task's ``view_space: auto`` takes latent views where they commute and pixel views (decode,
-view, re-encode) elsewhere (SYNCSDE.md, "Views through the autoencoder").
+view, re-encode) elsewhere (SYNCSDE.md §6.4.1).
 """
 
 from __future__ import annotations

@@ -112,7 +112,8 @@ class _EarlierViews:
 
 class PackedView(View):
     """A view on Flux's packed tokens (2×2 latents per token, :func:`~syncsde.backbones.flux.pack`): unpack, view,
-    pack — whole tokens move, and the four latents inside each token are permuted as the view moves them."""
+    pack. Under the flips and turns whole tokens move and the four latents inside each are permuted as the view moves
+    them; the permutations move single latents between tokens (an exact permutation of the latents all the same)."""
 
     def __init__(self, inner: View):
         self.inner, self.name, self.symmetry = inner, inner.name, inner.symmetry
@@ -139,7 +140,7 @@ def signal(s: Tensor, x0: Tensor, eps: Tensor) -> Tensor:
 
 
 class Estimate:
-    """The step's clean estimate, for views taken in pixels (SYNCSDE.md, "Views through the autoencoder"): the
+    """The step's clean estimate, for views taken in pixels (SYNCSDE.md §6.4.1): the
     sampler's ``observe`` gives x̂₀ and ε̂ of every trajectory (B, N, ...); their pixels D(x̂₀) in [−1, 1] and the
     round trip's residual Δ = x̂₀ − E(D(x̂₀)) are computed once per step, when a map first asks.
     ``decode``/``encode``: working space ↔ pixels in [−1, 1] (the identity on a pixel-space backbone)."""
@@ -245,7 +246,7 @@ class AmbiguousImage(SyncTask):
     animation_frames: frames of each reading-to-reading transition of the animation (0 = no animation).
     init_from_canonical: x_T^i = V_i(z_T) (the views of one noise) instead of independent noises.
     sampler: ``ddim`` or ``ddpm`` (Visual Anagrams samples with DDPM; BASELINES.md §3.2).
-    view_space: where the views act (SYNCSDE.md, "Views through the autoencoder"): ``latent``, on the working space
+    view_space: where the views act (SYNCSDE.md §6.4.1): ``latent``, on the working space
         (exact on pixel models; on latent models exact only where the autoencoder commutes with the view);
         ``pixel``, through the autoencoder — each map acts on the trajectories' x̂₀ decoded, viewed in pixels and
         re-encoded, at the state's noise level (one decode and encode per step), and the readings are views of the

@@ -5,9 +5,9 @@ multiplies by r at the network call and returns the velocity v, the flow steps t
 step as DDIM (η = 0), and every strategy runs unchanged. The schedule is diffusers' FlowMatchEulerDiscreteScheduler
 with the shift (and the σ list and resolution-dependent ``mu``) each family's pipeline uses.
 
-Flow-matching backbones serve the tasks that need only the sampler: wide images, mask-based text-to-image and
-plain text-to-image. They lack the ability ``vp_schedule`` (:mod:`syncsde.registry`) that the other tasks declare:
-the ambiguous task (a pixel-space task; Flux's packed tokens are not images a view can rotate), editing (DDIM
+Flow-matching backbones serve the tasks that need only the sampler: wide images, mask-based text-to-image, plain
+text-to-image and ambiguous images (views on Flux's packed tokens act on the latents under them, SYNCSDE.md §6.4.1).
+They lack the ability ``vp_schedule`` (:mod:`syncsde.registry`) that the other tasks declare: editing (DDIM
 inversion and attention statistics of a UNet), mesh texturing (a depth ControlNet and DDPM sampling), regions and
 the sphere (not derived for flow schedules yet).
 """
