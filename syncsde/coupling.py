@@ -160,7 +160,11 @@ class SyncProblem:
     (region-based MultiDiffusion), the global view (one more trajectory seeing the whole canvas, the last one), the
     task's network call (``denoise``, :class:`Denoise`, filled by the base task for strategies that call the network
     more than once per step) and the differentiable denoiser and decoder (``differentiable``, SyncDiffusion). What a
-    task can give is declared by its ``provides`` (:data:`syncsde.registry.PROVISIONS`)."""
+    task can give is declared by its ``provides`` (:data:`syncsde.registry.PROVISIONS`).
+
+    ``observe(x, eps, step)``, if set, is called by the sampler every step with the pre-step states and the network's
+    output, before the strategy: for maps that depend on the step's clean estimate x̂₀ (the ambiguous task's views
+    through the autoencoder, SYNCSDE.md §6.4.1)."""
 
     num_trajectories: int
     couplings: Sequence[Coupling] = ()
@@ -169,6 +173,7 @@ class SyncProblem:
     denoise: Denoise | None = None
     global_view: GlobalView | None = None
     differentiable: Differentiable | None = None
+    observe: Callable[[Tensor, Tensor, "Step"], None] | None = None
 
     def __post_init__(self):
         for c in self.couplings:

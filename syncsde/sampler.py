@@ -59,6 +59,8 @@ def sample(
         else:  # the own trajectories' ε; the halo's states (and ε, if the strategy reads them) from their owners
             own = denoise(x[:, split.own_slice], step).to(x_T.dtype)
             x, eps = split.complete(x, own, f"step {step.index + 1} of {len(schedule.steps)}")
+        if problem.observe is not None:  # maps that read this step's clean estimate (SyncProblem)
+            problem.observe(x, eps, step)
         x = strategy.step(x, eps, step, problem, noise_fn).to(x_T.dtype)
     return x if split is None else split.gather(x)
 

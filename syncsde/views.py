@@ -5,6 +5,14 @@ square images only. Rotations follow numpy's ``rot90`` (counter-clockwise positi
 Permutation views are gathers with a fixed index, so ``inverse_view(view(x)) == x`` exactly. ``negate`` is the one
 view that is not a permutation: x ↦ −x on the model's (zero-centred) pixels, and it leaves a model's learned-variance
 channels alone (``inverse_variance``, BASELINES.md §3.1).
+
+**Where a view may act.** On a latent model a view taken on the latents is the view of the image only where the
+autoencoder commutes with it, D(V(z)) ≈ V(D(z)). A view says which symmetry it is (``symmetry``: its name for the
+exact transforms of the square — identity, flip, the rotations — and negate; None for the permutations, which no
+autoencoder is trained for), and a backbone says which symmetries its autoencoder commutes with
+(``Backbone.view_symmetries``; None: the working space is pixels, every view commutes). :func:`commutes` compares
+the two; the ambiguous task's ``view_space: auto`` takes latent views where they commute and pixel views (decode,
+view, re-encode) elsewhere (SYNCSDE.md §6.4.1).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from syncsde.errors import InputError
 
 class View:
     name = "view"
+    symmetry: str | None = None  # which symmetry of the image this view is (see the module docstring)
 
     def view(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -40,7 +49,7 @@ class View:
 
 
 class Identity(View):
-    name = "identity"
+    name = symmetry = "identity"
 
     def view(self, x):
         return x
@@ -52,7 +61,7 @@ class Rotate(View):
     """rot90 by ``k`` quarter turns counter-clockwise on (H, W)."""
 
     def __init__(self, k: int, name: str):
-        self.k, self.name = k, name
+        self.k, self.name, self.symmetry = k, name, name
 
     def view(self, x):
         self.check(x)
@@ -65,7 +74,7 @@ class Rotate(View):
 class Flip(View):
     """Upside down: out[y, x] = in[H−1−y, x]."""
 
-    name = "flip"
+    name = symmetry = "flip"
 
     def view(self, x):
         return torch.flip(x, dims=(-2,))
@@ -76,7 +85,7 @@ class Flip(View):
 class Negate(View):
     """x ↦ −x on every channel (on images in [0, 1]: 1 − x); its own inverse; variances unchanged."""
 
-    name = "negate"
+    name = symmetry = "negate"
 
     def view(self, x):
         return -x
@@ -291,6 +300,13 @@ class FilePermutation(Permutation):
         y, x = _grid(size)
         src = self.pi[(y // b) * g + x // b]
         return (((src // g) * b + y % b) * size + (src % g) * b + x % b).flatten()
+
+
+def commutes(view: View, backbone) -> bool:
+    """Whether ``view`` taken on ``backbone``'s working space is the view of its images: the backbone works in pixels
+    (``view_symmetries`` None), the view is the identity, or the backbone declares the view's symmetry."""
+    symmetries = getattr(backbone, "view_symmetries", None)
+    return symmetries is None or view.symmetry == "identity" or view.symmetry in symmetries
 
 
 def get_view(name: str) -> View:

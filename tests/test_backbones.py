@@ -23,7 +23,7 @@ from syncsde.cli import main
 from syncsde.coupling import Coupling, SyncProblem, coupling_residuals
 from syncsde.errors import InputError
 from syncsde.strategies import Independent, MultiDiffusion, SyncSDE, SyncTweedies, VisualAnagrams
-from syncsde.tasks import AmbiguousImage, ImageEdit, MaskTextToImage, MeshTexturing, WideImage
+from syncsde.tasks import ImageEdit, MaskTextToImage, MeshTexturing, WideImage
 from syncsde.testing import save_tiny_controlnet, save_tiny_flux, save_tiny_sd3, save_tiny_sdxl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -421,8 +421,6 @@ def test_checkpoint_of_another_family_is_refused(folders, tiny_sd_dir, tmp_path)
 
 def test_flow_backbones_refuse_tasks_that_cannot_work(backbones):
     for family in ("sd3", "flux"):
-        with pytest.raises(InputError, match="the ambiguous task needs a backbone with .*vp_schedule"):
-            AmbiguousImage(backbones[family])
         with pytest.raises(InputError, match="the mesh task needs a backbone with .*vp_schedule"):
             MeshTexturing(backbones[family])
     with pytest.raises(InputError, match="the edit task .* guidance-distilled"):  # SD3 edits: tests/test_edit_flow.py
@@ -436,7 +434,7 @@ def test_flow_backbone_on_unsupported_task_through_the_cli(folders, capsys, monk
     args = [
         "predict",
         "--config",
-        "configs/tiny/ambiguous.yaml",
+        "configs/tiny/edit.yaml",
         "--model.init_args.backbone",
         "syncsde.backbones.Flux",
     ]
@@ -445,7 +443,7 @@ def test_flow_backbone_on_unsupported_task_through_the_cli(folders, capsys, monk
     assert e.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("syncsde: error: ")
-    assert "the ambiguous task needs a backbone with vp_schedule" in errors[0] and "(Flux) has not" in errors[0]
+    assert "the edit task needs a backbone with unet_attention" in errors[0] and "(Flux) has not" in errors[0]
     assert "backbones that serve: " in errors[0]  # what would serve, by short name
 
 

@@ -73,6 +73,9 @@ class Backbone(nn.Module):
     prediction_type: str = "epsilon"
     name: str = "backbone"
     abilities: frozenset[str] = frozenset({"images", "vp_schedule"})
+    # the symmetries of the image (syncsde.views: View.symmetry) that its autoencoder commutes with, D(V(z)) ≈ V(D(z));
+    # None: a view of the working space is a view of the image (pixel space, or a decoder that only upsamples)
+    view_symmetries: frozenset[str] | None = None
 
     def scheduler_config(self) -> dict:
         raise NotImplementedError

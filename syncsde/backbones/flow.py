@@ -5,12 +5,12 @@ multiplies by r at the network call and returns the velocity v, the flow steps t
 step as DDIM (η = 0), and every strategy runs unchanged. The schedule is diffusers' FlowMatchEulerDiscreteScheduler
 with the shift (and the σ list and resolution-dependent ``mu``) each family's pipeline uses.
 
-Flow-matching backbones serve the tasks that need only the sampler: wide images, mask-based text-to-image and
-plain text-to-image; and SD3 serves editing (its inversion is the reverse Euler step, its mask comes from the joint
-attention: SYNCSDE.md §6.2.1; Flux is refused there, being guidance-distilled). They lack the ability
-``vp_schedule`` (:mod:`syncsde.registry`) that the other tasks declare: the ambiguous task (a pixel-space task;
-Flux's packed tokens are not images a view can rotate), mesh texturing (a depth ControlNet and DDPM sampling),
-regions and the sphere (not derived for flow schedules yet).
+Flow-matching backbones serve the tasks that need only the sampler: wide images and 2-D canvases, mask-based
+text-to-image, region prompts, the sphere and plain text-to-image (SYNCSDE.md §6.7); ambiguous images (views on
+Flux's packed tokens act on the latents under them, SYNCSDE.md §6.4.1); and SD3 serves editing (its inversion is the
+reverse Euler step, its mask comes from the joint attention: SYNCSDE.md §6.2.1; Flux is refused there, being
+guidance-distilled). They lack the ability ``vp_schedule`` (:mod:`syncsde.registry`) that mesh texturing declares
+(a depth ControlNet and DDPM sampling).
 """
 
 from __future__ import annotations
