@@ -434,7 +434,7 @@ def test_flow_backbone_on_unsupported_task_through_the_cli(folders, capsys, monk
     args = [
         "predict",
         "--config",
-        "configs/tiny/edit.yaml",
+        "configs/tiny/mesh.yaml",
         "--model.init_args.backbone",
         "syncsde.backbones.Flux",
     ]
@@ -443,7 +443,7 @@ def test_flow_backbone_on_unsupported_task_through_the_cli(folders, capsys, monk
     assert e.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("syncsde: error: ")
-    assert "the edit task needs a backbone with unet_attention" in errors[0] and "(Flux) has not" in errors[0]
+    assert "the mesh task needs a backbone with vp_schedule" in errors[0] and "(Flux) has not" in errors[0]
     assert "backbones that serve: " in errors[0]  # what would serve, by short name
 
 
