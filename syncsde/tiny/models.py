@@ -202,39 +202,50 @@ def save_ldm(folder: Path, unet, text_encoder, tokenizer, vae) -> Path:
 FLOW_SCHEDULER = {"shift": 1.0}  # FlowMatchEulerDiscreteScheduler: 64 image tokens need no shift (SD3's 3.0: 4096)
 
 
-def save_flow(folder: Path, transformer, text_encoders, tokenizer, vae) -> Path:
-    """Save in Stable Diffusion 3's diffusers layout (``StableDiffusion3Pipeline.save_pretrained``): transformer/,
-    vae/ (tiny-ldm's autoencoder, ``shift_factor`` 0 written out, which SD3's pipeline reads), text_encoder/,
-    text_encoder_2/, text_encoder_3/, their tokenizer/, tokenizer_2/, tokenizer_3/ (the same word tokenizer),
-    scheduler/. The transformer is stored in float16, as tiny-ldm's UNet. Written beside ``folder``, then renamed
-    over it."""
+def replace_folder(folder: Path, write) -> Path:
+    """Write a whole folder through ``write(tmp)`` into ``.<name>.tmp`` beside it, then rename it over ``folder``: the
+    name only ever holds a complete folder (the one it replaces goes aside as ``.<name>.old`` first)."""
     import os
     import shutil
-
-    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
 
     folder = Path(folder)
     tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
-    vae = copy.deepcopy(vae).half()
-    vae.register_to_config(shift_factor=0.0)
-    te1, te2, te3 = text_encoders
-    StableDiffusion3Pipeline(
-        transformer=copy.deepcopy(transformer).half(),
-        scheduler=FlowMatchEulerDiscreteScheduler(**FLOW_SCHEDULER),
-        vae=vae,
-        text_encoder=te1,
-        tokenizer=tokenizer,
-        text_encoder_2=te2,
-        tokenizer_2=tokenizer,
-        text_encoder_3=te3,
-        tokenizer_3=tokenizer,
-    ).save_pretrained(tmp)
+    write(tmp)
     if folder.exists():
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def flow_pipeline(transformer, text_encoders, tokenizer, vae, scheduler=None):
+    """diffusers' ``StableDiffusion3Pipeline`` on these modules (no copies): the three text encoders share the word
+    tokenizer. The flow recipe encodes its prompts with it; :func:`save_flow` saves it."""
+    from diffusers import StableDiffusion3Pipeline
+
+    te1, te2, te3 = text_encoders
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=scheduler, vae=vae,
+        text_encoder=te1, tokenizer=tokenizer,
+        text_encoder_2=te2, tokenizer_2=tokenizer,
+        text_encoder_3=te3, tokenizer_3=tokenizer,
+    )  # fmt: skip
+
+
+def save_flow(folder: Path, transformer, text_encoders, tokenizer, vae) -> Path:
+    """Save in Stable Diffusion 3's diffusers layout (``StableDiffusion3Pipeline.save_pretrained``): transformer/,
+    vae/ (tiny-ldm's autoencoder, ``shift_factor`` 0 written out, which SD3's pipeline reads), text_encoder/,
+    text_encoder_2/, text_encoder_3/, their tokenizer/, tokenizer_2/, tokenizer_3/ (the same word tokenizer),
+    scheduler/. The transformer is stored in float16, as tiny-ldm's UNet. Written beside ``folder``, then renamed
+    over it (:func:`replace_folder`)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    vae = copy.deepcopy(vae).half()
+    vae.register_to_config(shift_factor=0.0)
+    scheduler = FlowMatchEulerDiscreteScheduler(**FLOW_SCHEDULER)
+    pipe = flow_pipeline(copy.deepcopy(transformer).half(), text_encoders, tokenizer, vae, scheduler)
+    return replace_folder(folder, pipe.save_pretrained)
 
 
 def save_clip(folder: Path, model, tokenizer) -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -315,19 +314,27 @@ class TinyDecoderTraining(_Recipe):
 
     def export(self, folder: Path) -> Path:
         """Replace ``folder/vae`` as a whole: written beside it, then renamed over it."""
-        import shutil
-
-        tmp, old = folder / ".vae.tmp", folder / ".vae.old"
-        shutil.rmtree(tmp, ignore_errors=True)
-        copy.deepcopy(self.vae).half().save_pretrained(tmp)
-        if (folder / "vae").exists():
-            os.replace(folder / "vae", old)
-        os.replace(tmp, folder / "vae")
-        shutil.rmtree(old, ignore_errors=True)
-        return folder / "vae"
+        return M.replace_folder(folder / "vae", copy.deepcopy(self.vae).half().save_pretrained)
 
 
-class TinyLDMTraining(_Recipe):
+class _LatentRecipe(_Recipe):
+    """A text-to-image recipe on the latents of a frozen autoencoder (``self.vae``) with caption dropout
+    (``self.caption_dropout``)."""
+
+    def captions_and_latents(self, batch, g: torch.Generator) -> tuple[list[str], torch.Tensor]:
+        """The batch's captions, each dropped to "" with probability ``caption_dropout`` (classifier-free guidance),
+        and the scaled latents of its images (a posterior sample), drawn from ``g`` in that order."""
+        images, captions = batch["images"], batch["captions"]
+        drop = torch.rand(len(captions), generator=g) < self.caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop)]
+        with torch.no_grad():
+            self.vae.eval()
+            posterior = self.vae.encode(images.to(self.device) * 2 - 1).latent_dist
+            z0 = posterior.sample(generator=g) * self.vae.config.scaling_factor
+        return captions, z0
+
+
+class TinyLDMTraining(_LatentRecipe):
     """ε-prediction training of the tiny latent UNet and its text encoder, jointly, on latents of a frozen
     autoencoder (train_vae.yaml), with Stable Diffusion's noise schedule, caption dropout for classifier-free
     guidance, and Min-SNR-γ loss weights (Hang et al. 2023; ``snr_gamma`` None = plain MSE, as SD).
@@ -364,14 +371,8 @@ class TinyLDMTraining(_Recipe):
         return [*self.unet.parameters(), *self.text_encoder.parameters()]
 
     def training_step(self, batch, batch_idx):
-        images, captions = batch["images"], batch["captions"]
         g = self.generator()
-        drop = torch.rand(len(captions), generator=g) < self.caption_dropout
-        captions = ["" if d else c for c, d in zip(captions, drop)]
-        with torch.no_grad():
-            self.vae.eval()
-            posterior = self.vae.encode(images.to(self.device) * 2 - 1).latent_dist
-            z0 = posterior.sample(generator=g) * self.vae.config.scaling_factor
+        captions, z0 = self.captions_and_latents(batch, g)
         noise = torch.randn(z0.shape, generator=g).to(z0)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (len(z0),), generator=g).to(self.device)
         z_t = self.noise_scheduler.add_noise(z0, noise, t)
@@ -415,7 +416,7 @@ class TinyCLIPTraining(_Recipe):
         return M.save_clip(folder, self.clip, self.tokenizer)
 
 
-class TinyFlowTraining(_Recipe):
+class TinyFlowTraining(_LatentRecipe):
     """Rectified-flow training of ``syncsde:tiny-flow`` (Stable Diffusion 3's objective, Esser et al. 2024): an MMDiT
     (``SD3Transformer2DModel``) and its three text encoders, jointly, on the latents of tiny-ldm's frozen autoencoder.
     x_σ = (1 − σ) z₀ + σ ε, the network predicts v = ε − z₀ (plain MSE), σ drawn logit-normal (SD3's default
@@ -464,14 +465,8 @@ class TinyFlowTraining(_Recipe):
 
     def encode(self, captions):
         """(prompt_embeds, pooled_prompt_embeds) by diffusers' SD3 pipeline on the modules being trained."""
-        from diffusers import StableDiffusion3Pipeline
-
-        pipe = StableDiffusion3Pipeline(
-            transformer=self.transformer, scheduler=None, vae=self.vae,
-            text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-            text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer,
-            text_encoder_3=self.text_encoder_3, tokenizer_3=self.tokenizer,
-        )  # fmt: skip
+        encoders = (self.text_encoder, self.text_encoder_2, self.text_encoder_3)
+        pipe = M.flow_pipeline(self.transformer, encoders, self.tokenizer, self.vae)
         embeds, _, pooled, _ = pipe.encode_prompt(
             prompt=list(captions), prompt_2=None, prompt_3=None, device=self.device,
             do_classifier_free_guidance=False, max_sequence_length=M.MAX_TOKENS,
@@ -479,14 +474,8 @@ class TinyFlowTraining(_Recipe):
         return embeds, pooled
 
     def training_step(self, batch, batch_idx):
-        images, captions = batch["images"], batch["captions"]
         g = self.generator()
-        drop = torch.rand(len(captions), generator=g) < self.caption_dropout
-        captions = ["" if d else c for c, d in zip(captions, drop)]
-        with torch.no_grad():
-            self.vae.eval()
-            posterior = self.vae.encode(images.to(self.device) * 2 - 1).latent_dist
-            z0 = posterior.sample(generator=g) * self.vae.config.scaling_factor
+        captions, z0 = self.captions_and_latents(batch, g)
         noise = torch.randn(z0.shape, generator=g).to(z0)
         u = torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(len(z0), generator=g)).to(z0)
         sigma = self.shift * u / (1 + (self.shift - 1) * u)
