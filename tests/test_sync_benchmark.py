@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from PIL import Image
@@ -139,7 +140,9 @@ def test_a_small_run_through_the_cli(tmp_path, monkeypatch):
     assert abs(paired["coherence_diff"] - (paired["coherence"] - rows[own]["coherence"])) < 1e-9  # a mean: exact
     saved = json.loads((tmp_path / "bench" / "sync_benchmark.json").read_text())
     assert saved["wide_image"]["independent"] == rows["independent"]
-    figure = Image.open(tmp_path / "figures" / "tiny_wide_methods.png")  # 2 methods side by side, one row per sample (4 at most), upscaled
+    figure = Image.open(
+        tmp_path / "figures" / "tiny_wide_methods.png"
+    )  # 2 methods side by side, one row per sample (4 at most), upscaled
     init = yaml.safe_load((ROOT / "configs/tiny/wide.yaml").read_text())["model"]["init_args"]
     scale = figure.width // (2 * init["width"])
     assert scale >= 1 and figure.width == 2 * init["width"] * scale
@@ -158,3 +161,16 @@ def test_every_method_runs_once_per_task():
     assert "global" not in rows["sphere"] and "syncsde (global, 1/λ = 20)" in rows["sphere"]
     assert {"syncsde (paper)", "syncdiffusion", "spotdiffusion", "stochsync"} <= set(rows["wide_image"])
     assert "doubletake" in rows["motion"] and "stochsync" in rows["mesh"] and "least_squares" in rows["sphere"]
+
+
+def test_inv_lambda_rows():
+    """`--inv_lambdas 2,paper:0.9`: the config's preset at 1/λ = 2 (only 1/λ overridden) and the faithful row (the
+    official assembly on wide images) with only its 1/λ changed; a malformed entry is refused in one line."""
+    config = yaml.safe_load((ROOT / "configs/tiny/wide.yaml").read_text())
+    rows = sync.methods("wide_image", config, inv_lambdas=[sync.inv_lambda_row("2"), sync.inv_lambda_row("paper:0.9")])
+    assert rows["syncsde (canonical, 1/λ = 2)"] == sync.option("inv_lambda", 2.0)
+    faithful, changed = rows["syncsde (paper)"], rows["syncsde (paper, 1/λ = 0.9)"]
+    assert changed == [a if a != "5.0" else "0.9" for a in faithful]
+    assert "--model.init_args.assembly" in changed
+    with pytest.raises(SystemExit, match="PRESET:1/λ"):
+        sync.inv_lambda_row("paper:x")

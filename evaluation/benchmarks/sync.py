@@ -86,14 +86,18 @@ def syncsde_variants(task: str, config: dict) -> dict[str, list[str]]:
     """The faithful SyncSDE (paper preset, its 1/λ: 5, or 20 for motion, which the paper gives none) and the SyncSDE
     of the embedded config (the best preset for the task, at the config's 1/λ)."""
     init = config["model"]["init_args"]["strategy"]["init_args"]
-    paper = [STRATEGY, "syncsde.strategies.SyncSDE"] + option("preset", "paper")
-    paper += option("inv_lambda", 20.0 if task == "motion" else 5.0)
-    paper += {"wide_image": ["--model.init_args.assembly", "overwrite"]}.get(task, [])
+    paper = preset_row(task, "paper", 20.0 if task == "motion" else 5.0)
     best, lam = init.get("preset", "paper"), syncsde_inv_lambda(config)
     own = {f"syncsde ({best}, 1/λ = {lam:g})": []}
     if best == "paper" and lam == (20.0 if task == "motion" else 5.0) and task != "wide_image":
         return own  # the config is the faithful SyncSDE already
     return {"syncsde (paper)": paper, **own}
+
+
+def preset_row(task: str, preset: str, inv_lambda: float) -> list[str]:
+    """The overrides of SyncSDE with ``preset`` at ``inv_lambda``; the paper preset with the official assembly."""
+    row = [STRATEGY, "syncsde.strategies.SyncSDE"] + option("preset", preset) + option("inv_lambda", inv_lambda)
+    return row + {"wide_image": ["--model.init_args.assembly", "overwrite"]}.get(task, []) * (preset == "paper")
 
 
 def option(name: str, value) -> list[str]:
@@ -132,9 +136,12 @@ ABLATIONS = {
 }
 
 
-def methods(task: str, config: dict, ablation: bool = False, inv_lambdas: Sequence[float] = ()) -> dict[str, list[str]]:
+def methods(
+    task: str, config: dict, ablation: bool = False, inv_lambdas: Sequence[float | tuple[str, float]] = ()
+) -> dict[str, list[str]]:
     """The rows of a task: the SyncSDE variants and every other method, or the ablation's; ``inv_lambdas`` adds the
-    config's SyncSDE at each of those 1/λ (how the flow configs' 1/λ was chosen)."""
+    config's SyncSDE at each of those 1/λ (how the flow configs' 1/λ was chosen), and a ``(preset, 1/λ)`` pair that
+    preset's row at that 1/λ (``("paper", 2.0)``: the faithful row with only 1/λ changed)."""
     from syncsde.evaluation.compare import methods, overrides
 
     if ablation:
@@ -142,11 +149,26 @@ def methods(task: str, config: dict, ablation: bool = False, inv_lambdas: Sequen
         return {name: base + switch for name, switch in ABLATIONS.get(task, {}).items()}
     out = syncsde_variants(task, config)
     own = config["model"]["init_args"]["strategy"]["init_args"].get("preset")
-    for lam in inv_lambdas:
-        out.setdefault(f"syncsde ({own or 'paper'}, 1/λ = {lam:g})", option("inv_lambda", lam))
+    for item in inv_lambdas:
+        preset, lam = item if isinstance(item, tuple) else (own or "paper", item)
+        if preset == (own or "paper"):
+            out.setdefault(f"syncsde ({preset}, 1/λ = {lam:g})", option("inv_lambda", lam))
+        else:
+            out.setdefault(f"syncsde ({preset}, 1/λ = {lam:g})", preset_row(task, preset, lam))
     # every other method, but the one the config's SyncSDE already is (the sphere's preset "global" is a method too)
     out.update({m: overrides(task, m, config) for m in methods(task) if m not in ("syncsde", own)})
     return out
+
+
+def inv_lambda_row(text: str) -> float | tuple[str, float]:
+    """One ``--inv_lambdas`` entry: ``2`` (the config's preset at 1/λ = 2) or ``paper:2`` (the paper preset's)."""
+    preset, _, value = text.rpartition(":")
+    try:
+        return (preset, float(value)) if preset else float(value)
+    except ValueError:
+        raise SystemExit(
+            f"--inv_lambdas: '{text}' is not a 1/λ nor PRESET:1/λ; e.g. --inv_lambdas 2,5,paper:0.9"
+        ) from None
 
 
 def anchor(chosen: dict[str, list[str]], ablation: bool = False) -> str | None:
@@ -530,7 +552,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--output_dir", default="outputs/sync_benchmark")
     ap.add_argument("--name", default=None, help="results name (default sync_benchmark, or sync_ablation)")
     ap.add_argument("--ablation", action="store_true", help="SyncSDE variants one option at a time (wide, motion)")
-    ap.add_argument("--inv_lambdas", default="", help="comma-separated 1/λ: the config's SyncSDE at each, as more rows")
+    ap.add_argument(
+        "--inv_lambdas",
+        default="",
+        help="comma-separated 1/λ: the config's SyncSDE at each, as more rows; PRESET:1/λ (paper:2) that preset's",
+    )
     ap.add_argument("--readme", action="store_true", help="write the table into the README")
     ap.add_argument(
         "--figures",
@@ -564,7 +590,7 @@ def main(argv=None) -> dict:
                 + ["--output_dir", str(reference), *rest]
             )
             metrics_reference = ["--trainer.callbacks.init_args.reference", str(reference)]
-        inv_lambdas = [float(v) for v in args.inv_lambdas.split(",") if v]
+        inv_lambdas = [inv_lambda_row(v) for v in args.inv_lambdas.split(",") if v]
         chosen = methods(task, config, args.ablation, inv_lambdas)
         if args.methods:
             chosen = {m: v for m, v in chosen.items() if slug(m) in args.methods.split(",")}
