@@ -43,6 +43,7 @@ import yaml
 
 from syncsde import registry
 from syncsde.errors import InputError
+from syncsde.evaluation.segmentation import CLIPSEG, THRESHOLD
 from syncsde.io import save_json
 
 # the networks the paper's metrics use (the configs/paper Metrics callback names them)
@@ -92,6 +93,7 @@ class Records:
     records: list
     prompts: list
     notes: list
+    mask_names: list = field(default_factory=list)  # editing: the file of each record's mask in --segmentation FOLDER
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class Protocol:
     description: str
     reference: int = 0  # reference images per prompt (0: no FID/KID)
     source: str = UNCHECKED
-    background: bool = False  # BG-LPIPS: the background is the complement of the method's own edit mask
+    background: bool = False  # BG-LPIPS: the background of the source image (--segmentation)
 
 
 def _jsonl(path: str) -> list[dict]:
@@ -170,19 +172,21 @@ def edit_records(data, n, base) -> Records:
         raise InputError(missing)
     path = Path(data)
     if path.is_file():
-        return Records(_jsonl(data)[: n * len(EDIT_PAIRS)], [], [f"records: from {data}"])
+        recs = _jsonl(data)[: n * len(EDIT_PAIRS)]
+        return Records(recs, [], [f"records: from {data}"], [f"{Path(r['image']).stem}.png" for r in recs])
     if not path.is_dir():
         raise InputError(f"--data '{data}' does not exist; " + missing.split(": ", 1)[1])
-    recs, notes = [], []
+    recs, notes, names = [], [], []
     for pair in EDIT_PAIRS:
         source, target = pair.split("2")
         images = sorted(p for p in (path / pair).glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
         if len(images) < n:
             notes.append(f"{pair}: {len(images)} images in {path / pair}, the protocol asks for {n}")
         recs += [{"image": str(p.resolve()), "source_word": source, "target_word": target} for p in images[:n]]
+        names += [f"{pair}/{p.stem}.png" for p in images[:n]]
     if not recs:
         raise InputError(f"--data '{data}' holds no images in {', '.join(EDIT_PAIRS)}; " + missing.split(": ", 1)[1])
-    return Records(recs, [], notes)
+    return Records(recs, [], notes, names)
 
 
 def ambiguous_records(data, n, base) -> Records:
@@ -447,14 +451,17 @@ def bootstrap(statistic, sizes: tuple[int, ...], draws: int) -> float:
     return float(np.std([statistic(*(rng.integers(0, n, n) for n in sizes)) for _ in range(draws)], ddof=1))
 
 
-def folder_statistics(folder: Path, keys: set[str], draws: int) -> dict[str, dict]:
+def folder_statistics(folder: Path, keys: set[str], draws: int, background: dict | None = None) -> dict[str, dict]:
     """Per folder and metric key: the figure recomputed from per-sample values (``value``) and its standard error
     (``se``): CLIP scores and LPIPS as means over samples; FID and KID with the folder's metric networks over
-    bootstrap resamples of the generated samples (all crops of a sample together) and of the reference images."""
+    bootstrap resamples of the generated samples (all crops of a sample together) and of the reference images.
+    ``background``: object masks by sample id (:mod:`syncsde.evaluation.segmentation`), whose complement is the
+    background of background LPIPS, in place of each sample's own edit mask."""
     import torch
 
     from syncsde.evaluation.evaluate import metrics_options
     from syncsde.evaluation.metrics import Metrics, folder_files, load_images, random_crops
+    from syncsde.evaluation.segmentation import background_distances
     from syncsde.writer import read_sample
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -488,9 +495,11 @@ def folder_statistics(folder: Path, keys: set[str], draws: int) -> dict[str, dic
                     continue
                 image, src = s.image[None].to(device), s.extras["source"][None].to(device)
                 per["lpips"].append(float(lpips(image, src)))
-                if "mask" in s.extras:
+                if "mask" in s.extras and background is None:
                     keep = 1 - s.extras["mask"][None].to(device)
                     per["background_lpips"].append(float(lpips(image * keep, src * keep)))
+            if background is not None:
+                per["background_lpips"] = background_distances(samples, background, lpips, device)
             out.update({k: {"value": float(np.mean(v)), "se": standard_error(v)} for k, v in per.items() if v})
     if {"fid", "kid"} & keys and metrics.reference:
         from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
@@ -542,7 +551,11 @@ def fmt(x, digits: int = 4) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
 
 
-def table_rows(proto: Protocol, folders: dict[str, Path], skipped: dict[str, str], draws: int) -> list[dict]:
+def table_rows(
+    proto: Protocol, folders: dict[str, Path], skipped: dict[str, str], draws: int, background: dict | None = None
+) -> list[dict]:
+    """Per row, the paper's figures beside the measured ones; with ``background`` (object masks by sample id), the
+    measured BG-LPIPS is the one on the masks' background (:func:`folder_statistics`), not metrics.json's."""
     rows = []
     for row in proto.rows:
         entry = {"label": row.label, "method": row.method, "figures": {}}
@@ -554,10 +567,12 @@ def table_rows(proto: Protocol, folders: dict[str, Path], skipped: dict[str, str
             entry.update(folder=str(folder), num_samples=done(folder))
             record = json.loads((folder / "metrics.json").read_text())
             measured = record["metrics"]
-            stats = folder_statistics(folder, {c.key for c in proto.columns}, draws)
+            stats = folder_statistics(folder, {c.key for c in proto.columns}, draws, background)
         for col in proto.columns:
             fig = {"paper": row.paper.get(col.label)}
             m = measured.get(col.key)
+            if background is not None and col.key == "background_lpips" and col.key in stats:
+                m = {"available": True, "value": stats[col.key]["value"]}
             if isinstance(m, dict) and m.get("available"):
                 fig["measured"] = m["value"] * col.scale
                 se = stats.get(col.key, {}).get("se")
@@ -594,7 +609,7 @@ def markdown(proto: Protocol, rows: list[dict], substitutions: list[str]) -> str
     return "\n".join(lines)
 
 
-def substitutions(proto, cfg, paper_cfg, rows, folders, scale, n, notes, rest) -> list[str]:
+def substitutions(proto, cfg, paper_cfg, rows, folders, scale, n, notes, rest, segmentation=None) -> list[str]:
     out = []
     model = cfg["model"]["init_args"]["backbone"]["init_args"].get("model")
     paper_model = paper_cfg["model"]["init_args"]["backbone"]["init_args"].get("model")
@@ -626,14 +641,64 @@ def substitutions(proto, cfg, paper_cfg, rows, folders, scale, n, notes, rest) -
                 line = f"{label}: not measured ({f['unavailable']})"
                 if line not in out:
                     out.append(line)
-    if proto.background:
-        out.append(
-            "BG-LPIPS: the background is the complement of each method's own edit mask, not a segmentation "
-            "of the source image"
-        )
+    if segmentation:
+        out.append(segmentation)
     if rest:
         out.append(f"options passed to every run: {' '.join(flatten(option_pairs(rest)))}")
     return out
+
+
+# -- the background of BG-LPIPS ----------------------------------------------------------------------------------
+def segmentation_choice(value: str | None, proto: Protocol, model: str | None) -> str | None:
+    """The protocol's background segmentation: ``--segmentation`` as given, else CLIPSeg, or ``own`` with the
+    embedded models (which have no segmentation model to go with them); None where the table has no BG-LPIPS."""
+    if not proto.background:
+        if value is not None:
+            raise InputError(f"--segmentation {value}: only the edit protocol has BG-LPIPS; leave it out here")
+        return None
+    if value is None:
+        return "own" if str(model).startswith("syncsde:") else "clipseg"
+    if value not in ("clipseg", "own") and not Path(value).is_dir():
+        raise InputError(f"--segmentation {value}: give clipseg, own, or a folder of masks (one per source image)")
+    return value
+
+
+def segmentation_masks(choice: str, recs: Records, args, out: Path) -> tuple[dict | None, str]:
+    """Object masks by sample id (None: each method's own edit mask) and the line that says where they came from."""
+    from syncsde.evaluation import segmentation as seg
+
+    images = [r["image"] for r in recs.records]
+    if choice == "own":
+        why = (
+            " (the default with the embedded models, which have no segmentation model)" if not args.segmentation else ""
+        )
+        return None, (
+            f"BG-LPIPS: the background is the complement of each method's own edit mask{why}, not the paper's "
+            "background of the source image; each method is judged on its own pixels"
+        )
+    if choice != "clipseg":
+        masks = seg.folder_masks(choice, recs.mask_names, images)
+        line = f"BG-LPIPS: the background of each source image outside the masks in {choice}, the same for every method"
+    else:
+        from PIL import Image
+
+        from syncsde.io import save_png
+
+        pictures = []
+        for path in images:
+            with Image.open(path) as im:
+                pictures.append(im.convert("RGB"))
+        words = [r["source_word"] for r in recs.records]
+        masks = seg.clipseg_masks(pictures, words, args.segmentation_model, args.segmentation_threshold)
+        (out / "segmentation").mkdir(parents=True, exist_ok=True)
+        for i, m in enumerate(masks):
+            save_png(out / "segmentation" / f"{i:05d}.png", m.expand(3, -1, -1))
+        line = (
+            f"BG-LPIPS: the background of each source image outside CLIPSeg's mask of its source word "
+            f"({args.segmentation_model}, sigmoid > {args.segmentation_threshold:g}; {out / 'segmentation'}), the "
+            "same for every method; the paper's segmentation is not known"
+        )
+    return dict(enumerate(masks)), line
 
 
 # -- the command --------------------------------------------------------------------------------------------------
@@ -651,6 +716,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--probe", type=int, default=2, help="samples of the first method run first, for the estimate")
     ap.add_argument("--bootstrap", type=int, default=100, help="bootstrap draws for the FID/KID standard errors")
     ap.add_argument("--dry_run", action="store_true", help="print the protocol's work and stop")
+    ap.add_argument(
+        "--segmentation",
+        default=None,
+        help="edit: BG-LPIPS's background: clipseg (CLIPSeg on each source image, prompted with its source word; "
+        "the default), own (each method's own edit mask; the default with the embedded models) or FOLDER (your "
+        "masks, one per source image: white the object)",
+    )
+    ap.add_argument("--segmentation_model", default=CLIPSEG, help="CLIPSeg hub id or saved folder")
+    ap.add_argument("--segmentation_threshold", type=float, default=THRESHOLD, help="on CLIPSeg's sigmoid")
     args, rest = ap.parse_known_args(argv)
     proto = PROTOCOLS[args.task]
     if not args.scale > 0:
@@ -665,8 +739,14 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.output_dir or f"outputs/reproduce/{args.task}")
     n = max(1, round(proto.samples * args.scale))
     recs = proto.records(args.data, n, base)
+    model = args.backbone or base["model"]["init_args"]["backbone"]["init_args"].get("model")
+    segmentation = segmentation_choice(args.segmentation, proto, model)
+    masks, seg_line = None, None
+    if segmentation not in (None, "own", "clipseg"):  # the user's masks: checked before anything runs
+        masks, seg_line = segmentation_masks(segmentation, recs, args, out)
 
     task_name = task_of(base)
+    task_class = registry.get("task", task_name)
     wanted = args.methods.split(",") if args.methods else [r.method for r in proto.rows]
     unknown = sorted(set(wanted) - {r.method for r in proto.rows})
     if unknown:
@@ -679,7 +759,9 @@ def main(argv: list[str] | None = None) -> dict:
         if row.method not in wanted:
             skipped[row.method] = "not asked for (--methods)"
         elif row.method != "syncsde" and registry.find("method", row.method) is None:
-            skipped[row.method] = "not in syncsde"
+            skipped[row.method] = "not in syncsde"  # e.g. MasaCtrl until a method of that name is registered
+        elif row.method != "syncsde" and not registry.get("method", row.method).applies_to(task_class):
+            skipped[row.method] = f"does not apply to syncsde's {task_name} task"
         else:
             runnable.append(row.method)
 
@@ -708,6 +790,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.dry_run:
         return {"task": args.task, "evaluations": sum(work.evaluations.values()), "remaining": work.remaining()}
     out.mkdir(parents=True, exist_ok=True)
+    if segmentation in ("own", "clipseg"):  # CLIPSeg loads (or says why not) before anything runs
+        masks, seg_line = segmentation_masks(segmentation, recs, args, out)
     protocol_file = out / "protocol.yaml"
     protocol_file.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     for method, reason in skipped.items():
@@ -737,8 +821,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(work.line(devices), file=sys.stderr)
     recompute_metrics([f for f in folders.values() if stale(f, reference)])
 
-    rows = table_rows(proto, folders, skipped, args.bootstrap)
-    subs = substitutions(proto, cfg, paper_cfg, rows, folders, args.scale, n, recs.notes, rest)
+    rows = table_rows(proto, folders, skipped, args.bootstrap, masks)
+    subs = substitutions(proto, cfg, paper_cfg, rows, folders, args.scale, n, recs.notes, rest, seg_line)
     text = markdown(proto, rows, subs)
     result = {
         "task": args.task,
@@ -750,6 +834,7 @@ def main(argv: list[str] | None = None) -> dict:
         "samples_per_record": n,
         "rows": rows,
         "substitutions": subs,
+        "segmentation": segmentation,
         "evaluations": sum(work.evaluations.values()),
         "seconds_per_evaluation": work.seconds_per_evaluation(),
     }
