@@ -3,11 +3,13 @@
     syncsde reproduce mask_t2i [--scale 0.01] [--configs configs/paper] [--data FILE_OR_DIR] [--output_dir DIR]
                                [--methods syncsde,synctweedies] [--dry_run] [any `syncsde predict` override,
                                e.g. --trainer.devices 4]
+    syncsde reproduce edit --data DIR [--segmentation clipseg|own|FOLDER] [--segmentation_model ID_OR_FOLDER]
 
-Runs the evaluation protocol of one task of the paper (SyncSDE, arXiv 2503.21555, as described in its appendix;
-docs/reproduce.md lists them): every method of the paper's table on the same records and seeds, the reference set
-where the table has FID/KID, the metrics, and prints the table beside the paper's published figures, with the
-difference and its standard error (bootstrap over samples; the paper's figure is taken as exact).
+Runs the evaluation protocol of one task of the paper (SyncSDE, arXiv 2503.21555, as public notes describe its
+appendix, not checked against the paper; docs/reproduce.md lists them): every method of the paper's table on the
+same records and seeds, the reference set where the table has FID/KID, the metrics, and prints the table beside the
+paper's published figures, with the difference and its standard error (bootstrap over samples; the paper's figure is
+taken as exact).
 
 - Each method runs ``syncsde predict`` in this process (:func:`syncsde.evaluation.compare.run_in_process`) on the
   config ``<configs>/<task>.yaml`` (``configs/paper`` by default: the official update and settings; ``configs/tiny``
@@ -25,6 +27,10 @@ difference and its standard error (bootstrap over samples; the paper's figure is
   features, CLIP ViT-B/32, LPIPS) is not installed the config's stand-in is used and recorded. Everything that
   differs from the paper's protocol (networks, backbone, sample counts, data, unavailable metrics) is listed under
   the table and in ``DIR/reproduction.json``; the table is also written to ``DIR/table.md``.
+- Editing's BG-LPIPS is measured on one background segmentation of each source image, the same for every method
+  (:mod:`syncsde.evaluation.segmentation`): CLIPSeg prompted with the source word (``--segmentation clipseg``, the
+  default), the user's masks (``--segmentation FOLDER``), or each method's own edit mask (``own``, today's figure
+  and the default with the embedded models, which have no segmentation model); the table says which.
 """
 
 from __future__ import annotations
@@ -48,7 +54,9 @@ from syncsde.io import save_json
 
 # the networks the paper's metrics use (the configs/paper Metrics callback names them)
 PAPER_NETWORKS = {"feature_network": "inception", "clip_model": "openai/clip-vit-base-patch32"}
-UNCHECKED = "as transcribed in public notes; not checked against the paper"
+# the stored copy of the paper (arXiv 2503.21555v2's HTML) gives its opening only (abstract, start of §1): none of
+# its tables or its appendix could be read, so every figure and count below is as public notes transcribed it
+UNCHECKED = "as transcribed in public notes; not checked against the paper (its stored copy gives the opening only)"
 NOT_TRANSCRIBED = "not transcribed here (the table shows the measured figures only)"
 REFERENCE_SEED = 1000  # the reference set's seed: other noises than the generated samples' (seed 0)
 # the task options a reference run shares with the protocol's runs (plain sampling with the same backbone)

@@ -26,7 +26,7 @@ from PIL import Image
 from syncsde.errors import InputError
 
 CLIPSEG = "CIDAS/clipseg-rd64-refined"
-THRESHOLD = 0.4  # on CLIPSeg's sigmoid: its probabilities of a clearly visible object sit well above, of the rest below
+THRESHOLD = 0.4  # on CLIPSeg's sigmoid; a usual choice for its maps (the paper's segmentation is not known)
 
 
 def load_clipseg(model: str = CLIPSEG):
