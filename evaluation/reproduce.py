@@ -49,6 +49,13 @@ import yaml
 
 from syncsde import registry
 from syncsde.errors import InputError
+from syncsde.evaluation.motion_metrics import (
+    HUMANML3D_JERK,
+    TRANSITION_LENGTH,
+    peak_jerk_auj,
+    transition_curves,
+    transitions_of,
+)
 from syncsde.evaluation.segmentation import CLIPSEG, THRESHOLD
 from syncsde.io import save_json
 
@@ -58,6 +65,7 @@ PAPER_NETWORKS = {"feature_network": "inception", "clip_model": "openai/clip-vit
 # its tables or its appendix could be read, so every figure and count below is as public notes transcribed it
 UNCHECKED = "as transcribed in public notes; not checked against the paper (its stored copy gives the opening only)"
 NOT_TRANSCRIBED = "not transcribed here (the table shows the measured figures only)"
+NOT_PUBLISHED = "none: no published figures were found (the project page shows motion as a picture only)"
 REFERENCE_SEED = 1000  # the reference set's seed: other noises than the generated samples' (seed 0)
 # the task options a reference run shares with the protocol's runs (plain sampling with the same backbone)
 SHARED_OPTIONS = ("num_inference_steps", "guidance_scale", "negative_prompt", "sampler_dtype", "sampler", "eta")
@@ -117,6 +125,7 @@ class Protocol:
     reference: int = 0  # reference images per prompt (0: no FID/KID)
     source: str = UNCHECKED
     background: bool = False  # BG-LPIPS: the background of the source image (--segmentation)
+    measures: str = "metrics"  # the metrics callback's metrics.json, or "motion": FlowMDM's PJ and AUJ of the joints
 
 
 def _jsonl(path: str) -> list[dict]:
@@ -229,6 +238,20 @@ def mesh_records(data, n, base) -> Records:
     return Records(_repeat(recs, n), [], notes)
 
 
+def motion_records(data, n, base) -> Records:
+    if data:
+        recs = _jsonl(data)
+        notes = [f"text sequences: {len(recs)} from {data}"]
+    else:
+        recs = [dict(r) for r in base["data"]["init_args"]["records"]]
+        notes = [f"text sequences: the config's {len(recs)}; give --data FILE.jsonl ({{texts}}) for others"]
+    notes.append(
+        "protocol: ours (the paper publishes no motion figures to compare with): FlowMDM's Peak Jerk and AUJ of the "
+        f"transitions, {TRANSITION_LENGTH}-frame windows, real-motion jerk {HUMANML3D_JERK:.4f} (HumanML3D)"
+    )
+    return Records(_repeat(recs, n), [], notes)
+
+
 KID, FID = Column("KID×10³", "kid", 1000.0), Column("FID", "fid")
 CLIP = Column("CLIP-S", "clip_score", 0.01)  # ours: 100·max(cos, 0); the paper's: the cosine
 PROTOCOLS = {
@@ -308,10 +331,36 @@ PROTOCOLS = {
         description="6 meshes × 100 textures, rendered from a fixed view; CLIP-S of the front view with the prompt",
         source=NOT_TRANSCRIBED,
     ),
+    "motion": Protocol(
+        table="long-horizon motion (no table in the paper)",
+        config="motion",
+        rows=(
+            Row("MultiDiffusion", "multidiffusion"),
+            Row("SyncTweedies", "synctweedies"),
+            # 3 segments, then each of the 2 transitions re-sampled over the last 9/10 of the steps: ~4.8
+            Row("DoubleTake", "doubletake", trajectories=5),
+            Row("SyncSDE", "syncsde"),
+        ),
+        columns=(Column("PJ", "peak_jerk"), Column("AUJ", "auj")),
+        samples=100,
+        trajectories=3,
+        records=motion_records,
+        description="ours, no published protocol: 100 motions per text sequence (3 texts: 3 segments of 120 frames "
+        "overlapping by 30); FlowMDM's Peak Jerk and Area Under the Jerk over the transitions (lower is smoother)",
+        source=NOT_PUBLISHED,
+        measures="motion",
+    ),
 }
 
 
 # -- configs ------------------------------------------------------------------------------------------------------
+def backbone_name(config: dict) -> str:
+    """The backbone's model (hub id, folder, embedded name), its checkpoint, or else its class."""
+    backbone = config["model"]["init_args"]["backbone"]
+    init = backbone.get("init_args") or {}
+    return init.get("model") or init.get("checkpoint") or backbone["class_path"]
+
+
 def metrics_callback(config: dict) -> dict | None:
     from syncsde.evaluation.evaluate import METRICS_CLASSES
 
@@ -327,13 +376,15 @@ def protocol_config(base: dict, proto: Protocol, records: list, reference: Path 
     cfg = copy.deepcopy(base)
     cfg.pop("output_dir", None)
     if backbone:
-        cfg["model"]["init_args"]["backbone"]["init_args"]["model"] = backbone
+        cfg["model"]["init_args"]["backbone"].setdefault("init_args", {})["model"] = backbone
     old = cfg["data"]["init_args"]
     kept = {k: old[k] for k in ("seed", "batch_size") if k in old}
     if "prompts" in old or "prompt_file" in old:  # a PromptDataModule
         cfg["data"]["init_args"] = {"prompts": [r["prompt"] for r in records], "samples_per_prompt": 1, **kept}
     else:
         cfg["data"]["init_args"] = {"records": records, "samples_per_record": 1, **kept}
+    if proto.measures != "metrics":  # measured from the samples' files afterwards (:func:`motion_statistics`)
+        return cfg
     callback = metrics_callback(cfg)
     if callback is None:
         callback = {"class_path": "syncsde.evaluation.Metrics", "init_args": {}}
@@ -554,6 +605,24 @@ def folder_statistics(folder: Path, keys: set[str], draws: int, background: dict
     return out
 
 
+def motion_statistics(folder: Path, draws: int) -> dict[str, dict]:
+    """FlowMDM's Peak Jerk and AUJ of the folder's motions (their transitions' jerk curves averaged frame by frame,
+    as ``syncsde.evaluation.coherence`` measures them), with standard errors over bootstrap resamples of the
+    motions (all transitions of a motion together)."""
+    curves = [
+        transition_curves(np.load(Path(folder) / meta["files"]["joints"]), transitions_of(meta))
+        for meta in manifest_samples(folder)
+    ]
+    out = {}
+    for which, key in enumerate(("peak_jerk", "auj")):
+
+        def figure(idx, which=which):
+            return peak_jerk_auj(np.concatenate([curves[i] for i in idx]))[which]
+
+        out[key] = {"value": figure(range(len(curves))), "se": bootstrap(figure, (len(curves),), draws)}
+    return out
+
+
 # -- the table ----------------------------------------------------------------------------------------------------
 def fmt(x, digits: int = 4) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
@@ -571,6 +640,10 @@ def table_rows(
         measured, stats = {}, {}
         if folder is None:
             entry["not_run"] = skipped.get(row.method, "not run")
+        elif proto.measures == "motion":
+            entry.update(folder=str(folder), num_samples=done(folder))
+            stats = motion_statistics(folder, draws)
+            measured = {k: {"available": True, "value": v["value"]} for k, v in stats.items()}
         else:
             entry.update(folder=str(folder), num_samples=done(folder))
             record = json.loads((folder / "metrics.json").read_text())
@@ -619,8 +692,7 @@ def markdown(proto: Protocol, rows: list[dict], substitutions: list[str]) -> str
 
 def substitutions(proto, cfg, paper_cfg, rows, folders, scale, n, notes, rest, segmentation=None) -> list[str]:
     out = []
-    model = cfg["model"]["init_args"]["backbone"]["init_args"].get("model")
-    paper_model = paper_cfg["model"]["init_args"]["backbone"]["init_args"].get("model")
+    model, paper_model = backbone_name(cfg), backbone_name(paper_cfg)
     if model != paper_model:
         out.append(f"backbone: {model} instead of the paper's {paper_model}")
     ours, paper = cfg["model"]["init_args"].get("strategy", {}), paper_cfg["model"]["init_args"].get("strategy", {})
@@ -637,6 +709,8 @@ def substitutions(proto, cfg, paper_cfg, rows, folders, scale, n, notes, rest, s
             )
     out += notes
     for folder in folders.values():
+        if not (folder / "metrics.json").is_file():  # measured from the samples' files (motion)
+            continue
         networks = json.loads((folder / "metrics.json").read_text()).get("networks", {})
         for key, paper in PAPER_NETWORKS.items():
             used = networks.get(key)
@@ -747,7 +821,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.output_dir or f"outputs/reproduce/{args.task}")
     n = max(1, round(proto.samples * args.scale))
     recs = proto.records(args.data, n, base)
-    model = args.backbone or base["model"]["init_args"]["backbone"]["init_args"].get("model")
+    model = args.backbone or backbone_name(base)
     segmentation = segmentation_choice(args.segmentation, proto, model)
     masks, seg_line = None, None
     if segmentation not in (None, "own", "clipseg"):  # the user's masks: checked before anything runs
@@ -827,7 +901,8 @@ def main(argv: list[str] | None = None) -> dict:
         folders[method] = out / method
         predict(protocol_file, method, folders[method], f"syncsde reproduce: {method}")
         print(work.line(devices), file=sys.stderr)
-    recompute_metrics([f for f in folders.values() if stale(f, reference)])
+    if proto.measures == "metrics":
+        recompute_metrics([f for f in folders.values() if stale(f, reference)])
 
     rows = table_rows(proto, folders, skipped, args.bootstrap, masks)
     subs = substitutions(proto, cfg, paper_cfg, rows, folders, args.scale, n, recs.notes, rest, seg_line)
