@@ -762,16 +762,19 @@ def segmentation_masks(choice: str, recs: Records, args, out: Path) -> tuple[dic
         masks = seg.folder_masks(choice, recs.mask_names, images)
         line = f"BG-LPIPS: the background of each source image outside the masks in {choice}, the same for every method"
     else:
+        import torch
         from PIL import Image
 
         from syncsde.io import save_png
 
-        pictures = []
-        for path in images:
-            with Image.open(path) as im:
-                pictures.append(im.convert("RGB"))
+        def pictures():  # one at a time: a thousand source images need not sit in memory together
+            for path in images:
+                with Image.open(path) as im:
+                    yield im.convert("RGB")
+
         words = [r["source_word"] for r in recs.records]
-        masks = seg.clipseg_masks(pictures, words, args.segmentation_model, args.segmentation_threshold)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        masks = seg.clipseg_masks(pictures(), words, args.segmentation_model, args.segmentation_threshold, device)
         (out / "segmentation").mkdir(parents=True, exist_ok=True)
         for i, m in enumerate(masks):
             save_png(out / "segmentation" / f"{i:05d}.png", m.expand(3, -1, -1))
@@ -796,7 +799,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--output_dir", default=None, help="default outputs/reproduce/<task>")
     ap.add_argument("--methods", default=None, help="comma-separated rows to run (method names); default all")
     ap.add_argument("--probe", type=int, default=2, help="samples of the first method run first, for the estimate")
-    ap.add_argument("--bootstrap", type=int, default=100, help="bootstrap draws for the FID/KID standard errors")
+    ap.add_argument("--bootstrap", type=int, default=100, help="bootstrap draws (FID, KID, motion SEs)")
     ap.add_argument("--dry_run", action="store_true", help="print the protocol's work and stop")
     ap.add_argument(
         "--segmentation",

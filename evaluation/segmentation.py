@@ -15,7 +15,7 @@ Masks are (1, H, W) tensors of 0 and 1 at the source image's size; 1 marks the o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ def load_clipseg(model: str = CLIPSEG):
 
 
 def clipseg_masks(
-    images: list[Image.Image], words: list[str], model: str = CLIPSEG, threshold: float = THRESHOLD, device="cpu"
+    images: Iterable[Image.Image], words: list[str], model: str = CLIPSEG, threshold: float = THRESHOLD, device="cpu"
 ) -> list[torch.Tensor]:
     """The object mask of each image, CLIPSeg prompted with its word: (1, H, W) at the image's size."""
     processor, net = load_clipseg(model)

@@ -229,30 +229,3 @@ def test_clipseg_masks_of_the_protocol_are_saved_and_said(tiny_clipseg, tmp_path
     assert sorted(masks) == [0, 1] and all(torch.equal(masks[i], expected[i]) for i in (0, 1))
     assert torch.equal(read_image(tmp_path / "segmentation" / "00001.png")[:1], expected[1])
     assert f"CLIPSeg's mask of its source word ({tiny_clipseg}, sigmoid > 0.5;" in line
-
-
-def test_motion_protocol_measures_the_transitions(tmp_path):
-    """The motion protocol on the embedded motion model (2 motions, 1 step): no paper column, PJ and AUJ as
-    syncsde.evaluation.coherence measures them (another code path), bootstrap standard errors, and the protocol
-    said to be ours."""
-    from syncsde.evaluation.coherence import measure_folder
-
-    data = tmp_path / "motion.jsonl"
-    data.write_text(json.dumps({"texts": ["a person walks forward", "a person jumps", "a person kicks"]}))
-    out = tmp_path / "m"
-    args = ["motion", "--scale", "0.02", "--data", str(data), "--methods", "syncsde", "--probe", "0"]
-    result = main([*args, "--bootstrap", "20", "--output_dir", str(out), *FAST, "--model.render_size", "32"])
-    rows = {r["label"]: r for r in result["rows"]}
-    ours = rows["SyncSDE"]["figures"]
-    measures = measure_folder(out / "syncsde")["measures"]
-    assert rows["SyncSDE"]["num_samples"] == 2 and measures["peak_jerk"]["transitions"] == 4
-    for label, key in (("PJ", "peak_jerk"), ("AUJ", "auj")):
-        assert ours[label]["paper"] is None and "difference" not in ours[label]
-        assert ours[label]["measured"] == pytest.approx(measures[key]["value"], rel=1e-9)
-        assert ours[label]["se"] > 0
-    assert rows["DoubleTake"]["not_run"] == "not asked for (--methods)"
-    assert not (out / "syncsde" / "metrics.json").exists()  # no image metrics computed on a motion
-    assert any(s.startswith("protocol: ours (the paper publishes no motion figures") for s in result["substitutions"])
-    assert "no published figures were found" in (out / "table.md").read_text()
-    dry = main(["motion", "--dry_run", "--output_dir", str(tmp_path / "d")])  # the config's record: 3 texts
-    assert dry["evaluations"] == 100 * (3 + 3 + 5 + 3) * 50
