@@ -3,11 +3,13 @@
     syncsde reproduce mask_t2i [--scale 0.01] [--configs configs/paper] [--data FILE_OR_DIR] [--output_dir DIR]
                                [--methods syncsde,synctweedies] [--dry_run] [any `syncsde predict` override,
                                e.g. --trainer.devices 4]
+    syncsde reproduce edit --data DIR [--segmentation clipseg|own|FOLDER] [--segmentation_model ID_OR_FOLDER]
 
-Runs the evaluation protocol of one task of the paper (SyncSDE, arXiv 2503.21555, as described in its appendix;
-docs/reproduce.md lists them): every method of the paper's table on the same records and seeds, the reference set
-where the table has FID/KID, the metrics, and prints the table beside the paper's published figures, with the
-difference and its standard error (bootstrap over samples; the paper's figure is taken as exact).
+Runs the evaluation protocol of one task of the paper (SyncSDE, arXiv 2503.21555, as public notes describe its
+appendix, not checked against the paper; docs/reproduce.md lists them): every method of the paper's table on the
+same records and seeds, the reference set where the table has FID/KID, the metrics, and prints the table beside the
+paper's published figures, with the difference and its standard error (bootstrap over samples; the paper's figure is
+taken as exact).
 
 - Each method runs ``syncsde predict`` in this process (:func:`syncsde.evaluation.compare.run_in_process`) on the
   config ``<configs>/<task>.yaml`` (``configs/paper`` by default: the official update and settings; ``configs/tiny``
@@ -25,6 +27,10 @@ difference and its standard error (bootstrap over samples; the paper's figure is
   features, CLIP ViT-B/32, LPIPS) is not installed the config's stand-in is used and recorded. Everything that
   differs from the paper's protocol (networks, backbone, sample counts, data, unavailable metrics) is listed under
   the table and in ``DIR/reproduction.json``; the table is also written to ``DIR/table.md``.
+- Editing's BG-LPIPS is measured on one background segmentation of each source image, the same for every method
+  (:mod:`syncsde.evaluation.segmentation`): CLIPSeg prompted with the source word (``--segmentation clipseg``, the
+  default), the user's masks (``--segmentation FOLDER``), or each method's own edit mask (``own``, today's figure
+  and the default with the embedded models, which have no segmentation model); the table says which.
 """
 
 from __future__ import annotations
@@ -43,12 +49,23 @@ import yaml
 
 from syncsde import registry
 from syncsde.errors import InputError
+from syncsde.evaluation.motion_metrics import (
+    HUMANML3D_JERK,
+    TRANSITION_LENGTH,
+    peak_jerk_auj,
+    transition_curves,
+    transitions_of,
+)
+from syncsde.evaluation.segmentation import CLIPSEG, THRESHOLD
 from syncsde.io import save_json
 
 # the networks the paper's metrics use (the configs/paper Metrics callback names them)
 PAPER_NETWORKS = {"feature_network": "inception", "clip_model": "openai/clip-vit-base-patch32"}
-UNCHECKED = "as transcribed in public notes; not checked against the paper"
+# the stored copy of the paper (arXiv 2503.21555v2's HTML) gives its opening only (abstract, start of §1): none of
+# its tables or its appendix could be read, so every figure and count below is as public notes transcribed it
+UNCHECKED = "as transcribed in public notes; not checked against the paper (its stored copy gives the opening only)"
 NOT_TRANSCRIBED = "not transcribed here (the table shows the measured figures only)"
+NOT_PUBLISHED = "none: no published figures were found (the project page shows motion as a picture only)"
 REFERENCE_SEED = 1000  # the reference set's seed: other noises than the generated samples' (seed 0)
 # the task options a reference run shares with the protocol's runs (plain sampling with the same backbone)
 SHARED_OPTIONS = ("num_inference_steps", "guidance_scale", "negative_prompt", "sampler_dtype", "sampler", "eta")
@@ -92,6 +109,7 @@ class Records:
     records: list
     prompts: list
     notes: list
+    mask_names: list = field(default_factory=list)  # editing: the file of each record's mask in --segmentation FOLDER
 
 
 @dataclass(frozen=True)
@@ -106,7 +124,8 @@ class Protocol:
     description: str
     reference: int = 0  # reference images per prompt (0: no FID/KID)
     source: str = UNCHECKED
-    background: bool = False  # BG-LPIPS: the background is the complement of the method's own edit mask
+    background: bool = False  # BG-LPIPS: the background of the source image (--segmentation)
+    measures: str = "metrics"  # the metrics callback's metrics.json, or "motion": FlowMDM's PJ and AUJ of the joints
 
 
 def _jsonl(path: str) -> list[dict]:
@@ -170,19 +189,21 @@ def edit_records(data, n, base) -> Records:
         raise InputError(missing)
     path = Path(data)
     if path.is_file():
-        return Records(_jsonl(data)[: n * len(EDIT_PAIRS)], [], [f"records: from {data}"])
+        recs = _jsonl(data)[: n * len(EDIT_PAIRS)]
+        return Records(recs, [], [f"records: from {data}"], [f"{Path(r['image']).stem}.png" for r in recs])
     if not path.is_dir():
         raise InputError(f"--data '{data}' does not exist; " + missing.split(": ", 1)[1])
-    recs, notes = [], []
+    recs, notes, names = [], [], []
     for pair in EDIT_PAIRS:
         source, target = pair.split("2")
         images = sorted(p for p in (path / pair).glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
         if len(images) < n:
             notes.append(f"{pair}: {len(images)} images in {path / pair}, the protocol asks for {n}")
         recs += [{"image": str(p.resolve()), "source_word": source, "target_word": target} for p in images[:n]]
+        names += [f"{pair}/{p.stem}.png" for p in images[:n]]
     if not recs:
         raise InputError(f"--data '{data}' holds no images in {', '.join(EDIT_PAIRS)}; " + missing.split(": ", 1)[1])
-    return Records(recs, [], notes)
+    return Records(recs, [], notes, names)
 
 
 def ambiguous_records(data, n, base) -> Records:
@@ -214,6 +235,20 @@ def mesh_records(data, n, base) -> Records:
             f"the config's {len(recs)} record(s) run; give --data FILE.jsonl ({{mesh, prompt}}) for the paper's",
             "metrics: CLIP-S of the front view only (no reference set for FID/KID is reconstructed)",
         ]
+    return Records(_repeat(recs, n), [], notes)
+
+
+def motion_records(data, n, base) -> Records:
+    if data:
+        recs = _jsonl(data)
+        notes = [f"text sequences: {len(recs)} from {data}"]
+    else:
+        recs = [dict(r) for r in base["data"]["init_args"]["records"]]
+        notes = [f"text sequences: the config's {len(recs)}; give --data FILE.jsonl ({{texts}}) for others"]
+    notes.append(
+        "protocol: ours (the paper publishes no motion figures to compare with): FlowMDM's Peak Jerk and AUJ of the "
+        f"transitions, {TRANSITION_LENGTH}-frame windows, real-motion jerk {HUMANML3D_JERK:.4f} (HumanML3D)"
+    )
     return Records(_repeat(recs, n), [], notes)
 
 
@@ -296,10 +331,36 @@ PROTOCOLS = {
         description="6 meshes × 100 textures, rendered from a fixed view; CLIP-S of the front view with the prompt",
         source=NOT_TRANSCRIBED,
     ),
+    "motion": Protocol(
+        table="long-horizon motion (no table in the paper)",
+        config="motion",
+        rows=(
+            Row("MultiDiffusion", "multidiffusion"),
+            Row("SyncTweedies", "synctweedies"),
+            # 3 segments, then each of the 2 transitions re-sampled over the last 9/10 of the steps: ~4.8
+            Row("DoubleTake", "doubletake", trajectories=5),
+            Row("SyncSDE", "syncsde"),
+        ),
+        columns=(Column("PJ", "peak_jerk"), Column("AUJ", "auj")),
+        samples=100,
+        trajectories=3,
+        records=motion_records,
+        description="ours, no published protocol: 100 motions per text sequence (3 texts: 3 segments of 120 frames "
+        "overlapping by 30); FlowMDM's Peak Jerk and Area Under the Jerk over the transitions (lower is smoother)",
+        source=NOT_PUBLISHED,
+        measures="motion",
+    ),
 }
 
 
 # -- configs ------------------------------------------------------------------------------------------------------
+def backbone_name(config: dict) -> str:
+    """The backbone's model (hub id, folder, embedded name), its checkpoint, or else its class."""
+    backbone = config["model"]["init_args"]["backbone"]
+    init = backbone.get("init_args") or {}
+    return init.get("model") or init.get("checkpoint") or backbone["class_path"]
+
+
 def metrics_callback(config: dict) -> dict | None:
     from syncsde.evaluation.evaluate import METRICS_CLASSES
 
@@ -315,13 +376,15 @@ def protocol_config(base: dict, proto: Protocol, records: list, reference: Path 
     cfg = copy.deepcopy(base)
     cfg.pop("output_dir", None)
     if backbone:
-        cfg["model"]["init_args"]["backbone"]["init_args"]["model"] = backbone
+        cfg["model"]["init_args"]["backbone"].setdefault("init_args", {})["model"] = backbone
     old = cfg["data"]["init_args"]
     kept = {k: old[k] for k in ("seed", "batch_size") if k in old}
     if "prompts" in old or "prompt_file" in old:  # a PromptDataModule
         cfg["data"]["init_args"] = {"prompts": [r["prompt"] for r in records], "samples_per_prompt": 1, **kept}
     else:
         cfg["data"]["init_args"] = {"records": records, "samples_per_record": 1, **kept}
+    if proto.measures != "metrics":  # measured from the samples' files afterwards (:func:`motion_statistics`)
+        return cfg
     callback = metrics_callback(cfg)
     if callback is None:
         callback = {"class_path": "syncsde.evaluation.Metrics", "init_args": {}}
@@ -447,14 +510,17 @@ def bootstrap(statistic, sizes: tuple[int, ...], draws: int) -> float:
     return float(np.std([statistic(*(rng.integers(0, n, n) for n in sizes)) for _ in range(draws)], ddof=1))
 
 
-def folder_statistics(folder: Path, keys: set[str], draws: int) -> dict[str, dict]:
+def folder_statistics(folder: Path, keys: set[str], draws: int, background: dict | None = None) -> dict[str, dict]:
     """Per folder and metric key: the figure recomputed from per-sample values (``value``) and its standard error
     (``se``): CLIP scores and LPIPS as means over samples; FID and KID with the folder's metric networks over
-    bootstrap resamples of the generated samples (all crops of a sample together) and of the reference images."""
+    bootstrap resamples of the generated samples (all crops of a sample together) and of the reference images.
+    ``background``: object masks by sample id (:mod:`syncsde.evaluation.segmentation`), whose complement is the
+    background of background LPIPS, in place of each sample's own edit mask."""
     import torch
 
     from syncsde.evaluation.evaluate import metrics_options
     from syncsde.evaluation.metrics import Metrics, folder_files, load_images, random_crops
+    from syncsde.evaluation.segmentation import background_distances
     from syncsde.writer import read_sample
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -488,9 +554,11 @@ def folder_statistics(folder: Path, keys: set[str], draws: int) -> dict[str, dic
                     continue
                 image, src = s.image[None].to(device), s.extras["source"][None].to(device)
                 per["lpips"].append(float(lpips(image, src)))
-                if "mask" in s.extras:
+                if "mask" in s.extras and background is None:
                     keep = 1 - s.extras["mask"][None].to(device)
                     per["background_lpips"].append(float(lpips(image * keep, src * keep)))
+            if background is not None:
+                per["background_lpips"] = background_distances(samples, background, lpips, device)
             out.update({k: {"value": float(np.mean(v)), "se": standard_error(v)} for k, v in per.items() if v})
     if {"fid", "kid"} & keys and metrics.reference:
         from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
@@ -537,12 +605,34 @@ def folder_statistics(folder: Path, keys: set[str], draws: int) -> dict[str, dic
     return out
 
 
+def motion_statistics(folder: Path, draws: int) -> dict[str, dict]:
+    """FlowMDM's Peak Jerk and AUJ of the folder's motions (their transitions' jerk curves averaged frame by frame,
+    as ``syncsde.evaluation.coherence`` measures them), with standard errors over bootstrap resamples of the
+    motions (all transitions of a motion together)."""
+    curves = [
+        transition_curves(np.load(Path(folder) / meta["files"]["joints"]), transitions_of(meta))
+        for meta in manifest_samples(folder)
+    ]
+    out = {}
+    for which, key in enumerate(("peak_jerk", "auj")):
+
+        def figure(idx, which=which):
+            return peak_jerk_auj(np.concatenate([curves[i] for i in idx]))[which]
+
+        out[key] = {"value": figure(range(len(curves))), "se": bootstrap(figure, (len(curves),), draws)}
+    return out
+
+
 # -- the table ----------------------------------------------------------------------------------------------------
 def fmt(x, digits: int = 4) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
 
 
-def table_rows(proto: Protocol, folders: dict[str, Path], skipped: dict[str, str], draws: int) -> list[dict]:
+def table_rows(
+    proto: Protocol, folders: dict[str, Path], skipped: dict[str, str], draws: int, background: dict | None = None
+) -> list[dict]:
+    """Per row, the paper's figures beside the measured ones; with ``background`` (object masks by sample id), the
+    measured BG-LPIPS is the one on the masks' background (:func:`folder_statistics`), not metrics.json's."""
     rows = []
     for row in proto.rows:
         entry = {"label": row.label, "method": row.method, "figures": {}}
@@ -550,14 +640,20 @@ def table_rows(proto: Protocol, folders: dict[str, Path], skipped: dict[str, str
         measured, stats = {}, {}
         if folder is None:
             entry["not_run"] = skipped.get(row.method, "not run")
+        elif proto.measures == "motion":
+            entry.update(folder=str(folder), num_samples=done(folder))
+            stats = motion_statistics(folder, draws)
+            measured = {k: {"available": True, "value": v["value"]} for k, v in stats.items()}
         else:
             entry.update(folder=str(folder), num_samples=done(folder))
             record = json.loads((folder / "metrics.json").read_text())
             measured = record["metrics"]
-            stats = folder_statistics(folder, {c.key for c in proto.columns}, draws)
+            stats = folder_statistics(folder, {c.key for c in proto.columns}, draws, background)
         for col in proto.columns:
             fig = {"paper": row.paper.get(col.label)}
             m = measured.get(col.key)
+            if background is not None and col.key == "background_lpips" and col.key in stats:
+                m = {"available": True, "value": stats[col.key]["value"]}
             if isinstance(m, dict) and m.get("available"):
                 fig["measured"] = m["value"] * col.scale
                 se = stats.get(col.key, {}).get("se")
@@ -594,10 +690,9 @@ def markdown(proto: Protocol, rows: list[dict], substitutions: list[str]) -> str
     return "\n".join(lines)
 
 
-def substitutions(proto, cfg, paper_cfg, rows, folders, scale, n, notes, rest) -> list[str]:
+def substitutions(proto, cfg, paper_cfg, rows, folders, scale, n, notes, rest, segmentation=None) -> list[str]:
     out = []
-    model = cfg["model"]["init_args"]["backbone"]["init_args"].get("model")
-    paper_model = paper_cfg["model"]["init_args"]["backbone"]["init_args"].get("model")
+    model, paper_model = backbone_name(cfg), backbone_name(paper_cfg)
     if model != paper_model:
         out.append(f"backbone: {model} instead of the paper's {paper_model}")
     ours, paper = cfg["model"]["init_args"].get("strategy", {}), paper_cfg["model"]["init_args"].get("strategy", {})
@@ -614,6 +709,8 @@ def substitutions(proto, cfg, paper_cfg, rows, folders, scale, n, notes, rest) -
             )
     out += notes
     for folder in folders.values():
+        if not (folder / "metrics.json").is_file():  # measured from the samples' files (motion)
+            continue
         networks = json.loads((folder / "metrics.json").read_text()).get("networks", {})
         for key, paper in PAPER_NETWORKS.items():
             used = networks.get(key)
@@ -626,14 +723,67 @@ def substitutions(proto, cfg, paper_cfg, rows, folders, scale, n, notes, rest) -
                 line = f"{label}: not measured ({f['unavailable']})"
                 if line not in out:
                     out.append(line)
-    if proto.background:
-        out.append(
-            "BG-LPIPS: the background is the complement of each method's own edit mask, not a segmentation "
-            "of the source image"
-        )
+    if segmentation:
+        out.append(segmentation)
     if rest:
         out.append(f"options passed to every run: {' '.join(flatten(option_pairs(rest)))}")
     return out
+
+
+# -- the background of BG-LPIPS ----------------------------------------------------------------------------------
+def segmentation_choice(value: str | None, proto: Protocol, model: str | None) -> str | None:
+    """The protocol's background segmentation: ``--segmentation`` as given, else CLIPSeg, or ``own`` with the
+    embedded models (which have no segmentation model to go with them); None where the table has no BG-LPIPS."""
+    if not proto.background:
+        if value is not None:
+            raise InputError(f"--segmentation {value}: only the edit protocol has BG-LPIPS; leave it out here")
+        return None
+    if value is None:
+        return "own" if str(model).startswith("syncsde:") else "clipseg"
+    if value not in ("clipseg", "own") and not Path(value).is_dir():
+        raise InputError(f"--segmentation {value}: give clipseg, own, or a folder of masks (one per source image)")
+    return value
+
+
+def segmentation_masks(choice: str, recs: Records, args, out: Path) -> tuple[dict | None, str]:
+    """Object masks by sample id (None: each method's own edit mask) and the line that says where they came from."""
+    from syncsde.evaluation import segmentation as seg
+
+    images = [r["image"] for r in recs.records]
+    if choice == "own":
+        why = (
+            " (the default with the embedded models, which have no segmentation model)" if not args.segmentation else ""
+        )
+        return None, (
+            f"BG-LPIPS: the background is the complement of each method's own edit mask{why}, not the paper's "
+            "background of the source image; each method is judged on its own pixels"
+        )
+    if choice != "clipseg":
+        masks = seg.folder_masks(choice, recs.mask_names, images)
+        line = f"BG-LPIPS: the background of each source image outside the masks in {choice}, the same for every method"
+    else:
+        import torch
+        from PIL import Image
+
+        from syncsde.io import save_png
+
+        def pictures():  # one at a time: a thousand source images need not sit in memory together
+            for path in images:
+                with Image.open(path) as im:
+                    yield im.convert("RGB")
+
+        words = [r["source_word"] for r in recs.records]
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        masks = seg.clipseg_masks(pictures(), words, args.segmentation_model, args.segmentation_threshold, device)
+        (out / "segmentation").mkdir(parents=True, exist_ok=True)
+        for i, m in enumerate(masks):
+            save_png(out / "segmentation" / f"{i:05d}.png", m.expand(3, -1, -1))
+        line = (
+            f"BG-LPIPS: the background of each source image outside CLIPSeg's mask of its source word "
+            f"({args.segmentation_model}, sigmoid > {args.segmentation_threshold:g}; {out / 'segmentation'}), the "
+            "same for every method; the paper's segmentation is not known"
+        )
+    return dict(enumerate(masks)), line
 
 
 # -- the command --------------------------------------------------------------------------------------------------
@@ -649,8 +799,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--output_dir", default=None, help="default outputs/reproduce/<task>")
     ap.add_argument("--methods", default=None, help="comma-separated rows to run (method names); default all")
     ap.add_argument("--probe", type=int, default=2, help="samples of the first method run first, for the estimate")
-    ap.add_argument("--bootstrap", type=int, default=100, help="bootstrap draws for the FID/KID standard errors")
+    ap.add_argument("--bootstrap", type=int, default=100, help="bootstrap draws (FID, KID, motion SEs)")
     ap.add_argument("--dry_run", action="store_true", help="print the protocol's work and stop")
+    ap.add_argument(
+        "--segmentation",
+        default=None,
+        help="edit: BG-LPIPS's background: clipseg (CLIPSeg on each source image, prompted with its source word; "
+        "the default), own (each method's own edit mask; the default with the embedded models) or FOLDER (your "
+        "masks, one per source image: white the object)",
+    )
+    ap.add_argument("--segmentation_model", default=CLIPSEG, help="CLIPSeg hub id or saved folder")
+    ap.add_argument("--segmentation_threshold", type=float, default=THRESHOLD, help="on CLIPSeg's sigmoid")
     args, rest = ap.parse_known_args(argv)
     proto = PROTOCOLS[args.task]
     if not args.scale > 0:
@@ -665,8 +824,14 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.output_dir or f"outputs/reproduce/{args.task}")
     n = max(1, round(proto.samples * args.scale))
     recs = proto.records(args.data, n, base)
+    model = args.backbone or backbone_name(base)
+    segmentation = segmentation_choice(args.segmentation, proto, model)
+    masks, seg_line = None, None
+    if segmentation not in (None, "own", "clipseg"):  # the user's masks: checked before anything runs
+        masks, seg_line = segmentation_masks(segmentation, recs, args, out)
 
     task_name = task_of(base)
+    task_class = registry.get("task", task_name)
     wanted = args.methods.split(",") if args.methods else [r.method for r in proto.rows]
     unknown = sorted(set(wanted) - {r.method for r in proto.rows})
     if unknown:
@@ -679,7 +844,9 @@ def main(argv: list[str] | None = None) -> dict:
         if row.method not in wanted:
             skipped[row.method] = "not asked for (--methods)"
         elif row.method != "syncsde" and registry.find("method", row.method) is None:
-            skipped[row.method] = "not in syncsde"
+            skipped[row.method] = "not in syncsde"  # e.g. MasaCtrl until a method of that name is registered
+        elif row.method != "syncsde" and not registry.get("method", row.method).applies_to(task_class):
+            skipped[row.method] = f"does not apply to syncsde's {task_name} task"
         else:
             runnable.append(row.method)
 
@@ -708,6 +875,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.dry_run:
         return {"task": args.task, "evaluations": sum(work.evaluations.values()), "remaining": work.remaining()}
     out.mkdir(parents=True, exist_ok=True)
+    if segmentation in ("own", "clipseg"):  # CLIPSeg loads (or says why not) before anything runs
+        masks, seg_line = segmentation_masks(segmentation, recs, args, out)
     protocol_file = out / "protocol.yaml"
     protocol_file.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     for method, reason in skipped.items():
@@ -735,10 +904,11 @@ def main(argv: list[str] | None = None) -> dict:
         folders[method] = out / method
         predict(protocol_file, method, folders[method], f"syncsde reproduce: {method}")
         print(work.line(devices), file=sys.stderr)
-    recompute_metrics([f for f in folders.values() if stale(f, reference)])
+    if proto.measures == "metrics":
+        recompute_metrics([f for f in folders.values() if stale(f, reference)])
 
-    rows = table_rows(proto, folders, skipped, args.bootstrap)
-    subs = substitutions(proto, cfg, paper_cfg, rows, folders, args.scale, n, recs.notes, rest)
+    rows = table_rows(proto, folders, skipped, args.bootstrap, masks)
+    subs = substitutions(proto, cfg, paper_cfg, rows, folders, args.scale, n, recs.notes, rest, seg_line)
     text = markdown(proto, rows, subs)
     result = {
         "task": args.task,
@@ -750,6 +920,7 @@ def main(argv: list[str] | None = None) -> dict:
         "samples_per_record": n,
         "rows": rows,
         "substitutions": subs,
+        "segmentation": segmentation,
         "evaluations": sum(work.evaluations.values()),
         "seconds_per_evaluation": work.seconds_per_evaluation(),
     }

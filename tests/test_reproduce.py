@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from syncsde import registry
 from syncsde.data import MeshDataModule, PromptDataModule, PromptPairDataModule
 from syncsde.errors import InputError
 from syncsde.evaluation.reproduce import PROTOCOLS, folder_statistics, main, protocol_config
@@ -139,7 +140,9 @@ def test_edit_end_to_end(tmp_path):
         ["edit", "--scale", "0.004", "--data", str(data), "--probe", "0", "--output_dir", str(tmp_path / "e"), *FAST]
     )
     rows = {r["label"]: r for r in result["rows"]}
-    assert rows["MasaCtrl"]["not_run"] == "not in syncsde" and rows["MasaCtrl"]["figures"]["LPIPS"]["paper"] == 0.290
+    assert rows["MasaCtrl"]["figures"]["LPIPS"]["paper"] == 0.290
+    if registry.find("method", "masactrl") is None:  # its row runs once a method of that name is registered
+        assert rows["MasaCtrl"]["not_run"] == "not in syncsde"
     clip = rows["SyncSDE"]["figures"]["CLIP-S"]
     assert clip["paper"] == 0.313 and clip["difference"] == pytest.approx(clip["measured"] - 0.313)
     try:
@@ -177,3 +180,30 @@ def test_protocol_records_are_valid(task, data_module):
     assert recs.notes  # the public data differ from the paper's: said
     swapped = protocol_config(base, proto, recs.records, None, "some/model")
     assert swapped["model"]["init_args"]["backbone"]["init_args"]["model"] == "some/model"
+
+
+def test_motion_protocol_measures_the_transitions(tmp_path):
+    """The motion protocol on the embedded motion model (2 motions, 1 step): no paper column, PJ and AUJ as
+    syncsde.evaluation.coherence measures them (another code path), bootstrap standard errors, and the protocol
+    said to be ours."""
+    from syncsde.evaluation.coherence import measure_folder
+
+    data = tmp_path / "motion.jsonl"
+    data.write_text(json.dumps({"texts": ["a person walks forward", "a person jumps", "a person kicks"]}))
+    out = tmp_path / "m"
+    args = ["motion", "--scale", "0.02", "--data", str(data), "--methods", "syncsde", "--probe", "0"]
+    result = main([*args, "--bootstrap", "20", "--output_dir", str(out), *FAST, "--model.render_size", "32"])
+    rows = {r["label"]: r for r in result["rows"]}
+    ours = rows["SyncSDE"]["figures"]
+    measures = measure_folder(out / "syncsde")["measures"]
+    assert rows["SyncSDE"]["num_samples"] == 2 and measures["peak_jerk"]["transitions"] == 4
+    for label, key in (("PJ", "peak_jerk"), ("AUJ", "auj")):
+        assert ours[label]["paper"] is None and "difference" not in ours[label]
+        assert ours[label]["measured"] == pytest.approx(measures[key]["value"], rel=1e-9)
+        assert ours[label]["se"] > 0
+    assert rows["DoubleTake"]["not_run"] == "not asked for (--methods)"
+    assert not (out / "syncsde" / "metrics.json").exists()  # no image metrics computed on a motion
+    assert any(s.startswith("protocol: ours (the paper publishes no motion figures") for s in result["substitutions"])
+    assert "no published figures were found" in (out / "table.md").read_text()
+    dry = main(["motion", "--dry_run", "--output_dir", str(tmp_path / "d")])  # the config's record: 3 texts
+    assert dry["evaluations"] == 100 * (3 + 3 + 5 + 3) * 50
