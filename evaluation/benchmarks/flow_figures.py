@@ -4,7 +4,9 @@
 
 Runs each config of ``configs/tiny/flow/`` (but the reference set) through ``syncsde predict`` as shipped (its
 records, prompts and seeds; ``--steps`` overrides the step count), saves the main image of its first sample, upscaled
-with nearest neighbours, as ``notebooks/figures/tiny_flow_<task>.png``, and writes the docs block ``flow_figures``.
+with nearest neighbours, as ``notebooks/figures/tiny_flow_<task>.png``, then the 2-D canvas's first prompt as eight
+single native-size images of the model alone (diffusers' own SD3 pipeline, seeds 0–7, CFG 3: what each window's
+model draws without synchronization, ``tiny_flow_single.png``), and writes the docs block ``flow_figures``.
 Resumable: a task whose folder holds its samples is not run again.
 """
 
@@ -14,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+import yaml
 from PIL import Image
 
 from syncsde.evaluation.benchmarks.readme import ROOT, write_result
@@ -40,6 +43,34 @@ def first_image(folder: Path) -> Path:
     return folder / first["files"]["image"]
 
 
+def single_images(prompt: str, steps: int, n: int = 8) -> Image.Image:
+    """``n`` native-size images of ``prompt`` by diffusers' SD3 pipeline on tiny-flow (one generator, seed 0), in a
+    row."""
+    import numpy as np
+    import torch
+    from diffusers import StableDiffusion3Pipeline
+
+    from syncsde.backbones.diffusers import resolve_model
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(resolve_model("syncsde:tiny-flow"), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(
+        [prompt] * n, num_inference_steps=steps, guidance_scale=3.0, height=64, width=64, output_type="np",
+        generator=torch.Generator().manual_seed(0), max_sequence_length=pipe.tokenizer_3.model_max_length,
+    ).images  # fmt: skip
+    return Image.fromarray((np.concatenate(list(images), axis=1) * 255).round().astype(np.uint8))
+
+
+def save_upscaled(image: Image.Image, name: str) -> str:
+    """``image`` enlarged by a whole factor (nearest neighbours) to about 192 px high, as notebooks/figures/NAME."""
+    scale = max(1, 192 // image.height)
+    path = FIGURES / name
+    atomic_write(
+        path, lambda p: image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(p, format="PNG")
+    )
+    return str(path.relative_to(ROOT))
+
+
 def main(argv=None) -> dict[str, str]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=50)
@@ -54,21 +85,17 @@ def main(argv=None) -> dict[str, str]:
             + ["--output_dir", str(folder)],
             "flow_figures",
         )
-        image = Image.open(first_image(folder)).convert("RGB")
-        scale = max(1, 192 // image.height)
-        path = FIGURES / f"tiny_flow_{task}.png"
-        atomic_write(
-            path,
-            lambda p, im=image, s=scale: im.resize((im.width * s, im.height * s), Image.NEAREST).save(p, format="PNG"),
-        )
-        pictures[task] = str(path.relative_to(ROOT))
+        pictures[task] = save_upscaled(Image.open(first_image(folder)).convert("RGB"), f"tiny_flow_{task}.png")
+    prompt = yaml.safe_load((CONFIGS / "canvas.yaml").read_text())["data"]["init_args"]["prompts"][0]
+    single = save_upscaled(single_images(prompt, args.steps), "tiny_flow_single.png")
     lines = [
         "Made by `python -m syncsde.evaluation.benchmarks.flow_figures` (`syncsde:tiny-flow`, each config of "
         f"`configs/tiny/flow/` as shipped, {args.steps} steps, its first sample).",
         "",
     ]
-    for task, path in pictures.items():
-        lines += [f"![{CAPTIONS[task]}]({path})", "", f"{CAPTIONS[task].capitalize()}.", ""]
+    caption = f'the 2-D canvas\'s prompt "{prompt}" as eight single 64-px images of the model alone (seeds 0–7)'
+    for text, path in [*((CAPTIONS[task], path) for task, path in pictures.items()), (caption, single)]:
+        lines += [f"![{text}]({path})", "", f"{text[0].upper()}{text[1:]}.", ""]  # str.capitalize lowers the rest
     write_result("flow_figures", "\n".join(lines))
     return pictures
 
