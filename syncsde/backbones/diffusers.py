@@ -540,7 +540,7 @@ class ControlNet:
         self.scale_start, self.scale_end, self.guidance_end = scale_start, scale_end, guidance_end
         self.scale_schedule, self.controlnet_name = scale_schedule, controlnet
         self.control: Tensor | None = None
-        self.timesteps: list[int] | None = None
+        self.timesteps: list[float] | None = None
 
     def set_control(self, images: Tensor | None, timesteps: Sequence[float]) -> None:
         """The control images (one per row, in [0, 1]; ``None``: no ControlNet) and the sampling timesteps
