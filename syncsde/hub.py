@@ -1,7 +1,7 @@
 """The Hugging Face hub ids syncsde names: the defaults of its backbones, captioner and CLIP models and the ids in
 ``configs/``, in one place (``tests/test_hub.py`` checks that code and configs name no other, and no withdrawn one).
 
-Every id here existed on the hub when it was last checked (2025); gated ones (DeepFloyd IF, SD3, Flux) need their
+Every id here existed on the hub when it was last checked (2025); gated ones (DeepFloyd IF, SD3, SD3.5, Flux) need their
 licence accepted on the hub before ``hf download``. syncsde downloads nothing itself when offline: pass a local
 folder with ``--model.backbone.model DIR``.
 """
@@ -18,6 +18,8 @@ IDS: dict[str, str] = {
     "stabilityai/stable-diffusion-xl-base-1.0": "SDXL base 1.0 (wide, mask_t2i, edit, mesh on SDXL)",
     "diffusers/controlnet-depth-sdxl-1.0": "depth ControlNet for SDXL (mesh texturing on SDXL)",
     "stabilityai/stable-diffusion-3-medium-diffusers": "SD3 medium, diffusers layout (gated)",
+    "stabilityai/stable-diffusion-3.5-large": "SD3.5 Large, diffusers layout: mesh texturing on SD3 (gated)",
+    "stabilityai/stable-diffusion-3.5-large-controlnet-depth": "depth ControlNet for SD3.5 Large (mesh on SD3; gated)",
     "black-forest-labs/FLUX.1-dev": "Flux.1 dev (gated)",
     "DeepFloyd/IF-I-M-v1.0": "DeepFloyd IF stage I, 64² pixels (ambiguous images; gated)",
     "DeepFloyd/IF-II-M-v1.0": "DeepFloyd IF stage II upscaler to 256² (ambiguous images; gated)",

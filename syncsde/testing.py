@@ -1,11 +1,11 @@
 """Tiny random-weight pipelines for tests and benchmarks, saved to disk and loaded back through syncsde's real
-loading code: Stable Diffusion, DeepFloyd IF, SDXL (+ ControlNet), SD3 and Flux, each built from diffusers' and
-transformers' own classes with the real models' structure at toy widths (64 px native size by default; SDXL, SD3
-and Flux also at the real models' native 1024 px, cheap on a CPU); and Stable Diffusion at its real network size
-with random weights, for benchmarks that time the network.
+loading code: Stable Diffusion, DeepFloyd IF, SDXL (+ ControlNet), SD3 (+ ControlNet) and Flux, each built from
+diffusers' and transformers' own classes with the real models' structure at toy widths (64 px native size by default;
+SDXL, SD3 and Flux also at the real models' native 1024 px, cheap on a CPU); and Stable Diffusion at its real network
+size with random weights, for benchmarks that time the network.
 
     python -m syncsde.testing --save-tiny DIR     # DIR/sd (512 px), DIR/sdxl, DIR/sd3, DIR/flux (1024 px) and
-                                                  # DIR/sd-controlnet, DIR/sdxl-controlnet, for the real configs:
+                                                  # DIR/{sd,sdxl,sd3}-controlnet, for the real configs:
     syncsde predict --config configs/wide_sdxl.yaml --model.backbone.model DIR/sdxl
 """
 
@@ -256,6 +256,26 @@ def save_tiny_controlnet(path: Path, sd_folder: Path) -> Path:
     return path
 
 
+def save_tiny_sd3_controlnet(path: Path, sd3_folder: Path, seed: int = 1, **config) -> Path:
+    """A tiny random SD3 ControlNet (diffusers' ``SD3ControlNetModel``) of the tiny transformer saved in
+    ``sd3_folder``: its configuration with one block (``config`` overrides: ``joint_attention_dim=None`` and
+    ``use_pos_embed=False`` give the layout of SD3.5's ControlNets), every weight random — also those diffusers
+    initialises to zero (the control's input embedding, the output blocks), so that the control changes the output."""
+    from diffusers import SD3ControlNetModel, SD3Transformer2DModel
+
+    torch.manual_seed(seed)
+    base = SD3Transformer2DModel.load_config(sd3_folder, subfolder="transformer")
+    keys = ("sample_size", "patch_size", "in_channels", "out_channels", "attention_head_dim", "num_attention_heads",
+            "joint_attention_dim", "caption_projection_dim", "pooled_projection_dim", "pos_embed_max_size")  # fmt: skip
+    controlnet = SD3ControlNetModel(**{**{k: base[k] for k in keys}, "num_layers": 1, **config}).eval()
+    with torch.no_grad():
+        for p in controlnet.parameters():
+            if not p.any():
+                p.normal_(0, 0.1)
+    controlnet.save_pretrained(path)
+    return path
+
+
 def save_tiny_sdxl(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
     """A tiny SDXL base: two CLIP encoders (the second with projection), a "text_time" UNet whose last up-block has
     no attention (as SDXL's), the fp16-unsafe VAE flag, EulerDiscreteScheduler on SD's β schedule. ``sample_size``
@@ -296,10 +316,11 @@ def save_tiny_sdxl(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
     return path
 
 
-def save_tiny_sd3(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
+def save_tiny_sd3(path: Path, seed: int = 0, sample_size: int = 8, num_layers: int = 1) -> Path:
     """A tiny SD3: CLIP-L- and CLIP-G-like encoders with projection, a T5 encoder, an MMDiT with 2×2 patches on a
     16-channel VAE (SD3's scaling and shift factors), FlowMatchEulerDiscreteScheduler with shift 3. ``sample_size``
-    is the native latent size (8: 64 px; 128: SD3's 1024 px)."""
+    is the native latent size (8: 64 px; 128: SD3's 1024 px); ``num_layers`` joint blocks (a ControlNet adds to all
+    but the last, whose text stream ends there)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     torch.manual_seed(seed)
@@ -309,7 +330,7 @@ def save_tiny_sd3(path: Path, seed: int = 0, sample_size: int = 8) -> Path:
         patch_size=2,
         in_channels=16,
         out_channels=16,
-        num_layers=1,
+        num_layers=num_layers,
         attention_head_dim=8,
         num_attention_heads=4,
         joint_attention_dim=64,
@@ -438,14 +459,15 @@ NATIVE = {  # tiny pipelines at the real models' native sizes (SD 512 px, the ot
     "sdxl": lambda path, root: save_tiny_sdxl(path, sample_size=128),
     "sdxl-controlnet": lambda path, root: save_tiny_controlnet(path, root / "sdxl"),
     "sd3": lambda path, root: save_tiny_sd3(path, sample_size=128),
+    "sd3-controlnet": lambda path, root: save_tiny_sd3_controlnet(path, root / "sd3"),
     "flux": lambda path, root: save_tiny_flux(path, size=1024),
 }
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(
-        description="Save tiny random-weight SD, SDXL, SD3 and Flux pipelines and SD and SDXL ControlNets at the real "
-        "models' native sizes, to run the real-weight configs end to end on a CPU (syncsde/docs/backbones.md)."
+        description="Save tiny random-weight SD, SDXL, SD3 and Flux pipelines and SD, SDXL and SD3 ControlNets at the "
+        "real models' native sizes, to run the real-weight configs end to end on a CPU (syncsde/docs/backbones.md)."
     )
     ap.add_argument("--save-tiny", metavar="DIR", type=Path, required=True, help=f"writes DIR/{{{','.join(NATIVE)}}}")
     args = ap.parse_args(argv)

@@ -18,6 +18,11 @@ with Voronoi fill. Differences from the official code: ``syncsde/docs/difference
 
 Outputs per mesh: the texture (main PNG), the views, a turntable GIF, a textured GLB and OBJ+MTL+PNG.
 
+Flow-matching models (SD3, with or without its depth ControlNet ``sd3_controlnet``) run the same code in VP
+coordinates (SYNCSDE.md §6.7.1): the bake and render are linear, so the coupling toward render_i(bake(·)) reads the
+same on the VP state as on the flow state; the Euler step replaces DDPM, ``sync_t_min`` and ``T`` count flow
+timesteps t = 1000σ. Multi-view attention (UNet self-attention only) and Flux (2×2-packed tokens) are refused.
+
 ``parallel: windows`` (:mod:`syncsde.parallel`, docs/parallel.md) splits the views over the run's
 processes: each runs the denoiser (and ControlNet, with its views' depth) on its own views in calls of
 ``window_batch`` views; between steps it receives the states its strategy reads (SyncSDE: every earlier view, whose
@@ -245,13 +250,16 @@ class MeshTexturing(SyncTask):
     final_exponent: cosine exponent of the final bake (6). keep_uv: keep the mesh's UVs when valid.
     up_axis: the file's up axis, "y" or "z" (z-up files are turned y-up). flip_uv: the file's v runs downwards.
     merge_parts: merge several materials/geometries into one mesh with one new UV atlas (else refuse them).
-    T: T of the coupling weight (1/λ)(t/T): 1000 (the official code; SYNCSDE.md §2, §8), None = the largest
-    inference timestep. gamma_steps: γ_t reads ᾱ at t' = t − 1000 // gamma_steps (the official code hard-codes 30);
-    None = the sampler's own t' (the same at the paper's 30 steps).
+    T: T of the coupling weight (1/λ)(t/T): 1000 (the official code; SYNCSDE.md §2, §8; on a flow model t/T = σ),
+    None = the largest inference timestep. gamma_steps: γ_t reads ᾱ at t' = t − 1000 // gamma_steps (the official
+    code hard-codes 30); None = the sampler's own t' (the same at the paper's 30 steps). β-schedule models only.
     bake: ``projection`` (BASELINES.md §4.3, the official inverse projection) or ``splat`` (each pixel to its own
     texel: at 1536² from 96² views only a few percent of a view is coupled). coupling_mask: ``coverage`` (clean,
     SYNCSDE.md §8) or ``value_test`` (official).
-    multiview_attention: SyncMVD's attention between neighbouring views (BASELINES.md §4.4), on in the official run.
+    multiview_attention: SyncMVD's attention between neighbouring views (BASELINES.md §4.4), on in the official run;
+    UNet backbones only (SD3's joint attention is refused: SYNCSDE.md §6.7.1).
+    sampler: ``ddpm`` (the paper's) or ``ddim``; None: ``ddpm`` on β-schedule models, the Euler step (``ddim``) on
+    flow-matching models, which have no other.
     turntable_frames: frames of the turntable GIF (0 = none).
     parallel, window_batch: as :class:`~syncsde.task.SyncTask`'s, the views being the windows; with multi-view
     attention, calls of ``window_batch`` views run together and exchange keys/values at every self-attention layer.
@@ -259,6 +267,7 @@ class MeshTexturing(SyncTask):
 
     task_name = "mesh"
     window_parallel = True  # parallel: windows splits the views
+    needs = frozenset({"images"})  # VP and flow-matching models (SYNCSDE.md §6.7.1); multi-view attention: a UNet
 
     def __init__(
         self,
@@ -285,11 +294,26 @@ class MeshTexturing(SyncTask):
         multiview_attention: bool = True,
         num_inference_steps: PositiveInt = 30,
         guidance_scale: float = 15.5,
-        sampler: Literal["ddim", "ddpm"] = "ddpm",
+        sampler: Literal["ddim", "ddpm"] | None = None,
         negative_prompt: str = "oversmoothed, blurry, depth of field, out of focus, low quality, bloom, "
         "glowing effect.",
         **kwargs,
     ):
+        flow = "flow_matching" in backbone.abilities
+        if "packed_tokens" in backbone.abilities:
+            raise InputError(
+                f"the mesh task bakes and renders single latents between views and the texture; {backbone.name} "
+                f"({type(backbone).__name__}) works on 2x2-packed tokens, which a view at an angle would move whole: "
+                "use sd3_controlnet, sd_controlnet or sdxl_controlnet"
+            )
+        if flow and (sampler == "ddpm" or gamma_steps is not None):
+            option = "--model.sampler ddpm" if sampler == "ddpm" else "--model.gamma_steps"
+            raise InputError(
+                f"{option} needs a DDPM (β-schedule) model; {backbone.name} is a flow-matching model, sampled with the "
+                f"Euler step: unset {option.split()[0]}"
+            )
+        if sampler is None:  # the paper's DDPM on β-schedule models; a flow model's Euler step (DDIM, η = 0)
+            sampler = "ddim" if flow else "ddpm"
         super().__init__(
             backbone, strategy, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             negative_prompt=negative_prompt, sampler=sampler, **kwargs,
@@ -369,7 +393,9 @@ class MeshTexturing(SyncTask):
         records = [{**s, "geometry": self.geometry(s)} for s in batch]
         if "controlnet" in self.backbone.abilities:
             depth = [depth_image(g) for s in records for g in s["geometry"].pixel]
-            self.backbone.set_control(torch.stack(depth).to(self.device), [step.t for step in self.schedule().steps])
+            h = records[0]["geometry"].latent_size  # the view's working shape sets a flow model's shift
+            steps = self.schedule((self.backbone.channels, h, h)).steps
+            self.backbone.set_control(torch.stack(depth).to(self.device), [step.t for step in steps])
         return records
 
     def trajectory_prompts(self, batch):

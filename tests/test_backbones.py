@@ -420,9 +420,11 @@ def test_checkpoint_of_another_family_is_refused(folders, tiny_sd_dir, tmp_path)
 
 
 def test_flow_backbones_refuse_tasks_that_cannot_work(backbones):
-    for family in ("sd3", "flux"):
-        with pytest.raises(InputError, match="the mesh task needs a backbone with .*vp_schedule"):
-            MeshTexturing(backbones[family])
+    # the mesh runs on SD3 (tests/test_mesh_flow.py) but not with SyncMVD's multi-view attention, nor on packed tokens
+    with pytest.raises(InputError, match="the mesh task with multiview_attention true needs a backbone with unet_att"):
+        MeshTexturing(backbones["sd3"])
+    with pytest.raises(InputError, match=r"the mesh task bakes .*\(Flux\) works on 2x2-packed tokens"):
+        MeshTexturing(backbones["flux"], multiview_attention=False)
     with pytest.raises(InputError, match="the edit task .* guidance-distilled"):  # SD3 edits: tests/test_edit_flow.py
         ImageEdit(backbones["flux"])
     with pytest.raises(InputError, match="flow-matching model.*not sampler 'ddpm'"):
@@ -443,8 +445,8 @@ def test_flow_backbone_on_unsupported_task_through_the_cli(folders, capsys, monk
     assert e.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("syncsde: error: ")
-    assert "the mesh task needs a backbone with vp_schedule" in errors[0] and "(Flux) has not" in errors[0]
-    assert "backbones that serve: " in errors[0]  # what would serve, by short name
+    assert "the mesh task bakes and renders single latents" in errors[0] and "(Flux) works on 2x2-packed" in errors[0]
+    assert "use sd3_controlnet" in errors[0]  # what would serve, by short name
 
 
 def test_variant_folders_load_with_variant_and_are_refused_in_one_line_without(tiny_sd_dir, tmp_path, capsys):

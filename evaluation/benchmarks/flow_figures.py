@@ -3,10 +3,11 @@
     python -m syncsde.evaluation.benchmarks.flow_figures [--steps 50] [--output_dir outputs/flow_figures]
 
 Runs each config of ``configs/tiny/flow/`` (but the reference set) through ``syncsde predict`` as shipped (its
-records, prompts and seeds; ``--steps`` overrides the step count), saves the main image of its first sample, upscaled
-with nearest neighbours, as ``notebooks/figures/tiny_flow_<task>.png``, then the 2-D canvas's first prompt as eight
-single native-size images of the model alone (diffusers' own SD3 pipeline, seeds 0–7, CFG 3: what each window's
-model draws without synchronization, ``tiny_flow_single.png``), and writes the docs block ``flow_figures``.
+records, prompts and seeds; ``--steps`` overrides the step count), saves the main image of its first sample (the
+mesh: its views), upscaled with nearest neighbours, as ``notebooks/figures/tiny_flow_<task>.png``, then the 2-D
+canvas's first prompt as eight single native-size images of the model alone (diffusers' own SD3 pipeline, seeds 0–7,
+CFG 3: what each window's model draws without synchronization, ``tiny_flow_single.png``), and writes the docs block
+``flow_figures``.
 Resumable: a task whose folder holds its samples is not run again.
 """
 
@@ -34,13 +35,15 @@ CAPTIONS = {
     "regions": "two region prompts (SyncSDE)",
     "ambiguous": "ambiguous image: both readings side by side (flip, on latents)",
     "edit": "editing: the edit of the house picture (house → tree)",
+    "mesh": "mesh texturing: the 10 views of the textured ball (SyncSDE, no depth control)",
 }
+PICTURE = {"mesh": "views"}  # the file shown where the main image is not the picture (the mesh's: its UV texture)
 
 
-def first_image(folder: Path) -> Path:
+def first_image(folder: Path, name: str = "image") -> Path:
     manifest = json.loads((folder / "manifest.json").read_text())
     first = min(manifest["samples"], key=lambda s: s["sample_id"])
-    return folder / first["files"]["image"]
+    return folder / first["files"][name]
 
 
 def single_images(prompt: str, steps: int, n: int = 8) -> Image.Image:
@@ -85,7 +88,8 @@ def main(argv=None) -> dict[str, str]:
             + ["--output_dir", str(folder)],
             "flow_figures",
         )
-        pictures[task] = save_upscaled(Image.open(first_image(folder)).convert("RGB"), f"tiny_flow_{task}.png")
+        image = Image.open(first_image(folder, PICTURE.get(task, "image"))).convert("RGB")
+        pictures[task] = save_upscaled(image, f"tiny_flow_{task}.png")
     prompt = yaml.safe_load((CONFIGS / "canvas.yaml").read_text())["data"]["init_args"]["prompts"][0]
     single = save_upscaled(single_images(prompt, args.steps), "tiny_flow_single.png")
     lines = [

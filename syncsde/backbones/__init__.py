@@ -1,7 +1,7 @@
 """Backbones: pretrained denoisers behind one small protocol (ARCHITECTURE.md). They know nothing of synchronization.
 
 Families (README, "Backbones"): ε/v-prediction UNets — Stable Diffusion 1/2, DeepFloyd IF, SDXL (+ ControlNets) —
-and flow-matching transformers — SD3, Flux — each one file, sampled through :mod:`syncsde.schedule`.
+and flow-matching transformers — SD3 (+ ControlNet), Flux — each one file, sampled through :mod:`syncsde.schedule`.
 """
 
 from syncsde.backbones.analytic import GaussianBackbone, GaussianMixtureBackbone
@@ -14,7 +14,7 @@ from syncsde.backbones.diffusers import (
     StableDiffusionControlNet,
 )
 from syncsde.backbones.flux import Flux
-from syncsde.backbones.sd3 import StableDiffusion3
+from syncsde.backbones.sd3 import StableDiffusion3, StableDiffusion3ControlNet
 from syncsde.backbones.sdxl import StableDiffusionXL, StableDiffusionXLControlNet
 
 __all__ = [
@@ -30,5 +30,6 @@ __all__ = [
     "StableDiffusionXL",
     "StableDiffusionXLControlNet",
     "StableDiffusion3",
+    "StableDiffusion3ControlNet",
     "Flux",
 ]

@@ -458,11 +458,13 @@ _CONTROL_ROWS = threading.local()  # the control rows of this thread's network c
 
 
 class ControlNet:
-    """A ControlNet on a UNet backbone (SYNCSDE.md §6.5), mixed in before the backbone class: SD-1.5 with
+    """A ControlNet on a backbone (SYNCSDE.md §6.5), mixed in before the backbone class: SD-1.5 with
     ``lllyasviel/control_v11f1p_sd15_depth`` (:class:`StableDiffusionControlNet`), SDXL with
-    ``diffusers/controlnet-depth-sdxl-1.0`` (:class:`~syncsde.backbones.sdxl.StableDiffusionXLControlNet`). The
-    ControlNet takes the same conditioning as the UNet (``unet_inputs``). The task sets the control images
-    (``set_control``, one per row, in [0, 1]) and the sampling timesteps.
+    ``diffusers/controlnet-depth-sdxl-1.0`` (:class:`~syncsde.backbones.sdxl.StableDiffusionXLControlNet`), SD3.5 with
+    its depth ControlNet (:class:`~syncsde.backbones.sd3.StableDiffusion3ControlNet`, which redefines ``fit``,
+    ``set_control`` and ``controlled``). On a UNet the ControlNet takes the same conditioning as the UNet
+    (``unet_inputs``). The task sets the control images (``set_control``, one per row, in [0, 1]) and the sampling
+    timesteps.
 
     The conditioning scale at step i of S (timesteps t_0 > … > t_{S−1}), by ``scale_schedule``:
 
@@ -481,6 +483,13 @@ class ControlNet:
 
     abilities = DiffusersBackbone.abilities | {"controlnet"}
     recorded = ("variant", "controlnet_name", "scale_start", "scale_end", "guidance_end", "scale_schedule")
+    controlnet_class = "ControlNetModel"  # the diffusers class of the ControlNet
+
+    def fit(self, config) -> list[tuple[str, object, object]]:
+        """(setting, the ControlNet's value, the base model's value) for the settings that must agree."""
+        return [
+            (key, config.get(key), self.unet.config.get(key)) for key in ("addition_embed_type", "cross_attention_dim")
+        ]
 
     def __init__(
         self,
@@ -515,28 +524,30 @@ class ControlNet:
                 "where the hub is reachable (hf download ID --local-dir DIR) and pass --model.backbone.model DIR "
                 f"and {option} DIR"
             )
-        super().__init__(model, dtype, variant)
-        from diffusers import ControlNetModel
+        super().__init__(model, dtype, variant=variant)
+        import diffusers
 
         folder = resolve_single(controlnet, option, variant)
-        self.controlnet = from_folder(ControlNetModel, folder, f"ControlNet '{controlnet}'", option, variant)
+        cls = getattr(diffusers, self.controlnet_class)
+        self.controlnet = from_folder(cls, folder, f"ControlNet '{controlnet}'", option, variant)
         self.controlnet.requires_grad_(False).eval()
-        for key in ("addition_embed_type", "cross_attention_dim"):
-            if self.controlnet.config.get(key) != self.unet.config.get(key):
+        for key, theirs, ours in self.fit(self.controlnet.config):
+            if theirs != ours:
                 raise InputError(
-                    f"ControlNet '{controlnet}' does not fit '{model}' ({key} {self.controlnet.config.get(key)} "
-                    f"vs {self.unet.config.get(key)}): use a ControlNet trained for this base model"
+                    f"ControlNet '{controlnet}' does not fit '{model}' ({key} {theirs} vs {ours}): use a ControlNet "
+                    "trained for this base model"
                 )
         self.scale_start, self.scale_end, self.guidance_end = scale_start, scale_end, guidance_end
         self.scale_schedule, self.controlnet_name = scale_schedule, controlnet
         self.control: Tensor | None = None
-        self.timesteps: list[int] | None = None
+        self.timesteps: list[float] | None = None
 
-    def set_control(self, images: Tensor | None, timesteps: Sequence[int]) -> None:
-        """The control images (one per row; ``None``: no ControlNet) and the sampling timesteps t_0 > … > t_{S−1}
-        (which the ``official`` and ``syncmvd`` schedules count steps by)."""
+    def set_control(self, images: Tensor | None, timesteps: Sequence[float]) -> None:
+        """The control images (one per row, in [0, 1]; ``None``: no ControlNet) and the sampling timesteps
+        t_0 > … > t_{S−1} (which the ``official`` and ``syncmvd`` schedules count steps by; a flow model's are
+        fractional)."""
         self.control = images
-        self.timesteps = [int(t) for t in timesteps]
+        self.timesteps = [int(t) if float(t).is_integer() else float(t) for t in timesteps]
 
     @contextmanager
     def control_rows(self, rows: Sequence[int]):
@@ -548,15 +559,16 @@ class ControlNet:
         finally:
             _CONTROL_ROWS.rows = None
 
-    def control_scale(self, t: int) -> float:
+    def control_scale(self, t: float) -> float:
         if self.scale_schedule == "linear":
             progress = 1 - t / 1000
             if progress > self.guidance_end:
                 return 0.0
             return self.scale_start + (self.scale_end - self.scale_start) * progress
-        if t not in self.timesteps:
+        steps = len(self.timesteps)
+        i = min(range(steps), key=lambda k: abs(self.timesteps[k] - t))  # the network reads t in its own precision
+        if abs(self.timesteps[i] - t) > 0.5:
             raise ValueError(f"timestep {t} is not among the sampling timesteps given to set_control")
-        i, steps = self.timesteps.index(t), len(self.timesteps)
         if (i + 1) / steps > self.guidance_end:  # SyncMVD's controlnet_keep
             return 0.0
         if self.scale_schedule == "official" or i == 0:
@@ -567,12 +579,12 @@ class ControlNet:
         alpha = progress / self.guidance_end
         return alpha * self.scale_start + (1 - alpha) * self.scale_end
 
-    def forward(self, x: Tensor, t: Tensor, context: Conditioning) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, context: Conditioning, **kw) -> Tensor:
         if self.control is None:
-            return super().forward(x, t, context)
-        scale = self.control_scale(int(t[0]))
+            return super().forward(x, t, context, **kw)
+        scale = self.control_scale(float(t[0]))
         if scale == 0:
-            return super().forward(x, t, context)
+            return super().forward(x, t, context, **kw)
         rows = getattr(_CONTROL_ROWS, "rows", None)
         cond = self.control if rows is None else self.control[rows]
         if x.shape[0] == 2 * cond.shape[0]:  # both CFG branches see the same control
@@ -582,6 +594,11 @@ class ControlNet:
                 f"{x.shape[0]} rows but {cond.shape[0]} control images; max_batch cannot split "
                 "ControlNet calls: unset it"
             )
+        return self.controlled(x, t, context, cond, scale)
+
+    def controlled(self, x: Tensor, t: Tensor, context: Conditioning, cond: Tensor, scale: float) -> Tensor:
+        """The network's output with the ControlNet's residuals at conditioning scale ``scale``, ``cond`` the control
+        of each row of ``x``."""
         inputs = self.unet_inputs(x, context)
         down, mid = self.controlnet(
             x, t, controlnet_cond=cond.to(x.dtype), conditioning_scale=scale, return_dict=False, **inputs

@@ -9,8 +9,9 @@ Flow-matching backbones serve the tasks that need only the sampler: wide images 
 text-to-image, region prompts, the sphere and plain text-to-image (SYNCSDE.md §6.7); ambiguous images (views on
 Flux's packed tokens act on the latents under them, SYNCSDE.md §6.4.1); and SD3 serves editing (its inversion is the
 reverse Euler step, its mask comes from the joint attention: SYNCSDE.md §6.2.1; Flux is refused there, being
-guidance-distilled). They lack the ability ``vp_schedule`` (:mod:`syncsde.registry`) that mesh texturing declares
-(a depth ControlNet and DDPM sampling).
+guidance-distilled) and mesh texturing (with its depth ControlNet, ``sd3_controlnet``, and without SyncMVD's
+multi-view attention, which needs ``unet_attention``: SYNCSDE.md §6.7.1; Flux is refused there, its packed tokens
+being baked whole). They lack the ability ``vp_schedule`` (:mod:`syncsde.registry`) that motion declares.
 """
 
 from __future__ import annotations
