@@ -52,7 +52,6 @@ from syncsde.backbones.captioner import Captioner, ClipWords
 from syncsde.coupling import Coupling, SelfAttention, SyncProblem
 from syncsde.errors import InputError
 from syncsde.masks import load_image
-from syncsde.registry import serving_backbones
 from syncsde.sampler import invert, invert_official, sample, sample_generator
 from syncsde.strategies import Independent, Strategy
 from syncsde.task import DEFAULT_STRATEGY, SampleOutput, SyncTask
@@ -129,8 +128,8 @@ class ImageEdit(SyncTask):
             if "unet_attention" not in backbone.abilities:
                 raise InputError(
                     f"{type(strategy).__name__} rewires a UNet's self-attention; {backbone.name} "
-                    f"({type(backbone).__name__}) has no UNet: use a UNet backbone "
-                    f"({', '.join(serving_backbones({'unet_attention'}))}) or another method (--method paper)"
+                    f"({type(backbone).__name__}) has no UNet: use an SD or SDXL backbone (--model.backbone sd or "
+                    "sdxl) or another method (--method paper)"
                 )
             strategy.bind(backbone.unet)
         self._clip_words: ClipWords | None = None  # loaded on the first missing word

@@ -188,7 +188,7 @@ def test_refusals(tmp_path):
     with pytest.raises(InputError) as e:
         ImageEdit(StableDiffusion3(str(save_tiny_sd3(tmp_path / "sd3"))), MasaCtrl(), progress=False)
     assert "\n" not in str(e.value) and "no UNet" in str(e.value) and "--method paper" in str(e.value)
-    assert "sd" in str(e.value).split("use a UNet backbone")[1]
+    assert "--model.backbone sd or sdxl" in str(e.value)
     with pytest.raises(InputError, match="provides self_attention") as e:
         WideImage(GaussianBackbone(), MasaCtrl(), progress=False)
     assert "tasks that do: edit" in str(e.value)

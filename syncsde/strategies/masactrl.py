@@ -152,7 +152,7 @@ class MasaCtrl(Strategy):
         trajectories in one guidance branch), the branches and samples in the order the task's call stacks them."""
         s = self._state
         rows, L, _ = hidden.shape
-        N, B = s["N"], s["B"]
+        N = s["N"]
         if rows % N:
             raise InputError(
                 f"MasaCtrl reads every trajectory of a sample in one network call; a call of {rows} rows splits "
