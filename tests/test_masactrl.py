@@ -194,3 +194,11 @@ def test_refusals(tmp_path):
     assert "tasks that do: edit" in str(e.value)
     with pytest.raises(InputError, match="start_step"):
         MasaCtrl(start_step=-1)
+    from diffusers import UNet2DConditionModel
+
+    plain = UNet2DConditionModel(
+        block_out_channels=(4, 4), norm_num_groups=4, down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2, mid_block_type=None, cross_attention_dim=8,
+    )  # fmt: skip
+    with pytest.raises(InputError, match="has none: use an SD or SDXL backbone"):
+        MasaCtrl().bind(plain)

@@ -81,7 +81,7 @@ class MasaCtrl(Strategy):
         if not layers:
             raise InputError(
                 f"MasaCtrl rewires the self-attention of a UNet's transformer blocks; {type(unet).__name__} has none: "
-                "use an SD or SDXL backbone (--model.backbone sd)"
+                "use an SD or SDXL backbone (--model.backbone sd or sdxl)"
             )
         self._layers, self.layer_count = layers, len(layers)
 
