@@ -153,14 +153,29 @@ class Differentiable:
     decode: Callable[[Tensor], Tensor]
 
 
+@dataclass(frozen=True)
+class SelfAttention:
+    """Mutual self-attention between trajectories (MasaCtrl, BASELINES.md §14): in the UNet's rewired self-attention
+    layers, the queries of trajectory ``i`` read the keys and values of trajectory ``sources[i]`` of the same sample
+    and guidance branch. ``masks`` (B, 1, h, w) at the working size, or None: 1 marks the edited object, for the
+    mask-guided variant (object queries read the source's object, the others its background)."""
+
+    sources: Mapping[int, int]
+    masks: Tensor | None = None
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> SelfAttention:
+        return self if self.masks is None else replace(self, masks=self.masks.to(device, dtype))
+
+
 @dataclass
 class SyncProblem:
     """What a task tells a strategy about one batch: the number of trajectories, their couplings (SyncSDE), and
     optionally the canonical geometry (SyncTweedies, MultiDiffusion, Visual Anagrams), the foreground regions
     (region-based MultiDiffusion), the global view (one more trajectory seeing the whole canvas, the last one), the
     task's network call (``denoise``, :class:`Denoise`, filled by the base task for strategies that call the network
-    more than once per step) and the differentiable denoiser and decoder (``differentiable``, SyncDiffusion). What a
-    task can give is declared by its ``provides`` (:data:`syncsde.registry.PROVISIONS`).
+    more than once per step), the differentiable denoiser and decoder (``differentiable``, SyncDiffusion) and the
+    mutual self-attention between trajectories (``attention``, :class:`SelfAttention`, MasaCtrl). What a task can give
+    is declared by its ``provides`` (:data:`syncsde.registry.PROVISIONS`).
 
     ``observe(x, eps, step)``, if set, is called by the sampler every step with the pre-step states and the network's
     output, before the strategy: for maps that depend on the step's clean estimate x̂₀ (the ambiguous task's views
@@ -174,6 +189,7 @@ class SyncProblem:
     global_view: GlobalView | None = None
     differentiable: Differentiable | None = None
     observe: Callable[[Tensor, Tensor, "Step"], None] | None = None
+    attention: SelfAttention | None = None
 
     def __post_init__(self):
         for c in self.couplings:
@@ -186,7 +202,12 @@ class SyncProblem:
         """The problem with its couplings' weights and maps and its canonical variable on ``device``, floating-point
         data in ``dtype`` (the sampler state's): a task places it once per batch, so that nothing is moved per step."""
         couplings = [c.to(device, dtype) for c in self.couplings]
-        return replace(self, couplings=couplings, canonical=placed(self.canonical, device, dtype))
+        return replace(
+            self,
+            couplings=couplings,
+            canonical=placed(self.canonical, device, dtype),
+            attention=placed(self.attention, device, dtype),
+        )
 
 
 def coupling_residuals(x: Tensor, couplings: Sequence[Coupling]) -> Tensor:

@@ -45,6 +45,8 @@ PROVISIONS = {
     "denoise": "the task's guided network call, for more calls than the one per step (StochSync, DoubleTake)",
     "global_view": "one more trajectory seeing the whole canvas at the native size (SyncSDE's global view)",
     "differentiable": "the guided denoiser and the decoder with gradients (SyncDiffusion's perceptual gradient)",
+    "self_attention": "the UNet's self-attention, rewired between trajectories while sampling (MasaCtrl's mutual "
+    "self-attention): which trajectory reads which one's keys and values",
 }
 KINDS = ("method", "backbone", "geometry")
 # the core's modules that register plug-ins when imported

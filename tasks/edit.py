@@ -11,6 +11,10 @@
    x^2 init fresh noise, target prompt, negative "" (free target);
    x^3 init x_T, target prompt, negative = source prompt (the edit):
    x^2 <- x^1 with W = 1 − M;  x^3 <- x^1 with W = 1 − M and x^3 <- x^2 with W = M.
+With ``layout: pair`` (MasaCtrl's, BASELINES.md §14) there are two trajectories, both from x_T: x^1 the source
+reconstruction as above, x^2 the target prompt with negative "" (the edit); x^2 <- x^1 with W = 1 − M. Either layout
+tells a strategy that rewires the UNet's self-attention (provision ``self_attention``) that the edit reads the
+source reconstruction's keys and values (x^3, resp. x^2, reads x^1), with M as the object mask.
 The target prompt replaces the source word by the target word in the source prompt; a source word the prompt does
 not contain is looked up by CLIP text similarity among the prompt's words, as the official code does
 (``missing_word``). The source word's tokens are all its sub-tokens (``source_tokens: word_index``: the official word
@@ -45,7 +49,7 @@ from syncsde.attention import (
 )
 from syncsde.backbones.base import Backbone, guided_eps
 from syncsde.backbones.captioner import Captioner, ClipWords
-from syncsde.coupling import Coupling, SyncProblem
+from syncsde.coupling import Coupling, SelfAttention, SyncProblem
 from syncsde.errors import InputError
 from syncsde.masks import load_image
 from syncsde.sampler import invert, invert_official, sample, sample_generator
@@ -70,11 +74,13 @@ class ImageEdit(SyncTask):
         mean) or ``official`` (the official code's, BASELINES.md §5.1: 48 steps for 50, ᾱ one index off, from a
         posterior sample drawn from the sample's own generator; SD's UNet only, refused on flow-matching models as
         ``source_tokens: word_index`` is).
+    layout: the trajectories: ``sync`` (SyncSDE's three) or ``pair`` (MasaCtrl's source and edit; set by
+        ``--method masactrl``).
     """
 
     task_name = "edit"
     needs = frozenset({"images", "attention_maps"})  # the attention mask (inversion: VP or flow schedules alike)
-    provides = frozenset({"couplings"})
+    provides = frozenset({"couplings", "self_attention"})
 
     def __init__(
         self,
@@ -87,6 +93,7 @@ class ImageEdit(SyncTask):
         clip_model: str = "openai/clip-vit-base-patch32",
         source_tokens: Literal["subtokens", "word_index"] = "subtokens",
         inversion: Literal["exact", "official"] = "exact",
+        layout: Literal["sync", "pair"] = "sync",
         guidance_scale: float = 5.0,
         **kwargs,
     ):
@@ -110,12 +117,21 @@ class ImageEdit(SyncTask):
             ("missing_word", missing_word, ("clip", "error")),
             ("source_tokens", source_tokens, ("subtokens", "word_index")),
             ("inversion", inversion, ("exact", "official")),
+            ("layout", layout, ("sync", "pair")),
         ):
             if value not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         self.mask_threshold, self.mask_res, self.captioner = mask_threshold, mask_res, captioner
         self.missing_word, self.clip_model, self.source_tokens = missing_word, clip_model, source_tokens
-        self.inversion = inversion
+        self.inversion, self.layout = inversion, layout
+        if "self_attention" in strategy.needs():
+            if "unet_attention" not in backbone.abilities:
+                raise InputError(
+                    f"{type(strategy).__name__} rewires a UNet's self-attention; {backbone.name} "
+                    f"({type(backbone).__name__}) has no UNet: use an SD or SDXL backbone (--model.backbone sd or "
+                    "sdxl) or another method (--method paper)"
+                )
+            strategy.bind(backbone.unet)
         self._clip_words: ClipWords | None = None  # loaded on the first missing word
 
     @property
@@ -230,12 +246,27 @@ class ImageEdit(SyncTask):
         masks = F.interpolate(edit_mask(*rec.means(), self.mask_threshold), size=x_T.shape[-2:], mode="nearest")
         return [{**r, "x_T": x_T[b, 0], "mask": masks[b]} for b, r in enumerate(records)]
 
+    def _sample(self, batch, x_T):
+        if "self_attention" not in self.strategy.needs():
+            return super()._sample(batch, x_T)
+        with self.strategy.rewired():  # the UNet's self-attention rewired for this sampling only
+            return super()._sample(batch, x_T)
+
+    @property
+    def edited(self) -> int:
+        """The trajectory of the edit."""
+        return 1 if self.layout == "pair" else 2
+
     def trajectory_prompts(self, batch):
+        if self.layout == "pair":
+            return [[(s["prompt"], s["prompt"]), (s["target_prompt"], "")] for s in batch]
         return [
             [(s["prompt"], s["prompt"]), (s["target_prompt"], ""), (s["target_prompt"], s["prompt"])] for s in batch
         ]
 
     def initial_noise(self, batch, generators):
+        if self.layout == "pair":
+            return torch.stack([torch.stack([s["x_T"], s["x_T"]]) for s in batch])
         return torch.stack(
             [
                 torch.stack([s["x_T"], torch.randn(s["x_T"].shape, generator=g).to(s["x_T"]), s["x_T"]])
@@ -245,10 +276,14 @@ class ImageEdit(SyncTask):
 
     def problem(self, batch):
         m = torch.stack([s["mask"] for s in batch]).to(self.device)
-        return SyncProblem(3, [Coupling(1, 0, None, 1 - m), Coupling(2, 0, None, 1 - m), Coupling(2, 1, None, m)])
+        attention = SelfAttention({self.edited: 0}, m)
+        if self.layout == "pair":
+            return SyncProblem(2, [Coupling(1, 0, None, 1 - m)], attention=attention)
+        couplings = [Coupling(1, 0, None, 1 - m), Coupling(2, 0, None, 1 - m), Coupling(2, 1, None, m)]
+        return SyncProblem(3, couplings, attention=attention)
 
     def assemble(self, x0, batch):
-        edited, recon = self.backbone.decode(x0[:, 2]), self.backbone.decode(x0[:, 0])
+        edited, recon = self.backbone.decode(x0[:, self.edited]), self.backbone.decode(x0[:, 0])
         outs = []
         for b, s in enumerate(batch):
             mask = F.interpolate(s["mask"][None], size=edited.shape[-2:], mode="nearest")[0].expand(3, -1, -1)
@@ -266,6 +301,7 @@ class ImageEdit(SyncTask):
             "mask_res": self.mask_res,
             "size": self.native_size,
             "inversion": self.inversion,
+            "layout": self.layout,
             "source_tokens": self.source_tokens,
             "missing_word": self.missing_word,
             "clip_model": self.clip_model,

@@ -58,7 +58,7 @@ METHODS = {
                    "syncdiffusion"],
     "mask_t2i": ["syncsde", "independent", "synctweedies", "multidiffusion_bootstrap"],
     "ambiguous": ["syncsde", "independent", "synctweedies", "visual_anagrams"],
-    "edit": ["syncsde", "independent"],
+    "edit": ["syncsde", "independent", "masactrl"],
     "mesh": ["syncsde", "independent", "syncmvd", "stochsync"],
     "motion": ["syncsde", "independent", "synctweedies", "multidiffusion", "doubletake"],
 }

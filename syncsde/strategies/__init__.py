@@ -8,6 +8,7 @@ from syncsde.registry import get, method, names
 from syncsde.strategies.base import Independent, Strategy
 from syncsde.strategies.doubletake import DoubleTake
 from syncsde.strategies.least_squares import LeastSquares
+from syncsde.strategies.masactrl import MasaCtrl
 from syncsde.strategies.mixture import MixtureOfDiffusers
 from syncsde.strategies.spotdiffusion import SpotDiffusion
 from syncsde.strategies.stochsync import StochSync
@@ -84,3 +85,6 @@ method("stochsync", StochSync,
 method("syncdiffusion", SyncDiffusion,
        "SyncDiffusion: each window moved down an LPIPS gradient toward an anchor window, then MultiDiffusion "
        "(BASELINES.md §9)", tasks=("wide_image", "sphere"), baseline_for=("wide_image", "sphere"))
+method("masactrl", MasaCtrl,
+       "MasaCtrl: from step 4 the edit's self-attention reads the source's keys and values in the UNet's decoder "
+       "layers (BASELINES.md §14)", task_args={"edit": {"layout": "pair"}}, tasks=("edit",), baseline_for=("edit",))
