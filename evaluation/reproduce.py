@@ -844,7 +844,7 @@ def main(argv: list[str] | None = None) -> dict:
         if row.method not in wanted:
             skipped[row.method] = "not asked for (--methods)"
         elif row.method != "syncsde" and registry.find("method", row.method) is None:
-            skipped[row.method] = "not in syncsde"  # e.g. MasaCtrl until a method of that name is registered
+            skipped[row.method] = "not in syncsde"  # a row of the paper that no registered method runs
         elif row.method != "syncsde" and not registry.get("method", row.method).applies_to(task_class):
             skipped[row.method] = f"does not apply to syncsde's {task_name} task"
         else:

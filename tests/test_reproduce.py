@@ -3,13 +3,13 @@
 import contextlib
 import io
 import json
+import math
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from syncsde import registry
 from syncsde.data import MeshDataModule, PromptDataModule, PromptPairDataModule
 from syncsde.errors import InputError
 from syncsde.evaluation.reproduce import PROTOCOLS, folder_statistics, main, protocol_config
@@ -126,8 +126,8 @@ def test_edit_needs_the_papers_images(tmp_path):
 
 
 def test_edit_end_to_end(tmp_path):
-    """Table 2's protocol on one image: MasaCtrl, not in syncsde, keeps the paper's row; LPIPS without torchvision is
-    reported as not measured, in the table and the JSON."""
+    """Table 2's protocol on one image: SyncSDE and MasaCtrl measured beside the paper's rows; LPIPS without
+    torchvision is reported as not measured, in the table and the JSON."""
     data = tmp_path / "edits.jsonl"
     record = {
         "image": str(ROOT / "configs/assets/house_64.png"),
@@ -141,8 +141,8 @@ def test_edit_end_to_end(tmp_path):
     )
     rows = {r["label"]: r for r in result["rows"]}
     assert rows["MasaCtrl"]["figures"]["LPIPS"]["paper"] == 0.290
-    if registry.find("method", "masactrl") is None:  # its row runs once a method of that name is registered
-        assert rows["MasaCtrl"]["not_run"] == "not in syncsde"
+    masactrl = rows["MasaCtrl"]["figures"]["CLIP-S"]
+    assert "not_run" not in rows["MasaCtrl"] and masactrl["difference"] == pytest.approx(masactrl["measured"] - 0.285)
     clip = rows["SyncSDE"]["figures"]["CLIP-S"]
     assert clip["paper"] == 0.313 and clip["difference"] == pytest.approx(clip["measured"] - 0.313)
     try:
@@ -207,3 +207,20 @@ def test_motion_protocol_measures_the_transitions(tmp_path):
     assert "no published figures were found" in (out / "table.md").read_text()
     dry = main(["motion", "--dry_run", "--output_dir", str(tmp_path / "d")])  # the config's record: 3 texts
     assert dry["evaluations"] == 100 * (3 + 3 + 5 + 3) * 50
+
+
+@pytest.mark.parametrize("task", ["wide", "ambiguous", "mesh"])
+def test_protocol_end_to_end(tmp_path, task):
+    """Wide images, ambiguous images and the mesh, each end to end on the embedded models: SyncSDE alone, one sample
+    per record at scale 0.004, one step; its figures measured from its folder (or said unavailable, with why) beside
+    the paper's row (no published figure: none shown), the table written."""
+    out = tmp_path / task
+    args = [task, "--scale", "0.004", "--methods", "syncsde", "--probe", "0", "--bootstrap", "10"]
+    result = main([*args, "--output_dir", str(out), *FAST])
+    ours = next(r for r in result["rows"] if r["method"] == "syncsde")
+    assert ours["num_samples"] >= 1 and (out / "syncsde" / "manifest.json").exists()
+    figures = ours["figures"].values()
+    assert all(f["paper"] is None and ("measured" in f or f["unavailable"]) for f in figures)
+    assert any("measured" in f for f in figures)
+    assert all(math.isfinite(f["measured"]) for f in figures if "measured" in f)
+    assert (out / "table.md").exists()

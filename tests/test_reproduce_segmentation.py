@@ -186,9 +186,9 @@ def test_edit_with_a_mask_folder_end_to_end(tmp_path, monkeypatch):
     assert not (tmp_path / "f").exists()
 
 
-def test_a_registered_masactrl_runs_in_the_edit_table(tmp_path, monkeypatch):
-    """MasaCtrl's row keeps the paper's figures while no method named masactrl is registered, and runs once one is
-    (here a stand-in where the real one is not merged yet): its denoiser evaluations join the work."""
+def test_a_row_runs_only_when_its_method_is_registered(tmp_path, monkeypatch):
+    """MasaCtrl's row runs (its denoiser evaluations join the work); with no method of that name registered it keeps
+    the paper's figures and adds no work."""
     registry.names("method")  # the core's plug-ins first
     data = tmp_path / "edits.jsonl"
     data.write_text(
@@ -203,13 +203,9 @@ def test_a_registered_masactrl_runs_in_the_edit_table(tmp_path, monkeypatch):
     )
     args = ["edit", "--scale", "0.004", "--data", str(data), "--dry_run", "--output_dir", str(tmp_path / "d")]
     one = 1 * 2 * 50  # 1 image × 2 trajectories × 50 steps
-    if registry.find("method", "masactrl") is None:
-        assert main(args)["evaluations"] == one
-        from syncsde.strategies import SyncSDE
-
-        stand_in = registry.Method("masactrl", SyncSDE, "stand-in", tasks=("edit",))
-        monkeypatch.setitem(registry._entries["method"], "masactrl", stand_in)
     assert main(args)["evaluations"] == 2 * one
+    monkeypatch.delitem(registry._entries["method"], "masactrl")
+    assert main(args)["evaluations"] == one
 
 
 def test_clipseg_masks_of_the_protocol_are_saved_and_said(tiny_clipseg, tmp_path):
