@@ -19,6 +19,12 @@ v out). The sampler state stays x, and every strategy runs unchanged. The one di
 step, ᾱ_t = 0) ε̂ = x_σ carries no information, so flow steps read the network's v directly (``Step.x0``:
 x̂₀ = r·x − σ·v) and write their update from (x_t, x̂₀) alone.
 
+**Stochastic steps on flow models.** Because the VP state has the marginals q(x_t | x₀) of a β-schedule model, any
+DDIM step with η > 0 is as valid on these ᾱ as on SD's: ``sampler ddim`` with ``eta`` takes DDIM's σ_t(η), and
+``sampler ddpm`` the DDPM posterior, which is DDIM with η = 1 (the same mean and the variance β̃_t =
+(1−ᾱ_prev)/(1−ᾱ_t)·(1−ᾱ_t/ᾱ_prev)). At σ = 1 (ᾱ_t = 0) the step is x̂₀ re-noised to ᾱ_prev with fresh noise
+(σ_t(1) = √(1−ᾱ_prev)); the last step (ᾱ_prev = 1) adds none. η = 0 is the Euler step, bit for bit.
+
 **SyncSDE for flow matching** (SYNCSDE.md §3–§4 in these coordinates). The coupling likelihood
 p(x^j | x^i) ∝ exp(−‖√W ⊙ (x^i − f(x^j))‖² / (2 λ_t s²)) is the same in either coordinate system (the residual
 and the noise scale both carry the factor r), so 1/λ keeps its meaning, and the DDIM correction
@@ -146,11 +152,12 @@ def ddim_sigma(abar_t: float | Tensor, abar_prev: float | Tensor, eta: float) ->
 def ddim_step(
     x0: Tensor, eps: Tensor, abar_prev: float | Tensor, sigma: float | Tensor = 0.0, noise: Tensor | None = None
 ) -> Tensor:
-    """DDIM update written from (x̂₀, ε): √ᾱ_prev x̂₀ + √(1−ᾱ_prev−σ²) ε + σ n (η = 0: σ = 0, SYNCSDE.md §3 step 1)."""
+    """DDIM update written from (x̂₀, ε): √ᾱ_prev x̂₀ + √(1−ᾱ_prev−σ²) ε + σ n (η = 0: σ = 0, SYNCSDE.md §3 step 1).
+    1−ᾱ_prev−σ² is 0 at η = 1 from ᾱ_t = 0 and may round below it: clamped at 0."""
     sigma = torch.as_tensor(sigma, dtype=torch.float64)
     out = (
         _in(_sqrt(abar_prev), x0) * x0
-        + _in((1 - torch.as_tensor(abar_prev, dtype=torch.float64) - sigma**2).sqrt(), x0) * eps
+        + _in((1 - torch.as_tensor(abar_prev, dtype=torch.float64) - sigma**2).clamp(min=0).sqrt(), x0) * eps
     )
     if float(sigma) > 0:
         if noise is None:
@@ -223,7 +230,7 @@ class Step:
 
     ``kind`` "flow" is the flow-matching Euler step in VP coordinates (module docstring): ``t`` is the diffusers
     timestep 1000·σ (a float), ᾱ values are the VP equivalents, and the network output the strategies pass as
-    ``eps`` is the velocity v.
+    ``eps`` is the velocity v; with ``eta`` > 0 it is DDIM's stochastic step on those ᾱ (η = 1: the DDPM posterior).
     """
 
     index: int
@@ -251,7 +258,7 @@ class Step:
 
     @property
     def stochastic(self) -> bool:
-        return (self.kind == "ddpm" and self.t > 0) or (self.kind == "ddim" and self.eta > 0)
+        return (self.kind == "ddpm" and self.t > 0) or (self.kind in ("ddim", "flow") and self.eta > 0)
 
     def x0(self, x_t: Tensor, eps: Tensor) -> Tensor:
         """Tweedie x̂₀, then — as diffusers does when the scheduler config asks — dynamic thresholding per image
@@ -271,9 +278,10 @@ class Step:
         """The plain (uncoupled) update U(x_t, x̂₀, ε) of this step. ``variance``: the network's learned-range
         variance channels (DDPM only; otherwise the fixed posterior variance β̃_t is used). Flow steps: the Euler
         step = DDIM (η = 0) written from (x_t, x̂₀) alone, ε = (x_t − α_t x̂₀)/σ_t (``eps`` is not read: it is the
-        velocity when it comes from the network)."""
+        velocity when it comes from the network); with η > 0, DDIM's σ_t(η) and ``noise``."""
         if self.kind == "flow":
-            return ddim_step(x0, eps_from_x0(x_t, x0, self.abar_t), self.abar_prev)
+            sigma = ddim_sigma(self.abar_t, self.abar_prev, self.eta) if self.eta else 0.0
+            return ddim_step(x0, eps_from_x0(x_t, x0, self.abar_t), self.abar_prev, sigma, noise)
         if self.kind == "ddim":
             return ddim_step(x0, eps, self.abar_prev, ddim_sigma(self.abar_t, self.abar_prev, self.eta), noise)
         mean, var = ddpm_posterior(x_t, x0, self.abar_t, self.abar_prev)
@@ -368,11 +376,8 @@ class Schedule:
     def _flow(cls, config, num_inference_steps, kind, eta, T, model, options) -> "Schedule":
         from diffusers import FlowMatchEulerDiscreteScheduler
 
-        if kind != "ddim" or eta != 0:
-            raise InputError(
-                f"{model} is a flow-matching model: it samples with the Euler step (sampler ddim, eta 0), "
-                f"not sampler '{kind}' with eta {eta}"
-            )
+        if kind == "ddpm":  # the DDPM posterior on the VP-equivalent ᾱ is DDIM with η = 1 (module docstring)
+            eta = 1.0
         for option in ("stochastic_sampling", "invert_sigmas"):
             if config.get(option):
                 raise InputError(f"{model}: FlowMatchEulerDiscreteScheduler with {option} is not supported")
@@ -382,7 +387,7 @@ class Schedule:
         ts = [float(t) for t in sched.timesteps] + [0.0]
         T_ = float(T) if T is not None else max(ts)
         steps = tuple(
-            Step(k, ts[k], ts[k + 1], float(flow_abar(sigmas[k])), float(flow_abar(sigmas[k + 1])), T_, "flow")
+            Step(k, ts[k], ts[k + 1], float(flow_abar(sigmas[k])), float(flow_abar(sigmas[k + 1])), T_, "flow", eta)
             for k in range(len(sigmas) - 1)
         )
         return cls(steps, "flow")

@@ -259,7 +259,7 @@ class MeshTexturing(SyncTask):
     multiview_attention: SyncMVD's attention between neighbouring views (BASELINES.md §4.4), on in the official run;
     UNet backbones only (SD3's joint attention is refused: SYNCSDE.md §6.7.1).
     sampler: ``ddpm`` (the paper's) or ``ddim``; None: ``ddpm`` on β-schedule models, the Euler step (``ddim``) on
-    flow-matching models, which have no other.
+    flow-matching models (their ``ddpm`` is the DDPM posterior on the VP-equivalent ᾱ: syncsde.schedule).
     turntable_frames: frames of the turntable GIF (0 = none).
     parallel, window_batch: as :class:`~syncsde.task.SyncTask`'s, the views being the windows; with multi-view
     attention, calls of ``window_batch`` views run together and exchange keys/values at every self-attention layer.
@@ -306,11 +306,10 @@ class MeshTexturing(SyncTask):
                 f"({type(backbone).__name__}) works on 2x2-packed tokens, which a view at an angle would move whole: "
                 "use sd3_controlnet, sd_controlnet or sdxl_controlnet"
             )
-        if flow and (sampler == "ddpm" or gamma_steps is not None):
-            option = "--model.sampler ddpm" if sampler == "ddpm" else "--model.gamma_steps"
+        if flow and gamma_steps is not None:
             raise InputError(
-                f"{option} needs a DDPM (β-schedule) model; {backbone.name} is a flow-matching model, sampled with the "
-                f"Euler step: unset {option.split()[0]}"
+                f"--model.gamma_steps reads γ_t from a β-schedule's ᾱ table; {backbone.name} is a flow-matching model: "
+                "unset --model.gamma_steps"
             )
         if sampler is None:  # the paper's DDPM on β-schedule models; a flow model's Euler step (DDIM, η = 0)
             sampler = "ddim" if flow else "ddpm"

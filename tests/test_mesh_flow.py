@@ -148,7 +148,7 @@ def test_mesh_on_sd3_refuses_what_is_unet_or_ddpm_only(sd3):
     with pytest.raises(InputError, match="with multiview_attention true needs a backbone with unet_attention .*"
                        r"\(StableDiffusion3\) has not; .*or set --model.multiview_attention false"):  # fmt: skip
         MeshTexturing(backbone)
-    for option, value in (("sampler", "ddpm"), ("gamma_steps", 30)):
-        with pytest.raises(InputError, match=f"--model.{option}.*flow-matching model, sampled with the Euler step"):
-            MeshTexturing(backbone, multiview_attention=False, **{option: value})
-    assert MeshTexturing(backbone, multiview_attention=False).sampler == "ddim"
+    with pytest.raises(InputError, match="--model.gamma_steps reads .*flow-matching model: unset --model.gamma_steps"):
+        MeshTexturing(backbone, multiview_attention=False, gamma_steps=30)
+    assert MeshTexturing(backbone, multiview_attention=False).sampler == "ddim"  # the Euler step by default
+    assert MeshTexturing(backbone, multiview_attention=False, sampler="ddpm").sampler == "ddpm"  # DDPM in VP terms

@@ -187,8 +187,8 @@ def test_unsupported_schedulers_and_predictions_are_refused():
     with pytest.raises(InputError, match="zero terminal SNR"):
         S.Schedule.from_config(zero_snr, 10)
     flow = FLOW_CONFIGS["sd3"][0]
-    for kind, eta in (("ddpm", 0.0), ("ddim", 0.5)):
-        with pytest.raises(InputError, match="^m is a flow-matching model: it samples with the Euler step"):
-            S.Schedule.from_config(flow, 10, kind, eta, model="m")
+    for kind, eta, expected in (("ddpm", 0.0, 1.0), ("ddim", 0.5, 0.5)):  # DDPM on a flow schedule: DDIM, η = 1
+        steps = S.Schedule.from_config(flow, 10, kind, eta, model="m").steps
+        assert all(s.kind == "flow" and s.eta == expected and s.stochastic for s in steps)
     with pytest.raises(InputError, match="stochastic_sampling is not supported"):
         S.Schedule.from_config({**flow, "stochastic_sampling": True}, 10)
