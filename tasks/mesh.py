@@ -88,8 +88,9 @@ def negative_suffix(azimuth: float) -> str:
 
 
 # A texel whose total bake weight Σ V c^e is at most this was not seen: only at grazing angles (cos < 0.1 at e = 6),
-# where the bake's normalisation (+1e-8, the official code's) darkens it toward black, and the Voronoi fill spread that
-# black over everything unseen (the bottom of a mesh under the paper's cameras). It takes its nearest seen texel's value.
+# where the bake's normalisation (+1e-8, the official code's) darkens it toward black, and the Voronoi fill spread
+# that black over everything unseen (the bottom of a mesh under the paper's cameras). It takes its nearest seen
+# texel's value.
 SEEN_WEIGHT = 1e-6
 
 

@@ -224,8 +224,8 @@ def test_flow_sampling_equals_diffusers_euler_on_an_exact_model():
 
 def test_stochastic_flow_steps_sample_the_data_and_eta_0_is_euler():
     """Sampler ddpm on a flow schedule (the DDPM posterior on the VP-equivalent ᾱ = DDIM with η = 1) and DDIM with
-    η = 0.5 sample the exact model's Gaussian data (mean and std of 4096 pixels within 0.015 at 1000 steps, from 0.35 at 4); η = 0
-    is the Euler step bit for bit; the noise comes from each sample's generator."""
+    η = 0.5 sample the exact model's Gaussian data (mean and std of 4096 pixels: within 0.015 at 1000 steps, 0.35
+    off at 4); η = 0 is the Euler step bit for bit; the noise comes from each sample's generator."""
     from syncsde.sampler import sample
 
     mean, std = 0.3, 0.5
