@@ -151,8 +151,10 @@ def panorama_measures(folder: Path, samples: list[dict], net: Network, crop: int
             "pairs": style["pairs"],
         }
         if image.shape[-2] >= 2 * size and image.shape[-1] >= 2 * size:  # crops at several heights: also the variant
-            per_sample[meta["sample_id"]]["intra_lpips_same_row"] = intra_lpips(image, net, size, same_row=True)["value"]
-            per_sample[meta["sample_id"]]["intra_style_same_row"] = intra_style(image, net, size, same_row=True)["value"]
+            per_sample[meta["sample_id"]].update(
+                intra_lpips_same_row=intra_lpips(image, net, size, same_row=True)["value"],
+                intra_style_same_row=intra_style(image, net, size, same_row=True)["value"],
+            )
     extra = {"network": net.name, **({"network_note": net.note} if net.note else {})}
     first = next(iter(per_sample.values()))
     names = ("intra_lpips", "intra_style", "intra_lpips_same_row", "intra_style_same_row")

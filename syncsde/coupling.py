@@ -112,10 +112,9 @@ class GlobalView:
     """Trajectory ``index`` (after the windows or views 0..index−1) sees the whole canonical canvas (B, C, *canvas) at
     the backbone's native ``size`` (SyncSDE's global view, SYNCSDE.md §4.2): ``down`` takes the canvas to it by area
     averaging, ``up`` brings a native-size image back to the canvas (bilinear), so ``up(down(z))`` is the canvas's
-    low band. How the canvas fits the frame (SYNCSDE.md §4.2.1): ``squash`` (the whole frame, the canvas's aspect
-    changed; ``scaled`` is the same view), ``isotropic`` (squashed, but only the band the view resolves as finely along both axes is fused: the
-    canvas at :meth:`fitted` size) or ``letterbox`` (the canvas at :meth:`fitted` size, centred; the rest of the frame
-    sees no canvas)."""
+    low band. How the canvas fits the frame (``global_fit``, SYNCSDE.md §4.2.1): squashed into the whole frame
+    (:meth:`isotropy` measures how much the aspect changes; :meth:`squashed_axis` is the axis squashed more), or
+    scaled by one factor to its :meth:`fitted` size, which :meth:`band` places in the frame (``letterbox``)."""
 
     index: int
     size: tuple[int, int]
@@ -131,6 +130,11 @@ class GlobalView:
         """s_min/s_max of the squash factors s = canvas/frame along the two axes: 1 when the view keeps the aspect."""
         (h, w), (H, W) = self.size, self.canvas
         return min(H / h, W / w) / max(H / h, W / w)
+
+    def squashed_axis(self) -> int:
+        """The dimension (−1: columns, −2: rows) along which the frame squashes the canvas more."""
+        (h, w), (H, W) = self.size, self.canvas
+        return -1 if W / w >= H / h else -2
 
     def band(self, fit: str = "squash") -> tuple[int, int, int, int]:
         """(top, left, height, width) of the part of the native frame that shows the canvas."""

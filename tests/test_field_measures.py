@@ -66,6 +66,21 @@ def test_identical_crops_score_zero_and_different_crops_do_not(tiny_clip):
     assert style["value"] > 0 and style["sum_over_pairs"] == pytest.approx(6 * style["value"])
 
 
+def test_same_height_pairs_compare_crops_in_one_row_only(tiny_clip):
+    """The variant for canvases taller than a crop: a sky row over a ground row, each row one crop repeated, is
+    perfectly coherent at every height (0) while the standard measure counts the sky against the ground."""
+    assert coherence.pairs(6, row=3) == ([0, 0, 1, 3, 3, 4], [1, 2, 2, 4, 5, 5])
+    sky, ground = (torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(k)) for k in (2, 3))
+    canvas = torch.cat([sky.repeat(1, 1, 3), ground.repeat(1, 1, 3)], 1)  # 128×192: two rows of three crops
+    same = coherence.intra_lpips(canvas, tiny_clip, 64, same_row=True)
+    assert same["value"] == 0.0 and same["pairs"] == 6 and coherence.intra_lpips(canvas, tiny_clip, 64)["pairs"] == 15
+    assert coherence.intra_lpips(canvas, tiny_clip, 64)["value"] > 0.01
+    assert coherence.intra_style(canvas, tiny_clip, 64, same_row=True)["value"] == 0.0
+    assert coherence.intra_style(canvas, tiny_clip, 64)["value"] > 0
+    with pytest.raises(InputError, match="one 64-pixel crop per row: Intra-LPIPS needs two"):
+        coherence.intra_lpips(torch.rand(3, 128, 64), tiny_clip, 64, same_row=True)
+
+
 def test_network_choice_says_which_network(monkeypatch):
     monkeypatch.setattr(coherence, "torchvision_installed", lambda: False)
     net = coherence.network("auto")

@@ -151,7 +151,8 @@ def test_letterbox_band_keeps_the_canvas_aspect():
     from syncsde.coupling import GlobalView
 
     assert GlobalView(3, (8, 8), (8, 24)).band("letterbox") == (2, 0, 3, 8)  # 1:3, one factor 3, centred
-    assert GlobalView(3, (8, 8), (8, 24)).band("isotropic") == (0, 0, 8, 8) and GlobalView(3, (8, 8), (8, 24)).fitted() == (3, 8)
+    assert GlobalView(3, (8, 8), (8, 24)).band("isotropic") == (0, 0, 8, 8)  # squashed: the whole frame
+    assert GlobalView(3, (8, 8), (8, 24)).fitted() == (3, 8)
     assert GlobalView(3, (8, 8), (64, 128)).band("letterbox") == (2, 0, 4, 8)  # the sphere's 1:2 canvas
     assert GlobalView(3, (8, 8), (48, 8)).band("letterbox") == (0, 3, 8, 1)  # tall: pillarbox, at least 1 column
     assert GlobalView(3, (8, 8), (16, 16)).band("letterbox") == GlobalView(3, (8, 8), (16, 16)).band() == (0, 0, 8, 8)
@@ -170,13 +171,13 @@ def test_letterbox_is_the_squash_on_a_square_canvas_and_nothing_without_a_global
     square = dict(height=16, width=16, stride=4, vertical_stride=4)
     runs = {
         fit: tiny_task(SyncSDE(20.0, preset="global", global_fit=fit), **square).trajectories(batch)
-        for fit in ("squash", "scaled", "isotropic", "letterbox")
+        for fit in ("squash", "scaled", "profile", "isotropic", "letterbox")
     }
     assert all(torch.equal(runs["squash"], run) for run in runs.values())
     off = tiny_task(SyncSDE(20.0, preset="global", global_view=0.0, global_fit="letterbox"))
     assert torch.equal(off.trajectories(batch), tiny_task(SyncSDE(20.0, preset="canonical")).trajectories(batch))
     squash = tiny_task(SyncSDE(20.0, preset="global")).trajectories(batch)
-    for fit in ("isotropic", "letterbox"):
+    for fit in ("profile", "isotropic", "letterbox"):
         assert not torch.equal(tiny_task(SyncSDE(20.0, preset="global", global_fit=fit)).trajectories(batch), squash)
     # scaled, on a 1:3 canvas: the squash with a third of the share
     scaled = tiny_task(SyncSDE(20.0, preset="global", global_fit="scaled")).trajectories(batch)
@@ -234,3 +235,26 @@ def test_isotropic_fuses_the_coarse_band_and_the_global_takes_the_consensus_abov
     torch.testing.assert_close(out[:, n], step.update(x[:, n], low, eps[:, n]))
     squash = SyncSDE(20.0, preset="global", global_schedule="constant").step(x, eps, step, problem)
     assert (squash[:, :n] - local).abs().max() > 1e-3  # the squash takes the detail into the windows
+
+
+def test_profile_trusts_the_rows_fully_and_the_variation_along_them_by_the_isotropy():
+    """A 1:3 canvas squashed along its columns: where the global view's x̂₀ differs from the windows' consensus by a
+    profile (constant along the squashed axis, which the squash keeps exactly), ``profile`` is the squash at share ρ;
+    where it differs by a variation with no profile, it is the squash at share ρ·ι = ρ/3."""
+    task = tiny_task(SyncSDE(20.0, preset="global"))
+    problem, step = task.problem([{}]), task.schedule().steps[3]
+    n, view, canon = task.n, problem.global_view, problem.canonical
+    assert view.squashed_axis() == -1 and view.isotropy() == pytest.approx(1 / 3)
+    x, eps = torch.randn(2, n + 1, 1, 8, 8), torch.randn(2, n + 1, 1, 8, 8)
+    low = view.down(canon.aggregate(step.x0(x[:, :n], eps[:, :n])))
+    a, s = step.abar_t**0.5, (1 - step.abar_t) ** 0.5
+    fit = lambda rho, fit: SyncSDE(  # noqa: E731
+        20.0, preset="global", global_schedule="constant", global_view=rho, global_fit=fit
+    ).step(x, eps, step, problem)
+    rows = torch.randn(2, 1, 8, 1).expand(2, 1, 8, 8)  # a profile: constant along the columns
+    eps[:, n] = (x[:, n] - a * (low + rows)) / s
+    torch.testing.assert_close(fit(0.9, "profile"), fit(0.9, "squash"))
+    wiggle = torch.randn(2, 1, 8, 8)
+    eps[:, n] = (x[:, n] - a * (low + wiggle - wiggle.mean(-1, keepdim=True))) / s
+    torch.testing.assert_close(fit(0.9, "profile"), fit(0.3, "squash"))
+    assert (fit(0.9, "profile") - fit(0.9, "squash")).abs().max() > 1e-2

@@ -2,6 +2,9 @@
 
     python -m syncsde.evaluation.benchmarks.global_coherence [--samples 128] [--steps 50] [--embedded]
                                                              [--embedded_samples 4] [--write]
+    # a part of it: no exact model, the wide image alone, two methods paired with the first, pictures in a folder
+    python -m syncsde.evaluation.benchmarks.global_coherence --samples 0 --embedded --geometries wide \
+        --methods "syncsde global, scaled (1/λ = 20)" --anchor "syncsde canonical (1/λ = 20)" --pictures /tmp/global
 
 **Exact model** (cheap, decisive): :class:`~syncsde.backbones.GaussianMixtureBackbone`, a mixture of Gaussian fields
 whose component — a global mode — is shared by the whole canvas; its denoiser is exact at any size, so sampling the
@@ -22,7 +25,9 @@ seeds:
 canvas (128×128, 3×3 windows), a few samples per method: Intra-LPIPS and Intra-Style-L on the tiny CLIP's features
 (:mod:`syncsde.evaluation.coherence`; lower = more alike crops), paired with the global preset on the same seeds, and
 the spread across the canvas of global statistics: the horizon row of each native-size column band (the row where
-the mean colour changes most) and the sky colour above it.
+the mean colour changes most) and the sky colour above it. On the 2-D canvas Intra-LPIPS and Intra-Style-L are also
+given over the pairs of crops at the same height (docs/evaluation.md), beside the standard ones. The global view's
+fits (``global_fit``, SYNCSDE.md §4.2.1) are rows of both models.
 
 ``--write`` writes the table to ``notebooks/results/global_coherence.md`` (the docs' ``global_coherence`` block) and
 pictures to ``notebooks/figures/``.
@@ -68,6 +73,8 @@ def exact_methods() -> dict[str, Strategy]:
         "global view ρ = 1, constant": SyncSDE(20.0, preset="global", global_schedule="constant"),
         "global view ρ = 0.5, constant": SyncSDE(20.0, preset="global", global_view=0.5, global_schedule="constant"),
         "global view only (1/λ = 0), fade": SyncSDE(0.0, preset="global"),
+        "global view ρ = 1, fade, scaled": SyncSDE(20.0, preset="global", global_fit="scaled"),
+        "global view ρ = 1, fade, profile": SyncSDE(20.0, preset="global", global_fit="profile"),
         "global view ρ = 1, fade, isotropic": SyncSDE(20.0, preset="global", global_fit="isotropic"),
         "global view ρ = 1, fade, letterbox": SyncSDE(20.0, preset="global", global_fit="letterbox"),
     }
@@ -232,6 +239,8 @@ EMBEDDED = {  # task options (pixels) and prompts: the embedded wide image and 2
     ),
 }
 ANCHOR = "syncsde global (1/λ = 20)"
+SCALED = "syncsde global, scaled (1/λ = 20)"
+PROFILE = "syncsde global, profile (1/λ = 20)"
 ISOTROPIC = "syncsde global, isotropic (1/λ = 20)"
 LETTERBOX = "syncsde global, letterbox (1/λ = 20)"
 
@@ -249,6 +258,8 @@ def embedded_methods() -> dict[str, tuple[Strategy, dict]]:
         "synctweedies (case 2)": (SyncTweedies(case=2), {}),
         "mixture of diffusers": (MixtureOfDiffusers(), {}),
         ANCHOR: (SyncSDE(20.0, preset="global"), {}),
+        SCALED: (SyncSDE(20.0, preset="global", global_fit="scaled"), {}),
+        PROFILE: (SyncSDE(20.0, preset="global", global_fit="profile"), {}),
         ISOTROPIC: (SyncSDE(20.0, preset="global", global_fit="isotropic"), {}),
         LETTERBOX: (SyncSDE(20.0, preset="global", global_fit="letterbox"), {}),
     }
@@ -278,7 +289,7 @@ def global_statistics(image: torch.Tensor, native: int) -> tuple[float, float]:
 
 
 def embedded(samples: int, steps: int, geometries=None, methods=None) -> tuple[dict, dict]:
-    """Every method (or those named ``methods``; the anchor always) on the embedded wide image and 2-D canvas (or
+    """Every method (or those named ``methods``) on the embedded wide image and 2-D canvas (or
     those whose names begin with one of ``geometries``): per-sample Intra-LPIPS / Intra-Style-L (tiny CLIP; on a
     canvas with crops at several heights also over the pairs at the same height) and global statistics, and the
     images."""
@@ -295,7 +306,7 @@ def embedded(samples: int, steps: int, geometries=None, methods=None) -> tuple[d
         records = [prompts[i % len(prompts)] for i in range(samples)]
         values[geometry] = {}
         for method, (strategy, extra) in embedded_methods().items():
-            if methods and method != ANCHOR and method not in methods:
+            if methods and method not in methods:
                 continue
             task = WideImage(
                 backbone, strategy, **options, **extra, num_inference_steps=steps, guidance_scale=3.0, progress=False
@@ -418,7 +429,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--embedded_samples", type=int, default=4)
     ap.add_argument("--embedded_steps", type=int, default=30)
     ap.add_argument("--geometries", nargs="+", choices=("wide", "2-D"), help="embedded canvases (default: both)")
-    ap.add_argument("--methods", nargs="+", help="embedded methods by their row names (default: all; the anchor always)")
+    ap.add_argument("--methods", nargs="+", help="embedded methods by row name (default: all; the anchor always)")
     ap.add_argument("--anchor", default=ANCHOR, help="the embedded row the others are paired with (Δ)")
     ap.add_argument("--write", action="store_true", help="write the docs' block and the pictures")
     ap.add_argument("--pictures", help="save the pictures in this folder (without --write)")
@@ -432,6 +443,9 @@ def main(argv=None) -> dict:
     values, images = {}, {}
     if args.embedded:
         methods = [*args.methods, args.anchor] if args.methods else None
+        unknown = sorted(set(methods or [args.anchor]) - set(embedded_methods()))
+        if unknown:
+            raise SystemExit(f"no embedded method {unknown}; choose among: {', '.join(embedded_methods())}")
         values, images = embedded(args.embedded_samples, args.embedded_steps, args.geometries, methods)
         markdown += "\n" + embedded_markdown(values, args.embedded_samples, args.embedded_steps, args.anchor)
     print(markdown)

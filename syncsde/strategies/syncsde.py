@@ -33,7 +33,7 @@ PRESETS = {
 }
 
 
-FITS = ("squash", "scaled", "isotropic", "letterbox")  # how the canvas fits the global view's frame (§4.2.1)
+FITS = ("squash", "scaled", "profile", "isotropic", "letterbox")  # how the canvas fits the global view's frame (§4.2.1)
 
 
 class SyncSDE(Strategy):
@@ -105,7 +105,7 @@ class SyncSDE(Strategy):
         target: Literal["pre_step", "post_step"] | None = None,
         global_view: float | None = None,
         global_schedule: Literal["constant", "fade"] | None = None,
-        global_fit: Literal["squash", "scaled", "isotropic", "letterbox"] | None = None,
+        global_fit: Literal["squash", "scaled", "profile", "isotropic", "letterbox"] | None = None,
     ):
         option = "--model.strategy."
         if not 0 <= inv_lambda < float("inf"):
@@ -200,6 +200,12 @@ class SyncSDE(Strategy):
         if self.global_fit == "isotropic" and band != (h, w):  # the coarse band alone; the consensus above it
             delta = rho * (view.down(seen, band) - view.down(low, band))
             windows, fused = x0[:, :n] + canon.forward(view.up(delta)), low + view.up(delta, (h, w))
+        elif self.global_fit == "profile" and view.isotropy() < 1:  # the profile: ρ_t; the variation along it: ρ_t·ι
+            axis = view.squashed_axis()
+            diff = seen - low
+            profile = diff.mean(axis, keepdim=True)
+            delta = rho * (profile + view.isotropy() * (diff - profile))
+            windows, fused = x0[:, :n] + canon.forward(view.up(delta)), low + delta
         else:
             windows, fused = x0[:, :n] + rho * canon.forward(view.up(seen) - view.up(low)), rho * seen + (1 - rho) * low
         if fused.shape != glob.shape:  # letterbox: the frame outside the canvas's band keeps the global's own x̂₀
