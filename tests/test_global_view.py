@@ -258,3 +258,31 @@ def test_profile_trusts_the_rows_fully_and_the_variation_along_them_by_the_isotr
     eps[:, n] = (x[:, n] - a * (low + wiggle - wiggle.mean(-1, keepdim=True))) / s
     torch.testing.assert_close(fit(0.9, "profile"), fit(0.3, "squash"))
     assert (fit(0.9, "profile") - fit(0.9, "squash")).abs().max() > 1e-2
+
+
+def test_sphere_views_take_the_prompt_of_their_direction():
+    """View-dependent prompts: views looking up take the ``above`` prompt, down the ``below`` one, the rest (and the
+    global view, which sees every direction) the record's; the prompts reach the network (another picture)."""
+    from syncsde.backbones import StableDiffusion
+
+    prompts = {"above": "{prompt}, the sky", "below": "snow"}
+    kw = dict(views=[(90.0, 0.0), (30.0, 0.0), (0.0, 90.0), (-45.0, 0.0)], height=16, num_inference_steps=2)
+    backbone = GaussianBackbone(channels=1, sample_size=8, scale_factor=1)
+    task = SpherePanorama(backbone, SyncSDE(20.0, preset="global"), view_prompts=prompts, prompt_prefix="> ", **kw)
+    assert task.trajectory_prompts([{"prompt": "a day"}]) == [
+        ["> a day, the sky", "> a day, the sky", "> a day", "> snow", "> a day"]
+    ]
+    steep = SpherePanorama(backbone, SyncSDE(5.0), view_prompts=prompts, view_elevation=60, prompt_prefix="", **kw)
+    assert [p for p in steep.trajectory_prompts([{"prompt": "x"}])[0]] == ["x, the sky", "x", "x", "x"]
+    assert steep.describe()["view_prompts"] == prompts and "view_prompts" not in SpherePanorama(backbone).describe()
+    with pytest.raises(InputError, match="--model.view_prompts \\['up'\\]"):
+        SpherePanorama(backbone, view_prompts={"up": "sky"})
+    with pytest.raises(InputError, match="--model.view_elevation 100"):
+        SpherePanorama(backbone, view_elevation=100)
+    tiny = StableDiffusion("syncsde:tiny-ldm")
+    small = dict(views=[(90.0, 0.0), (0.0, 0.0)], height=32, num_inference_steps=2, viewer_size=8, progress=False)
+    plain, viewed = (
+        SpherePanorama(tiny, SyncSDE(5.0), view_prompts=p, **small).generate(["a sunny day over grass"])[0].image
+        for p in (None, {"above": "a night sky over snow"})
+    )
+    assert (plain - viewed).abs().max() > 1e-3

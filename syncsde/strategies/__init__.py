@@ -89,4 +89,4 @@ method("global_scaled", SyncSDE,
        "(SYNCSDE.md §4.2.1)",
        args=dict(preset="global", inv_lambda=20.0, **RESET, global_view=None, global_schedule=None,
                  global_fit="scaled"),
-       tasks=("wide_image", "sphere"), baseline_for=("wide_image",))
+       tasks=("wide_image", "sphere"))
