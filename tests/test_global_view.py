@@ -280,9 +280,9 @@ def test_sphere_views_take_the_prompt_of_their_direction():
     with pytest.raises(InputError, match="--model.view_elevation 100"):
         SpherePanorama(backbone, view_elevation=100)
     tiny = StableDiffusion("syncsde:tiny-ldm")
-    small = dict(views=[(90.0, 0.0), (0.0, 0.0)], height=32, num_inference_steps=2, viewer_size=8, progress=False)
+    small = dict(views=[(90.0, 0.0), (0.0, 0.0)], height=32, canonical_height=32, num_inference_steps=2, viewer_size=8)
     plain, viewed = (
-        SpherePanorama(tiny, SyncSDE(5.0), view_prompts=p, **small).generate(["a sunny day over grass"])[0].image
+        SpherePanorama(tiny, SyncSDE(5.0), view_prompts=p, progress=False, **small).generate(["a sunny day"])[0].image
         for p in (None, {"above": "a night sky over snow"})
     )
     assert (plain - viewed).abs().max() > 1e-3
