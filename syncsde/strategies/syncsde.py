@@ -75,10 +75,11 @@ class SyncSDE(Strategy):
       (ρ_t = ρ·t/T: the global view decides the layout early, the windows the detail late). 0 = no global view.
       ``global_fit``: how the canvas fits the native frame (:class:`~syncsde.coupling.GlobalView`, SYNCSDE.md
       §4.2.1): ``squash`` (the whole frame, the canvas's aspect changed); ``scaled`` (squashed, the share ρ_t times
-      the view's isotropy s_min/s_max: the band average of ``isotropic``'s share); ``isotropic`` (squashed, but only
-      the band the view resolves as finely along both axes is fused, and the global view takes the windows'
-      consensus above it); ``letterbox`` (scaled by one factor along both axes, centred: the fusion acts on that part
-      of the frame, the rest is free). The four are one on a canvas of the frame's aspect.
+      the view's isotropy ι = s_min/s_max: the band average of ``isotropic``'s share; the best for one row of
+      windows); ``profile`` (the difference's mean along the axis squashed more at ρ_t, the rest at ρ_t·ι);
+      ``isotropic`` (squashed, but only the band the view resolves as finely along both axes is fused, and the global
+      view takes the windows' consensus above it); ``letterbox`` (scaled by one factor along both axes, centred: the
+      fusion acts on that part of the frame, the rest is free). All are ``squash`` on a canvas of the frame's aspect.
 
     Args:
         inv_lambda: 1/λ, the coupling inverse variance (0 = independent trajectories). Paper default 5.
@@ -201,9 +202,8 @@ class SyncSDE(Strategy):
             delta = rho * (view.down(seen, band) - view.down(low, band))
             windows, fused = x0[:, :n] + canon.forward(view.up(delta)), low + view.up(delta, (h, w))
         elif self.global_fit == "profile" and view.isotropy() < 1:  # the profile: ρ_t; the variation along it: ρ_t·ι
-            axis = view.squashed_axis()
             diff = seen - low
-            profile = diff.mean(axis, keepdim=True)
+            profile = diff.mean(view.squashed_axis(), keepdim=True)
             delta = rho * (profile + view.isotropy() * (diff - profile))
             windows, fused = x0[:, :n] + canon.forward(view.up(delta)), low + delta
         else:
