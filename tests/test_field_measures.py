@@ -81,6 +81,18 @@ def test_same_height_pairs_compare_crops_in_one_row_only(tiny_clip):
         coherence.intra_lpips(torch.rand(3, 128, 64), tiny_clip, 64, same_row=True)
 
 
+def test_a_canvas_with_two_rows_of_crops_gets_the_same_height_measures_beside(tiny_clip, tmp_path):
+    from syncsde.io import to_pil
+
+    sky, ground = (torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(k)) for k in (4, 5))
+    to_pil(torch.cat([sky.repeat(1, 1, 2), ground.repeat(1, 1, 2)], 1)).save(tmp_path / "00000.png")
+    meta = {"sample_id": 0, "files": {"image": "00000.png"}, "grid": [2, 2], "height": 128, "vertical_stride": 64}
+    measures, per_sample = coherence.panorama_measures(tmp_path, [meta], tiny_clip, None)
+    assert per_sample[0]["crop"] == 64 and per_sample[0]["intra_lpips"] > 0.01
+    assert per_sample[0]["intra_lpips_same_row"] == pytest.approx(0.0, abs=1e-6)
+    assert set(measures) == {"intra_lpips", "intra_style", "intra_lpips_same_row", "intra_style_same_row"}
+
+
 def test_network_choice_says_which_network(monkeypatch):
     monkeypatch.setattr(coherence, "torchvision_installed", lambda: False)
     net = coherence.network("auto")
