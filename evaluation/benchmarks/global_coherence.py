@@ -2,7 +2,7 @@
 
     python -m syncsde.evaluation.benchmarks.global_coherence [--samples 128] [--steps 50] [--embedded]
                                                              [--embedded_samples 4] [--write]
-    # a part of it: no exact model, the wide image alone, two methods paired with the first, pictures in a folder
+    # a part of it: no exact model, the wide image alone, one method paired with canonical, pictures in a folder
     python -m syncsde.evaluation.benchmarks.global_coherence --samples 0 --embedded --geometries wide \
         --methods "syncsde global, scaled (1/λ = 20)" --anchor "syncsde canonical (1/λ = 20)" --pictures /tmp/global
 
