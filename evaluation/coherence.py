@@ -58,10 +58,23 @@ def crop_grid(image: Tensor, size: int, stride: int | None = None) -> Tensor:
     )
 
 
-def pairs(n: int) -> tuple[list[int], list[int]]:
-    """Every unordered pair (i < j) of n crops, as two index lists."""
-    first, second = zip(*itertools.combinations(range(n), 2)) if n > 1 else ((), ())
+def pairs(n: int, row: int | None = None) -> tuple[list[int], list[int]]:
+    """Every unordered pair (i < j) of n crops, as two index lists; with ``row`` (crops per row of
+    :func:`crop_grid`), only the pairs in the same row: crops at the same height."""
+    both = [(i, j) for i, j in itertools.combinations(range(n), 2) if row is None or i // row == j // row]
+    first, second = zip(*both) if both else ((), ())
     return list(first), list(second)
+
+
+def crop_pairs(image: Tensor, size: int, stride: int | None, same_row: bool, measure: str):
+    """The crops of ``image`` and the pairs ``measure`` compares (every pair, or those at the same height)."""
+    crops = crop_grid(image, size, stride)
+    row = (image.shape[-1] - size) // (stride or size) + 1 if same_row else None
+    i, j = pairs(len(crops), row)
+    if not i:
+        where = " per row" if same_row and len(crops) > 1 else ""
+        raise InputError(f"a {tuple(image.shape[-2:])} image holds one {size}-pixel crop{where}: {measure} needs two")
+    return crops, i, j
 
 
 # -- the distances -----------------------------------------------------------------------------------------------------
@@ -83,24 +96,20 @@ def network(choice: str = "auto", clip: str = "syncsde:tiny-clip") -> Network:
 
 # -- the measures ------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def intra_lpips(image: Tensor, net: Network, size: int, stride: int | None = None) -> dict:
-    """Intra-LPIPS of one panorama (3, H, W) in [0, 1]: the mean distance over every pair of its crops."""
-    crops = crop_grid(image, size, stride)
-    i, j = pairs(len(crops))
-    if not i:
-        raise InputError(f"a {tuple(image.shape[-2:])} image holds one {size}-pixel crop: Intra-LPIPS needs two")
+def intra_lpips(image: Tensor, net: Network, size: int, stride: int | None = None, same_row: bool = False) -> dict:
+    """Intra-LPIPS of one panorama (3, H, W) in [0, 1]: the mean distance over every pair of its crops (``same_row``:
+    over the pairs at the same height only, the variant for canvases taller than a crop, docs/evaluation.md)."""
+    crops, i, j = crop_pairs(image, size, stride, same_row, "Intra-LPIPS")
     value = float(net.distance(crops[i], crops[j]).mean())
     return {"value": value, "crops": len(crops), "pairs": len(i), "network": net.name}
 
 
 @torch.no_grad()
-def intra_style(image: Tensor, net: Network, size: int, stride: int | None = None) -> dict:
-    """Intra-Style-L of one panorama: the mean style loss over every pair of its crops; ``sum_over_pairs`` is the
-    number SyncDiffusion's script accumulates per panorama (it does not divide by the number of pairs)."""
-    crops = crop_grid(image, size, stride)
-    i, j = pairs(len(crops))
-    if not i:
-        raise InputError(f"a {tuple(image.shape[-2:])} image holds one {size}-pixel crop: Intra-Style-L needs two")
+def intra_style(image: Tensor, net: Network, size: int, stride: int | None = None, same_row: bool = False) -> dict:
+    """Intra-Style-L of one panorama: the mean style loss over every pair of its crops (``same_row``: as
+    :func:`intra_lpips`); ``sum_over_pairs`` is the number SyncDiffusion's script accumulates per panorama (it does not
+    divide by the number of pairs)."""
+    crops, i, j = crop_pairs(image, size, stride, same_row, "Intra-Style-L")
     feats = net.layers(crops)
     losses = style_loss([f[i] for f in feats], [f[j] for f in feats])
     return {
@@ -141,11 +150,18 @@ def panorama_measures(folder: Path, samples: list[dict], net: Network, crop: int
             "crops": style["crops"],
             "pairs": style["pairs"],
         }
+        if image.shape[-2] >= 2 * size and image.shape[-1] >= 2 * size:  # crops at several heights: also the variant
+            per_sample[meta["sample_id"]].update(
+                intra_lpips_same_row=intra_lpips(image, net, size, same_row=True)["value"],
+                intra_style_same_row=intra_style(image, net, size, same_row=True)["value"],
+            )
     extra = {"network": net.name, **({"network_note": net.note} if net.note else {})}
     first = next(iter(per_sample.values()))
+    names = ("intra_lpips", "intra_style", "intra_lpips_same_row", "intra_style_same_row")
     measures = {
         name: {**aggregate([s[name] for s in per_sample.values()]), **extra, "crop": first["crop"]}
-        for name in ("intra_lpips", "intra_style")
+        for name in names
+        if all(name in s for s in per_sample.values())
     }
     return measures, per_sample
 

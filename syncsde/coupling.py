@@ -112,17 +112,43 @@ class GlobalView:
     """Trajectory ``index`` (after the windows or views 0..index−1) sees the whole canonical canvas (B, C, *canvas) at
     the backbone's native ``size`` (SyncSDE's global view, SYNCSDE.md §4.2): ``down`` takes the canvas to it by area
     averaging, ``up`` brings a native-size image back to the canvas (bilinear), so ``up(down(z))`` is the canvas's
-    low band."""
+    low band. How the canvas fits the frame (``global_fit``, SYNCSDE.md §4.2.1): squashed into the whole frame
+    (:meth:`isotropy` measures how much the aspect changes; :meth:`squashed_axis` is the axis squashed more), or
+    scaled by one factor to its :meth:`fitted` size, which :meth:`band` places in the frame (``letterbox``)."""
 
     index: int
     size: tuple[int, int]
     canvas: tuple[int, int]
 
-    def down(self, z: Tensor) -> Tensor:
-        return torch.nn.functional.interpolate(z, size=self.size, mode="area")
+    def fitted(self) -> tuple[int, int]:
+        """The canvas scaled by the one factor along both axes that fits it into the frame (at least 1 element)."""
+        (h, w), (H, W) = self.size, self.canvas
+        s = max(H / h, W / w)
+        return min(h, max(1, round(H / s))), min(w, max(1, round(W / s)))
 
-    def up(self, g: Tensor) -> Tensor:
-        return torch.nn.functional.interpolate(g, size=self.canvas, mode="bilinear", align_corners=False)
+    def isotropy(self) -> float:
+        """s_min/s_max of the squash factors s = canvas/frame along the two axes: 1 when the view keeps the aspect."""
+        (h, w), (H, W) = self.size, self.canvas
+        return min(H / h, W / w) / max(H / h, W / w)
+
+    def squashed_axis(self) -> int:
+        """The dimension (−1: columns, −2: rows) along which the frame squashes the canvas more."""
+        (h, w), (H, W) = self.size, self.canvas
+        return -1 if W / w >= H / h else -2
+
+    def band(self, fit: str = "squash") -> tuple[int, int, int, int]:
+        """(top, left, height, width) of the part of the native frame that shows the canvas."""
+        (h, w) = self.size
+        if fit != "letterbox":
+            return 0, 0, h, w
+        bh, bw = self.fitted()
+        return (h - bh) // 2, (w - bw) // 2, bh, bw
+
+    def down(self, z: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        return torch.nn.functional.interpolate(z, size=size or self.size, mode="area")
+
+    def up(self, g: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        return torch.nn.functional.interpolate(g, size=size or self.canvas, mode="bilinear", align_corners=False)
 
 
 @dataclass(frozen=True)

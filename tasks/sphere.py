@@ -51,6 +51,11 @@ class SpherePanorama(SyncTask):
     assembly: ``feather`` (view pixels weighted by their distance to the view's edge) or ``mean`` (SyncTweedies).
     prompt_prefix: prepended to every prompt (SyncTweedies' "Best quality, extremely detailed ").
     viewer_size: side in pixels of each crop of the viewer picture (90° field of view).
+    view_prompts: prompts that depend on the view's direction (as view-dependent prompts for meshes): a mapping from
+        ``above`` (views at elevation >= ``view_elevation``), ``horizon`` and ``below`` (<= −``view_elevation``) to a
+        prompt, in which ``{prompt}`` stands for the record's prompt (e.g. ``above: "{prompt}, the sky"``); a
+        direction left out keeps the record's prompt, and so does the global view, which sees every direction.
+    view_elevation: the elevation in degrees (0 to 90) from which a view counts as above or below the horizon.
     """
 
     task_name = "sphere"
@@ -69,6 +74,8 @@ class SpherePanorama(SyncTask):
         assembly: Literal["feather", "mean"] = "feather",
         prompt_prefix: str = "Best quality, extremely detailed ",
         viewer_size: PositiveInt = 256,
+        view_prompts: dict[str, str] | None = None,
+        view_elevation: float = 30.0,
         num_inference_steps: PositiveInt = 30,
         **kwargs,
     ):
@@ -83,6 +90,12 @@ class SpherePanorama(SyncTask):
         self.fov, self.height, self.assembly = float(fov), height, assembly
         self.canonical_height = canonical_height or 8 * backbone.sample_size
         self.init_from_canonical, self.prompt_prefix, self.viewer_size = init_from_canonical, prompt_prefix, viewer_size
+        unknown = sorted(set(view_prompts or {}) - {"above", "horizon", "below"})
+        if unknown:
+            raise InputError(f"--model.view_prompts {unknown}: name the directions above, horizon and below")
+        if not 0 <= view_elevation <= 90:
+            raise InputError(f"--model.view_elevation {view_elevation}: give an elevation in degrees from 0 to 90")
+        self.view_prompts, self.view_elevation = dict(view_prompts or {}), float(view_elevation)
         self.geometry = sphere(self.views, self.fov, backbone.sample_size, self.canonical_height)
         self._couplings = self.geometry.couplings()
         self._canonical = self.geometry.canonical((backbone.channels,))
@@ -130,8 +143,20 @@ class SpherePanorama(SyncTask):
         gray = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
         return gray[None].expand(3, -1, -1)
 
+    def direction(self, elevation: float) -> str:
+        """``above``, ``horizon`` or ``below``: where a view at ``elevation`` degrees looks (for ``view_prompts``)."""
+        if elevation >= self.view_elevation:
+            return "above"
+        return "below" if elevation <= -self.view_elevation else "horizon"
+
     def trajectory_prompts(self, batch):
-        return [[f"{self.prompt_prefix}{s['prompt']}"] * (self.n + (self.global_view is not None)) for s in batch]
+        """Each view's prompt (its direction's ``view_prompts`` entry, else the record's), then the global view's."""
+        out = []
+        for s in batch:
+            own = [self.view_prompts.get(self.direction(e), "{prompt}") for e, _ in self.views]
+            own += ["{prompt}"] * (self.global_view is not None)
+            out.append([f"{self.prompt_prefix}{p.replace('{prompt}', s['prompt'])}" for p in own])
+        return out
 
     def initial_noise(self, batch, generators):
         C, h = self.backbone.channels, self.backbone.sample_size
@@ -188,4 +213,5 @@ class SpherePanorama(SyncTask):
             "init_from_canonical": self.init_from_canonical,
             "assembly": self.assembly,
             **({"global_trajectory": True} if self.global_view is not None else {}),
+            **({"view_prompts": self.view_prompts, "view_elevation": self.view_elevation} if self.view_prompts else {}),
         }

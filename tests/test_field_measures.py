@@ -66,6 +66,33 @@ def test_identical_crops_score_zero_and_different_crops_do_not(tiny_clip):
     assert style["value"] > 0 and style["sum_over_pairs"] == pytest.approx(6 * style["value"])
 
 
+def test_same_height_pairs_compare_crops_in_one_row_only(tiny_clip):
+    """The variant for canvases taller than a crop: a sky row over a ground row, each row one crop repeated, is
+    perfectly coherent at every height (0) while the standard measure counts the sky against the ground."""
+    assert coherence.pairs(6, row=3) == ([0, 0, 1, 3, 3, 4], [1, 2, 2, 4, 5, 5])
+    sky, ground = (torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(k)) for k in (2, 3))
+    canvas = torch.cat([sky.repeat(1, 1, 3), ground.repeat(1, 1, 3)], 1)  # 128×192: two rows of three crops
+    same = coherence.intra_lpips(canvas, tiny_clip, 64, same_row=True)
+    assert same["value"] == 0.0 and same["pairs"] == 6 and coherence.intra_lpips(canvas, tiny_clip, 64)["pairs"] == 15
+    assert coherence.intra_lpips(canvas, tiny_clip, 64)["value"] > 0.01
+    assert coherence.intra_style(canvas, tiny_clip, 64, same_row=True)["value"] == 0.0
+    assert coherence.intra_style(canvas, tiny_clip, 64)["value"] > 0
+    with pytest.raises(InputError, match="one 64-pixel crop per row: Intra-LPIPS needs two"):
+        coherence.intra_lpips(torch.rand(3, 128, 64), tiny_clip, 64, same_row=True)
+
+
+def test_a_canvas_with_two_rows_of_crops_gets_the_same_height_measures_beside(tiny_clip, tmp_path):
+    from syncsde.io import to_pil
+
+    sky, ground = (torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(k)) for k in (4, 5))
+    to_pil(torch.cat([sky.repeat(1, 1, 2), ground.repeat(1, 1, 2)], 1)).save(tmp_path / "00000.png")
+    meta = {"sample_id": 0, "files": {"image": "00000.png"}, "grid": [2, 2], "height": 128, "vertical_stride": 64}
+    measures, per_sample = coherence.panorama_measures(tmp_path, [meta], tiny_clip, None)
+    assert per_sample[0]["crop"] == 64 and per_sample[0]["intra_lpips"] > 0.01
+    assert per_sample[0]["intra_lpips_same_row"] == pytest.approx(0.0, abs=1e-6)
+    assert set(measures) == {"intra_lpips", "intra_style", "intra_lpips_same_row", "intra_style_same_row"}
+
+
 def test_network_choice_says_which_network(monkeypatch):
     monkeypatch.setattr(coherence, "torchvision_installed", lambda: False)
     net = coherence.network("auto")

@@ -2,6 +2,9 @@
 
     python -m syncsde.evaluation.benchmarks.global_coherence [--samples 128] [--steps 50] [--embedded]
                                                              [--embedded_samples 4] [--write]
+    # a part of it: no exact model, the wide image alone, one method paired with canonical, pictures in a folder
+    python -m syncsde.evaluation.benchmarks.global_coherence --samples 0 --embedded --geometries wide \
+        --methods "syncsde global, scaled (1/λ = 20)" --anchor "syncsde canonical (1/λ = 20)" --pictures /tmp/global
 
 **Exact model** (cheap, decisive): :class:`~syncsde.backbones.GaussianMixtureBackbone`, a mixture of Gaussian fields
 whose component — a global mode — is shared by the whole canvas; its denoiser is exact at any size, so sampling the
@@ -22,7 +25,10 @@ seeds:
 canvas (128×128, 3×3 windows), a few samples per method: Intra-LPIPS and Intra-Style-L on the tiny CLIP's features
 (:mod:`syncsde.evaluation.coherence`; lower = more alike crops), paired with the global preset on the same seeds, and
 the spread across the canvas of global statistics: the horizon row of each native-size column band (the row where
-the mean colour changes most) and the sky colour above it.
+the mean colour changes most) and the sky colour above it. On the 2-D canvas Intra-LPIPS and Intra-Style-L are also
+given over the pairs of crops at the same height (docs/evaluation.md), beside the standard ones. The global view's
+fits (``global_fit``, SYNCSDE.md §4.2.1) are rows of both models; on the embedded one, those that lose there
+(``ON_REQUEST``) run only when ``--methods`` names them.
 
 ``--write`` writes the table to ``notebooks/results/global_coherence.md`` (the docs' ``global_coherence`` block) and
 pictures to ``notebooks/figures/``.
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,6 +48,7 @@ from scipy import linalg
 
 from syncsde.backbones import GaussianMixtureBackbone
 from syncsde.coupling import SyncProblem
+from syncsde.io import to_pil
 from syncsde.sampler import sample, sample_generator
 from syncsde.strategies import Independent, MultiDiffusion, Strategy, SyncSDE, SyncTweedies
 
@@ -66,6 +74,10 @@ def exact_methods() -> dict[str, Strategy]:
         "global view ρ = 1, constant": SyncSDE(20.0, preset="global", global_schedule="constant"),
         "global view ρ = 0.5, constant": SyncSDE(20.0, preset="global", global_view=0.5, global_schedule="constant"),
         "global view only (1/λ = 0), fade": SyncSDE(0.0, preset="global"),
+        "global view ρ = 1, fade, scaled": SyncSDE(20.0, preset="global", global_fit="scaled"),
+        "global view ρ = 1, fade, profile": SyncSDE(20.0, preset="global", global_fit="profile"),
+        "global view ρ = 1, fade, isotropic": SyncSDE(20.0, preset="global", global_fit="isotropic"),
+        "global view ρ = 1, fade, letterbox": SyncSDE(20.0, preset="global", global_fit="letterbox"),
     }
 
 
@@ -228,6 +240,11 @@ EMBEDDED = {  # task options (pixels) and prompts: the embedded wide image and 2
     ),
 }
 ANCHOR = "syncsde global (1/λ = 20)"
+SCALED = "syncsde global, scaled (1/λ = 20)"
+PROFILE = "syncsde global, profile (1/λ = 20)"
+ISOTROPIC = "syncsde global, isotropic (1/λ = 20)"
+LETTERBOX = "syncsde global, letterbox (1/λ = 20)"
+ON_REQUEST = (PROFILE, ISOTROPIC, LETTERBOX)  # fits that lose on the embedded model (§4.2.1): run when named
 
 
 def embedded_methods() -> dict[str, tuple[Strategy, dict]]:
@@ -243,6 +260,10 @@ def embedded_methods() -> dict[str, tuple[Strategy, dict]]:
         "synctweedies (case 2)": (SyncTweedies(case=2), {}),
         "mixture of diffusers": (MixtureOfDiffusers(), {}),
         ANCHOR: (SyncSDE(20.0, preset="global"), {}),
+        SCALED: (SyncSDE(20.0, preset="global", global_fit="scaled"), {}),
+        PROFILE: (SyncSDE(20.0, preset="global", global_fit="profile"), {}),
+        ISOTROPIC: (SyncSDE(20.0, preset="global", global_fit="isotropic"), {}),
+        LETTERBOX: (SyncSDE(20.0, preset="global", global_fit="letterbox"), {}),
     }
 
 
@@ -269,9 +290,11 @@ def global_statistics(image: torch.Tensor, native: int) -> tuple[float, float]:
     return float(rows.std()), float(skies.std(0).norm())
 
 
-def embedded(samples: int, steps: int) -> tuple[dict, dict]:
-    """Every method on the embedded wide image and 2-D canvas: per-sample Intra-LPIPS / Intra-Style-L (tiny CLIP)
-    and global statistics, and the images."""
+def embedded(samples: int, steps: int, geometries=None, methods=None) -> tuple[dict, dict]:
+    """Every method but those ``ON_REQUEST`` (or those named ``methods``) on the embedded wide image and 2-D canvas (or
+    those whose names begin with one of ``geometries``): per-sample Intra-LPIPS / Intra-Style-L (tiny CLIP; on a
+    canvas with crops at several heights also over the pairs at the same height) and global statistics, and the
+    images."""
     from syncsde.backbones import StableDiffusion
     from syncsde.evaluation import coherence
     from syncsde.tasks import WideImage
@@ -280,9 +303,13 @@ def embedded(samples: int, steps: int) -> tuple[dict, dict]:
     native = backbone.sample_size * backbone.scale_factor
     values, images = {}, {}
     for geometry, (options, prompts) in EMBEDDED.items():
+        if geometries and not any(geometry.startswith(g) for g in geometries):
+            continue
         records = [prompts[i % len(prompts)] for i in range(samples)]
         values[geometry] = {}
         for method, (strategy, extra) in embedded_methods().items():
+            if method not in (methods or set(embedded_methods()) - set(ON_REQUEST)):
+                continue
             task = WideImage(
                 backbone, strategy, **options, **extra, num_inference_steps=steps, guidance_scale=3.0, progress=False
             )
@@ -298,6 +325,7 @@ def embedded(samples: int, steps: int) -> tuple[dict, dict]:
                         coherence.intra_lpips(img, net, native)["value"],
                         coherence.intra_style(img, net, native)["value"],
                         *spread,
+                        *same_height(img, net, native),
                     ]
                 )
             values[geometry][method] = np.array(per)
@@ -307,33 +335,54 @@ def embedded(samples: int, steps: int) -> tuple[dict, dict]:
     return values, images
 
 
-EMBEDDED_COLUMNS = ("Intra-LPIPS", "Intra-Style-L", "horizon spread", "sky colour spread")
+def same_height(image: torch.Tensor, net, native: int) -> list[float]:
+    """Intra-LPIPS and Intra-Style-L over the pairs of crops at the same height (docs/evaluation.md), on a canvas
+    with crops at several heights; NaN on one row of crops, where they are the standard measures."""
+    from syncsde.evaluation import coherence
+
+    if image.shape[-2] < 2 * native:
+        return [float("nan")] * 2
+    return [
+        coherence.intra_lpips(image, net, native, same_row=True)["value"],
+        coherence.intra_style(image, net, native, same_row=True)["value"],
+    ]
 
 
-def embedded_markdown(values: dict, samples: int, steps: int) -> str:
+EMBEDDED_COLUMNS = (
+    "Intra-LPIPS",
+    "Intra-Style-L",
+    "horizon spread",
+    "sky colour spread",
+    "Intra-LPIPS same height",
+    "Intra-Style-L same height",
+)
+
+
+def embedded_markdown(values: dict, samples: int, steps: int, anchor_name: str = ANCHOR) -> str:
     lines = [
         f"Embedded model (tiny LDM; wide image at stride 32 px: 7 windows; {steps} DDIM steps, guidance 3, {samples} "
         "samples per method on the same prompts and seeds). Intra-LPIPS / Intra-Style-L on the tiny CLIP's features "
         "(`syncsde.evaluation.coherence`, non-overlapping native-size crops; lower = the crops are more alike); "
         "horizon / sky colour spread: the standard deviation across the canvas's native-width column bands of the "
         "horizon row (fraction of the height) and of the sky's mean colour. Each figure ± its standard error; Δ: minus "
-        f"`{ANCHOR}` on the same samples, ± the paired standard error.",
+        f"`{anchor_name}` on the same samples, ± the paired standard error.",
         "",
     ]
     for geometry, rows in values.items():
-        anchor = rows[ANCHOR]
+        anchor = rows[anchor_name]
+        shown = [k for k in range(len(EMBEDDED_COLUMNS)) if not np.isnan(anchor[:, k]).all()]
         lines += [
             f"**{geometry}**",
             "",
-            "| method | " + " | ".join(f"{c} | Δ" for c in EMBEDDED_COLUMNS) + " |",
-            "|---" * (2 * len(EMBEDDED_COLUMNS) + 1) + "|",
+            "| method | " + " | ".join(f"{EMBEDDED_COLUMNS[k]} | Δ" for k in shown) + " |",
+            "|---" * (2 * len(shown) + 1) + "|",
         ]
         for method, v in rows.items():
             cells = []
-            for k in range(len(EMBEDDED_COLUMNS)):
+            for k in shown:
                 cells.append(f"{v[:, k].mean():.3g} ± {se(v[:, k]):.2g}")
                 d = v[:, k] - anchor[:, k]
-                cells.append("—" if method == ANCHOR else f"{d.mean():+.3g} ± {se(d):.2g}")
+                cells.append("—" if method == anchor_name else f"{d.mean():+.3g} ± {se(d):.2g}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -343,12 +392,21 @@ def se(v: np.ndarray) -> float:
     return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
-def save_pictures(pictures: dict, images: dict) -> list[str]:
-    """Exact-model canvases (rows: methods; six canvases each) and the embedded images (rows: methods)."""
-    from syncsde.evaluation.benchmarks.canvas_figures import save, side_by_side
+def save_pictures(pictures: dict, images: dict, folder: str | None = None) -> list[str]:
+    """Exact-model canvases (rows: methods; six canvases each) and the embedded images (rows: methods), in the docs'
+    figures (or in ``folder``)."""
+    from syncsde.evaluation.benchmarks import canvas_figures
+    from syncsde.evaluation.benchmarks.canvas_figures import side_by_side
+
+    def save(name, grid, scale):
+        if folder is None:
+            return canvas_figures.save(name, grid, scale)
+        path = f"{folder}/{name}.png"
+        to_pil(F.interpolate(grid[None].clamp(0, 1), scale_factor=scale, mode="nearest")[0]).save(path)
+        return path
 
     saved = []
-    for canvas in CANVASES:
+    for canvas in CANVASES if pictures else ():
         rows = []
         for key, z in pictures.items():
             if key.startswith(f"{canvas}: "):
@@ -358,6 +416,8 @@ def save_pictures(pictures: dict, images: dict) -> list[str]:
         saved.append(save(f"global_exact_{'wide' if canvas == 'wide' else '2d'}", grid, 4))
     for geometry in EMBEDDED:
         rows = [side_by_side(imgs) for (g, _), imgs in images.items() if g == geometry]
+        if not rows:
+            continue
         grid = torch.cat([t for r in rows for t in (r, torch.ones(3, 2, r.shape[-1]))][:-1], -2)
         saved.append(save(f"global_embedded_{'wide' if geometry.startswith('wide') else '2d'}", grid, 1))
     return saved
@@ -365,22 +425,39 @@ def save_pictures(pictures: dict, images: dict) -> list[str]:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", type=int, default=128)
+    ap.add_argument("--samples", type=int, default=128, help="exact-model canvases per method (0: none)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--embedded", action="store_true", help="also the embedded wide image and 2-D canvas")
     ap.add_argument("--embedded_samples", type=int, default=4)
     ap.add_argument("--embedded_steps", type=int, default=30)
+    ap.add_argument("--geometries", nargs="+", choices=("wide", "2-D"), help="embedded canvases (default: both)")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        help="embedded methods by row name (default: all but the fits that lose; the anchor too)",
+    )
+    ap.add_argument("--anchor", default=ANCHOR, help="the embedded row the others are paired with (Δ)")
     ap.add_argument("--write", action="store_true", help="write the docs' block and the pictures")
+    ap.add_argument("--pictures", help="save the pictures in this folder (without --write)")
     args = ap.parse_args(argv)
+    if args.write and (args.geometries or args.methods or args.anchor != ANCHOR or not args.samples):
+        raise SystemExit("--write takes the whole benchmark: leave out --geometries, --methods, --anchor, --samples 0")
     warnings.filterwarnings("ignore", message="SyncSDE coefficient")
     torch.set_num_threads(1)
-    results, pictures = exact(args.samples, args.steps)
-    markdown = exact_markdown(results, args.samples, args.steps)
+    results, pictures = exact(args.samples, args.steps) if args.samples else ({}, {})
+    markdown = exact_markdown(results, args.samples, args.steps) if results else ""
     values, images = {}, {}
     if args.embedded:
-        values, images = embedded(args.embedded_samples, args.embedded_steps)
-        markdown += "\n" + embedded_markdown(values, args.embedded_samples, args.embedded_steps)
+        methods = [*args.methods, args.anchor] if args.methods else None
+        unknown = sorted(set(methods or [args.anchor]) - set(embedded_methods()))
+        if unknown:
+            raise SystemExit(f"no embedded method {unknown}; choose among: {', '.join(embedded_methods())}")
+        values, images = embedded(args.embedded_samples, args.embedded_steps, args.geometries, methods)
+        markdown += "\n" + embedded_markdown(values, args.embedded_samples, args.embedded_steps, args.anchor)
     print(markdown)
+    if args.pictures:
+        Path(args.pictures).mkdir(parents=True, exist_ok=True)
+        print("\n".join(save_pictures(pictures, images, args.pictures)))
     if args.write:
         from syncsde.evaluation.benchmarks.readme import write_result
 

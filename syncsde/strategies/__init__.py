@@ -74,7 +74,7 @@ method("spotdiffusion", SpotDiffusion,
        baseline_for=("wide_image",))
 method("global", SyncSDE,
        "SyncSDE canonical + a global view of the canvas: one scene on tall canvases and spheres (SYNCSDE.md §4.2)",
-       args=dict(preset="global", inv_lambda=20.0, **RESET, global_view=None, global_schedule=None),
+       args=dict(preset="global", inv_lambda=20.0, **RESET, global_view=None, global_schedule=None, global_fit=None),
        tasks=("wide_image", "sphere"), baseline_for=("sphere",))
 method("stochsync", StochSync,
        "StochSync: fused x̂₀ re-noised with fresh noise, multi-step x̂₀, disjoint views per step (BASELINES.md §12)",
@@ -88,3 +88,9 @@ method("syncdiffusion", SyncDiffusion,
 method("masactrl", MasaCtrl,
        "MasaCtrl: from step 4 the edit's self-attention reads the source's keys and values in the UNet's decoder "
        "layers (BASELINES.md §14)", task_args={"edit": {"layout": "pair"}}, tasks=("edit",), baseline_for=("edit",))
+method("global_scaled", SyncSDE,
+       "SyncSDE global view whose share falls with the canvas's squash into it: one row of windows too "
+       "(SYNCSDE.md §4.2.1)",
+       args=dict(preset="global", inv_lambda=20.0, **RESET, global_view=None, global_schedule=None,
+                 global_fit="scaled"),
+       tasks=("wide_image", "sphere"))

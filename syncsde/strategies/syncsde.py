@@ -16,7 +16,7 @@ from syncsde.schedule import inv_lambda_schedule
 from syncsde.strategies.base import Reads, Strategy
 
 # the paper's update, and the combinations chosen by `python -m syncsde.evaluation.benchmarks.sync` (README)
-LOCAL = dict(global_view=0.0, global_schedule="constant")  # no global view
+LOCAL = dict(global_view=0.0, global_schedule="constant", global_fit="squash")  # no global view
 PRESETS = {
     "paper": dict(correlation="autoregressive", schedule_floor=0.0, correction="explicit", target="pre_step", **LOCAL),
     "chain": dict(correlation="autoregressive", schedule_floor=1.0, correction="exact", target="post_step", **LOCAL),
@@ -28,8 +28,12 @@ PRESETS = {
         target="post_step",
         global_view=1.0,
         global_schedule="fade",
+        global_fit="squash",
     ),
 }
+
+
+FITS = ("squash", "scaled", "profile", "isotropic", "letterbox")  # how the canvas fits the global view's frame (§4.2.1)
 
 
 class SyncSDE(Strategy):
@@ -69,6 +73,13 @@ class SyncSDE(Strategy):
       x̂₀^G ← ρ_t x̂₀^G + (1 − ρ_t) D(g(x̂₀)), and every trajectory steps from its new x̂₀ with its own ε. The
       local coupling above then acts on the windows. ``global_schedule``: ``constant`` (ρ_t = ρ) or ``fade``
       (ρ_t = ρ·t/T: the global view decides the layout early, the windows the detail late). 0 = no global view.
+      ``global_fit``: how the canvas fits the native frame (:class:`~syncsde.coupling.GlobalView`, SYNCSDE.md
+      §4.2.1): ``squash`` (the whole frame, the canvas's aspect changed); ``scaled`` (squashed, the share ρ_t times
+      the view's isotropy ι = s_min/s_max: the band average of ``isotropic``'s share; the best for one row of
+      windows); ``profile`` (the difference's mean along the axis squashed more at ρ_t, the rest at ρ_t·ι);
+      ``isotropic`` (squashed, but only the band the view resolves as finely along both axes is fused, and the global
+      view takes the windows' consensus above it); ``letterbox`` (scaled by one factor along both axes, centred: the
+      fusion acts on that part of the frame, the rest is free). All are ``squash`` on a canvas of the frame's aspect.
 
     Args:
         inv_lambda: 1/λ, the coupling inverse variance (0 = independent trajectories). Paper default 5.
@@ -78,8 +89,8 @@ class SyncSDE(Strategy):
             same settings: the best for wide images); ``global`` (``canonical`` with the global view, ρ = 1 fading:
             one scene on canvases taller than a window and on the sphere; not for one row of windows). Options given
             explicitly override the preset's.
-        correlation, schedule_floor, correction, target, global_view, global_schedule: see above (None = the
-            preset's value).
+        correlation, schedule_floor, correction, target, global_view, global_schedule, global_fit: see above (None =
+            the preset's value).
     """
 
     name = "syncsde"
@@ -95,6 +106,7 @@ class SyncSDE(Strategy):
         target: Literal["pre_step", "post_step"] | None = None,
         global_view: float | None = None,
         global_schedule: Literal["constant", "fade"] | None = None,
+        global_fit: Literal["squash", "scaled", "profile", "isotropic", "letterbox"] | None = None,
     ):
         option = "--model.strategy."
         if not 0 <= inv_lambda < float("inf"):
@@ -113,6 +125,7 @@ class SyncSDE(Strategy):
             target=target,
             global_view=global_view,
             global_schedule=global_schedule,
+            global_fit=global_fit,
         )
         options = {k: PRESETS[preset][k] if v is None else v for k, v in given.items()}
         for name, allowed in (
@@ -120,6 +133,7 @@ class SyncSDE(Strategy):
             ("correction", ("explicit", "exact")),
             ("target", ("pre_step", "post_step")),
             ("global_schedule", ("constant", "fade")),
+            ("global_fit", FITS),
         ):
             if options[name] not in allowed:
                 raise InputError(f"{option}{name} {options[name]!r}: choose one of {', '.join(allowed)}")
@@ -136,6 +150,7 @@ class SyncSDE(Strategy):
             )
         self.correction, self.target = options["correction"], options["target"]
         self.global_view, self.global_schedule = float(options["global_view"]), options["global_schedule"]
+        self.global_fit = options["global_fit"]
         self._warned = False
 
     def needs(self):
@@ -176,14 +191,27 @@ class SyncSDE(Strategy):
         view, canon = problem.global_view, problem.canonical
         if canon is None:
             raise InputError("global_view needs a problem with a canonical space (a task that provides it)")
-        n, rho = view.index, self.global_share(step)
+        n, rho = view.index, self.global_share(step) * (view.isotropy() if self.global_fit == "scaled" else 1.0)
         x0 = step.x0(x, eps)
-        low = view.down(canon.aggregate(x0[:, :n]))  # the windows' consensus at the native size
+        top, left, h, w = view.band(self.global_fit)
+        low = view.down(canon.aggregate(x0[:, :n]), (h, w))  # the windows' consensus as the frame shows it
         glob = x0[:, n]
-        x0 = torch.cat(
-            [x0[:, :n] + rho * canon.forward(view.up(glob) - view.up(low)), (rho * glob + (1 - rho) * low)[:, None]],
-            1,
-        )
+        seen = glob[..., top : top + h, left : left + w]
+        band = view.fitted()
+        if self.global_fit == "isotropic" and band != (h, w):  # the coarse band alone; the consensus above it
+            delta = rho * (view.down(seen, band) - view.down(low, band))
+            windows, fused = x0[:, :n] + canon.forward(view.up(delta)), low + view.up(delta, (h, w))
+        elif self.global_fit == "profile" and view.isotropy() < 1:  # the profile: ρ_t; the variation along it: ρ_t·ι
+            diff = seen - low
+            profile = diff.mean(view.squashed_axis(), keepdim=True)
+            delta = rho * (profile + view.isotropy() * (diff - profile))
+            windows, fused = x0[:, :n] + canon.forward(view.up(delta)), low + delta
+        else:
+            windows, fused = x0[:, :n] + rho * canon.forward(view.up(seen) - view.up(low)), rho * seen + (1 - rho) * low
+        if fused.shape != glob.shape:  # letterbox: the frame outside the canvas's band keeps the global's own x̂₀
+            fused, inside = glob.clone(), fused
+            fused[..., top : top + h, left : left + w] = inside
+        x0 = torch.cat([windows, fused[:, None]], 1)
         return step.update(x, x0, eps, noise() if step.stochastic else None)
 
     def couple(self, x, out, step, problem):
@@ -245,4 +273,5 @@ class SyncSDE(Strategy):
             "correction": self.correction,
             "target": self.target,
             **({"global_view": self.global_view, "global_schedule": self.global_schedule} if self.global_view else {}),
+            **({"global_fit": self.global_fit} if self.global_view and self.global_fit != "squash" else {}),
         }
