@@ -392,9 +392,10 @@ def se(v: np.ndarray) -> float:
     return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
-def save_pictures(pictures: dict, images: dict, folder: str | None = None) -> list[str]:
+def save_pictures(pictures: dict, images: dict, folder: str | None = None, stem: str = "global") -> list[str]:
     """Exact-model canvases (rows: methods; six canvases each) and the embedded images (rows: methods), in the docs'
-    figures (or in ``folder``)."""
+    figures (or in ``folder``), named ``global_exact_<canvas>``, ``global_embedded_<canvas>`` or, for another
+    ``stem``, ``<stem>_<canvas>``."""
     from syncsde.evaluation.benchmarks import canvas_figures
     from syncsde.evaluation.benchmarks.canvas_figures import side_by_side
 
@@ -413,13 +414,15 @@ def save_pictures(pictures: dict, images: dict, folder: str | None = None) -> li
                 grey = (z / 2 + 0.5).clamp(0, 1).expand(-1, 3, -1, -1)  # levels ±0.5 → 0.25, 0.75
                 rows.append(side_by_side(list(grey)))
         grid = torch.cat([t for r in rows for t in (r, torch.ones(3, 1, r.shape[-1]))][:-1], -2)
-        saved.append(save(f"global_exact_{'wide' if canvas == 'wide' else '2d'}", grid, 4))
+        kind = "wide" if canvas == "wide" else "2d"
+        saved.append(save(f"global_exact_{kind}" if stem == "global" else f"{stem}_exact_{kind}", grid, 4))
     for geometry in EMBEDDED:
         rows = [side_by_side(imgs) for (g, _), imgs in images.items() if g == geometry]
         if not rows:
             continue
         grid = torch.cat([t for r in rows for t in (r, torch.ones(3, 2, r.shape[-1]))][:-1], -2)
-        saved.append(save(f"global_embedded_{'wide' if geometry.startswith('wide') else '2d'}", grid, 1))
+        kind = "wide" if geometry.startswith("wide") else "2d"
+        saved.append(save(f"global_embedded_{kind}" if stem == "global" else f"{stem}_{kind}", grid, 1))
     return saved
 
 
@@ -438,10 +441,17 @@ def main(argv=None) -> dict:
     )
     ap.add_argument("--anchor", default=ANCHOR, help="the embedded row the others are paired with (Δ)")
     ap.add_argument("--write", action="store_true", help="write the docs' block and the pictures")
+    ap.add_argument(
+        "--name", default="global_coherence", help="the results block --write writes (a partial run: another name)"
+    )
     ap.add_argument("--pictures", help="save the pictures in this folder (without --write)")
     args = ap.parse_args(argv)
-    if args.write and (args.geometries or args.methods or args.anchor != ANCHOR or not args.samples):
-        raise SystemExit("--write takes the whole benchmark: leave out --geometries, --methods, --anchor, --samples 0")
+    partial = args.geometries or args.methods or args.anchor != ANCHOR or not args.samples
+    if args.write and partial and args.name == "global_coherence":
+        raise SystemExit(
+            "--write of the global_coherence block takes the whole benchmark: leave out --geometries, --methods, "
+            "--anchor, --samples 0, or give the partial run its own --name"
+        )
     warnings.filterwarnings("ignore", message="SyncSDE coefficient")
     torch.set_num_threads(1)
     results, pictures = exact(args.samples, args.steps) if args.samples else ({}, {})
@@ -461,10 +471,11 @@ def main(argv=None) -> dict:
     if args.write:
         from syncsde.evaluation.benchmarks.readme import write_result
 
-        figures = save_pictures(pictures, images) if args.embedded else []
+        stem = "global" if args.name == "global_coherence" else args.name
+        figures = save_pictures(pictures, images, stem=stem) if args.embedded else []
         markdown += "".join(f"\n![{f.split('/')[-1][:-4]}]({f})\n" for f in figures)
         data = {"exact": results, "embedded": {g: {m: v.tolist() for m, v in r.items()} for g, r in values.items()}}
-        write_result("global_coherence", markdown, data)
+        write_result(args.name, markdown, data)
     return results
 
 
