@@ -192,6 +192,18 @@ def test_flow_syncsde_pulls_at_the_derived_rate():
     assert rates[0] == 1 and all(0 < q < 1 for q in rates[1:])  # at 1/λ = 0.9 a pull that never overshoots
 
 
+def exact_flow_model(mean: float, std: float):
+    """The exact flow-matching model (shift 3) of Gaussian data on one 64×64 channel, its guided network call on a
+    (B, N, ...) stack, and one x_T."""
+    backbone = GaussianBackbone(channels=1, sample_size=64, scale_factor=1, mean=mean, std=std, flow_shift=3.0)
+    ctx = backbone.encode_prompts(["x"])
+
+    def denoise(x, step):
+        return guided_eps(backbone, x.flatten(0, 1), step, ctx.expand(x.shape[1], -1), None, 1.0).view_as(x)
+
+    return backbone, denoise, torch.randn(1, 1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
 def test_flow_sampling_equals_diffusers_euler_on_an_exact_model():
     """The flow steps in VP coordinates reproduce FlowMatchEulerDiscreteScheduler's Euler steps in flow coordinates,
     on the exact velocity of Gaussian data; their result approaches the data distribution as steps grow."""
@@ -200,13 +212,7 @@ def test_flow_sampling_equals_diffusers_euler_on_an_exact_model():
     from syncsde.sampler import sample
 
     mean, std = 0.3, 0.5
-    backbone = GaussianBackbone(channels=1, sample_size=64, scale_factor=1, mean=mean, std=std, flow_shift=3.0)
-    ctx = backbone.encode_prompts(["x"])
-
-    def denoise(x, step):
-        return guided_eps(backbone, x.flatten(0, 1), step, ctx.expand(x.shape[1], -1), None, 1.0).view_as(x)
-
-    x_T = torch.randn(1, 1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    backbone, denoise, x_T = exact_flow_model(mean, std)
     errors = []
     for steps in (10, 40, 200):
         ours = sample(denoise, x_T, backbone.schedule(steps), Independent(), SyncProblem(1))[0, 0]
@@ -229,13 +235,7 @@ def test_stochastic_flow_steps_sample_the_data_and_eta_0_is_euler():
     from syncsde.sampler import sample
 
     mean, std = 0.3, 0.5
-    backbone = GaussianBackbone(channels=1, sample_size=64, scale_factor=1, mean=mean, std=std, flow_shift=3.0)
-    ctx = backbone.encode_prompts(["x"])
-
-    def denoise(x, step):
-        return guided_eps(backbone, x.flatten(0, 1), step, ctx.expand(x.shape[1], -1), None, 1.0).view_as(x)
-
-    x_T = torch.randn(1, 1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    backbone, denoise, x_T = exact_flow_model(mean, std)
 
     def run(steps, kind, eta=0.0, seed=2):
         schedule = backbone.schedule(steps, kind, eta)
