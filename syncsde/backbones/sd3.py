@@ -89,13 +89,15 @@ class StableDiffusion3(FlowMatchingBackbone):
         """The pipeline's ``set_timesteps`` options: μ only for configs with dynamic shifting."""
         return {"mu": calculate_shift(seq_len, config, max_shift=1.16)} if config.get("use_dynamic_shifting") else {}
 
-    def velocity(self, x_sigma: Tensor, t: Tensor, context: dict[str, Tensor], **kw) -> Tensor:
+    def velocity(self, x_sigma: Tensor, t: Tensor, context: dict[str, Tensor], **inputs) -> Tensor:
+        """The transformer's velocity; ``inputs``: more of its inputs (a ControlNet's block residuals)."""
         return self.transformer(
             hidden_states=x_sigma,
             timestep=t,
             encoder_hidden_states=context["prompt_embeds"].to(x_sigma.dtype),
             pooled_projections=context["pooled_prompt_embeds"].to(x_sigma.dtype),
             return_dict=False,
+            **inputs,
         )[0]
 
 
@@ -172,22 +174,16 @@ class StableDiffusion3ControlNet(ControlNet, StableDiffusion3):
 
     def controlled(self, x: Tensor, t: Tensor, context: dict[str, Tensor], cond: Tensor, scale: float) -> Tensor:
         x_sigma, _ = flow_state(x, t, self._scheduler_config.get("num_train_timesteps", 1000))
-        embeds = context["prompt_embeds"].to(x_sigma.dtype)
         pooled = context["pooled_prompt_embeds"].to(x_sigma.dtype)
         blocks = self.controlnet(
             hidden_states=x_sigma,
             timestep=t,
-            encoder_hidden_states=embeds if self.controlnet.context_embedder is not None else None,
+            encoder_hidden_states=(
+                context["prompt_embeds"].to(x_sigma.dtype) if self.controlnet.context_embedder is not None else None
+            ),
             pooled_projections=torch.zeros_like(pooled) if self.zero_pooled else pooled,
             controlnet_cond=cond.to(x_sigma.dtype),
             conditioning_scale=scale,
             return_dict=False,
         )[0]
-        return self.transformer(
-            hidden_states=x_sigma,
-            timestep=t,
-            encoder_hidden_states=embeds,
-            pooled_projections=pooled,
-            block_controlnet_hidden_states=blocks,
-            return_dict=False,
-        )[0]
+        return self.velocity(x_sigma, t, context, block_controlnet_hidden_states=blocks)
